@@ -1,0 +1,3 @@
+module github.com/orderly/orderly/migrations
+
+go 1.26

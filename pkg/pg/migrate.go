@@ -1,0 +1,77 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// Migration is one set of numbered goose SQL files and the table that records
+// which of them were applied. Several sets (the shared messaging tables and a
+// service's own) live side by side in one database, each with its own table.
+type Migration struct {
+	FS    fs.FS
+	Table string
+}
+
+// Migrate applies every pending migration of each set in order. A Postgres
+// advisory lock serializes replicas that start together, so exactly one of
+// them applies a given file. It returns the first error; what was applied
+// before it stays applied.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, sets ...Migration) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	for _, set := range sets {
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return fmt.Errorf("pg: migration lock: %w", err)
+		}
+		p, err := goose.NewProvider(goose.DialectPostgres, db, set.FS,
+			goose.WithTableName(set.Table),
+			goose.WithSessionLocker(locker),
+			goose.WithDisableGlobalRegistry(true),
+		)
+		if err != nil {
+			return fmt.Errorf("pg: migrations %s: %w", set.Table, err)
+		}
+		results, err := p.Up(ctx)
+		if err != nil {
+			return fmt.Errorf("pg: migrate %s: %w", set.Table, err)
+		}
+		for _, r := range results {
+			slog.DebugContext(ctx, "migration applied", "table", set.Table, "file", r.Source.Path, "duration", r.Duration)
+		}
+	}
+	return nil
+}
+
+// Pending reports how many migrations of the sets are not yet applied; a
+// service is not ready while any are.
+func Pending(ctx context.Context, pool *pgxpool.Pool, sets ...Migration) (int, error) {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	n := 0
+	for _, set := range sets {
+		p, err := goose.NewProvider(goose.DialectPostgres, db, set.FS,
+			goose.WithTableName(set.Table), goose.WithDisableGlobalRegistry(true))
+		if err != nil {
+			return 0, fmt.Errorf("pg: migrations %s: %w", set.Table, err)
+		}
+		status, err := p.Status(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("pg: migration status %s: %w", set.Table, err)
+		}
+		for _, s := range status {
+			if s.State == goose.StatePending {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,103 @@
+// Package pg connects to PostgreSQL, runs transactions that retry on
+// serialization and deadlock failures, and applies embedded migrations.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Connect opens a pool for url and checks that the server answers. It returns
+// an error if the URL is malformed or the server cannot be reached before ctx ends.
+func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("pg: parse url: %w", err)
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pg: open pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pg: ping %s: %w", cfg.ConnConfig.Host, err)
+	}
+	return pool, nil
+}
+
+// TxBeginner is what Transact needs: a pool or a single connection.
+type TxBeginner interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// maxAttempts bounds retries of serialization and deadlock failures; past it
+// the last error is returned so the caller (or the broker) retries later.
+const maxAttempts = 8
+
+// Transact runs fn in a transaction and commits it when fn returns nil. When
+// the transaction fails with a serialization failure (40001) or a deadlock
+// (40P01) the whole closure runs again with a short jittered backoff, so fn
+// must have no effects outside tx. It returns fn's error, or the commit error.
+func Transact(ctx context.Context, db TxBeginner, fn func(pgx.Tx) error) error {
+	return TransactOpts(ctx, db, pgx.TxOptions{}, fn)
+}
+
+// TransactOpts is Transact with explicit transaction options (isolation level).
+func TransactOpts(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = transactOnce(ctx, db, opts, fn)
+		if err == nil || !Retryable(err) || attempt == maxAttempts {
+			return err
+		}
+		backoff := time.Duration(attempt*attempt)*time.Millisecond + rand.N(2*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func transactOnce(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn func(pgx.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("pg: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			// The rollback error is secondary: the connection is released either way.
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return fmt.Errorf("pg: commit: %w", err)
+	}
+	return nil
+}
+
+// Retryable reports whether err is a serialization failure or a deadlock,
+// after which the same transaction may succeed when run again.
+func Retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// IsUniqueViolation reports whether err is a unique constraint violation (23505).
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}

@@ -1,0 +1,3 @@
+module github.com/orderly/orderly/proto
+
+go 1.26

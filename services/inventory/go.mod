@@ -1,0 +1,3 @@
+module github.com/orderly/orderly/services/inventory
+
+go 1.26

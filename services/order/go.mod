@@ -1,0 +1,3 @@
+module github.com/orderly/orderly/services/order
+
+go 1.26

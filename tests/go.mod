@@ -1,0 +1,3 @@
+module github.com/orderly/orderly/tests
+
+go 1.26
