@@ -1,0 +1,313 @@
+package rabbit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderly/orderly/pkg/telemetry"
+)
+
+// Header names Orderly sets on messages.
+const (
+	// HeaderAggregateID names the entity (an order id) a message is about;
+	// the consumer keeps messages with the same value in order.
+	HeaderAggregateID = "aggregate_id"
+	// HeaderError carries why a message was dead-lettered.
+	HeaderError = "x-orderly-error"
+	// HeaderQueue names the queue a dead letter came from, for replay.
+	HeaderQueue = "x-orderly-queue"
+	// HeaderRetry counts the delayed retries a message has been through.
+	HeaderRetry = "x-orderly-retry"
+	// headerDeliveryCount is set by quorum queues on redeliveries.
+	headerDeliveryCount = "x-delivery-count"
+)
+
+// Handler processes one delivery. Return nil to acknowledge it, an error
+// wrapped with Permanent to dead-letter it at once, or any other error to
+// retry it later with backoff. A panic counts as a crash: the message is
+// returned to the queue and dead-lettered once it reaches the delivery limit.
+type Handler func(ctx context.Context, d *amqp.Delivery) error
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying (an undecodable body, a message
+// that breaks an invariant): the consumer sends it to the DLQ at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// Consumer reads one queue with manual acks. Messages with the same
+// aggregate id go to the same worker, so they are handled in queue order.
+type Consumer struct {
+	Conn    *Conn
+	Queue   Queue
+	Handler Handler
+	// Exchanges the queue's bindings need; declared with the queue.
+	Exchanges []string
+	// Workers handle messages concurrently (default 4); Prefetch bounds the
+	// unacknowledged messages held (default 4 per worker).
+	Workers  int
+	Prefetch int
+	// HandlerTimeout bounds one handler call (default 30s).
+	HandlerTimeout time.Duration
+	Log            *slog.Logger
+
+	pub *Publisher
+}
+
+// Run declares the topology, consumes until ctx ends, and reconnects by
+// itself when the link drops. On ctx's end it stops taking deliveries, lets
+// running handlers finish and returns nil; messages not yet handled are
+// returned to the queue by the broker.
+func (c *Consumer) Run(ctx context.Context) error {
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = 4 * c.Workers
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Queue.DeliveryLimit == 0 {
+		c.Queue.DeliveryLimit = DefaultDeliveryLimit
+	}
+	c.pub = c.Conn.NewPublisher()
+	defer func() { _ = c.pub.Close() }()
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		c.Log.Warn("consumer session ended; resuming", "queue", c.Queue.Name, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// session consumes on one channel until the channel dies or ctx ends.
+func (c *Consumer) session(ctx context.Context) error {
+	ch, _, err := c.Conn.Channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ch.Close() }()
+	if err := declare(ch, Topology{Exchanges: c.Exchanges, Queues: []Queue{c.Queue}}); err != nil {
+		return err
+	}
+	if err := ch.Qos(c.Prefetch, 0, false); err != nil {
+		return fmt.Errorf("rabbit: qos: %w", err)
+	}
+	tag := fmt.Sprintf("%s-%p", c.Queue.Name, ch)
+	deliveries, err := ch.Consume(c.Queue.Name, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("rabbit: consume %s: %w", c.Queue.Name, err)
+	}
+
+	lanes := make([]chan amqp.Delivery, c.Workers)
+	var wg sync.WaitGroup
+	for i := range lanes {
+		lanes[i] = make(chan amqp.Delivery, c.Prefetch)
+		wg.Go(func() {
+			for d := range lanes[i] {
+				c.handle(ctx, &d)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer func() {
+		for _, l := range lanes {
+			close(l)
+		}
+	}()
+
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	for {
+		select {
+		case <-ctx.Done():
+			// Stop the flow; deliveries already in lanes still get handled.
+			_ = ch.Cancel(tag, false)
+			return nil
+		case err := <-closed:
+			return fmt.Errorf("rabbit: channel closed: %v", err)
+		case d, ok := <-deliveries:
+			if !ok {
+				return errors.New("rabbit: delivery stream ended")
+			}
+			lanes[lane(&d, len(lanes))] <- d
+		}
+	}
+}
+
+func lane(d *amqp.Delivery, n int) int {
+	key, _ := d.Headers[HeaderAggregateID].(string)
+	if key == "" {
+		key = d.MessageId
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
+}
+
+var tracer = otel.Tracer("github.com/orderly/orderly/pkg/rabbit")
+
+func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
+	defer cancel()
+	hctx = telemetry.ExtractHeaders(hctx, d.Headers)
+	hctx, span := tracer.Start(hctx, "process "+c.Queue.Name, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "rabbitmq"),
+			attribute.String("messaging.destination.name", c.Queue.Name),
+			attribute.String("messaging.message.id", d.MessageId),
+			attribute.String("messaging.rabbitmq.destination.routing_key", d.RoutingKey),
+		))
+	defer span.End()
+
+	err, panicked := c.call(hctx, d)
+	log := c.Log.With("queue", c.Queue.Name, "message_id", d.MessageId, "type", d.Type)
+	switch {
+	case err == nil:
+		c.settle(hctx, log, d.Ack(false))
+		return
+	case panicked:
+		span.SetStatus(codes.Error, "panic")
+		if deliveryCount(d) >= int64(c.Queue.DeliveryLimit) {
+			c.deadLetter(hctx, log, d, "poison message: "+err.Error())
+			return
+		}
+		log.ErrorContext(hctx, "handler panicked; returning message to the queue", "error", err, "deliveries", deliveryCount(d)+1)
+		c.settle(hctx, log, d.Nack(false, true))
+		return
+	case IsPermanent(err):
+		span.SetStatus(codes.Error, err.Error())
+		c.deadLetter(hctx, log, d, "permanent: "+err.Error())
+		return
+	}
+	span.SetStatus(codes.Error, err.Error())
+	attempt := retryCount(d)
+	if attempt >= len(c.Queue.RetryDelays) {
+		c.deadLetter(hctx, log, d, fmt.Sprintf("failed after %d retries: %v", attempt, err))
+		return
+	}
+	log.WarnContext(hctx, "handler failed; retrying later", "error", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
+	m := republish(d, RetryQueueName(c.Queue.Name, attempt+1))
+	m.Headers[HeaderRetry] = int64(attempt + 1)
+	c.forward(hctx, log, d, m)
+}
+
+// call runs the handler, turning a panic into an error.
+func (c *Consumer) call(ctx context.Context, d *amqp.Delivery) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			err, panicked = fmt.Errorf("panic: %v", r), true
+			c.Log.ErrorContext(ctx, "handler panic", "queue", c.Queue.Name, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	return c.Handler(ctx, d), false
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Delivery, reason string) {
+	log.ErrorContext(ctx, "dead-lettering message", "reason", reason)
+	m := republish(d, DLQName(c.Queue.Name))
+	m.Headers[HeaderError] = reason
+	m.Headers[HeaderQueue] = c.Queue.Name
+	c.forward(ctx, log, d, m)
+}
+
+// forward publishes m (to a retry queue or the DLQ) and acks d only once the
+// broker confirmed m, so the message is never in neither place.
+func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delivery, m Message) {
+	if err := c.pub.PublishOne(ctx, m); err != nil {
+		log.ErrorContext(ctx, "could not move message; returning it to the queue", "to", m.RoutingKey, "error", err)
+		c.settle(ctx, log, d.Nack(false, true))
+		return
+	}
+	c.settle(ctx, log, d.Ack(false))
+}
+
+// settle logs a failed ack or nack. It fails when the channel died; the
+// broker then redelivers the message and the inbox makes that harmless.
+func (c *Consumer) settle(ctx context.Context, log *slog.Logger, err error) {
+	if err != nil {
+		log.WarnContext(ctx, "ack/nack failed; the message will be redelivered", "error", err)
+	}
+}
+
+// republish copies d into a message for the default exchange, which routes by
+// queue name.
+func republish(d *amqp.Delivery, queue string) Message {
+	h := amqp.Table{}
+	for k, v := range d.Headers {
+		if k == headerDeliveryCount || k == "x-death" || k == "x-first-death-exchange" ||
+			k == "x-first-death-queue" || k == "x-first-death-reason" {
+			continue
+		}
+		h[k] = v
+	}
+	return Message{
+		Exchange:    "",
+		RoutingKey:  queue,
+		MessageID:   d.MessageId,
+		Type:        d.Type,
+		ContentType: d.ContentType,
+		Timestamp:   d.Timestamp,
+		Headers:     h,
+		Body:        d.Body,
+	}
+}
+
+func deliveryCount(d *amqp.Delivery) int64 { return intHeader(d.Headers, headerDeliveryCount) }
+
+func retryCount(d *amqp.Delivery) int { return int(intHeader(d.Headers, HeaderRetry)) }
+
+func intHeader(h amqp.Table, key string) int64 {
+	switch v := h[key].(type) {
+	case int64:
+		return v
+	case int32:
+		return int64(v)
+	case int:
+		return int64(v)
+	case int16:
+		return int64(v)
+	case int8:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	}
+	return 0
+}
