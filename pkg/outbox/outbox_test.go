@@ -1,0 +1,301 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/orderly/orderly/pkg/outbox"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+)
+
+func TestCommitIsPublishedRollbackIsNot(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	e.startRelay(t, e.conn.NewPublisher())
+
+	boom := errors.New("abort")
+	err := pg.Transact(context.Background(), e.pool, func(tx pgx.Tx) error {
+		if err := outbox.Add(context.Background(), tx, event("rolled-back", 1)); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	e.write(t, event("committed", 1))
+
+	eventually(t, 10*time.Second, "committed event applied", func() bool { return e.effects(t) == 1 })
+	if n := e.count(t, `SELECT count(*) FROM effects WHERE aggregate = 'rolled-back'`); n != 0 {
+		t.Fatalf("rolled-back event applied %d times", n)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox`); n != 1 {
+		t.Fatalf("outbox rows = %d, want 1 (the rollback must leave none)", n)
+	}
+	eventually(t, 5*time.Second, "event marked sent", func() bool {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL`) == 1
+	})
+}
+
+// crashingPublisher publishes for real, then "dies" before the relay can mark
+// the events sent: exactly the window between publish and mark-sent.
+type crashingPublisher struct {
+	outbox.Publisher
+	crash   func()
+	crashed atomic.Bool
+}
+
+func (c *crashingPublisher) Publish(ctx context.Context, msgs []rabbit.Message) []error {
+	errs := c.Publisher.Publish(ctx, msgs)
+	if c.crashed.CompareAndSwap(false, true) {
+		c.crash()
+		for i := range errs {
+			errs[i] = errors.New("relay killed before marking sent")
+		}
+	}
+	return errs
+}
+
+func TestRelayKilledBetweenPublishAndMarkSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	const n = 50
+	var events []outbox.Event
+	for i := range n {
+		events = append(events, event(fmt.Sprintf("agg-%d", i%5), i))
+	}
+	e.write(t, events...)
+
+	crashed := make(chan struct{})
+	pub := &crashingPublisher{Publisher: e.conn.NewPublisher()}
+	var stop func()
+	pub.crash = func() { close(crashed) }
+	stop = e.startRelay(t, pub)
+	<-crashed
+	stop()
+
+	eventually(t, 10*time.Second, "first copies applied", func() bool { return e.effects(t) == n })
+	if unsent := e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); unsent != n {
+		t.Fatalf("unsent = %d, want %d: the killed relay must not have marked anything", unsent, n)
+	}
+
+	// A new relay publishes the same events again; the inbox swallows them.
+	e.startRelay(t, e.conn.NewPublisher())
+	eventually(t, 10*time.Second, "all marked sent", func() bool {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
+	})
+	eventually(t, 10*time.Second, "duplicates delivered", func() bool { return handled.Load() >= 2*n })
+	if got := e.effects(t); got != n {
+		t.Fatalf("effects = %d, want %d (each once)", got, n)
+	}
+	if got := e.count(t, `SELECT count(*) FROM inbox`); got != n {
+		t.Fatalf("inbox rows = %d, want %d", got, n)
+	}
+}
+
+func TestTwoRelaysLoseNothingAndKeepPerAggregateOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	pubA := &countingPublisher{Publisher: e.conn.NewPublisher()}
+	pubB := &countingPublisher{Publisher: e.conn.NewPublisher()}
+	e.startRelay(t, pubA)
+	e.startRelay(t, pubB)
+
+	const aggregates, perAggregate, writers = 100, 100, 8
+	var seq [aggregates]atomic.Int64
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			// Each writer owns a slice of the aggregates and writes their
+			// events in seq order, a few per transaction.
+			for round := range perAggregate / 4 {
+				for a := w; a < aggregates; a += writers {
+					var evs []outbox.Event
+					for range 4 {
+						evs = append(evs, event(fmt.Sprintf("agg-%03d", a), int(seq[a].Add(1))))
+					}
+					e.write(t, evs...)
+				}
+				_ = round
+			}
+		})
+	}
+	wg.Wait()
+	const total = aggregates * perAggregate
+	eventually(t, 60*time.Second, "all 10,000 applied", func() bool { return e.effects(t) == total })
+	e.assertOrdered(t)
+	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
+		t.Fatalf("distinct effects = %d, want %d", got, total)
+	}
+	t.Logf("relay A published %d, relay B %d", pubA.n.Load(), pubB.n.Load())
+	if pubA.n.Load() == 0 || pubB.n.Load() == 0 {
+		t.Fatalf("one relay did all the work (A %d, B %d); partitions must be shared", pubA.n.Load(), pubB.n.Load())
+	}
+}
+
+// A transaction that took its outbox id first but committed last must not be
+// skipped by a relay that already published a later id.
+func TestLateCommitWithEarlierIDIsPublished(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	e.startRelay(t, e.conn.NewPublisher())
+	ctx := context.Background()
+
+	slow, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Rollback(ctx)
+	if err := outbox.Add(ctx, slow, event("slow", 1)); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, event("fast", 1))
+	eventually(t, 10*time.Second, "later id published first", func() bool { return e.effects(t) == 1 })
+
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "earlier id published after its late commit", func() bool {
+		return e.count(t, `SELECT count(*) FROM effects WHERE aggregate = 'slow'`) == 1
+	})
+	if ids := e.count(t, `SELECT count(*) FROM outbox WHERE aggregate_id = 'slow' AND id < (SELECT id FROM outbox WHERE aggregate_id = 'fast')`); ids != 1 {
+		t.Fatalf("the slow transaction's event should have the smaller id")
+	}
+}
+
+func TestPurgesSentEventsAfterRetentionAndReportsMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.write(t, event("old", 1), event("old", 2), event("pending", 1))
+	// Two events were sent long ago; one is still pending.
+	if _, err := e.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() - interval '8 days', created_at = now() - interval '8 days' WHERE aggregate_id = 'old'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE outbox SET created_at = now() - interval '90 seconds' WHERE aggregate_id = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+
+	reader := metric.NewManualReader()
+	meter := metric.NewMeterProvider(metric.WithReader(reader)).Meter("test")
+	// A publisher that never confirms keeps the pending event pending.
+	down := publisherFunc(func(_ context.Context, msgs []rabbit.Message) []error {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = rabbit.ErrNotConfirmed
+		}
+		return errs
+	})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := &outbox.Relay{Pool: e.pool, Publisher: down, Meter: meter, Retention: 7 * 24 * time.Hour, PollInterval: 100 * time.Millisecond}
+	go func() { _ = r.Run(rctx) }()
+
+	eventually(t, 10*time.Second, "old sent events purged", func() bool {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE aggregate_id = 'old'`) == 0
+	})
+	var rm metricdata.ResourceMetrics
+	eventually(t, 10*time.Second, "metrics report the pending event", func() bool {
+		if err := reader.Collect(ctx, &rm); err != nil {
+			t.Fatal(err)
+		}
+		pending, age, failures := gauge(rm, "outbox.pending"), gauge(rm, "outbox.oldest_pending_age"), sum(rm, "outbox.publish_failures")
+		return pending == 1 && age >= 90 && failures >= 1
+	})
+}
+
+type publisherFunc func(context.Context, []rabbit.Message) []error
+
+func (f publisherFunc) Publish(ctx context.Context, m []rabbit.Message) []error { return f(ctx, m) }
+
+func gauge(rm metricdata.ResourceMetrics, name string) float64 {
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				return float64(d.DataPoints[0].Value)
+			case metricdata.Gauge[float64]:
+				return d.DataPoints[0].Value
+			}
+		}
+	}
+	return -1
+}
+
+func sum(rm metricdata.ResourceMetrics, name string) float64 {
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if d, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name && len(d.DataPoints) > 0 {
+				return float64(d.DataPoints[0].Value)
+			}
+		}
+	}
+	return -1
+}
+
+// TestChaosBrokerStoppedWhileWriting stops the broker (every client on it
+// notices), so it runs only in the serialized chaos step (ORDERLY_CHAOS=1).
+func TestChaosBrokerStoppedWhileWriting(t *testing.T) {
+	if os.Getenv("ORDERLY_CHAOS") == "" {
+		t.Skip("stops the broker: runs in the serialized chaos step (ORDERLY_CHAOS=1)")
+	}
+	e := newEnv(t)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	e.startRelay(t, e.conn.NewPublisher())
+
+	const total = 600
+	written := 0
+	writeSome := func(n int) {
+		for range n {
+			written++
+			e.write(t, event(fmt.Sprintf("agg-%d", written%10), written))
+			time.Sleep(2 * time.Millisecond) // a steady trickle of orders, not a burst
+		}
+	}
+	writeSome(200)
+	rabbittest.Ctl(t, "stop_app")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			rabbittest.Ctl(t, "start_app")
+		}
+	})
+	writeSome(200) // the broker is down: these wait in the outbox
+	rabbittest.Ctl(t, "start_app")
+	restarted = true
+	rabbittest.Ctl(t, "await_startup")
+	writeSome(200)
+
+	eventually(t, 60*time.Second, "every event applied after the restart", func() bool { return e.effects(t) == total })
+	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
+		t.Fatalf("distinct effects = %d, want %d", got, total)
+	}
+	e.assertOrdered(t)
+	eventually(t, 10*time.Second, "outbox drained", func() bool {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
+	})
+}

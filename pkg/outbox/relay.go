@@ -1,0 +1,348 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/orderly/orderly/pkg/rabbit"
+)
+
+// Publisher is what the relay needs from the broker: publish a batch and say,
+// per message, whether the broker confirmed it (nil) or not.
+type Publisher interface {
+	Publish(ctx context.Context, msgs []rabbit.Message) []error
+}
+
+// ContentType is the content type of event payloads.
+const ContentType = "application/x-protobuf"
+
+// relayAppName marks the relays' lock connections in pg_stat_activity; the
+// relays count each other through it to share partitions fairly.
+const relayAppName = "orderly-outbox-relay"
+
+// lockSpace is the first key of the two-key advisory locks on partitions.
+const lockSpace = 0x0b0c
+
+// Relay publishes committed outbox events. Run several replicas freely: each
+// owns a fair share of the partitions through advisory locks, so an
+// aggregate's events are published by one relay at a time, in id order.
+type Relay struct {
+	Pool      *pgxpool.Pool
+	Publisher Publisher
+	Log       *slog.Logger
+	Meter     metric.Meter
+
+	BatchSize    int           // events per publish round (default 500)
+	PollInterval time.Duration // fallback when a notification is missed (default 1s)
+	Retention    time.Duration // how long sent events are kept (default 7 days)
+
+	owned     []int32
+	published metric.Int64Counter
+	failed    metric.Int64Counter
+}
+
+func (r *Relay) defaults() {
+	if r.BatchSize <= 0 {
+		r.BatchSize = 500
+	}
+	if r.PollInterval <= 0 {
+		r.PollInterval = time.Second
+	}
+	if r.Retention <= 0 {
+		r.Retention = 7 * 24 * time.Hour
+	}
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
+	if r.Meter == nil {
+		r.Meter = noop.NewMeterProvider().Meter("")
+	}
+}
+
+// Run publishes until ctx ends. It wakes on the outbox's NOTIFY and polls
+// every PollInterval in case a notification was lost (they are while the
+// listening connection is down). When ctx ends it finishes the batch in
+// flight and returns nil. It survives database and broker restarts.
+func (r *Relay) Run(ctx context.Context) error {
+	r.defaults()
+	if err := r.instrument(); err != nil {
+		return err
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := r.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.Log.Warn("outbox relay session ended; restarting", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// session holds one dedicated connection for LISTEN and the partition locks;
+// the locks die with it, so when it breaks another relay can take over.
+func (r *Relay) session(ctx context.Context) error {
+	cfg := r.Pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = relayAppName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("outbox: connect: %w", err)
+	}
+	r.owned = nil
+	defer func() {
+		r.owned = nil
+		_ = conn.Close(context.WithoutCancel(ctx))
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
+		return fmt.Errorf("outbox: listen: %w", err)
+	}
+	nextPurge := time.Now()
+	nextBalance := time.Now()
+	pubBackoff := 50 * time.Millisecond
+	for {
+		if time.Now().After(nextBalance) {
+			if err := r.rebalance(ctx, conn); err != nil {
+				return err
+			}
+			nextBalance = time.Now().Add(r.PollInterval)
+		}
+		if time.Now().After(nextPurge) {
+			if err := r.purge(ctx); err != nil {
+				r.Log.Warn("outbox purge failed", "error", err)
+			}
+			nextPurge = time.Now().Add(time.Hour)
+		}
+		var pubErr *publishError
+		switch err := r.drain(ctx); {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &pubErr):
+			// The broker is down or refusing: keep the partitions and the
+			// listening connection, and try again after a pause.
+			r.Log.Warn("outbox publish failed; retrying", "error", err, "retry_in", pubBackoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(pubBackoff):
+			}
+			pubBackoff = min(2*pubBackoff, 5*time.Second)
+			continue
+		case err != nil:
+			return err
+		default:
+			pubBackoff = 50 * time.Millisecond
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.PollInterval)
+		_, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("outbox: wait: %w", err)
+		}
+	}
+}
+
+// rebalance moves the set of partitions this relay owns toward its fair
+// share, ceil(Partitions / live relays). A relay gives partitions up only
+// here, between batches, so a partition changes hands with nothing in flight.
+func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn) error {
+	var relays int
+	const countQ = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`
+	if err := conn.QueryRow(ctx, countQ, relayAppName).Scan(&relays); err != nil {
+		return fmt.Errorf("outbox: count relays: %w", err)
+	}
+	share := (Partitions + max(relays, 1) - 1) / max(relays, 1)
+	for len(r.owned) > share {
+		p := r.owned[len(r.owned)-1]
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1, $2)", lockSpace, p); err != nil {
+			return fmt.Errorf("outbox: release partition: %w", err)
+		}
+		r.owned = r.owned[:len(r.owned)-1]
+	}
+	// Start at a random partition so that relays starting together do not
+	// all race for the same ones.
+	start := rand.N(int32(Partitions))
+	for i := int32(0); i < Partitions && len(r.owned) < share; i++ {
+		p := (start + i) % Partitions
+		if slices.Contains(r.owned, p) {
+			continue
+		}
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", lockSpace, p).Scan(&ok); err != nil {
+			return fmt.Errorf("outbox: claim partition: %w", err)
+		}
+		if ok {
+			r.owned = append(r.owned, p)
+		}
+	}
+	return nil
+}
+
+type row struct {
+	id  int64
+	msg rabbit.Message
+}
+
+// publishError is a batch the broker did not fully confirm.
+type publishError struct{ err error }
+
+func (e *publishError) Error() string { return e.err.Error() }
+func (e *publishError) Unwrap() error { return e.err }
+
+// drain publishes batches until the owned partitions have nothing pending or
+// ctx ends. A batch that started runs to its end (bounded by a timeout) even
+// if ctx ends meanwhile, so shutdown does not leave confirmed events unmarked.
+func (r *Relay) drain(ctx context.Context) error {
+	for len(r.owned) > 0 && ctx.Err() == nil {
+		n, err := r.batch(ctx)
+		if err != nil || n < r.BatchSize {
+			return err
+		}
+	}
+	return nil
+}
+
+// batch publishes one batch and returns how many events it held.
+func (r *Relay) batch(parent context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+	defer cancel()
+	rows, err := r.fetch(ctx)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	msgs := make([]rabbit.Message, len(rows))
+	for i, rw := range rows {
+		msgs[i] = rw.msg
+	}
+	errs := r.Publisher.Publish(ctx, msgs)
+	sent := make([]int64, 0, len(rows))
+	var firstErr error
+	for i, err := range errs {
+		if err == nil {
+			sent = append(sent, rows[i].id)
+		} else if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if len(sent) > 0 {
+		const q = `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`
+		if _, err := r.Pool.Exec(ctx, q, sent); err != nil {
+			return len(rows), fmt.Errorf("outbox: mark sent: %w", err)
+		}
+		r.published.Add(ctx, int64(len(sent)))
+	}
+	if firstErr != nil {
+		r.failed.Add(ctx, int64(len(rows)-len(sent)))
+		return len(rows), &publishError{fmt.Errorf("outbox: %d of %d events not confirmed: %w", len(rows)-len(sent), len(rows), firstErr)}
+	}
+	return len(rows), nil
+}
+
+func (r *Relay) fetch(ctx context.Context) ([]row, error) {
+	const q = `
+SELECT id, event_id, exchange, routing_key, event_type, aggregate_id, payload, headers, created_at
+FROM outbox
+WHERE sent_at IS NULL AND partition = ANY($1)
+ORDER BY id
+LIMIT $2`
+	rs, err := r.Pool.Query(ctx, q, r.owned, r.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: fetch: %w", err)
+	}
+	var out []row
+	for rs.Next() {
+		var (
+			rw      row
+			eventID [16]byte
+			aggID   string
+			headers []byte
+			at      time.Time
+		)
+		if err := rs.Scan(&rw.id, &eventID, &rw.msg.Exchange, &rw.msg.RoutingKey, &rw.msg.Type, &aggID, &rw.msg.Body, &headers, &at); err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("outbox: scan: %w", err)
+		}
+		carrier := map[string]string{}
+		if err := json.Unmarshal(headers, &carrier); err != nil {
+			r.Log.Warn("outbox: bad headers; publishing without them", "id", rw.id, "error", err)
+		}
+		h := amqp.Table{rabbit.HeaderAggregateID: aggID}
+		for k, v := range carrier {
+			h[k] = v
+		}
+		rw.msg.Headers = h
+		rw.msg.MessageID = uuid.UUID(eventID).String()
+		rw.msg.ContentType = ContentType
+		rw.msg.Timestamp = at
+		out = append(out, rw)
+	}
+	return out, rs.Err()
+}
+
+// purge deletes sent events older than the retention period, a chunk at a
+// time so that no single statement holds locks for long.
+func (r *Relay) purge(ctx context.Context) error {
+	const q = `
+DELETE FROM outbox WHERE id IN (
+  SELECT id FROM outbox WHERE sent_at < now() - $1::interval LIMIT 10000)`
+	for {
+		tag, err := r.Pool.Exec(ctx, q, r.Retention)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() < 10000 {
+			return nil
+		}
+	}
+}
+
+// instrument registers the relay's metrics: events published and failed,
+// and, read from the table at scrape time, the pending count and the age of
+// the oldest pending event (the number to alert on).
+func (r *Relay) instrument() error {
+	var err error
+	if r.published, err = r.Meter.Int64Counter("outbox.published", metric.WithDescription("Events published and confirmed by the broker.")); err != nil {
+		return err
+	}
+	if r.failed, err = r.Meter.Int64Counter("outbox.publish_failures", metric.WithDescription("Events the broker did not confirm; they are retried.")); err != nil {
+		return err
+	}
+	pending, err := r.Meter.Int64ObservableGauge("outbox.pending", metric.WithDescription("Events committed but not yet confirmed by the broker."))
+	if err != nil {
+		return err
+	}
+	age, err := r.Meter.Float64ObservableGauge("outbox.oldest_pending_age", metric.WithUnit("s"), metric.WithDescription("Age of the oldest event not yet confirmed."))
+	if err != nil {
+		return err
+	}
+	_, err = r.Meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		var n int64
+		var oldest float64
+		const q = `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM outbox WHERE sent_at IS NULL`
+		if err := r.Pool.QueryRow(ctx, q).Scan(&n, &oldest); err != nil {
+			return err
+		}
+		o.ObserveInt64(pending, n)
+		o.ObserveFloat64(age, oldest)
+		return nil
+	}, pending, age)
+	return err
+}
