@@ -60,7 +60,7 @@ func TransactOpts(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn fun
 		if err == nil || !Retryable(err) || attempt == maxAttempts {
 			return err
 		}
-		backoff := time.Duration(attempt*attempt)*time.Millisecond + rand.N(2*time.Millisecond)
+		backoff := time.Duration(attempt*attempt)*time.Millisecond + rand.N(2*time.Millisecond) //nolint:gosec // jitter, not security
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())

@@ -162,7 +162,7 @@ func (c *Consumer) session(ctx context.Context) error {
 			_ = ch.Cancel(tag, false)
 			return nil
 		case err := <-closed:
-			return fmt.Errorf("rabbit: channel closed: %v", err)
+			return fmt.Errorf("rabbit: channel closed: %w", err)
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("rabbit: delivery stream ended")
@@ -179,7 +179,7 @@ func lane(d *amqp.Delivery, n int) int {
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n))
+	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is a small positive worker count
 }
 
 var tracer = otel.Tracer("github.com/orderly/orderly/pkg/rabbit")
@@ -197,7 +197,7 @@ func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
 		))
 	defer span.End()
 
-	err, panicked := c.call(hctx, d)
+	panicked, err := c.call(hctx, d)
 	log := c.Log.With("queue", c.Queue.Name, "message_id", d.MessageId, "type", d.Type)
 	switch {
 	case err == nil:
@@ -230,14 +230,14 @@ func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
 }
 
 // call runs the handler, turning a panic into an error.
-func (c *Consumer) call(ctx context.Context, d *amqp.Delivery) (err error, panicked bool) {
+func (c *Consumer) call(ctx context.Context, d *amqp.Delivery) (panicked bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err, panicked = fmt.Errorf("panic: %v", r), true
+			panicked, err = true, fmt.Errorf("panic: %v", r)
 			c.Log.ErrorContext(ctx, "handler panic", "queue", c.Queue.Name, "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	return c.Handler(ctx, d), false
+	return false, c.Handler(ctx, d)
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Delivery, reason string) {

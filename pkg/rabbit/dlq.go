@@ -35,16 +35,16 @@ func deadLetterOf(d *amqp.Delivery, queue string) DeadLetter {
 		Timestamp: d.Timestamp, Headers: d.Headers, Body: d.Body}
 }
 
-// ListDeadLetters returns up to max messages of queue's DLQ without removing
+// ListDeadLetters returns up to limit messages of queue's DLQ without removing
 // them: they are taken unacknowledged and returned when the channel closes.
-func (c *Conn) ListDeadLetters(ctx context.Context, queue string, max int) ([]DeadLetter, error) {
+func (c *Conn) ListDeadLetters(ctx context.Context, queue string, limit int) ([]DeadLetter, error) {
 	ch, _, err := c.Channel(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = ch.Close() }()
 	var out []DeadLetter
-	for len(out) < max {
+	for len(out) < limit {
 		d, ok, err := ch.Get(DLQName(queue), false)
 		if err != nil {
 			return out, fmt.Errorf("rabbit: read %s: %w", DLQName(queue), err)

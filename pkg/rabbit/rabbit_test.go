@@ -139,7 +139,9 @@ func TestPublishConsumeKeepsPerAggregateOrder(t *testing.T) {
 		prev := -1
 		for _, b := range bodies {
 			var i int
-			fmt.Sscan(b, &i)
+			if _, err := fmt.Sscan(b, &i); err != nil {
+				t.Fatal(err)
+			}
 			if i <= prev {
 				t.Fatalf("%s: %d after %d", agg, i, prev)
 			}
