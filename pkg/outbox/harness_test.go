@@ -164,8 +164,7 @@ type countingPublisher struct {
 	n atomic.Int64
 }
 
-func (c *countingPublisher) Publish(ctx context.Context, msgs []rabbit.Message) []error {
-	errs := c.Publisher.Publish(ctx, msgs)
+func (c *countingPublisher) Send(ctx context.Context, msgs []rabbit.Message) func(context.Context) []error {
 	c.n.Add(int64(len(msgs)))
-	return errs
+	return c.Publisher.Send(ctx, msgs)
 }

@@ -59,15 +59,18 @@ type crashingPublisher struct {
 	crashed atomic.Bool
 }
 
-func (c *crashingPublisher) Publish(ctx context.Context, msgs []rabbit.Message) []error {
-	errs := c.Publisher.Publish(ctx, msgs)
-	if c.crashed.CompareAndSwap(false, true) {
-		c.crash()
-		for i := range errs {
-			errs[i] = errors.New("relay killed before marking sent")
+func (c *crashingPublisher) Send(ctx context.Context, msgs []rabbit.Message) func(context.Context) []error {
+	wait := c.Publisher.Send(ctx, msgs)
+	return func(ctx context.Context) []error {
+		errs := wait(ctx)
+		if c.crashed.CompareAndSwap(false, true) {
+			c.crash()
+			for i := range errs {
+				errs[i] = errors.New("relay killed before marking sent")
+			}
 		}
+		return errs
 	}
-	return errs
 }
 
 func TestRelayKilledBetweenPublishAndMarkSent(t *testing.T) {
@@ -199,12 +202,12 @@ func TestPurgesSentEventsAfterRetentionAndReportsMetrics(t *testing.T) {
 	reader := metric.NewManualReader()
 	meter := metric.NewMeterProvider(metric.WithReader(reader)).Meter("test")
 	// A publisher that never confirms keeps the pending event pending.
-	down := publisherFunc(func(_ context.Context, msgs []rabbit.Message) []error {
+	down := publisherFunc(func(_ context.Context, msgs []rabbit.Message) func(context.Context) []error {
 		errs := make([]error, len(msgs))
 		for i := range errs {
 			errs[i] = rabbit.ErrNotConfirmed
 		}
-		return errs
+		return func(context.Context) []error { return errs }
 	})
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -224,9 +227,11 @@ func TestPurgesSentEventsAfterRetentionAndReportsMetrics(t *testing.T) {
 	})
 }
 
-type publisherFunc func(context.Context, []rabbit.Message) []error
+type publisherFunc func(context.Context, []rabbit.Message) func(context.Context) []error
 
-func (f publisherFunc) Publish(ctx context.Context, m []rabbit.Message) []error { return f(ctx, m) }
+func (f publisherFunc) Send(ctx context.Context, m []rabbit.Message) func(context.Context) []error {
+	return f(ctx, m)
+}
 
 func gauge(rm metricdata.ResourceMetrics, name string) float64 {
 	for _, sm := range rm.ScopeMetrics {

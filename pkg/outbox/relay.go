@@ -20,10 +20,11 @@ import (
 	"github.com/orderly/orderly/pkg/rabbit"
 )
 
-// Publisher is what the relay needs from the broker: publish a batch and say,
-// per message, whether the broker confirmed it (nil) or not.
+// Publisher is what the relay needs from the broker (*rabbit.Publisher):
+// send a batch now and, through the returned function, learn later per
+// message whether the broker confirmed it (nil) or not.
 type Publisher interface {
-	Publish(ctx context.Context, msgs []rabbit.Message) []error
+	Send(ctx context.Context, msgs []rabbit.Message) (wait func(context.Context) []error)
 }
 
 // ContentType is the content type of event payloads.
@@ -112,12 +113,14 @@ func (r *Relay) session(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
 		return fmt.Errorf("outbox: listen: %w", err)
 	}
+	pipe := r.startPipeline(ctx)
+	defer pipe.close()
 	nextPurge := time.Now()
 	nextBalance := time.Now()
 	pubBackoff := 50 * time.Millisecond
 	for {
 		if time.Now().After(nextBalance) {
-			if err := r.rebalance(ctx, conn); err != nil {
+			if err := r.rebalance(ctx, conn, pipe); err != nil {
 				return err
 			}
 			nextBalance = time.Now().Add(r.PollInterval)
@@ -129,7 +132,7 @@ func (r *Relay) session(ctx context.Context) error {
 			nextPurge = time.Now().Add(time.Hour)
 		}
 		var pubErr *publishError
-		switch err := r.drain(ctx); {
+		switch err := r.drain(ctx, pipe); {
 		case ctx.Err() != nil:
 			return nil
 		case errors.As(err, &pubErr):
@@ -163,13 +166,19 @@ func (r *Relay) session(ctx context.Context) error {
 // rebalance moves the set of partitions this relay owns toward its fair
 // share, ceil(Partitions / live relays). A relay gives partitions up only
 // here, between batches, so a partition changes hands with nothing in flight.
-func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn) error {
+func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error {
 	var relays int
 	const countQ = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`
 	if err := conn.QueryRow(ctx, countQ, relayAppName).Scan(&relays); err != nil {
 		return fmt.Errorf("outbox: count relays: %w", err)
 	}
 	share := (Partitions + max(relays, 1) - 1) / max(relays, 1)
+	if len(r.owned) > share {
+		// Hand partitions over only with nothing of theirs in flight.
+		if err := pipe.flush(); err != nil {
+			return err
+		}
+	}
 	for len(r.owned) > share {
 		p := r.owned[len(r.owned)-1]
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1, $2)", lockSpace, p); err != nil {
@@ -207,37 +216,69 @@ type publishError struct{ err error }
 func (e *publishError) Error() string { return e.err.Error() }
 func (e *publishError) Unwrap() error { return e.err }
 
-// drain publishes batches until the owned partitions have nothing pending or
-// ctx ends. A batch that started runs to its end (bounded by a timeout) even
-// if ctx ends meanwhile, so shutdown does not leave confirmed events unmarked.
-func (r *Relay) drain(ctx context.Context) error {
+// batchTimeout bounds one batch's publish and confirm; a broker that takes
+// longer is treated as down and the batch is retried.
+const batchTimeout = 30 * time.Second
+
+// inflight is a batch sent to the broker whose confirms are awaited.
+type inflight struct {
+	ids  []int64
+	wait func(context.Context) []error
+}
+
+// drain sends batches until the owned partitions have nothing left that is
+// not already in flight, or ctx ends. It does not wait for confirms (the
+// pipeline settles batches behind it), so fetching the next batch overlaps
+// the broker confirming the previous ones. After a failed batch it waits for
+// the pipeline to empty and returns the failure.
+func (r *Relay) drain(ctx context.Context, pipe *pipeline) error {
 	for len(r.owned) > 0 && ctx.Err() == nil {
-		n, err := r.batch(ctx)
-		if err != nil || n < r.BatchSize {
+		if pipe.failed() {
+			return pipe.flush()
+		}
+		b, err := r.send(ctx, pipe.inFlight())
+		if err != nil || b == nil {
 			return err
+		}
+		pipe.push(b)
+		if len(b.ids) < r.BatchSize {
+			return nil
 		}
 	}
 	return nil
 }
 
-// batch publishes one batch and returns how many events it held.
-func (r *Relay) batch(parent context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+// send fetches the next batch, skipping events in flight, and sends it. It
+// returns nil when nothing is pending.
+func (r *Relay) send(ctx context.Context, skip []int64) (*inflight, error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
-	rows, err := r.fetch(ctx)
+	rows, err := r.fetch(fctx, skip)
 	if err != nil || len(rows) == 0 {
-		return 0, err
+		return nil, err
 	}
+	b := &inflight{ids: make([]int64, len(rows))}
 	msgs := make([]rabbit.Message, len(rows))
 	for i, rw := range rows {
-		msgs[i] = rw.msg
+		b.ids[i], msgs[i] = rw.id, rw.msg
 	}
-	errs := r.Publisher.Publish(ctx, msgs)
-	sent := make([]int64, 0, len(rows))
+	b.wait = r.Publisher.Send(fctx, msgs)
+	return b, nil
+}
+
+// settle waits for a batch's confirms and marks the confirmed events sent.
+func (r *Relay) settle(parent context.Context, b *inflight) error {
+	if b == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), batchTimeout)
+	defer cancel()
+	errs := b.wait(ctx)
+	sent := make([]int64, 0, len(b.ids))
 	var firstErr error
 	for i, err := range errs {
 		if err == nil {
-			sent = append(sent, rows[i].id)
+			sent = append(sent, b.ids[i])
 		} else if firstErr == nil {
 			firstErr = err
 		}
@@ -245,25 +286,25 @@ func (r *Relay) batch(parent context.Context) (int, error) {
 	if len(sent) > 0 {
 		const q = `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`
 		if _, err := r.Pool.Exec(ctx, q, sent); err != nil {
-			return len(rows), fmt.Errorf("outbox: mark sent: %w", err)
+			return fmt.Errorf("outbox: mark sent: %w", err)
 		}
 		r.published.Add(ctx, int64(len(sent)))
 	}
 	if firstErr != nil {
-		r.failed.Add(ctx, int64(len(rows)-len(sent)))
-		return len(rows), &publishError{fmt.Errorf("outbox: %d of %d events not confirmed: %w", len(rows)-len(sent), len(rows), firstErr)}
+		r.failed.Add(ctx, int64(len(b.ids)-len(sent)))
+		return &publishError{fmt.Errorf("outbox: %d of %d events not confirmed: %w", len(b.ids)-len(sent), len(b.ids), firstErr)}
 	}
-	return len(rows), nil
+	return nil
 }
 
-func (r *Relay) fetch(ctx context.Context) ([]row, error) {
+func (r *Relay) fetch(ctx context.Context, skip []int64) ([]row, error) {
 	const q = `
 SELECT id, event_id, exchange, routing_key, event_type, aggregate_id, payload, headers, created_at
 FROM outbox
-WHERE sent_at IS NULL AND partition = ANY($1)
+WHERE sent_at IS NULL AND partition = ANY($1) AND id <> ALL($3)
 ORDER BY id
 LIMIT $2`
-	rs, err := r.Pool.Query(ctx, q, r.owned, r.BatchSize)
+	rs, err := r.Pool.Query(ctx, q, r.owned, r.BatchSize, skip)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: fetch: %w", err)
 	}

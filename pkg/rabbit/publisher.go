@@ -70,17 +70,25 @@ func (p *Publisher) channel(ctx context.Context) (*amqp.Channel, error) {
 // link is down when it starts. A message whose entry is non-nil must be
 // published again; it may already have been routed (at-least-once).
 func (p *Publisher) Publish(ctx context.Context, msgs []Message) []error {
-	errs := make([]error, len(msgs))
+	return p.Send(ctx, msgs)(ctx)
+}
+
+// Send writes every message to the broker without waiting for confirms, so
+// the caller can prepare the next batch meanwhile, and returns a function
+// that waits for the confirms and reports one error per message (nil when
+// confirmed), or ctx's error for those still unconfirmed when ctx ends.
+// Order on the wire is the order of msgs, and of successive calls.
+func (p *Publisher) Send(ctx context.Context, msgs []Message) (wait func(context.Context) []error) {
+	b := &pending{errs: make([]error, len(msgs)), confirm: make([]*amqp.DeferredConfirmation, len(msgs))}
 	ch, err := p.channel(ctx)
 	if err != nil {
-		for i := range errs {
-			errs[i] = err
+		for i := range b.errs {
+			b.errs[i] = err
 		}
-		return errs
+		return b.wait
 	}
-	pending := make([]*amqp.DeferredConfirmation, len(msgs))
 	for i, m := range msgs {
-		pending[i], errs[i] = ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, false, false, amqp.Publishing{
+		b.confirm[i], err = ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, false, false, amqp.Publishing{
 			Headers:      m.Headers,
 			ContentType:  m.ContentType,
 			DeliveryMode: amqp.Persistent,
@@ -89,27 +97,37 @@ func (p *Publisher) Publish(ctx context.Context, msgs []Message) []error {
 			Type:         m.Type,
 			Body:         m.Body,
 		})
-		if errs[i] != nil {
+		if err != nil {
 			// The channel is gone; the rest would fail the same way.
 			for j := i; j < len(msgs); j++ {
-				errs[j] = fmt.Errorf("rabbit: publish: %w", errs[i])
+				b.errs[j] = fmt.Errorf("rabbit: publish: %w", err)
 			}
 			break
 		}
 	}
-	for i, dc := range pending {
-		if dc == nil {
+	return b.wait
+}
+
+// pending is a batch sent to the broker whose confirms may still be coming.
+type pending struct {
+	errs    []error
+	confirm []*amqp.DeferredConfirmation
+}
+
+func (b *pending) wait(ctx context.Context) []error {
+	for i, dc := range b.confirm {
+		if dc == nil || b.errs[i] != nil {
 			continue
 		}
 		acked, err := dc.WaitContext(ctx)
 		switch {
 		case err != nil:
-			errs[i] = err
+			b.errs[i] = err
 		case !acked:
-			errs[i] = ErrNotConfirmed
+			b.errs[i] = ErrNotConfirmed
 		}
 	}
-	return errs
+	return b.errs
 }
 
 // PublishOne publishes a single message and waits for its confirm.
