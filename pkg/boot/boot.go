@@ -1,0 +1,282 @@
+// Package boot is the start-up and shutdown wiring that every Orderly service
+// shares, so that none of it is copied between services: configuration from
+// the environment, telemetry, the Postgres pool and its migrations, the
+// RabbitMQ connection, health checks, the HTTP router, and a Run loop that
+// starts the server, the outbox relay and the consumers and stops them in
+// order on SIGTERM.
+//
+// A service's main reads:
+//
+//	cfg, err := boot.LoadConfig(os.Environ(), "order", ":8080")
+//	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+//	defer svc.Close()
+//	svc.Topology.Exchanges = []string{eventsv1.ExchangeOrder}
+//	svc.Relay = svc.NewRelay()
+//	svc.Router.Get("/v1/…", …)
+//	return svc.Run(ctx)
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/migrations"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/outbox"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/telemetry"
+)
+
+// Messaging is the migration set of the outbox and inbox tables that every
+// service database carries; pass it to Start along with the service's own.
+var Messaging = pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"}
+
+// Service is a started service: its resources are open and its HTTP router
+// answers health and metrics. Between Start and Run the service adds its
+// routes to Router, its exchanges and queues to Topology, its consumers and
+// background work, and an outbox relay if it publishes. Fields set by Start
+// must not be replaced.
+type Service struct {
+	// Config is what the service was started with.
+	Config Config
+	// Log is the service's logger (JSON on stdout with trace ids).
+	Log *slog.Logger
+	// Telemetry holds the tracer and meter providers and the metrics registry.
+	Telemetry *telemetry.Telemetry
+	// Pool is the service's database, migrated.
+	Pool *pgxpool.Pool
+	// Rabbit is the broker connection; it re-dials by itself.
+	Rabbit *rabbit.Conn
+	// Health backs /readyz; services may Add checks of their own.
+	Health *httpx.Health
+	// Router already serves /healthz, /readyz and /metrics.
+	Router *chi.Mux
+
+	// Topology is declared by Run before anything else starts: the
+	// exchanges the service publishes to and any queues it needs up front.
+	Topology rabbit.Topology
+	// Relay, when set, publishes the outbox; see NewRelay. It stops last,
+	// after the consumers, so that events they wrote while draining go out.
+	Relay *outbox.Relay
+
+	workers []worker
+	onHTTP  []func()
+
+	addr atomic.Pointer[string]
+
+	closers   []closer
+	closeOnce sync.Once
+	closeErr  error
+	running   atomic.Bool
+}
+
+// worker is a long-running part of the service that Run starts and stops.
+type worker struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// closer releases one resource opened by Start.
+type closer struct {
+	name  string
+	close func(ctx context.Context) error
+}
+
+// Start sets up, in order, telemetry, the Postgres pool, the migration sets,
+// the RabbitMQ connection, the health checks (postgres, rabbitmq, migrations)
+// and the router. Reaching Postgres and RabbitMQ is bounded by
+// cfg.ConnectTimeout. On failure it closes whatever it had opened and
+// returns an error saying which step failed.
+func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{Config: cfg}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = s.closeAll(cctx)
+		}
+	}()
+
+	tel, flush, err := telemetry.Setup(ctx, telemetry.Config{
+		Service:      cfg.Service,
+		OTLPEndpoint: cfg.OTLPEndpoint,
+		LogLevel:     cfg.LogLevel,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	s.onClose("telemetry", flush)
+	s.Telemetry, s.Log = tel, tel.Logger
+	// Packages that log through slog's default (pg.Migrate) get the same
+	// JSON output; this is main's process, so setting it here is safe.
+	slog.SetDefault(s.Log)
+	s.Log.InfoContext(ctx, "starting", "config", cfg)
+
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL)
+	if err != nil {
+		// pgx may quote the connection string in its errors.
+		return nil, fmt.Errorf("postgres at %s: %s", redactDSN(cfg.DatabaseURL), redactDSN(err.Error()))
+	}
+	s.onClose("postgres pool", func(context.Context) error { s.Pool.Close(); return nil })
+
+	if err := pg.Migrate(ctx, s.Pool, sets...); err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+
+	host, _ := os.Hostname()
+	s.Rabbit, err = rabbit.Dial(cctx, cfg.AMQPURL,
+		rabbit.WithName(fmt.Sprintf("%s@%s/%d", cfg.Service, host, os.Getpid())),
+		rabbit.WithLogger(s.Log.With("component", "rabbit")))
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq at %s: %s", redactDSN(cfg.AMQPURL), redactDSN(err.Error()))
+	}
+	s.onClose("rabbitmq connection", func(context.Context) error { return s.Rabbit.Close() })
+
+	s.Health = httpx.NewHealth(s.Log, 0)
+	s.Health.Add("postgres", s.Pool.Ping)
+	s.Health.Add("rabbitmq", func(context.Context) error {
+		if !s.Rabbit.Connected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	s.Health.Add("migrations", migrationsApplied(s.Pool, sets))
+
+	s.Router, err = httpx.NewRouter(httpx.RouterOptions{
+		Logger:         s.Log,
+		TracerProvider: tel.TracerProvider,
+		Propagator:     tel.Propagator,
+		MeterProvider:  tel.MeterProvider,
+		Metrics:        tel.MetricsHandler(),
+		Health:         s.Health,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	return s, nil
+}
+
+// migrationsApplied returns a readiness check that passes once no migration
+// of sets is pending. Applied migrations stay applied, so after the first
+// success it stops asking the database.
+func migrationsApplied(pool *pgxpool.Pool, sets []pg.Migration) func(context.Context) error {
+	var done atomic.Bool
+	return func(ctx context.Context) error {
+		if done.Load() {
+			return nil
+		}
+		n, err := pg.Pending(ctx, pool, sets...)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d migrations pending", n)
+		}
+		done.Store(true)
+		return nil
+	}
+}
+
+// NewRelay returns an outbox relay on the service's pool, publishing through
+// its own confirm channel on the service's broker connection. Assign it to
+// Relay; Run starts it and closes its publisher after it stopped.
+func (s *Service) NewRelay() *outbox.Relay {
+	return &outbox.Relay{
+		Pool:      s.Pool,
+		Publisher: s.Rabbit.NewPublisher(),
+		Log:       s.Log.With("component", "outbox-relay"),
+		Meter:     s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/outbox"),
+	}
+}
+
+// AddConsumer has Run run c, filling in the broker connection and logger when
+// c leaves them nil. Consumers stop after the HTTP server has drained and
+// finish the messages they hold.
+func (s *Service) AddConsumer(c *rabbit.Consumer) {
+	if c.Conn == nil {
+		c.Conn = s.Rabbit
+	}
+	if c.Log == nil {
+		c.Log = s.Log.With("component", "consumer", "queue", c.Queue.Name)
+	}
+	s.Go("consumer "+c.Queue.Name, c.Run)
+}
+
+// Go has Run run fn alongside the consumers (a timeout sweeper, a cache
+// refresher): its context ends when the service drains, and it should then
+// finish its work and return nil. A non-nil error, or a return before the
+// service stops, is a failure that shuts the service down.
+func (s *Service) Go(name string, fn func(ctx context.Context) error) {
+	s.workers = append(s.workers, worker{name: name, run: fn})
+}
+
+// OnHTTPShutdown registers f to run when the HTTP server starts shutting
+// down, to end connections it does not wait for (WebSocket, Server-Sent
+// Events).
+func (s *Service) OnHTTPShutdown(f func()) { s.onHTTP = append(s.onHTTP, f) }
+
+// Addr returns the address the HTTP server listens on, with the real port
+// when HTTP_ADDR ended in ":0", or "" until Run has started listening.
+func (s *Service) Addr() string {
+	if a := s.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// onClose registers a resource to release, in reverse order of opening.
+func (s *Service) onClose(name string, f func(context.Context) error) {
+	s.closers = append(s.closers, closer{name: name, close: f})
+}
+
+// Close releases what Start opened (broker connection, pool, telemetry), in
+// reverse order, each bounded by ShutdownTimeout. Run already does it, so
+// Close matters only when the service fails before or instead of Run; defer
+// it right after Start. Calling it again returns the first result.
+func (s *Service) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.Config.ShutdownTimeout)
+	defer cancel()
+	return s.closeAll(ctx)
+}
+
+func (s *Service) closeAll(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			c := s.closers[i]
+			if err := within(ctx, c.close); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+			}
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// within runs f and waits for it until ctx ends, so a close that hangs (a
+// pool waiting for a connection that is never released) cannot hold the
+// shutdown past its deadline.
+func within(ctx context.Context, f func(context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

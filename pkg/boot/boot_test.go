@@ -1,0 +1,255 @@
+package boot_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+)
+
+// newTestConfig returns a config for a service on a fresh database and vhost,
+// listening on a free port.
+func newTestConfig(tb testing.TB) boot.Config {
+	tb.Helper()
+	_, dbURL := pgtest.NewDB(tb)
+	cfg, err := boot.LoadConfig([]string{
+		"DATABASE_URL=" + dbURL,
+		"AMQP_URL=" + rabbittest.NewVhost(tb),
+		"HTTP_ADDR=127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT=10s",
+		"SHUTDOWN_DELAY=200ms",
+		"LOG_LEVEL=warn",
+	}, "boottest", ":0")
+	if err != nil {
+		tb.Fatalf("LoadConfig: %v", err)
+	}
+	return cfg
+}
+
+// mustStart starts a service and closes it when the test ends.
+func mustStart(tb testing.TB, cfg boot.Config) *boot.Service {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+	if err != nil {
+		tb.Fatalf("Start: %v", err)
+	}
+	tb.Cleanup(func() { _ = svc.Close() })
+	return svc
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(url string) (int, string, error) {
+	resp, err := http.Get(url) //nolint:gosec,noctx // test URL on localhost
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// clock records the order in which things happened.
+type clock struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (c *clock) mark(e string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, e)
+}
+
+func (c *clock) order() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.events, " → ")
+}
+
+func TestRunServesHealthAndDrainsInOrder(t *testing.T) {
+	t.Parallel()
+	svc := mustStart(t, newTestConfig(t))
+
+	var seen clock
+	started := make(chan struct{})
+	svc.Router.Get("/slow", func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		time.Sleep(500 * time.Millisecond)
+		seen.mark("request done")
+		_, _ = io.WriteString(w, "done")
+	})
+	svc.Go("worker", func(ctx context.Context) error {
+		<-ctx.Done()
+		seen.mark("worker cancelled")
+		return nil
+	})
+	svc.Topology.Exchanges = []string{"boottest.events"}
+	svc.Relay = svc.NewRelay()
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- svc.Run(ctx) }()
+
+	eventually(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
+	base := "http://" + svc.Addr()
+	eventually(t, 10*time.Second, "/readyz to answer 200", func() bool {
+		code, _, err := get(base + "/readyz")
+		return err == nil && code == http.StatusOK
+	})
+	code, body, err := get(base + "/readyz")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET /readyz = %d, %v", code, err)
+	}
+	for _, check := range []string{`"postgres":"ok"`, `"rabbitmq":"ok"`, `"migrations":"ok"`} {
+		if !strings.Contains(body, check) {
+			t.Errorf("/readyz body %s lacks %s", body, check)
+		}
+	}
+	if code, body, err := get(base + "/metrics"); err != nil || code != http.StatusOK || !strings.Contains(body, "# TYPE go_goroutines gauge") {
+		t.Errorf("GET /metrics = %d, %v, body starts %.80q", code, err, body)
+	}
+
+	// A request in flight when the signal arrives completes, and the
+	// workers are cancelled only after it did.
+	slow := make(chan error, 1)
+	go func() {
+		code, body, err := get(base + "/slow")
+		if err == nil && (code != http.StatusOK || body != "done") {
+			err = errors.New("unexpected response " + body)
+		}
+		slow <- err
+	}()
+	<-started
+	stop()
+	// While draining, readiness is off but the server still answers.
+	eventually(t, 5*time.Second, "/readyz to answer 503 while draining", func() bool {
+		code, _, err := get(base + "/readyz")
+		return err == nil && code == http.StatusServiceUnavailable
+	})
+
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil after a clean shutdown", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within the shutdown timeout")
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("in-flight request: %v", err)
+	}
+	if got, want := seen.order(), "request done → worker cancelled"; got != want {
+		t.Errorf("shutdown order = %s, want %s", got, want)
+	}
+	if _, err := net.DialTimeout("tcp", svc.Addr(), time.Second); err == nil {
+		t.Error("server still accepts connections after Run returned")
+	}
+	if err := svc.Pool.Ping(context.Background()); err == nil {
+		t.Error("pool still usable after Run returned")
+	}
+	if svc.Rabbit.Connected() {
+		t.Error("broker connection still open after Run returned")
+	}
+}
+
+func TestRunStopsWhenAPartFails(t *testing.T) {
+	t.Parallel()
+	svc := mustStart(t, newTestConfig(t))
+	boom := errors.New("boom")
+	svc.Go("failing", func(ctx context.Context) error {
+		select {
+		case <-time.After(200 * time.Millisecond):
+			return boom
+		case <-ctx.Done():
+			return nil
+		}
+	})
+	var cancelled sync.WaitGroup
+	cancelled.Add(1)
+	svc.Go("healthy", func(ctx context.Context) error {
+		<-ctx.Done()
+		cancelled.Done()
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := svc.Run(ctx)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "failing") {
+		t.Fatalf("Run = %v, want the failing part's error", err)
+	}
+	cancelled.Wait()
+	if ctx.Err() != nil {
+		t.Error("Run waited for its context instead of stopping on the failure")
+	}
+}
+
+func TestStartFailsClearlyWhenADependencyIsUnreachable(t *testing.T) {
+	t.Parallel()
+	// A port nothing listens on: bind one, then free it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close()
+
+	tests := []struct {
+		name    string
+		environ []string
+		want    string
+	}{
+		{"postgres", []string{"DATABASE_URL=postgres://postgres:pw@" + closed + "/x"}, "postgres at postgres://postgres:xxxxx@" + closed},
+		{"rabbitmq", []string{"AMQP_URL=amqp://guest:guest@" + closed + "/", "CONNECT_TIMEOUT=1s"}, "rabbitmq at amqp://guest:xxxxx@" + closed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			environ := tt.environ
+			if tt.name == "rabbitmq" {
+				_, dbURL := pgtest.NewDB(t)
+				environ = append(environ, "DATABASE_URL="+dbURL)
+			}
+			cfg, err := boot.LoadConfig(append(environ, "LOG_LEVEL=error"), "boottest", ":0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			begin := time.Now()
+			_, err = boot.Start(context.Background(), cfg, boot.Messaging)
+			if err == nil {
+				t.Fatal("Start succeeded against a closed port")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Start error = %q, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "pw@") || strings.Contains(err.Error(), ":guest@") {
+				t.Errorf("Start error leaks a password: %q", err)
+			}
+			if took := time.Since(begin); took > cfg.ConnectTimeout+5*time.Second {
+				t.Errorf("Start took %v, want it bounded by CONNECT_TIMEOUT %v", took, cfg.ConnectTimeout)
+			}
+		})
+	}
+}

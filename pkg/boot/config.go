@@ -1,0 +1,261 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgconn"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/orderly/orderly/pkg/telemetry"
+)
+
+// DevelopmentJWTSecret is the AUTH_JWT_SECRET used when none is set, so that
+// `make run` works with no setup. Everyone can read it here, which is why a
+// service in production mode refuses to start with it.
+const DevelopmentJWTSecret = "orderly-development-secret-not-for-production"
+
+// minProductionSecretLen is the shortest AUTH_JWT_SECRET accepted in
+// production: HS256 keys shorter than the hash output (32 bytes) weaken it
+// (RFC 7518, section 3.2).
+const minProductionSecretLen = 32
+
+// Environments ORDERLY_ENV accepts.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// Config holds the settings every service reads from its environment. Create
+// it with LoadConfig; a service with settings of its own embeds Config in its
+// config struct and calls Validate after parsing it.
+type Config struct {
+	// Service names the service ("order"); it is not read from the
+	// environment but set by LoadConfig.
+	Service string `env:"-"`
+
+	// DatabaseURL is the service's own Postgres database; it defaults to
+	// orderly_<service> on the local server.
+	DatabaseURL string `env:"DATABASE_URL"`
+	// AMQPURL is the RabbitMQ broker (with its vhost).
+	AMQPURL string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/"`
+	// HTTPAddr is the listen address; the default differs per service.
+	// ":0" picks a free port, which the "http server listening" log line names.
+	HTTPAddr string `env:"HTTP_ADDR"`
+	// JWTSecret is the HS256 secret of bearer tokens.
+	// It defaults to DevelopmentJWTSecret.
+	JWTSecret string `env:"AUTH_JWT_SECRET"`
+	// Env is development or production; production refuses the development
+	// JWT secret.
+	Env string `env:"ORDERLY_ENV" envDefault:"development"`
+	// OTLPEndpoint is the OTLP/HTTP collector base URL; empty turns trace
+	// export off.
+	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// ConnectTimeout bounds reaching Postgres and RabbitMQ at start, so a
+	// wrong address stops the service instead of leaving it hanging.
+	ConnectTimeout time.Duration `env:"CONNECT_TIMEOUT" envDefault:"15s"`
+	// ShutdownTimeout bounds the whole graceful shutdown after SIGTERM. Keep
+	// it below the orchestrator's grace period (30s in Kubernetes).
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	// ShutdownDelay is how long /readyz answers 503 before the HTTP server
+	// stops accepting, so load balancers stop routing here first.
+	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"1s"`
+}
+
+// DefaultDatabaseURL is the database a service uses when DATABASE_URL is
+// unset: orderly_<service> on the local development server.
+func DefaultDatabaseURL(service string) string {
+	return "postgres://postgres@127.0.0.1:5432/orderly_" + service + "?sslmode=disable"
+}
+
+// LoadConfig parses environ (as from os.Environ) into a Config for service,
+// whose HTTP address defaults to httpAddr. It returns an error naming every
+// variable that is invalid, on a single line, or that breaks a rule (the
+// development secret in production).
+func LoadConfig(environ []string, service, httpAddr string) (Config, error) {
+	cfg := Config{
+		Service:     service,
+		DatabaseURL: DefaultDatabaseURL(service),
+		HTTPAddr:    httpAddr,
+		JWTSecret:   DevelopmentJWTSecret,
+	}
+	if err := Parse(environ, &cfg); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Parse fills dst, a pointer to a struct with `env` tags (Config, or a
+// service's struct embedding it), from environ. Fields whose variable is
+// unset or empty keep their current value unless they have an envDefault,
+// so callers preset per-service defaults. Errors name the variable rather
+// than the Go field.
+func Parse(environ []string, dst any) error {
+	err := env.ParseWithOptions(dst, env.Options{Environment: env.ToMap(environ)})
+	if err == nil {
+		return nil
+	}
+	keys := envKeys(reflect.TypeOf(dst).Elem())
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	var msgs []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			msgs = append(msgs, fmt.Sprintf("%s: %v", keys[pe.Name], pe.Err))
+			continue
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+}
+
+// envKeys maps the field names of a struct (and of structs it embeds) to
+// their environment variable names, for error messages.
+func envKeys(t reflect.Type) map[string]string {
+	keys := make(map[string]string)
+	if t.Kind() != reflect.Struct {
+		return keys
+	}
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			for k, v := range envKeys(f.Type) {
+				keys[k] = v
+			}
+			continue
+		}
+		if tag, ok := f.Tag.Lookup("env"); ok {
+			keys[f.Name], _, _ = strings.Cut(tag, ",")
+		}
+	}
+	return keys
+}
+
+// Validate checks the settings that parsing cannot: URLs that the clients
+// would reject later, the log level, and the production rules. It returns
+// one error naming every offending variable.
+func (c Config) Validate() error {
+	var msgs []string
+	bad := func(key, format string, args ...any) {
+		msgs = append(msgs, key+": "+fmt.Sprintf(format, args...))
+	}
+	if c.Service == "" {
+		bad("service", "name is empty")
+	}
+	if c.DatabaseURL == "" {
+		bad("DATABASE_URL", "is empty")
+	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+		// pgconn echoes the URL, password included, in some errors.
+		bad("DATABASE_URL", "not a valid Postgres URL (%s)", redactDSN(err.Error()))
+	}
+	if _, err := amqp.ParseURI(c.AMQPURL); err != nil {
+		bad("AMQP_URL", "%v (want amqp://user:password@host:5672/vhost)", err)
+	}
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+		bad("HTTP_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:0)", c.HTTPAddr)
+	}
+	switch c.Env {
+	case EnvDevelopment:
+	case EnvProduction:
+		switch {
+		case c.JWTSecret == DevelopmentJWTSecret:
+			bad("AUTH_JWT_SECRET", "the development default is refused when ORDERLY_ENV=production; set a secret of at least %d bytes", minProductionSecretLen)
+		case len(c.JWTSecret) < minProductionSecretLen:
+			bad("AUTH_JWT_SECRET", "must be at least %d bytes when ORDERLY_ENV=production", minProductionSecretLen)
+		}
+	default:
+		bad("ORDERLY_ENV", "%q is not development or production", c.Env)
+	}
+	if c.JWTSecret == "" {
+		bad("AUTH_JWT_SECRET", "is empty")
+	}
+	if c.OTLPEndpoint != "" {
+		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%q is not an http:// or https:// URL", c.OTLPEndpoint)
+		}
+	}
+	if _, err := telemetry.ParseLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.ConnectTimeout <= 0 {
+		bad("CONNECT_TIMEOUT", "must be positive")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "must be positive")
+	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay >= c.ShutdownTimeout {
+		bad("SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+}
+
+// Production reports whether the service runs with ORDERLY_ENV=production.
+func (c Config) Production() bool { return c.Env == EnvProduction }
+
+// LogValue is what the config looks like in logs: passwords in URLs and the
+// JWT secret are masked, so the start-up line can be shared freely.
+func (c Config) LogValue() slog.Value {
+	secret := "[set]"
+	if c.JWTSecret == DevelopmentJWTSecret {
+		secret = "[development default]"
+	}
+	return slog.GroupValue(
+		slog.String("service", c.Service),
+		slog.String("env", c.Env),
+		slog.String("database_url", redactDSN(c.DatabaseURL)),
+		slog.String("amqp_url", redactDSN(c.AMQPURL)),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("auth_jwt_secret", secret),
+		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
+		slog.String("log_level", c.LogLevel),
+		slog.String("connect_timeout", c.ConnectTimeout.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("shutdown_delay", c.ShutdownDelay.String()),
+	)
+}
+
+// String formats the config with secrets masked, so that a stray %v in a log
+// or error message does not leak them either.
+func (c Config) String() string {
+	var b strings.Builder
+	for i, a := range c.LogValue().Group() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(a.Key + "=" + a.Value.String())
+	}
+	return b.String()
+}
+
+var (
+	// urlUserinfo matches the password part of scheme://user:password@ in
+	// any text, including a URL quoted inside an error message.
+	urlUserinfo = regexp.MustCompile(`(://[^:/@\s]*):[^@\s]*@`)
+	// dsnPassword matches password=... in a key/value connection string.
+	dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+)
+
+// redactDSN masks passwords in connection URLs and key/value connection
+// strings found anywhere in s.
+func redactDSN(s string) string {
+	s = urlUserinfo.ReplaceAllString(s, "$1:xxxxx@")
+	return dsnPassword.ReplaceAllString(s, "${1}xxxxx")
+}

@@ -1,0 +1,175 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orderly/orderly/pkg/httpx"
+)
+
+// Run declares Topology, starts the HTTP server, the consumers and other
+// workers, and the outbox relay, then waits until ctx ends (SIGTERM or
+// SIGINT, via signal.NotifyContext in main) or a part fails. It then shuts
+// down in this order, all within ShutdownTimeout:
+//
+//  1. /readyz answers 503, and stays so for ShutdownDelay while the server
+//     still serves, so load balancers stop routing here;
+//  2. the HTTP server stops accepting and finishes in-flight requests;
+//  3. consumers and workers are cancelled and finish what they hold;
+//  4. the relay publishes the batch in flight and stops;
+//  5. the broker connection, the pool and telemetry are closed.
+//
+// Run returns nil after a clean shutdown on ctx's end, and otherwise an error
+// naming the part that failed or did not stop in time. Call it once.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("boot: Run called twice")
+	}
+	if len(s.Topology.Exchanges)+len(s.Topology.Queues) > 0 {
+		dctx, cancel := context.WithTimeout(ctx, s.Config.ConnectTimeout)
+		err := s.Rabbit.Declare(dctx, s.Topology)
+		cancel()
+		if err != nil {
+			return errors.Join(fmt.Errorf("declare topology: %w", err), s.Close())
+		}
+	}
+
+	srv, err := httpx.Serve(ctx, s.Config.HTTPAddr, s.Router, s.Log)
+	if err != nil {
+		return errors.Join(err, s.Close())
+	}
+	for _, f := range s.onHTTP {
+		srv.RegisterOnShutdown(f)
+	}
+	addr := srv.Addr()
+	s.addr.Store(&addr)
+	s.Log.InfoContext(ctx, "http server listening", "addr", addr)
+
+	// The parts get contexts of their own, not ctx, because they stop one
+	// after the other rather than all at once when the signal arrives.
+	failures := make(chan error, len(s.workers)+1)
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var working sync.WaitGroup
+	for _, w := range s.workers {
+		working.Go(func() { failures <- stopped(workCtx, w.name, w.run(workCtx)) })
+	}
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRelay()
+	var relaying sync.WaitGroup
+	if s.Relay != nil {
+		relaying.Go(func() { failures <- stopped(relayCtx, "outbox relay", s.Relay.Run(relayCtx)) })
+	}
+	s.Log.InfoContext(ctx, "service ready", "workers", len(s.workers), "relay", s.Relay != nil)
+
+	var cause error
+	select {
+	case <-ctx.Done():
+		s.Log.InfoContext(ctx, "shutdown requested", "cause", context.Cause(ctx))
+	case cause = <-srv.Err():
+	case cause = <-failures:
+	}
+	if cause != nil {
+		s.Log.ErrorContext(ctx, "service failed; shutting down", "err", cause)
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.Config.ShutdownTimeout)
+	defer cancel()
+	log := s.Log.With("phase", "shutdown")
+	started := time.Now()
+	var errs []error
+	step := func(name string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			log.ErrorContext(sctx, "shutdown step failed", "step", name, "err", err)
+			return
+		}
+		log.InfoContext(sctx, "shutdown step done", "step", name, "elapsed", time.Since(started).Round(time.Millisecond).String())
+	}
+
+	s.Health.SetDraining()
+	if cause == nil {
+		select {
+		case <-time.After(s.Config.ShutdownDelay):
+		case <-sctx.Done():
+		}
+	}
+	step("readiness off", nil)
+	step("http drained", srv.Shutdown(sctx))
+	stopWork()
+	step("consumers and workers stopped", wait(sctx, &working))
+	stopRelay()
+	err = wait(sctx, &relaying)
+	if c, ok := s.relayPublisher(); ok && err == nil {
+		err = c.Close()
+	}
+	step("relay stopped", err)
+	step("resources closed", s.closeAll(sctx))
+
+	// Failures of parts while they were being stopped are reported too;
+	// the one that caused the shutdown was already taken into cause.
+	for drained := false; !drained; {
+		select {
+		case err := <-failures:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		default:
+			drained = true
+		}
+	}
+	if cause != nil {
+		errs = append([]error{cause}, errs...)
+	}
+	if len(errs) > 0 {
+		log.ErrorContext(sctx, "stopped with errors", "elapsed", time.Since(started).Round(time.Millisecond).String())
+		return errors.Join(errs...)
+	}
+	log.InfoContext(sctx, "drained and stopped cleanly", "elapsed", time.Since(started).Round(time.Millisecond).String())
+	return nil
+}
+
+// stopped turns the result of a part into a failure, or nil when the part
+// returned nil because its context ended, which is how parts stop.
+func stopped(ctx context.Context, name string, err error) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", name, err)
+	case ctx.Err() == nil:
+		return fmt.Errorf("%s: stopped unexpectedly", name)
+	}
+	return nil
+}
+
+// relayPublisher returns the relay's publisher when it has a channel to
+// close (a *rabbit.Publisher from NewRelay).
+func (s *Service) relayPublisher() (io.Closer, bool) {
+	if s.Relay == nil {
+		return nil, false
+	}
+	c, ok := s.Relay.Publisher.(io.Closer)
+	return c, ok
+}
+
+// wait waits for wg until ctx ends.
+func wait(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("did not stop in time: %w", ctx.Err())
+	}
+}
+
+// OneLine flattens err into a single line (errors.Join separates with
+// newlines), for the one line a service prints on stderr before exiting.
+func OneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
