@@ -10,13 +10,14 @@ import (
 
 // DeadLetter is a message sitting in a dead-letter queue.
 type DeadLetter struct {
-	MessageID string
-	Type      string
-	Queue     string // the queue it failed in, where replay sends it
-	Reason    string
-	Timestamp time.Time
-	Headers   amqp.Table
-	Body      []byte
+	MessageID   string
+	Type        string
+	ContentType string
+	Queue       string // the queue it failed in, where replay sends it
+	Reason      string
+	Timestamp   time.Time
+	Headers     amqp.Table
+	Body        []byte
 }
 
 func deadLetterOf(d *amqp.Delivery, queue string) DeadLetter {
@@ -31,8 +32,8 @@ func deadLetterOf(d *amqp.Delivery, queue string) DeadLetter {
 	if from == "" {
 		from = queue
 	}
-	return DeadLetter{MessageID: d.MessageId, Type: d.Type, Queue: from, Reason: reason,
-		Timestamp: d.Timestamp, Headers: d.Headers, Body: d.Body}
+	return DeadLetter{MessageID: d.MessageId, Type: d.Type, ContentType: d.ContentType, Queue: from,
+		Reason: reason, Timestamp: d.Timestamp, Headers: d.Headers, Body: d.Body}
 }
 
 // ListDeadLetters returns up to limit messages of queue's DLQ without removing
@@ -55,6 +56,33 @@ func (c *Conn) ListDeadLetters(ctx context.Context, queue string, limit int) ([]
 		out = append(out, deadLetterOf(&d, queue))
 	}
 	return out, nil
+}
+
+// FindDeadLetter returns the first message of queue's DLQ whose message id is
+// id, without removing anything: like ListDeadLetters it reads unacknowledged
+// and the broker takes every message back when the channel closes, but it
+// stops at the match instead of reading the whole DLQ. It returns false when
+// no message has that id, and an error when the DLQ cannot be read (an
+// *amqp.Error with code 404 when it does not exist).
+func (c *Conn) FindDeadLetter(ctx context.Context, queue, id string) (DeadLetter, bool, error) {
+	ch, _, err := c.Channel(ctx)
+	if err != nil {
+		return DeadLetter{}, false, err
+	}
+	defer func() { _ = ch.Close() }()
+	for ctx.Err() == nil {
+		d, ok, err := ch.Get(DLQName(queue), false)
+		if err != nil {
+			return DeadLetter{}, false, fmt.Errorf("rabbit: read %s: %w", DLQName(queue), err)
+		}
+		if !ok {
+			return DeadLetter{}, false, nil
+		}
+		if d.MessageId == id {
+			return deadLetterOf(&d, queue), true, nil
+		}
+	}
+	return DeadLetter{}, false, ctx.Err()
 }
 
 // ReplayDeadLetters moves the dead letters of queue that match (all when
