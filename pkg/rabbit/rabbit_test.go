@@ -308,3 +308,29 @@ func TestChaosBrokerRestart(t *testing.T) {
 	})
 	eventually(t, 30*time.Second, "delivered after restart", func() bool { return rec.count() >= 1 })
 }
+
+// Only an expiring queue expires, never its retry and dead-letter queues:
+// those have no consumers, and a copy moved into a vanished queue is dropped.
+func TestExpiringQueueKeepsItsCompanions(t *testing.T) {
+	t.Parallel()
+	conn := mustDial(t, rabbittest.NewVhost(t), "expires-test")
+	q := testQueue("test.expires")
+	q.Expires = time.Second
+	rec := newRecorder()
+	rec.fail = func(*amqp.Delivery) error { return rabbit.Permanent(errors.New("no")) }
+	startConsumer(t, conn, q, rec.handle)
+	ch, _, err := conn.Channel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	// Well past the expiry, the companions must still be there.
+	time.Sleep(2500 * time.Millisecond)
+	pub := conn.NewPublisher()
+	defer pub.Close()
+	publishAll(t, pub, []rabbit.Message{msg(1, "a")})
+	eventually(t, 10*time.Second, "message dead-lettered", func() bool {
+		dls, err := conn.ListDeadLetters(context.Background(), q.Name, 10)
+		return err == nil && len(dls) == 1
+	})
+}

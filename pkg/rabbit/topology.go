@@ -22,7 +22,10 @@ type Queue struct {
 	// failure after the last one sends the message to the DLQ.
 	RetryDelays []time.Duration
 	// Expires removes the queue after this long without consumers (for
-	// per-instance queues of replicas that went away); zero keeps it.
+	// per-instance queues of replicas that went away); zero keeps it. Only
+	// the queue itself expires: its retry and dead-letter queues never have
+	// consumers, so they would expire under a live consumer and the copies
+	// moved into them would be dropped.
 	Expires time.Duration
 }
 
@@ -85,9 +88,6 @@ func declareQueue(ch *amqp.Channel, q Queue) error {
 	}
 	quorum := func(extra amqp.Table) amqp.Table {
 		args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
-		if q.Expires > 0 {
-			args[amqp.QueueTTLArg] = q.Expires.Milliseconds()
-		}
 		for k, v := range extra {
 			args[k] = v
 		}
@@ -99,14 +99,17 @@ func declareQueue(ch *amqp.Channel, q Queue) error {
 	}
 	// At-least-once dead-lettering needs reject-publish overflow; without it
 	// the broker silently falls back to at-most-once.
-	_, err := ch.QueueDeclare(q.Name, true, false, false, false, quorum(amqp.Table{
+	args := quorum(amqp.Table{
 		"x-delivery-limit":          int64(limit),
 		"x-dead-letter-exchange":    "",
 		"x-dead-letter-routing-key": dlq,
 		"x-dead-letter-strategy":    "at-least-once",
 		amqp.QueueOverflowArg:       amqp.QueueOverflowRejectPublish,
-	}))
-	if err != nil {
+	})
+	if q.Expires > 0 {
+		args[amqp.QueueTTLArg] = q.Expires.Milliseconds()
+	}
+	if _, err := ch.QueueDeclare(q.Name, true, false, false, false, args); err != nil {
 		return fmt.Errorf("rabbit: declare %s: %w", q.Name, err)
 	}
 	for i, d := range q.RetryDelays {
