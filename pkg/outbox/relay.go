@@ -46,7 +46,7 @@ type Relay struct {
 	Log       *slog.Logger
 	Meter     metric.Meter
 
-	BatchSize    int           // events per publish round (default 500)
+	BatchSize    int           // events per publish round (default 1000)
 	PollInterval time.Duration // fallback when a notification is missed (default 1s)
 	Retention    time.Duration // how long sent events are kept (default 7 days)
 
@@ -57,7 +57,7 @@ type Relay struct {
 
 func (r *Relay) defaults() {
 	if r.BatchSize <= 0 {
-		r.BatchSize = 500
+		r.BatchSize = 1000
 	}
 	if r.PollInterval <= 0 {
 		r.PollInterval = time.Second
@@ -101,6 +101,11 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) session(ctx context.Context) error {
 	cfg := r.Pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = relayAppName
+	// Fetches run on this connection too. Without statistics (a new table,
+	// or one that just grew a backlog) the planner picks a bitmap scan that
+	// reads and sorts every pending row for each batch: quadratic in
+	// the backlog. The ordered walk of outbox_unsent stops after the batch.
+	cfg.RuntimeParams["enable_bitmapscan"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("outbox: connect: %w", err)
@@ -132,7 +137,7 @@ func (r *Relay) session(ctx context.Context) error {
 			nextPurge = time.Now().Add(time.Hour)
 		}
 		var pubErr *publishError
-		switch err := r.drain(ctx, pipe); {
+		switch err := r.drain(ctx, conn, pipe); {
 		case ctx.Err() != nil:
 			return nil
 		case errors.As(err, &pubErr):
@@ -231,12 +236,12 @@ type inflight struct {
 // pipeline settles batches behind it), so fetching the next batch overlaps
 // the broker confirming the previous ones. After a failed batch it waits for
 // the pipeline to empty and returns the failure.
-func (r *Relay) drain(ctx context.Context, pipe *pipeline) error {
+func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error {
 	for len(r.owned) > 0 && ctx.Err() == nil {
 		if pipe.failed() {
 			return pipe.flush()
 		}
-		b, err := r.send(ctx, pipe.inFlight())
+		b, err := r.send(ctx, conn, pipe.inFlight())
 		if err != nil || b == nil {
 			return err
 		}
@@ -250,10 +255,10 @@ func (r *Relay) drain(ctx context.Context, pipe *pipeline) error {
 
 // send fetches the next batch, skipping events in flight, and sends it. It
 // returns nil when nothing is pending.
-func (r *Relay) send(ctx context.Context, skip []int64) (*inflight, error) {
+func (r *Relay) send(ctx context.Context, conn *pgx.Conn, skip []int64) (*inflight, error) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
-	rows, err := r.fetch(fctx, skip)
+	rows, err := r.fetch(fctx, conn, skip)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -297,14 +302,14 @@ func (r *Relay) settle(parent context.Context, b *inflight) error {
 	return nil
 }
 
-func (r *Relay) fetch(ctx context.Context, skip []int64) ([]row, error) {
+func (r *Relay) fetch(ctx context.Context, conn *pgx.Conn, skip []int64) ([]row, error) {
 	const q = `
 SELECT id, event_id, exchange, routing_key, event_type, aggregate_id, payload, headers, created_at
 FROM outbox
 WHERE sent_at IS NULL AND partition = ANY($1) AND id <> ALL($3)
 ORDER BY id
 LIMIT $2`
-	rs, err := r.Pool.Query(ctx, q, r.owned, r.BatchSize, skip)
+	rs, err := conn.Query(ctx, q, r.owned, r.BatchSize, skip)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: fetch: %w", err)
 	}
