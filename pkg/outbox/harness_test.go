@@ -33,11 +33,14 @@ var messaging = pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"}
 // env is one test's database (the producer's outbox and the consumer's inbox
 // and effects live side by side in it) and broker vhost.
 type env struct {
-	pool *pgxpool.Pool
-	conn *rabbit.Conn
+	pool  *pgxpool.Pool
+	conn  *rabbit.Conn
+	queue rabbit.Queue
 }
 
-func newEnv(tb testing.TB) *env {
+// newEnv makes the test's database and vhost and declares the consumer queue
+// with the given retry delays (one short retry if none).
+func newEnv(tb testing.TB, retryDelays ...time.Duration) *env {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb, messaging)
 	ctx := context.Background()
@@ -50,14 +53,14 @@ func newEnv(tb testing.TB) *env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
-	err = conn.Declare(ctx, rabbit.Topology{Exchanges: []string{exchange}, Queues: []rabbit.Queue{{
-		Name: queue, Bindings: []rabbit.Binding{{Exchange: exchange, Key: "#"}},
-		RetryDelays: []time.Duration{50 * time.Millisecond},
-	}}})
-	if err != nil {
+	if len(retryDelays) == 0 {
+		retryDelays = []time.Duration{50 * time.Millisecond}
+	}
+	q := rabbit.Queue{Name: queue, Bindings: []rabbit.Binding{{Exchange: exchange, Key: "#"}}, RetryDelays: retryDelays}
+	if err := conn.Declare(ctx, rabbit.Topology{Exchanges: []string{exchange}, Queues: []rabbit.Queue{q}}); err != nil {
 		tb.Fatal(err)
 	}
-	return &env{pool: pool, conn: conn}
+	return &env{pool: pool, conn: conn, queue: q}
 }
 
 func event(agg string, seq int) outbox.Event {
@@ -113,7 +116,7 @@ func (e *env) startConsumer(tb testing.TB, handled *atomic.Int64) {
 		return h(ctx, d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &rabbit.Consumer{Conn: e.conn, Queue: rabbit.Queue{Name: queue, RetryDelays: []time.Duration{50 * time.Millisecond}}, Handler: counted, Workers: 8}
+	c := &rabbit.Consumer{Conn: e.conn, Queue: e.queue, Handler: counted, Workers: 8}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	tb.Cleanup(func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -303,4 +304,62 @@ func TestChaosBrokerStoppedWhileWriting(t *testing.T) {
 	eventually(t, 10*time.Second, "outbox drained", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
 	})
+}
+
+// TestChaosDatabaseRestart restarts PostgreSQL under the relay and the
+// consumer (every test using the server notices), so it runs only in the
+// serialized chaos step (ORDERLY_CHAOS=1).
+func TestChaosDatabaseRestart(t *testing.T) {
+	if os.Getenv("ORDERLY_CHAOS") == "" {
+		t.Skip("restarts PostgreSQL: runs in the serialized chaos step (ORDERLY_CHAOS=1)")
+	}
+	// Retries long enough to outlast the restart: the consumer's transactions
+	// fail while the database is down.
+	e := newEnv(t, 200*time.Millisecond, time.Second, 3*time.Second, 5*time.Second)
+	var handled atomic.Int64
+	e.startConsumer(t, &handled)
+	e.startRelay(t, e.conn.NewPublisher())
+
+	const total = 200
+	written := 0
+	writeSome := func(n int) {
+		for range n {
+			written++
+			ev := event(fmt.Sprintf("agg-%d", written%10), written)
+			eventually(t, 60*time.Second, "write accepted", func() bool {
+				return pg.Transact(context.Background(), e.pool, func(tx pgx.Tx) error {
+					return outbox.Add(context.Background(), tx, ev)
+				}) == nil
+			})
+		}
+	}
+	writeSome(100)
+	restartPostgres(t)
+	writeSome(100)
+
+	eventually(t, 90*time.Second, "every event applied after the restart", func() bool {
+		var n int
+		return e.pool.QueryRow(context.Background(), `SELECT count(*) FROM effects`).Scan(&n) == nil && n == total
+	})
+	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
+		t.Fatalf("distinct effects = %d, want %d", got, total)
+	}
+	eventually(t, 30*time.Second, "outbox drained", func() bool {
+		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
+	})
+	if dls, err := e.conn.ListDeadLetters(context.Background(), queue, 10); err != nil || len(dls) != 0 {
+		t.Fatalf("dead letters %v, %v; want none", dls, err)
+	}
+}
+
+func restartPostgres(tb testing.TB) {
+	tb.Helper()
+	versions, err := os.ReadDir("/etc/postgresql")
+	if err != nil || len(versions) != 1 {
+		tb.Fatalf("cannot find the PostgreSQL cluster: %v", err)
+	}
+	out, err := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", versions[0].Name(), "main", "restart").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("restart postgres: %v\n%s", err, out)
+	}
 }

@@ -49,6 +49,7 @@ type Relay struct {
 	BatchSize    int           // events per publish round (default 1000)
 	PollInterval time.Duration // fallback when a notification is missed (default 1s)
 	Retention    time.Duration // how long sent events are kept (default 7 days)
+	Linger       time.Duration // wait after a wake-up so batches fill (default 1ms)
 
 	owned     []int32
 	published metric.Int64Counter
@@ -61,6 +62,9 @@ func (r *Relay) defaults() {
 	}
 	if r.PollInterval <= 0 {
 		r.PollInterval = time.Second
+	}
+	if r.Linger == 0 {
+		r.Linger = time.Millisecond
 	}
 	if r.Retention <= 0 {
 		r.Retention = 7 * 24 * time.Hour
@@ -164,6 +168,14 @@ func (r *Relay) session(ctx context.Context) error {
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("outbox: wait: %w", err)
+		}
+		if err == nil && r.Linger > 0 {
+			// Woken by a commit: let the commits right behind it land so
+			// that one round of queries publishes them all.
+			select {
+			case <-ctx.Done():
+			case <-time.After(r.Linger):
+			}
 		}
 	}
 }

@@ -27,7 +27,7 @@ func TestTraceContextTravelsWithTheEvent(t *testing.T) {
 	e := newEnv(t)
 	got := make(chan trace.SpanContext, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &rabbit.Consumer{Conn: e.conn, Queue: rabbit.Queue{Name: queue, RetryDelays: []time.Duration{50 * time.Millisecond}},
+	c := &rabbit.Consumer{Conn: e.conn, Queue: e.queue,
 		Handler: func(ctx context.Context, _ *amqp.Delivery) error {
 			got <- trace.SpanContextFromContext(ctx)
 			return nil
