@@ -24,12 +24,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/inbox"
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/rabbit"
@@ -167,6 +169,10 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	// Every service database has an inbox; forget old message ids.
+	s.Go("inbox purge", func(ctx context.Context) error {
+		return inbox.PurgeEvery(ctx, s.Pool, inbox.Retention, time.Hour, s.Log)
+	})
 	return s, nil
 }
 
