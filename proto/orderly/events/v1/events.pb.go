@@ -349,6 +349,9 @@ type OrderPlaced struct {
 	// payment_method is the opaque token the shopper chose, e.g. "pm_card_ok".
 	PaymentMethod string                 `protobuf:"bytes,6,opt,name=payment_method,json=paymentMethod,proto3" json:"payment_method,omitempty"`
 	PlacedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=placed_at,json=placedAt,proto3" json:"placed_at,omitempty"`
+	// When inventory may release this order's reservation on its own: the
+	// order's deadline to be confirmed, plus a grace period.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +435,13 @@ func (x *OrderPlaced) GetPlacedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OrderPlaced) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 // PaymentRequested asks the payment service to authorize an order's total.
 // It is published when the order becomes RESERVED.
 type PaymentRequested struct {
@@ -445,8 +455,10 @@ type PaymentRequested struct {
 	// charges twice.
 	IdempotencyKey string                 `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	RequestedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// After this the order has timed out: payment declines without charging.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PaymentRequested) Reset() {
@@ -524,6 +536,13 @@ func (x *PaymentRequested) GetIdempotencyKey() string {
 func (x *PaymentRequested) GetRequestedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *PaymentRequested) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
 	}
 	return nil
 }
@@ -1520,7 +1539,7 @@ const file_orderly_events_v1_events_proto_rawDesc = "" +
 	"\rStockShortage\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x1c\n" +
 	"\trequested\x18\x02 \x01(\x05R\trequested\x12\x1c\n" +
-	"\tavailable\x18\x03 \x01(\x03R\tavailable\"\x99\x02\n" +
+	"\tavailable\x18\x03 \x01(\x03R\tavailable\"\xd4\x02\n" +
 	"\vOrderPlaced\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -1530,7 +1549,9 @@ const file_orderly_events_v1_events_proto_rawDesc = "" +
 	"totalCents\x12\x1a\n" +
 	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12%\n" +
 	"\x0epayment_method\x18\x06 \x01(\tR\rpaymentMethod\x127\n" +
-	"\tplaced_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\"\x9c\x02\n" +
+	"\tplaced_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xd7\x02\n" +
 	"\x10PaymentRequested\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -1539,7 +1560,9 @@ const file_orderly_events_v1_events_proto_rawDesc = "" +
 	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12%\n" +
 	"\x0epayment_method\x18\x05 \x01(\tR\rpaymentMethod\x12'\n" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12=\n" +
-	"\frequested_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\"m\n" +
+	"\frequested_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"m\n" +
 	"\x11CommitReservation\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12=\n" +
 	"\frequested_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\"\xa7\x01\n" +
@@ -1680,35 +1703,37 @@ var file_orderly_events_v1_events_proto_goTypes = []any{
 var file_orderly_events_v1_events_proto_depIdxs = []int32{
 	2,  // 0: orderly.events.v1.OrderPlaced.items:type_name -> orderly.events.v1.LineItem
 	20, // 1: orderly.events.v1.OrderPlaced.placed_at:type_name -> google.protobuf.Timestamp
-	20, // 2: orderly.events.v1.PaymentRequested.requested_at:type_name -> google.protobuf.Timestamp
-	20, // 3: orderly.events.v1.CommitReservation.requested_at:type_name -> google.protobuf.Timestamp
-	1,  // 4: orderly.events.v1.ReleaseReservation.reason:type_name -> orderly.events.v1.CancelReason
-	20, // 5: orderly.events.v1.ReleaseReservation.requested_at:type_name -> google.protobuf.Timestamp
-	1,  // 6: orderly.events.v1.RefundRequested.reason:type_name -> orderly.events.v1.CancelReason
-	20, // 7: orderly.events.v1.RefundRequested.requested_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: orderly.events.v1.OrderStatusChanged.status:type_name -> orderly.events.v1.OrderStatus
-	1,  // 9: orderly.events.v1.OrderStatusChanged.reason:type_name -> orderly.events.v1.CancelReason
-	20, // 10: orderly.events.v1.OrderStatusChanged.at:type_name -> google.protobuf.Timestamp
-	1,  // 11: orderly.events.v1.OrderCancelled.reason:type_name -> orderly.events.v1.CancelReason
-	0,  // 12: orderly.events.v1.OrderCancelled.previous_status:type_name -> orderly.events.v1.OrderStatus
-	20, // 13: orderly.events.v1.OrderCancelled.cancelled_at:type_name -> google.protobuf.Timestamp
-	3,  // 14: orderly.events.v1.StockReserved.items:type_name -> orderly.events.v1.StockLine
-	20, // 15: orderly.events.v1.StockReserved.reserved_at:type_name -> google.protobuf.Timestamp
-	4,  // 16: orderly.events.v1.StockRejected.shortages:type_name -> orderly.events.v1.StockShortage
-	20, // 17: orderly.events.v1.StockRejected.rejected_at:type_name -> google.protobuf.Timestamp
-	3,  // 18: orderly.events.v1.ReservationCommitted.items:type_name -> orderly.events.v1.StockLine
-	20, // 19: orderly.events.v1.ReservationCommitted.committed_at:type_name -> google.protobuf.Timestamp
-	3,  // 20: orderly.events.v1.ReservationReleased.items:type_name -> orderly.events.v1.StockLine
-	20, // 21: orderly.events.v1.ReservationReleased.released_at:type_name -> google.protobuf.Timestamp
-	20, // 22: orderly.events.v1.ProductUpserted.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 23: orderly.events.v1.PaymentAuthorized.authorized_at:type_name -> google.protobuf.Timestamp
-	20, // 24: orderly.events.v1.PaymentDeclined.declined_at:type_name -> google.protobuf.Timestamp
-	20, // 25: orderly.events.v1.PaymentRefunded.refunded_at:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	20, // 2: orderly.events.v1.OrderPlaced.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 3: orderly.events.v1.PaymentRequested.requested_at:type_name -> google.protobuf.Timestamp
+	20, // 4: orderly.events.v1.PaymentRequested.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 5: orderly.events.v1.CommitReservation.requested_at:type_name -> google.protobuf.Timestamp
+	1,  // 6: orderly.events.v1.ReleaseReservation.reason:type_name -> orderly.events.v1.CancelReason
+	20, // 7: orderly.events.v1.ReleaseReservation.requested_at:type_name -> google.protobuf.Timestamp
+	1,  // 8: orderly.events.v1.RefundRequested.reason:type_name -> orderly.events.v1.CancelReason
+	20, // 9: orderly.events.v1.RefundRequested.requested_at:type_name -> google.protobuf.Timestamp
+	0,  // 10: orderly.events.v1.OrderStatusChanged.status:type_name -> orderly.events.v1.OrderStatus
+	1,  // 11: orderly.events.v1.OrderStatusChanged.reason:type_name -> orderly.events.v1.CancelReason
+	20, // 12: orderly.events.v1.OrderStatusChanged.at:type_name -> google.protobuf.Timestamp
+	1,  // 13: orderly.events.v1.OrderCancelled.reason:type_name -> orderly.events.v1.CancelReason
+	0,  // 14: orderly.events.v1.OrderCancelled.previous_status:type_name -> orderly.events.v1.OrderStatus
+	20, // 15: orderly.events.v1.OrderCancelled.cancelled_at:type_name -> google.protobuf.Timestamp
+	3,  // 16: orderly.events.v1.StockReserved.items:type_name -> orderly.events.v1.StockLine
+	20, // 17: orderly.events.v1.StockReserved.reserved_at:type_name -> google.protobuf.Timestamp
+	4,  // 18: orderly.events.v1.StockRejected.shortages:type_name -> orderly.events.v1.StockShortage
+	20, // 19: orderly.events.v1.StockRejected.rejected_at:type_name -> google.protobuf.Timestamp
+	3,  // 20: orderly.events.v1.ReservationCommitted.items:type_name -> orderly.events.v1.StockLine
+	20, // 21: orderly.events.v1.ReservationCommitted.committed_at:type_name -> google.protobuf.Timestamp
+	3,  // 22: orderly.events.v1.ReservationReleased.items:type_name -> orderly.events.v1.StockLine
+	20, // 23: orderly.events.v1.ReservationReleased.released_at:type_name -> google.protobuf.Timestamp
+	20, // 24: orderly.events.v1.ProductUpserted.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 25: orderly.events.v1.PaymentAuthorized.authorized_at:type_name -> google.protobuf.Timestamp
+	20, // 26: orderly.events.v1.PaymentDeclined.declined_at:type_name -> google.protobuf.Timestamp
+	20, // 27: orderly.events.v1.PaymentRefunded.refunded_at:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_orderly_events_v1_events_proto_init() }
