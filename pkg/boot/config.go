@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/telemetry"
 )
 
@@ -53,6 +54,14 @@ type Config struct {
 	// JWTSecret is the HS256 secret of bearer tokens.
 	// It defaults to DevelopmentJWTSecret.
 	JWTSecret string `env:"AUTH_JWT_SECRET"`
+	// JWTIssuer, when set, must equal the "iss" of every bearer token.
+	JWTIssuer string `env:"AUTH_JWT_ISSUER"`
+	// JWTAudience, when set, must be among the "aud" of every bearer token.
+	JWTAudience string `env:"AUTH_JWT_AUDIENCE"`
+	// RateLimitRPS is how many requests per second one caller (a token's
+	// subject, else a client address) may make to the service's API, per
+	// replica.
+	RateLimitRPS int `env:"RATE_LIMIT_RPS" envDefault:"100"`
 	// Env is development or production; production refuses the development
 	// JWT secret.
 	Env string `env:"ORDERLY_ENV" envDefault:"development"`
@@ -184,6 +193,9 @@ func (c Config) Validate() error {
 	if c.JWTSecret == "" {
 		bad("AUTH_JWT_SECRET", "is empty")
 	}
+	if c.RateLimitRPS <= 0 {
+		bad("RATE_LIMIT_RPS", "must be positive")
+	}
 	if c.OTLPEndpoint != "" {
 		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%q is not an http:// or https:// URL", c.OTLPEndpoint)
@@ -207,6 +219,13 @@ func (c Config) Validate() error {
 	return errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 }
 
+// Verifier returns the bearer-token verifier of the service's
+// configuration: HS256 with AUTH_JWT_SECRET, checking AUTH_JWT_ISSUER and
+// AUTH_JWT_AUDIENCE when they are set.
+func (c Config) Verifier() *authn.Verifier {
+	return authn.NewVerifier([]byte(c.JWTSecret), c.JWTIssuer, c.JWTAudience)
+}
+
 // Production reports whether the service runs with ORDERLY_ENV=production.
 func (c Config) Production() bool { return c.Env == EnvProduction }
 
@@ -224,6 +243,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("amqp_url", redactDSN(c.AMQPURL)),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("auth_jwt_secret", secret),
+		slog.String("auth_jwt_issuer", c.JWTIssuer),
+		slog.String("auth_jwt_audience", c.JWTAudience),
+		slog.Int("rate_limit_rps", c.RateLimitRPS),
 		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
 		slog.String("log_level", c.LogLevel),
 		slog.String("connect_timeout", c.ConnectTimeout.String()),

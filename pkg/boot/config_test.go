@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot"
 )
 
@@ -24,6 +25,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		AMQPURL:         "amqp://guest:guest@127.0.0.1:5672/",
 		HTTPAddr:        ":8081",
 		JWTSecret:       boot.DevelopmentJWTSecret,
+		RateLimitRPS:    100,
 		Env:             boot.EnvDevelopment,
 		LogLevel:        "info",
 		ConnectTimeout:  15 * time.Second,
@@ -43,6 +45,9 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"AMQP_URL=amqp://u:p@mq:5672/prod",
 		"HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + secret,
+		"AUTH_JWT_ISSUER=https://id.orderly.dev/",
+		"AUTH_JWT_AUDIENCE=orderly-api",
+		"RATE_LIMIT_RPS=250",
 		"ORDERLY_ENV=production",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318",
 		"LOG_LEVEL=debug",
@@ -60,6 +65,9 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		AMQPURL:         "amqp://u:p@mq:5672/prod",
 		HTTPAddr:        "127.0.0.1:0",
 		JWTSecret:       secret,
+		JWTIssuer:       "https://id.orderly.dev/",
+		JWTAudience:     "orderly-api",
+		RateLimitRPS:    250,
 		Env:             boot.EnvProduction,
 		OTLPEndpoint:    "http://collector:4318",
 		LogLevel:        "debug",
@@ -91,6 +99,9 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"LOG_LEVEL=verbose", "LOG_LEVEL"},
 		{"ORDERLY_ENV=staging", "ORDERLY_ENV"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"RATE_LIMIT_RPS=0", "RATE_LIMIT_RPS"},
+		{"RATE_LIMIT_RPS=-5", "RATE_LIMIT_RPS"},
+		{"RATE_LIMIT_RPS=lots", "RATE_LIMIT_RPS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
@@ -180,10 +191,49 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 		"amqp_url":        "amqp://user:xxxxx@mq:5672/",
 		"auth_jwt_secret": "[set]",
 		"http_addr":       ":8080",
+		"auth_jwt_issuer": "",
 	} {
 		if got := line.Config[key]; got != want {
 			t.Errorf("logged %s = %v, want %q", key, got, want)
 		}
+	}
+}
+
+func TestConfigVerifier(t *testing.T) {
+	t.Parallel()
+	secret := strings.Repeat("k", 40)
+	cfg, err := boot.LoadConfig([]string{
+		"AUTH_JWT_SECRET=" + secret,
+		"AUTH_JWT_ISSUER=orderly-id",
+		"AUTH_JWT_AUDIENCE=orderly-api",
+	}, "order", ":8080")
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	exp := time.Now().Add(time.Hour)
+	tests := []struct {
+		name             string
+		secret           string
+		issuer, audience string
+		wantOK           bool
+	}{
+		{"configured secret, issuer and audience", secret, "orderly-id", "orderly-api", true},
+		{"other issuer", secret, "someone-else", "orderly-api", false},
+		{"other audience", secret, "orderly-id", "other-api", false},
+		{"development secret", boot.DevelopmentJWTSecret, "orderly-id", "orderly-api", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tok, err := authn.Issue([]byte(tt.secret), authn.Claims{Subject: "c-1", ExpiresAt: exp}, tt.issuer, tt.audience)
+			if err != nil {
+				t.Fatalf("Issue: %v", err)
+			}
+			_, err = cfg.Verifier().Verify(tok)
+			if gotOK := err == nil; gotOK != tt.wantOK {
+				t.Errorf("Verify error = %v, want ok %v", err, tt.wantOK)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,160 @@
+// Package authn authenticates Orderly's callers: it verifies the HS256 bearer
+// JWTs of the HTTP API (Verifier, Middleware, RequireAdmin), issues them for
+// tests and tools (Issue), and signs and checks the per-order tracking tokens
+// that let a shopper watch one order without logging in (NewTrackingToken,
+// VerifyTrackingToken).
+//
+// Every failure to authenticate wraps ErrUnauthorized and every refusal of an
+// authenticated caller wraps ErrForbidden, so services can match them with
+// errors.Is; the HTTP responses are RFC 9457 problems of type
+// TypeUnauthorized (401) and TypeForbidden (403).
+package authn
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Errors behind every authentication failure; match them with errors.Is.
+var (
+	// ErrUnauthorized means the caller is not authenticated: no token, or a
+	// token that is malformed, forged, expired, or for another issuer,
+	// audience or order.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden means the caller is authenticated but may not do this,
+	// such as a customer calling an admin endpoint.
+	ErrForbidden = errors.New("forbidden")
+)
+
+// RoleAdmin is the "role" claim of operators, who may call admin endpoints.
+const RoleAdmin = "admin"
+
+// Leeway is the clock skew tolerated on exp, nbf and iat: a token that
+// expired this long ago (or is issued this far in the future) is still
+// accepted, so that hosts whose clocks drift slightly agree on tokens.
+const Leeway = 30 * time.Second
+
+// Claims is what a verified token says about its caller.
+type Claims struct {
+	// Subject is the caller's id (the JWT "sub"): the customer id for
+	// shoppers and REST clients. Never empty in verified claims.
+	Subject string
+	// Role is the JWT "role" claim; "admin" for operators, else usually empty.
+	Role string
+	// ExpiresAt is when the token stops being accepted (the JWT "exp").
+	ExpiresAt time.Time
+}
+
+// IsAdmin reports whether the caller has the admin role.
+func (c Claims) IsAdmin() bool { return c.Role == RoleAdmin }
+
+// tokenClaims is the JWT payload: the registered claims plus our role.
+type tokenClaims struct {
+	Role string `json:"role,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Verifier checks bearer JWTs against one HS256 secret and, when configured,
+// an issuer and an audience. It is safe for concurrent use.
+type Verifier struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+// NewVerifier returns a Verifier for tokens signed with secret using HS256.
+// A non-empty issuer must equal the token's "iss" and a non-empty audience
+// must be among its "aud"; empty ones are not checked. An empty secret makes
+// every Verify fail, rather than accept tokens signed with an empty key.
+func NewVerifier(secret []byte, issuer, audience string) *Verifier {
+	opts := []jwt.ParserOption{
+		// Only HS256: this refuses "none", the RS*/ES* algorithms (whose
+		// "public key" an attacker could swap for our secret) and other
+		// HMAC sizes, before any signature is checked.
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(Leeway),
+		jwt.WithStrictDecoding(),
+	}
+	if issuer != "" {
+		opts = append(opts, jwt.WithIssuer(issuer))
+	}
+	if audience != "" {
+		opts = append(opts, jwt.WithAudience(audience))
+	}
+	return &Verifier{
+		secret: append([]byte(nil), secret...),
+		parser: jwt.NewParser(opts...),
+	}
+}
+
+// Verify checks token (the JWT alone, without "Bearer ") and returns its
+// claims. It requires an HS256 signature with the verifier's secret, an
+// "exp" in the future (within Leeway), a non-empty "sub", and the configured
+// issuer and audience. Any failure returns an error wrapping ErrUnauthorized
+// and, where there is one, the jwt package's reason (jwt.ErrTokenExpired,
+// …); its message is for logs, not for clients.
+func (v *Verifier) Verify(token string) (Claims, error) {
+	if len(v.secret) == 0 {
+		return Claims{}, fmt.Errorf("authn: %w: no secret configured", ErrUnauthorized)
+	}
+	var tc tokenClaims
+	_, err := v.parser.ParseWithClaims(token, &tc, func(t *jwt.Token) (any, error) {
+		// WithValidMethods already checked the alg name; this also pins
+		// the implementation behind it.
+		if t.Method != jwt.SigningMethodHS256 {
+			return nil, fmt.Errorf("unexpected signing method %v", t.Header["alg"])
+		}
+		return v.secret, nil
+	})
+	if err != nil {
+		return Claims{}, fmt.Errorf("authn: %w: %w", ErrUnauthorized, err)
+	}
+	if strings.TrimSpace(tc.Subject) == "" {
+		return Claims{}, fmt.Errorf("authn: %w: token has no subject", ErrUnauthorized)
+	}
+	c := Claims{Subject: tc.Subject, Role: tc.Role}
+	if tc.ExpiresAt != nil {
+		c.ExpiresAt = tc.ExpiresAt.Time
+	}
+	return c, nil
+}
+
+// Issue returns an HS256 JWT for c signed with secret, with "sub", "role"
+// (left out when empty), "exp" from c.ExpiresAt, "iat" now, and "iss" and
+// "aud" when issuer and audience are non-empty. It is for tests, tools and
+// the demo; production tokens come from the identity provider.
+//
+// It returns an error when secret, c.Subject or c.ExpiresAt is empty, since
+// Verify would refuse such a token.
+func Issue(secret []byte, c Claims, issuer, audience string) (string, error) {
+	switch {
+	case len(secret) == 0:
+		return "", errors.New("authn: issue token: empty secret")
+	case strings.TrimSpace(c.Subject) == "":
+		return "", errors.New("authn: issue token: empty subject")
+	case c.ExpiresAt.IsZero():
+		return "", errors.New("authn: issue token: no expiry")
+	}
+	tc := tokenClaims{
+		Role: c.Role,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   c.Subject,
+			Issuer:    issuer,
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt),
+			IssuedAt:  jwt.NewNumericDate(time.Now()),
+		},
+	}
+	if audience != "" {
+		tc.Audience = jwt.ClaimStrings{audience}
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, tc).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("authn: issue token: %w", err)
+	}
+	return s, nil
+}
