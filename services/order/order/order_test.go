@@ -1,0 +1,96 @@
+package order_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/orderly/orderly/services/order/order"
+)
+
+func TestRequestValidate(t *testing.T) {
+	t.Parallel()
+	ok := order.Request{Lines: []order.Line{{SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 1000}}, PaymentMethod: "pm_card_ok"}
+	many := make([]order.Line, order.MaxLines+1)
+	for i := range many {
+		many[i] = order.Line{SKU: fmt.Sprintf("sku-%03d", i), Quantity: 1}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*order.Request)
+		wantErr bool
+	}{
+		{"valid", func(*order.Request) {}, false},
+		{"100 lines", func(r *order.Request) { r.Lines = many[:order.MaxLines] }, false},
+		{"no items", func(r *order.Request) { r.Lines = nil }, true},
+		{"101 lines", func(r *order.Request) { r.Lines = many }, true},
+		{"duplicate sku", func(r *order.Request) { r.Lines = []order.Line{{"A", 1}, {"A", 2}} }, true},
+		{"empty sku", func(r *order.Request) { r.Lines = []order.Line{{"", 1}} }, true},
+		{"long sku", func(r *order.Request) { r.Lines = []order.Line{{strings.Repeat("s", 65), 1}} }, true},
+		{"quantity 0", func(r *order.Request) { r.Lines = []order.Line{{"A", 0}} }, true},
+		{"quantity negative", func(r *order.Request) { r.Lines = []order.Line{{"A", -1}} }, true},
+		{"quantity 1001", func(r *order.Request) { r.Lines = []order.Line{{"A", 1001}} }, true},
+		{"no payment method", func(r *order.Request) { r.PaymentMethod = "" }, true},
+		{"blank payment method", func(r *order.Request) { r.PaymentMethod = "  " }, true},
+		{"payment method 64", func(r *order.Request) { r.PaymentMethod = strings.Repeat("p", 64) }, false},
+		{"payment method 65", func(r *order.Request) { r.PaymentMethod = strings.Repeat("p", 65) }, true},
+		{"payment method control char", func(r *order.Request) { r.PaymentMethod = "pm\x00" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := ok
+			tt.mutate(&r)
+			err := r.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, order.ErrInvalidOrder) {
+				t.Errorf("error %v does not match ErrInvalidOrder", err)
+			}
+		})
+	}
+}
+
+func TestPrice(t *testing.T) {
+	t.Parallel()
+	catalog := map[string]order.Product{
+		"A": {SKU: "A", PriceCents: 250, Currency: "EUR"},
+		"B": {SKU: "B", PriceCents: 1000, Currency: "EUR"},
+		"U": {SKU: "U", PriceCents: 99, Currency: "USD"},
+	}
+	items, total, cur, err := order.Price([]order.Line{{"A", 2}, {"B", 3}}, catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []order.Item{{SKU: "A", Quantity: 2, UnitPriceCents: 250}, {SKU: "B", Quantity: 3, UnitPriceCents: 1000}}
+	if diff := cmp.Diff(want, items); diff != "" {
+		t.Errorf("items (-want +got):\n%s", diff)
+	}
+	if total != 3500 || cur != "EUR" {
+		t.Errorf("total, currency = %d, %s; want 3500, EUR", total, cur)
+	}
+	if _, _, _, err := order.Price([]order.Line{{"A", 1}, {"X", 1}, {"Y", 1}}, catalog); !errors.Is(err, order.ErrUnknownSKU) || !strings.Contains(err.Error(), `"X", "Y"`) {
+		t.Errorf("unknown SKUs: err = %v, want ErrUnknownSKU naming X and Y", err)
+	}
+	if _, _, _, err := order.Price([]order.Line{{"A", 1}, {"U", 1}}, catalog); !errors.Is(err, order.ErrMixedCurrency) {
+		t.Errorf("mixed currencies: err = %v, want ErrMixedCurrency", err)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	t.Parallel()
+	for _, s := range order.Statuses {
+		if got, err := order.ParseStatus(string(s)); err != nil || got != s {
+			t.Errorf("ParseStatus(%q) = %q, %v", s, got, err)
+		}
+	}
+	for _, bad := range []string{"", "PENDING", "paid", "cancelled "} {
+		if _, err := order.ParseStatus(bad); !errors.Is(err, order.ErrInvalidStatus) {
+			t.Errorf("ParseStatus(%q) error = %v, want ErrInvalidStatus", bad, err)
+		}
+	}
+}
