@@ -1,0 +1,76 @@
+// Package payment is the payment service's domain: a payment of an order, the
+// states it can be in, and the errors the rest of the service reports.
+//
+// An order has at most one payment. A PaymentRequested turns into an
+// authorized or declined payment; a RefundRequested turns an authorized one
+// into refunded, or, when no payment exists yet, records a voided one so that
+// a PaymentRequested arriving later charges nothing (docs/saga.md, steps 4
+// and 7).
+package payment
+
+import (
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Status is where a payment stands.
+type Status string
+
+// The statuses of a payment. Voided is internal: it marks an order that was
+// cancelled before its payment ran, and the HTTP API does not list it.
+const (
+	StatusAuthorized Status = "authorized"
+	StatusDeclined   Status = "declined"
+	StatusRefunded   Status = "refunded"
+	StatusVoided     Status = "voided"
+)
+
+// ReasonExpired is the decline reason of a payment requested after its
+// deadline: the order has timed out, so the gateway is not asked at all.
+const ReasonExpired = "expired"
+
+// Payment is the payment of one order.
+type Payment struct {
+	ID          uuid.UUID
+	OrderID     uuid.UUID
+	CustomerID  string
+	AmountCents int64
+	Currency    string
+	Method      string
+	Status      Status
+	// DeclineReason is set when Status is StatusDeclined: the gateway's
+	// reason ("card_declined", "amount_limit", …) or ReasonExpired.
+	DeclineReason string
+	// GatewayReference is the gateway's id of the authorization; empty
+	// unless the payment was authorized.
+	GatewayReference string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// Listed reports whether the HTTP API shows p. A voided payment is a
+// tombstone, not a payment anyone made, so it is left out.
+func (p Payment) Listed() bool { return p.Status != StatusVoided }
+
+// Refund is the refund of an authorized payment; refunds are whole.
+type Refund struct {
+	ID               uuid.UUID
+	PaymentID        uuid.UUID
+	AmountCents      int64
+	Currency         string
+	GatewayReference string
+	CreatedAt        time.Time
+}
+
+// Errors the service reports; match them with errors.Is.
+var (
+	// ErrNotFound means the order has no payment.
+	ErrNotFound = errors.New("payment not found")
+	// ErrExists means the order already has a payment: a second one would
+	// be a second charge.
+	ErrExists = errors.New("order already has a payment")
+	// ErrInvalidOrderID means an order id is not a UUID.
+	ErrInvalidOrderID = errors.New("order_id must be a UUID")
+)
