@@ -65,7 +65,9 @@ CREATE TABLE idempotency_keys (
     request_hash    bytea       NOT NULL,
     state           text        NOT NULL CHECK (state IN ('in_flight', 'done')),
     response_status int,
-    response_body   jsonb,
+    -- json, not jsonb: json keeps the exact bytes, so a replay is
+    -- byte-for-byte the first response.
+    response_body   json,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
     PRIMARY KEY (customer_id, key),
