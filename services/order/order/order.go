@@ -78,6 +78,14 @@ var (
 	ErrForbiddenCustomer = errors.New("customer_id is not the caller's")
 	// ErrInvalidStatus means a status filter is not one of Statuses.
 	ErrInvalidStatus = errors.New("unknown order status")
+	// ErrInvalidCursor means a list cursor was not made by this service.
+	ErrInvalidCursor = errors.New("invalid cursor")
+	// ErrIdempotencyKeyInUse means the first request with this
+	// Idempotency-Key is still being processed.
+	ErrIdempotencyKeyInUse = errors.New("a request with this Idempotency-Key is still in progress")
+	// ErrIdempotencyKeyReused means the Idempotency-Key was first used
+	// with a different request body.
+	ErrIdempotencyKeyReused = errors.New("this Idempotency-Key was used with a different request body")
 )
 
 // ValidationError is a rule a request broke, written for the client. It

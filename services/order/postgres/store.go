@@ -1,0 +1,293 @@
+// Package postgres stores orders, their items and status history, the
+// catalog replica and idempotency keys in the order service's database. Every
+// state change writes its outbox events (docs/saga.md) in the same
+// transaction, and every transition locks the order row first, so concurrent
+// messages, sweeps and requests on one order serialize.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/pkg/outbox"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/services/order/order"
+)
+
+// Store is the order service's database.
+type Store struct {
+	pool           *pgxpool.Pool
+	reserveTimeout time.Duration
+	paymentTimeout time.Duration
+	now            func() time.Time
+}
+
+// Options configure a Store.
+type Options struct {
+	// ReserveTimeout is how long a new order waits for inventory
+	// (ORDER_RESERVE_TIMEOUT); PaymentTimeout how long a reserved order
+	// waits for payment (ORDER_PAYMENT_TIMEOUT).
+	ReserveTimeout time.Duration
+	PaymentTimeout time.Duration
+	// Now is the clock (time.Now by default).
+	Now func() time.Time
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool, o Options) *Store {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Store{pool: pool, reserveTimeout: o.ReserveTimeout, paymentTimeout: o.PaymentTimeout, now: o.Now}
+}
+
+// Pool returns the store's pool, for transactions that span the store and
+// the inbox.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// querier is what both a transaction and the pool offer.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// clock returns the store's time at the precision Postgres keeps, so a
+// value returned to a client equals the one read back later.
+func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// Create validates req, prices it from the catalog replica and stores the
+// order as pending (history seq 1) with its OrderPlaced and
+// OrderStatusChanged events, all in one transaction. then, when not nil,
+// runs in the same transaction with the new order (to record an idempotent
+// response); its error rolls everything back.
+//
+// It returns a *order.ValidationError (ErrInvalidOrder, ErrUnknownSKU,
+// ErrMixedCurrency) for a request that breaks a rule, having written
+// nothing.
+func (s *Store) Create(ctx context.Context, req order.Request, then func(ctx context.Context, tx pgx.Tx, o order.Order) error) (order.Order, error) {
+	if err := req.Validate(); err != nil {
+		return order.Order{}, err
+	}
+	var o order.Order
+	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
+		catalog, err := products(ctx, tx, req.Lines)
+		if err != nil {
+			return err
+		}
+		items, total, currency, err := order.Price(req.Lines, catalog)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		deadline := now.Add(s.reserveTimeout)
+		o = order.Order{
+			ID:            uuid.Must(uuid.NewV7()).String(),
+			CustomerID:    req.CustomerID,
+			Status:        order.StatusPending,
+			PaymentMethod: req.PaymentMethod,
+			Items:         items,
+			TotalCents:    total,
+			Currency:      currency,
+			Version:       1,
+			DeadlineAt:    &deadline,
+			CreatedAt:     now,
+			UpdatedAt:     now,
+		}
+		const insOrder = `
+INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
+		if _, err := tx.Exec(ctx, insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now); err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		skus, qtys, prices := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items))
+		for i, it := range items {
+			skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents //nolint:gosec // quantity is validated 1..1000
+		}
+		const insItems = `
+INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
+SELECT $1, l.n, l.sku, l.q, l.p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)`
+		if _, err := tx.Exec(ctx, insItems, o.ID, skus, qtys, prices); err != nil {
+			return fmt.Errorf("insert order items: %w", err)
+		}
+		if err := appendHistory(ctx, tx, o); err != nil {
+			return err
+		}
+		events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
+		if err != nil {
+			return err
+		}
+		if err := outbox.Add(ctx, tx, events...); err != nil {
+			return err
+		}
+		o.History = []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}}
+		if then != nil {
+			return then(ctx, tx, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return order.Order{}, fmt.Errorf("create order: %w", err)
+	}
+	return o, nil
+}
+
+// products returns the catalog rows of the lines' SKUs.
+func products(ctx context.Context, q querier, lines []order.Line) (map[string]order.Product, error) {
+	skus := make([]string, len(lines))
+	for i, l := range lines {
+		skus[i] = l.SKU
+	}
+	rows, err := q.Query(ctx, `SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = ANY($1)`, skus)
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.Product, error) {
+		var p order.Product
+		err := r.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	m := make(map[string]order.Product, len(ps))
+	for _, p := range ps {
+		m[p.SKU] = p
+	}
+	return m, nil
+}
+
+func appendHistory(ctx context.Context, tx pgx.Tx, o order.Order) error {
+	const q = `INSERT INTO order_history (order_id, seq, status, reason, at) VALUES ($1, $2, $3, $4, $5)`
+	if _, err := tx.Exec(ctx, q, o.ID, o.Version, o.Status, o.Reason, o.UpdatedAt); err != nil {
+		return fmt.Errorf("append history: %w", err)
+	}
+	return nil
+}
+
+// orderColumns are read by scanOrder, in this order.
+const orderColumns = `id, customer_id, status, reason, payment_method, payment_id, total_cents, currency, version, deadline_at, created_at, updated_at`
+
+func scanOrder(row pgx.Row) (order.Order, error) {
+	var (
+		o  order.Order
+		id uuid.UUID
+	)
+	err := row.Scan(&id, &o.CustomerID, &o.Status, &o.Reason, &o.PaymentMethod, &o.PaymentID, &o.TotalCents,
+		&o.Currency, &o.Version, &o.DeadlineAt, &o.CreatedAt, &o.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, order.ErrNotFound
+	}
+	o.ID = id.String()
+	o.CreatedAt, o.UpdatedAt = o.CreatedAt.UTC(), o.UpdatedAt.UTC()
+	return o, err
+}
+
+// Get returns the order with its items and history. With owner set, an
+// order of another customer is ErrNotFound, as is an id that is not a UUID.
+func (s *Store) Get(ctx context.Context, id, owner string) (order.Order, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return order.Order{}, fmt.Errorf("get order %q: %w", id, order.ErrNotFound)
+	}
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1 AND ($2 = '' OR customer_id = $2)`, uid, owner))
+	if err != nil {
+		return order.Order{}, fmt.Errorf("get order %s: %w", id, err)
+	}
+	if err := loadItems(ctx, s.pool, []*order.Order{&o}); err != nil {
+		return order.Order{}, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT seq, status, reason, at FROM order_history WHERE order_id = $1 ORDER BY seq`, uid)
+	if err != nil {
+		return order.Order{}, fmt.Errorf("get order %s history: %w", id, err)
+	}
+	o.History, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.HistoryEntry, error) {
+		var h order.HistoryEntry
+		err := r.Scan(&h.Seq, &h.Status, &h.Reason, &h.At)
+		h.At = h.At.UTC()
+		return h, err
+	})
+	if err != nil {
+		return order.Order{}, fmt.Errorf("get order %s history: %w", id, err)
+	}
+	return o, nil
+}
+
+// loadItems fills the items of orders.
+func loadItems(ctx context.Context, q querier, orders []*order.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	ids := make([]string, len(orders))
+	byID := make(map[string]*order.Order, len(orders))
+	for i, o := range orders {
+		ids[i], byID[o.ID] = o.ID, o
+		o.Items = []order.Item{}
+	}
+	rows, err := q.Query(ctx, `SELECT order_id, sku, quantity, unit_price_cents FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line`, ids)
+	if err != nil {
+		return fmt.Errorf("read order items: %w", err)
+	}
+	var (
+		oid uuid.UUID
+		it  order.Item
+	)
+	_, err = pgx.ForEachRow(rows, []any{&oid, &it.SKU, &it.Quantity, &it.UnitPriceCents}, func() error {
+		o := byID[oid.String()]
+		o.Items = append(o.Items, it)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read order items: %w", err)
+	}
+	return nil
+}
+
+// List returns up to limit orders of customer, newest first, optionally only
+// those in status, starting after cursor (nil for the first page). The
+// returned cursor is nil on the last page.
+func (s *Store) List(ctx context.Context, customer string, status order.Status, limit int, after *Cursor) ([]order.Order, *Cursor, error) {
+	const q = `
+SELECT ` + orderColumns + ` FROM orders
+WHERE customer_id = $1
+  AND ($2 = '' OR status = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $5`
+	var (
+		at *time.Time
+		id *uuid.UUID
+	)
+	if after != nil {
+		at, id = &after.CreatedAt, &after.ID
+	}
+	rows, err := s.pool.Query(ctx, q, customer, status, at, id, limit+1)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list orders: %w", err)
+	}
+	orders, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("list orders: %w", err)
+	}
+	var next *Cursor
+	if len(orders) > limit {
+		orders = orders[:limit]
+		last := orders[limit-1]
+		next = &Cursor{CreatedAt: last.CreatedAt, ID: uuid.MustParse(last.ID)}
+	}
+	ptrs := make([]*order.Order, len(orders))
+	for i := range orders {
+		ptrs[i] = &orders[i]
+	}
+	if err := loadItems(ctx, s.pool, ptrs); err != nil {
+		return nil, nil, err
+	}
+	return orders, next, nil
+}
