@@ -528,7 +528,9 @@ func TestRefundRequestedRacingPaymentWaitsAndRefunds(t *testing.T) {
 	order := uuid.New()
 
 	paid := make(chan error, 1)
-	go func() { paid <- h.handle(context.Background(), mustDelivery(t, paymentRequested(order, gateway.MethodOK, 900))) }()
+	go func() {
+		paid <- h.handle(context.Background(), mustDelivery(t, paymentRequested(order, gateway.MethodOK, 900)))
+	}()
 	<-authorizing
 	// The refund arrives while the gateway is authorizing: it must wait
 	// for the payment and refund it, not void the order under it.
