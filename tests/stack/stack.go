@@ -1,0 +1,309 @@
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+)
+
+// Options tune a stack. The zero value gives short saga deadlines, suited
+// to tests that wait for them.
+type Options struct {
+	// ReserveTimeout and PaymentTimeout are the order service's saga step
+	// deadlines (ORDER_RESERVE_TIMEOUT, ORDER_PAYMENT_TIMEOUT); default 15s,
+	// long enough that a busy machine never trips them by accident.
+	ReserveTimeout, PaymentTimeout time.Duration
+	// SweepInterval is how often the order service looks for orders past
+	// their deadline (ORDER_SWEEP_INTERVAL); default 200ms.
+	SweepInterval time.Duration
+	// GatewayLatency is the simulated payment gateway's latency
+	// (PAYMENT_GATEWAY_LATENCY); zero leaves the service's default.
+	GatewayLatency time.Duration
+	// RateLimitRPS is every service's per-caller request limit
+	// (RATE_LIMIT_RPS); default 10,000, so that tests are never limited by
+	// accident.
+	RateLimitRPS int
+	// Notification also starts the notification service.
+	Notification bool
+	// Env is added to every service's environment, after the stack's own
+	// settings (so it wins).
+	Env []string
+}
+
+// Stack is a running set of services with their own databases and vhost.
+type Stack struct {
+	// Secret is the AUTH_JWT_SECRET every service shares.
+	Secret []byte
+	// AMQPURL is the stack's vhost.
+	AMQPURL string
+
+	Order, Inventory, Payment, Notification *Service
+
+	client *http.Client
+	tokens sync.Map // subject → token
+}
+
+// Service is one running service of a stack.
+type Service struct {
+	// Name is the binary's name ("order").
+	Name string
+	// DBURL is the service's own database, and DB a pool on it for tests
+	// that look behind the API (row counts).
+	DBURL string
+	DB    *pgxpool.Pool
+
+	env  []string
+	tb   testing.TB
+	mu   sync.Mutex
+	url  string
+	proc *Process
+}
+
+// New builds the binaries (once per test binary), creates a database per
+// service and a vhost, starts order, inventory and payment (and
+// notification when asked) and waits until every one is ready. All of it is
+// undone when tb ends.
+func New(tb testing.TB, o Options) *Stack {
+	tb.Helper()
+	if o.ReserveTimeout == 0 {
+		o.ReserveTimeout = 15 * time.Second
+	}
+	if o.PaymentTimeout == 0 {
+		o.PaymentTimeout = 15 * time.Second
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = 200 * time.Millisecond
+	}
+	if o.RateLimitRPS == 0 {
+		o.RateLimitRPS = 10000
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	s := &Stack{
+		Secret:  []byte(hex.EncodeToString(secret)),
+		AMQPURL: rabbittest.NewVhost(tb),
+		client: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second},
+		},
+	}
+	tb.Cleanup(s.client.CloseIdleConnections)
+	common := []string{
+		"AMQP_URL=" + s.AMQPURL,
+		"HTTP_ADDR=127.0.0.1:0",
+		"AUTH_JWT_SECRET=" + string(s.Secret),
+		"SHUTDOWN_TIMEOUT=10s",
+		"SHUTDOWN_DELAY=0s",
+		"RATE_LIMIT_RPS=" + strconv.Itoa(o.RateLimitRPS),
+	}
+	extra := map[string][]string{
+		"order": {
+			"ORDER_RESERVE_TIMEOUT=" + o.ReserveTimeout.String(),
+			"ORDER_PAYMENT_TIMEOUT=" + o.PaymentTimeout.String(),
+			"ORDER_SWEEP_INTERVAL=" + o.SweepInterval.String(),
+		},
+	}
+	if o.GatewayLatency > 0 {
+		extra["payment"] = []string{"PAYMENT_GATEWAY_LATENCY=" + o.GatewayLatency.String()}
+	}
+	names := []string{"order", "inventory", "payment"}
+	if o.Notification {
+		names = append(names, "notification")
+	}
+	for _, n := range names {
+		Binary(tb, n)
+	}
+	svcs := make([]*Service, len(names))
+	for i, n := range names {
+		pool, dbURL := pgtest.NewDB(tb)
+		env := append(append(append([]string{"DATABASE_URL=" + dbURL}, common...), extra[n]...), o.Env...)
+		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env, tb: tb}
+	}
+	// Start them all before waiting for any: each declares its own queues,
+	// so nothing published once all are ready is unroutable.
+	for _, svc := range svcs {
+		svc.launch(tb)
+	}
+	for _, svc := range svcs {
+		svc.waitReady(tb)
+	}
+	for _, svc := range svcs {
+		switch svc.Name {
+		case "order":
+			s.Order = svc
+		case "inventory":
+			s.Inventory = svc
+		case "payment":
+			s.Payment = svc
+		case "notification":
+			s.Notification = svc
+		}
+	}
+	tb.Cleanup(func() {
+		// Stop them gracefully and together; dump their logs when the test
+		// failed, since they are what explains a saga that went wrong.
+		for _, svc := range svcs {
+			if p := svc.process(); p != nil && p.Running() {
+				_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+		for _, svc := range svcs {
+			p := svc.process()
+			if p == nil {
+				continue
+			}
+			select {
+			case <-p.done:
+			case <-time.After(15 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+			if tb.Failed() {
+				tb.Logf("=== %s log (tail) ===\n%s\n%s", svc.Name, p.Stdout.Tail(32<<10), p.Stderr.String())
+			}
+		}
+	})
+	return s
+}
+
+// URL returns the service's base URL ("http://127.0.0.1:port"). It changes
+// when the service is restarted.
+func (svc *Service) URL() string {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	return svc.url
+}
+
+func (svc *Service) process() *Process {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	return svc.proc
+}
+
+// launch starts the binary without waiting for it.
+func (svc *Service) launch(tb testing.TB) {
+	tb.Helper()
+	p := StartProcess(tb, Binary(tb, svc.Name), svc.env...)
+	svc.mu.Lock()
+	svc.proc, svc.url = p, ""
+	svc.mu.Unlock()
+}
+
+// waitReady waits for the listening address and a 200 from /readyz.
+func (svc *Service) waitReady(tb testing.TB) {
+	tb.Helper()
+	p := svc.process()
+	base := "http://" + p.Addr(tb)
+	c := http.Client{Timeout: 2 * time.Second}
+	Eventually(tb, time.Minute, svc.Name+" /readyz to answer 200", func() error {
+		if !p.Running() {
+			tb.Fatalf("%s exited while starting: %v\n%s\n%s", svc.Name, p.err, p.Stdout.Tail(32<<10), p.Stderr.String())
+		}
+		resp, err := c.Get(base + "/readyz") //nolint:noctx // bounded by the client's timeout
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	svc.mu.Lock()
+	svc.url = base
+	svc.mu.Unlock()
+}
+
+// Stop sends SIGTERM and waits for a clean exit (status 0).
+func (svc *Service) Stop(tb testing.TB) {
+	tb.Helper()
+	p := svc.process()
+	p.Signal(tb, syscall.SIGTERM)
+	if code := p.Exit(tb, 20*time.Second); code != 0 {
+		tb.Fatalf("%s exited with %d after SIGTERM\n%s\n%s", svc.Name, code, p.Stdout.Tail(32<<10), p.Stderr.String())
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to die: a crash, with no
+// drain.
+func (svc *Service) Kill(tb testing.TB) {
+	tb.Helper()
+	p := svc.process()
+	p.Signal(tb, syscall.SIGKILL)
+	p.Exit(tb, 10*time.Second)
+}
+
+// Start runs the service again on the same database and vhost (on a new
+// port; see URL) and waits until it is ready. The service must have been
+// stopped.
+func (svc *Service) Start(tb testing.TB) {
+	tb.Helper()
+	if p := svc.process(); p != nil && p.Running() {
+		tb.Fatalf("stack: %s is still running", svc.Name)
+	}
+	svc.launch(tb)
+	svc.waitReady(tb)
+}
+
+// Log returns what the service's current process has written to stdout.
+func (svc *Service) Log() string { return svc.process().Stdout.String() }
+
+// Token returns a customer token for subject, valid for an hour.
+func (s *Stack) Token(tb testing.TB, subject string) string {
+	tb.Helper()
+	return s.token(tb, subject, "")
+}
+
+// AdminToken returns a token with the admin role, valid for an hour.
+func (s *Stack) AdminToken(tb testing.TB) string {
+	tb.Helper()
+	return s.token(tb, "ops-admin", authn.RoleAdmin)
+}
+
+func (s *Stack) token(tb testing.TB, subject, role string) string {
+	tb.Helper()
+	key := role + "/" + subject
+	if t, ok := s.tokens.Load(key); ok {
+		return t.(string)
+	}
+	t, err := authn.Issue(s.Secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
+	if err != nil {
+		tb.Fatalf("stack: issue token: %v", err)
+	}
+	s.tokens.Store(key, t)
+	return t
+}
+
+// NewCustomer returns a fresh customer id (a UUID) and a token for it.
+func (s *Stack) NewCustomer(tb testing.TB) (id, token string) {
+	tb.Helper()
+	id = NewUUID()
+	return id, s.Token(tb, id)
+}
+
+// NewUUID returns a random (version 4) UUID.
+func NewUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// context returns a context bounded by d for one call against the stack.
+func callContext(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
