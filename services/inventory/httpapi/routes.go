@@ -1,0 +1,51 @@
+// Package httpapi is the inventory service's HTTP API: the public catalog
+// (GET /v1/products, GET /v1/products/{sku}) and the admin upsert
+// (PUT /v1/products/{sku}). The contract is services/inventory/openapi.yaml,
+// also served at GET /openapi.yaml; every error is an RFC 9457 problem.
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/inventory"
+	"github.com/orderly/orderly/services/inventory/postgres"
+)
+
+// API serves the inventory endpoints from a store.
+type API struct {
+	store    *postgres.Store
+	verifier *authn.Verifier
+	rps      int
+	log      *slog.Logger
+}
+
+// New returns the API on store. verifier checks the bearer tokens of admin
+// calls; rps is the per-caller rate limit (0 turns it off); log gets 5xx
+// errors and authentication failures.
+func New(store *postgres.Store, verifier *authn.Verifier, rps int, log *slog.Logger) *API {
+	return &API{store: store, verifier: verifier, rps: rps, log: log}
+}
+
+// Routes adds the whole API to r. One rate limiter counts every call of a
+// caller: by token subject for admins, by client address for anonymous
+// catalog reads.
+func (a *API) Routes(r chi.Router) {
+	limit := httpx.RateLimit(a.rps, authn.SubjectKey)
+	authenticate := a.verifier.Middleware(a.log)
+
+	r.Get("/openapi.yaml", serveOpenAPI)
+
+	r.With(limit).Get("/v1/products", a.listProducts)
+	r.With(limit).Get("/v1/products/{sku}", a.getProduct)
+	r.With(authenticate, limit, authn.RequireAdmin).Put("/v1/products/{sku}", a.putProduct)
+}
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(inventory.OpenAPI)
+}
