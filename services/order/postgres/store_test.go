@@ -1,0 +1,395 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly/orderly/pkg/pg"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/order/internal/ordertest"
+	"github.com/orderly/orderly/services/order/order"
+	"github.com/orderly/orderly/services/order/postgres"
+)
+
+var (
+	widget = order.Product{SKU: "WIDGET", Name: "Widget", PriceCents: 1250, Currency: "EUR"}
+	gadget = order.Product{SKU: "GADGET", Name: "Gadget", PriceCents: 499, Currency: "EUR"}
+	dollar = order.Product{SKU: "DOLLAR", Name: "Dollar thing", PriceCents: 100, Currency: "USD"}
+)
+
+func newStore(t *testing.T, clock *ordertest.Clock) (*postgres.Store, func(q string, args ...any) int) {
+	t.Helper()
+	store, pool := ordertest.NewStore(t, clock)
+	ordertest.SeedCatalog(t, pool, widget, gadget, dollar)
+	return store, func(q string, args ...any) int { return ordertest.Count(t, pool, q, args...) }
+}
+
+func mustCreate(t *testing.T, store *postgres.Store, customer string) order.Order {
+	t.Helper()
+	o, err := store.Create(context.Background(), order.Request{
+		CustomerID:    customer,
+		Lines:         []order.Line{{SKU: "WIDGET", Quantity: 2}, {SKU: "GADGET", Quantity: 1}},
+		PaymentMethod: "pm_card_ok",
+	}, nil)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return o
+}
+
+func TestCreateStoresOrderHistoryAndEvents(t *testing.T) {
+	t.Parallel()
+	clock := ordertest.NewClock()
+	store, count := newStore(t, clock)
+	o := mustCreate(t, store, "alice")
+
+	if o.Status != order.StatusPending || o.Version != 1 || o.TotalCents != 2*1250+499 || o.Currency != "EUR" {
+		t.Errorf("created order = %+v", o)
+	}
+	got, err := store.Get(context.Background(), o.ID, "alice")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	wantItems := []order.Item{{SKU: "WIDGET", Quantity: 2, UnitPriceCents: 1250}, {SKU: "GADGET", Quantity: 1, UnitPriceCents: 499}}
+	if diff := cmp.Diff(wantItems, got.Items); diff != "" {
+		t.Errorf("items (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(o, got, cmp.FilterPath(func(p cmp.Path) bool { return p.String() == "History" }, cmp.Ignore())); diff != "" {
+		t.Errorf("Get differs from Create's result (-create +get):\n%s", diff)
+	}
+	wantHist := []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: o.CreatedAt}}
+	if diff := cmp.Diff(wantHist, got.History); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+	if want := o.CreatedAt.Add(30 * time.Second); got.DeadlineAt == nil || !got.DeadlineAt.Equal(want) {
+		t.Errorf("deadline = %v, want %v", got.DeadlineAt, want)
+	}
+
+	evs := ordertest.Outbox(t, store.Pool(), o.ID)
+	if diff := cmp.Diff([]string{"OrderPlaced", "OrderStatusChanged"}, ordertest.Types(evs)); diff != "" {
+		t.Fatalf("outbox (-want +got):\n%s", diff)
+	}
+	placed := evs[0].Msg.(*eventsv1.OrderPlaced)
+	if evs[0].Exchange != eventsv1.ExchangeOrder || evs[0].RoutingKey != "order.placed" || evs[0].Aggregate != o.ID {
+		t.Errorf("OrderPlaced routed as %+v", evs[0])
+	}
+	if placed.GetCustomerId() != "alice" || placed.GetTotalCents() != 2999 || len(placed.GetItems()) != 2 || placed.GetPaymentMethod() != "pm_card_ok" {
+		t.Errorf("OrderPlaced = %v", placed)
+	}
+	if want := o.CreatedAt.Add(30*time.Second + 30*time.Second + time.Minute); !placed.GetExpiresAt().AsTime().Equal(want) {
+		t.Errorf("OrderPlaced.expires_at = %v, want %v", placed.GetExpiresAt().AsTime(), want)
+	}
+	changed := evs[1].Msg.(*eventsv1.OrderStatusChanged)
+	if changed.GetSeq() != 1 || changed.GetStatus() != eventsv1.OrderStatus_ORDER_STATUS_PENDING || changed.GetCustomerId() != "alice" ||
+		changed.GetReason() != eventsv1.CancelReason_CANCEL_REASON_UNSPECIFIED || !changed.GetAt().AsTime().Equal(o.CreatedAt) {
+		t.Errorf("OrderStatusChanged = %v", changed)
+	}
+	if n := count(`SELECT count(*) FROM order_items WHERE order_id = $1`, o.ID); n != 2 {
+		t.Errorf("order_items = %d, want 2", n)
+	}
+}
+
+func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	store, count := newStore(t, nil)
+	tests := []struct {
+		name  string
+		lines []order.Line
+		want  error
+	}{
+		{"unknown sku", []order.Line{{SKU: "WIDGET", Quantity: 1}, {SKU: "NOPE", Quantity: 1}}, order.ErrUnknownSKU},
+		{"mixed currencies", []order.Line{{SKU: "WIDGET", Quantity: 1}, {SKU: "DOLLAR", Quantity: 1}}, order.ErrMixedCurrency},
+		{"no lines", nil, order.ErrInvalidOrder},
+		{"quantity", []order.Line{{SKU: "WIDGET", Quantity: 1001}}, order.ErrInvalidOrder},
+	}
+	for _, tt := range tests {
+		_, err := store.Create(context.Background(), order.Request{CustomerID: "bob", Lines: tt.lines, PaymentMethod: "pm_card_ok"}, nil)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
+		}
+		var ve *order.ValidationError
+		if !errors.As(err, &ve) {
+			t.Errorf("%s: err %v is not a ValidationError", tt.name, err)
+		}
+	}
+	for _, table := range []string{"orders", "order_items", "order_history", "outbox"} {
+		if n := count(`SELECT count(*) FROM ` + table); n != 0 {
+			t.Errorf("%s has %d rows after refused orders", table, n)
+		}
+	}
+}
+
+// A failing hook (the idempotent response could not be stored) rolls the
+// whole order back.
+func TestCreateHookErrorRollsBack(t *testing.T) {
+	t.Parallel()
+	store, count := newStore(t, nil)
+	boom := errors.New("boom")
+	_, err := store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
+		func(context.Context, pgx.Tx, order.Order) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	if n := count(`SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM outbox)`); n != 0 {
+		t.Errorf("%d rows left after a failed hook", n)
+	}
+}
+
+func TestApplyAdminAndCustomerTransitions(t *testing.T) {
+	t.Parallel()
+	store, _ := newStore(t, nil)
+	ctx := context.Background()
+	o := mustCreate(t, store, "carol")
+
+	if _, err := store.Apply(ctx, o.ID, order.EventShip, postgres.Facts{}); !errors.Is(err, order.ErrInvalidTransition) {
+		t.Errorf("ship a pending order: err = %v, want ErrInvalidTransition", err)
+	}
+	if _, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "mallory"}); !errors.Is(err, order.ErrNotFound) {
+		t.Errorf("cancel someone else's order: err = %v, want ErrNotFound", err)
+	}
+	if _, err := store.Apply(ctx, uuid.NewString(), order.EventCancel, postgres.Facts{}); !errors.Is(err, order.ErrNotFound) {
+		t.Errorf("cancel an unknown order: err = %v, want ErrNotFound", err)
+	}
+	got, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "carol"})
+	if err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	if got.Status != order.StatusCancelled || got.Reason != order.ReasonCustomerRequest || got.Version != 2 || len(got.Items) != 2 || got.DeadlineAt != nil {
+		t.Errorf("cancelled order = %+v", got)
+	}
+	if _, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "carol"}); !errors.Is(err, order.ErrNotCancellable) {
+		t.Errorf("cancel twice: err = %v, want ErrNotCancellable", err)
+	}
+	evs := ordertest.Outbox(t, store.Pool(), o.ID)
+	if diff := cmp.Diff([]string{"OrderPlaced", "OrderStatusChanged", "OrderStatusChanged", "OrderCancelled", "ReleaseReservation", "RefundRequested"}, ordertest.Types(evs)); diff != "" {
+		t.Fatalf("outbox (-want +got):\n%s", diff)
+	}
+	sc := evs[2].Msg.(*eventsv1.OrderStatusChanged)
+	if sc.GetSeq() != 2 || sc.GetStatus() != eventsv1.OrderStatus_ORDER_STATUS_CANCELLED || sc.GetReason() != eventsv1.CancelReason_CANCEL_REASON_CUSTOMER_REQUEST {
+		t.Errorf("OrderStatusChanged = %v", sc)
+	}
+	refund := evs[5].Msg.(*eventsv1.RefundRequested)
+	if refund.GetAmountCents() != o.TotalCents || refund.GetIdempotencyKey() == "" || refund.GetReason() != eventsv1.CancelReason_CANCEL_REASON_CUSTOMER_REQUEST {
+		t.Errorf("RefundRequested = %v", refund)
+	}
+}
+
+func TestSweepDeadlinesCancelsOverdueOrders(t *testing.T) {
+	t.Parallel()
+	clock := ordertest.NewClock()
+	store, _ := newStore(t, clock)
+	ctx := context.Background()
+
+	pending := mustCreate(t, store, "dave")
+	reserved := mustCreate(t, store, "dave")
+	if err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+		_, _, err := store.ApplyTx(ctx, tx, reserved.ID, order.EventStockReserved, postgres.Facts{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(20 * time.Second)
+	fresh := mustCreate(t, store, "dave")
+
+	if n, err := store.SweepDeadlines(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("sweep before any deadline = %d, %v; want 0", n, err)
+	}
+	clock.Advance(15 * time.Second)        // pending is 35s old; reserved's payment deadline is 30s after reservation
+	n, err := store.SweepDeadlines(ctx, 1) // batches of one: the loop must go on
+	if err != nil || n != 2 {
+		t.Fatalf("sweep = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{pending.ID, reserved.ID} {
+		o, err := store.Get(ctx, id, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Status != order.StatusCancelled || o.Reason != order.ReasonTimeout || o.DeadlineAt != nil {
+			t.Errorf("order %s after sweep = %s/%s deadline %v", id, o.Status, o.Reason, o.DeadlineAt)
+		}
+		types := ordertest.Types(ordertest.Outbox(t, store.Pool(), id))
+		if diff := cmp.Diff([]string{"OrderStatusChanged", "OrderCancelled", "ReleaseReservation", "RefundRequested"}, types[len(types)-4:]); diff != "" {
+			t.Errorf("events of timed-out order (-want +got):\n%s", diff)
+		}
+	}
+	if o, _ := store.Get(ctx, fresh.ID, ""); o.Status != order.StatusPending {
+		t.Errorf("order within its deadline swept: %s", o.Status)
+	}
+	if n, err := store.SweepDeadlines(ctx, 100); err != nil || n != 0 {
+		t.Errorf("second sweep = %d, %v; want 0", n, err)
+	}
+}
+
+func TestListPagesNewestFirst(t *testing.T) {
+	t.Parallel()
+	clock := ordertest.NewClock()
+	store, _ := newStore(t, clock)
+	ctx := context.Background()
+	var want []string
+	for i := range 25 {
+		if i%5 == 0 {
+			// Several orders share a created_at: the id breaks the tie.
+			clock.Advance(time.Second)
+		}
+		want = append([]string{mustCreate(t, store, "erin").ID}, want...)
+	}
+	mustCreate(t, store, "frank")
+	// Ties on created_at are broken by id DESC; ids are UUIDv7, which
+	// increase within a process, so newest first is the reverse of
+	// creation order.
+	var got []string
+	var cursor *postgres.Cursor
+	pages := 0
+	for {
+		page, next, err := store.List(ctx, "erin", "", 10, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, o := range page {
+			if o.CustomerID != "erin" || len(o.Items) != 2 {
+				t.Errorf("listed order %+v", o)
+			}
+			got = append(got, o.ID)
+		}
+		if next == nil {
+			break
+		}
+		c, err := postgres.ParseCursor(next.String())
+		if err != nil {
+			t.Fatalf("cursor round trip: %v", err)
+		}
+		cursor = &c
+	}
+	if pages != 3 {
+		t.Errorf("pages = %d, want 3", pages)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("listed ids (-want +got):\n%s", diff)
+	}
+
+	// Status filter.
+	if _, err := store.Apply(ctx, want[3], order.EventCancel, postgres.Facts{}); err != nil {
+		t.Fatal(err)
+	}
+	page, next, err := store.List(ctx, "erin", order.StatusCancelled, 10, nil)
+	if err != nil || len(page) != 1 || page[0].ID != want[3] || next != nil {
+		t.Errorf("cancelled filter = %d orders, next %v, err %v", len(page), next, err)
+	}
+	// An exact page leaves no cursor.
+	page, next, err = store.List(ctx, "frank", "", 1, nil)
+	if err != nil || len(page) != 1 || next != nil {
+		t.Errorf("exact page = %d orders, next %v, err %v", len(page), next, err)
+	}
+}
+
+func TestParseCursorRejectsForgeries(t *testing.T) {
+	t.Parallel()
+	good := postgres.Cursor{CreatedAt: time.UnixMicro(1700000000123456).UTC(), ID: uuid.New()}
+	back, err := postgres.ParseCursor(good.String())
+	if err != nil || !back.CreatedAt.Equal(good.CreatedAt) || back.ID != good.ID {
+		t.Fatalf("round trip = %+v, %v", back, err)
+	}
+	for _, bad := range []string{"", "x", "!!!", "djEuMTIz", good.String() + "A", "djIuMS4wMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA"} {
+		if _, err := postgres.ParseCursor(bad); !errors.Is(err, order.ErrInvalidCursor) {
+			t.Errorf("ParseCursor(%q) err = %v, want ErrInvalidCursor", bad, err)
+		}
+	}
+}
+
+func TestIdempotencyKeys(t *testing.T) {
+	t.Parallel()
+	clock := ordertest.NewClock()
+	store, count := newStore(t, clock)
+	ctx := context.Background()
+	k := postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
+
+	if resp, err := store.ClaimKey(ctx, k); err != nil || resp != nil {
+		t.Fatalf("first claim = %v, %v; want nil, nil", resp, err)
+	}
+	if _, err := store.ClaimKey(ctx, k); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		t.Errorf("claim in flight: err = %v", err)
+	}
+	if _, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}); !errors.Is(err, order.ErrIdempotencyKeyReused) {
+		t.Errorf("claim with another body: err = %v", err)
+	}
+	// Another customer's identical key is a different key.
+	if resp, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}); err != nil || resp != nil {
+		t.Errorf("other customer's claim = %v, %v", resp, err)
+	}
+	body := []byte(`{"b": 2,   "a": [1]}`)
+	if err := store.SaveKeyResponse(ctx, k, postgres.StoredResponse{Status: 201, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := store.ClaimKey(ctx, k)
+	if err != nil || resp == nil || resp.Status != 201 || string(resp.Body) != string(body) {
+		t.Fatalf("replay = %+v, %v; want 201 and the exact body", resp, err)
+	}
+	// Released keys can be claimed again.
+	k2 := postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
+	if _, err := store.ClaimKey(ctx, k2); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.ReleaseKey(ctx, k2); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := store.ClaimKey(ctx, k2); err != nil || resp != nil {
+		t.Errorf("claim after release = %v, %v", resp, err)
+	}
+	// After the TTL a key starts afresh, and the purge removes it.
+	clock.Advance(postgres.IdempotencyTTL + time.Second)
+	if resp, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}); err != nil || resp != nil {
+		t.Errorf("claim after expiry = %v, %v; want a fresh claim", resp, err)
+	}
+	n, err := store.PurgeKeys(ctx)
+	if err != nil || n != 2 { // hank/k1 and gina/k2 expired; gina/k1 was just renewed
+		t.Errorf("purge = %d, %v; want 2", n, err)
+	}
+	if n := count(`SELECT count(*) FROM idempotency_keys`); n != 1 {
+		t.Errorf("keys left = %d, want 1", n)
+	}
+}
+
+func TestUpsertProductKeepsNewestVersion(t *testing.T) {
+	t.Parallel()
+	store, _ := newStore(t, nil)
+	ctx := context.Background()
+	upsert := func(p order.Product) bool {
+		var wrote bool
+		err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+			var err error
+			wrote, err = store.UpsertProduct(ctx, tx, p)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wrote
+	}
+	for i, step := range []struct {
+		p     order.Product
+		wrote bool
+	}{
+		{order.Product{SKU: "NEW", Name: "v2", PriceCents: 200, Currency: "EUR", Version: 2}, true},
+		{order.Product{SKU: "NEW", Name: "v1", PriceCents: 100, Currency: "EUR", Version: 1}, false},
+		{order.Product{SKU: "NEW", Name: "v2 again", PriceCents: 999, Currency: "EUR", Version: 2}, false},
+		{order.Product{SKU: "NEW", Name: "v3", PriceCents: 300, Currency: "EUR", Version: 3}, true},
+	} {
+		if got := upsert(step.p); got != step.wrote {
+			t.Errorf("step %d (%s): wrote = %v, want %v", i, step.p.Name, got, step.wrote)
+		}
+	}
+	p, err := store.Product(ctx, "NEW")
+	if err != nil || p.Name != "v3" || p.PriceCents != 300 || p.Version != 3 {
+		t.Errorf("product = %+v, %v; want v3", p, err)
+	}
+	if _, err := store.Product(ctx, "ABSENT"); !errors.Is(err, order.ErrNotFound) {
+		t.Errorf("absent product err = %v", err)
+	}
+}
