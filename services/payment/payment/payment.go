@@ -50,10 +50,6 @@ type Payment struct {
 	UpdatedAt        time.Time
 }
 
-// Listed reports whether the HTTP API shows p. A voided payment is a
-// tombstone, not a payment anyone made, so it is left out.
-func (p Payment) Listed() bool { return p.Status != StatusVoided }
-
 // Refund is the refund of an authorized payment; refunds are whole.
 type Refund struct {
 	ID               uuid.UUID
