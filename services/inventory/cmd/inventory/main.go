@@ -1,25 +1,36 @@
-// Command inventory runs Orderly's inventory service: the product catalog and stock, reserving and releasing units for orders.
+// Command inventory runs Orderly's inventory service: the product catalog and
+// stock, reserving, committing and releasing units for orders
+// (docs/saga.md, steps 2, 6 and 11).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8081, DATABASE_URL to the orderly_inventory database) and stops
-// gracefully on SIGTERM or SIGINT. A configuration or start-up error is
-// printed as one line on stderr and exits with status 1.
+// defaults to :8081, DATABASE_URL to the orderly_inventory database), plus
+// RESERVATION_SWEEP_INTERVAL (default 5s) and CONSUMER_WORKERS (default 4).
+// It stops gracefully on SIGTERM or SIGINT. A configuration or start-up error
+// is printed as one line on stderr and exits with status 1.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
-	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/services/inventory/consume"
+	"github.com/orderly/orderly/services/inventory/httpapi"
+	"github.com/orderly/orderly/services/inventory/postgres"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx)
+	err := run(ctx, os.Environ())
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "inventory:", boot.OneLine(err))
@@ -27,22 +38,82 @@ func main() {
 	}
 }
 
+// config is the inventory service's configuration: the shared settings and
+// its own.
+type config struct {
+	boot.Config
+	// SweepInterval is how often held reservations past their expiry are
+	// released.
+	SweepInterval time.Duration `env:"RESERVATION_SWEEP_INTERVAL" envDefault:"5s"`
+	// Workers handle messages of inventory.orders concurrently; messages of
+	// one order always go to the same worker.
+	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
+}
+
+// loadConfig reads the configuration from environ. It returns an error
+// naming every invalid variable.
+func loadConfig(environ []string) (config, error) {
+	base, err := boot.LoadConfig(environ, "inventory", ":8081")
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{Config: base}
+	if err := boot.Parse(environ, &cfg); err != nil {
+		return config{}, err
+	}
+	var msgs []string
+	if cfg.SweepInterval <= 0 {
+		msgs = append(msgs, "RESERVATION_SWEEP_INTERVAL: must be positive")
+	}
+	if cfg.Workers < 1 || cfg.Workers > 256 {
+		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
+	}
+	if len(msgs) > 0 {
+		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+	}
+	return cfg, nil
+}
+
 // run wires the service and blocks until it has shut down. It returns nil
 // after a clean shutdown on ctx's end.
-func run(ctx context.Context) error {
-	cfg, err := boot.LoadConfig(os.Environ(), "inventory", ":8081")
-	if err != nil {
-		return err
-	}
-	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+func run(ctx context.Context, environ []string) error {
+	svc, err := start(ctx, environ)
 	if err != nil {
 		return err
 	}
 	defer svc.Close() // a no-op once Run has shut the service down
-
-	// The service publishes only through its outbox, so the relay runs
-	// from the start; the exchange exists before the first event does.
-	svc.Topology.Exchanges = []string{eventsv1.ExchangeInventory}
-	svc.Relay = svc.NewRelay()
 	return svc.Run(ctx)
+}
+
+// start opens the service's resources and wires its parts, ready for Run.
+func start(ctx context.Context, environ []string) (*boot.Service, error) {
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging,
+		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+	if err != nil {
+		return nil, err
+	}
+	svc.Log.InfoContext(ctx, "inventory settings",
+		"reservation_sweep_interval", cfg.SweepInterval.String(), "consumer_workers", cfg.Workers)
+	store := postgres.New(svc.Pool)
+
+	// Exchanges and the queue exist before anything is published, so no
+	// event of this service or of order is unroutable once both started.
+	svc.Topology = rabbit.Topology{Exchanges: consume.Exchanges(), Queues: []rabbit.Queue{consume.Queue()}}
+	svc.Relay = svc.NewRelay()
+	svc.AddConsumer(&rabbit.Consumer{
+		Queue:     consume.Queue(),
+		Exchanges: consume.Exchanges(),
+		Handler:   consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
+		Workers:   cfg.Workers,
+	})
+	sweepLog := svc.Log.With("component", "reservation-sweeper")
+	svc.Go("reservation sweeper", func(ctx context.Context) error {
+		return store.ReleaseExpiredEvery(ctx, cfg.SweepInterval, sweepLog)
+	})
+	httpapi.New(store, cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
+	return svc, nil
 }
