@@ -1,25 +1,39 @@
-// Command payment runs Orderly's payment service: authorizing, declining and refunding order payments through the payment gateway.
+// Command payment runs Orderly's payment service: authorizing, declining and
+// refunding order payments through the payment gateway (docs/saga.md, steps
+// 4 and 7), and an admin API to look them up.
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8082, DATABASE_URL to the orderly_payment database) and stops
-// gracefully on SIGTERM or SIGINT. A configuration or start-up error is
-// printed as one line on stderr and exits with status 1.
+// defaults to :8082, DATABASE_URL to the orderly_payment database), plus
+// PAYMENT_GATEWAY_LATENCY (how long the simulated gateway takes to answer,
+// default 0) and CONSUMER_WORKERS (default 4). It stops gracefully on SIGTERM
+// or SIGINT. A configuration or start-up error is printed as one line on
+// stderr and exits with status 1.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/payment/consume"
+	"github.com/orderly/orderly/services/payment/gateway"
+	"github.com/orderly/orderly/services/payment/httpapi"
+	"github.com/orderly/orderly/services/payment/postgres"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx)
+	err := run(ctx, os.Environ())
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "payment:", boot.OneLine(err))
@@ -27,22 +41,87 @@ func main() {
 	}
 }
 
+// maxGatewayLatency bounds PAYMENT_GATEWAY_LATENCY: a handler makes up to
+// three gateway calls within the consumer's 30 s handler timeout.
+const maxGatewayLatency = 5 * time.Second
+
+// config is the payment service's configuration: the shared settings and
+// its own.
+type config struct {
+	boot.Config
+	// GatewayLatency is how long the simulated gateway takes per call.
+	GatewayLatency time.Duration `env:"PAYMENT_GATEWAY_LATENCY" envDefault:"0s"`
+	// Workers handle messages of payment.requests concurrently; messages of
+	// one order always go to the same worker.
+	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
+}
+
+// loadConfig reads the configuration from environ. It returns an error
+// naming every invalid variable.
+func loadConfig(environ []string) (config, error) {
+	base, err := boot.LoadConfig(environ, "payment", ":8082")
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{Config: base}
+	if err := boot.Parse(environ, &cfg); err != nil {
+		return config{}, err
+	}
+	var msgs []string
+	if cfg.GatewayLatency < 0 || cfg.GatewayLatency > maxGatewayLatency {
+		msgs = append(msgs, fmt.Sprintf("PAYMENT_GATEWAY_LATENCY: must be between 0s and %s", maxGatewayLatency))
+	}
+	if cfg.Workers < 1 || cfg.Workers > 256 {
+		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
+	}
+	if len(msgs) > 0 {
+		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+	}
+	return cfg, nil
+}
+
 // run wires the service and blocks until it has shut down. It returns nil
 // after a clean shutdown on ctx's end.
-func run(ctx context.Context) error {
-	cfg, err := boot.LoadConfig(os.Environ(), "payment", ":8082")
-	if err != nil {
-		return err
-	}
-	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+func run(ctx context.Context, environ []string) error {
+	svc, err := start(ctx, environ)
 	if err != nil {
 		return err
 	}
 	defer svc.Close() // a no-op once Run has shut the service down
-
-	// The service publishes only through its outbox, so the relay runs
-	// from the start; the exchange exists before the first event does.
-	svc.Topology.Exchanges = []string{eventsv1.ExchangePayment}
-	svc.Relay = svc.NewRelay()
 	return svc.Run(ctx)
+}
+
+// start opens the service's resources and wires its parts, ready for Run.
+func start(ctx context.Context, environ []string) (*boot.Service, error) {
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging,
+		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+	if err != nil {
+		return nil, err
+	}
+	svc.Log.InfoContext(ctx, "payment settings",
+		"payment_gateway", "simulated", "payment_gateway_latency", cfg.GatewayLatency.String(), "consumer_workers", cfg.Workers)
+
+	// The exchanges and the queue exist before anything is published, so
+	// no event of this service or of order is unroutable once both started.
+	svc.Topology = rabbit.Topology{
+		Exchanges: append([]string{eventsv1.ExchangePayment}, consume.Exchanges()...),
+		Queues:    []rabbit.Queue{consume.Queue()},
+	}
+	svc.Relay = svc.NewRelay()
+	handler := &consume.Handler{
+		Gateway: gateway.NewSimulated(cfg.GatewayLatency),
+		Log:     svc.Log.With("component", "payments"),
+	}
+	svc.AddConsumer(&rabbit.Consumer{
+		Queue:     consume.Queue(),
+		Exchanges: consume.Exchanges(),
+		Handler:   handler.Consumer(svc.Pool),
+		Workers:   cfg.Workers,
+	})
+	httpapi.New(postgres.NewStore(svc.Pool), cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
+	return svc, nil
 }

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/payment/consume"
+	"github.com/orderly/orderly/services/payment/gateway"
+)
+
+const testSecret = "payment-main-test-secret-0123456789abcdef"
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(nil)
+	if err != nil {
+		t.Fatalf("loadConfig with an empty environment: %v", err)
+	}
+	if cfg.Service != "payment" || cfg.HTTPAddr != ":8082" || cfg.GatewayLatency != 0 || cfg.Workers != 4 ||
+		!strings.Contains(cfg.DatabaseURL, "orderly_payment") {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	cfg, err = loadConfig([]string{"PAYMENT_GATEWAY_LATENCY=250ms", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	if cfg.GatewayLatency != 250*time.Millisecond || cfg.Workers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
+		t.Errorf("loadConfig = %+v, want latency 250ms, 8 workers, HTTP_ADDR 127.0.0.1:0", cfg)
+	}
+	for _, env := range []string{
+		"PAYMENT_GATEWAY_LATENCY=slow", "PAYMENT_GATEWAY_LATENCY=-1s", "PAYMENT_GATEWAY_LATENCY=1m",
+		"CONSUMER_WORKERS=0", "HTTP_ADDR=8082",
+	} {
+		name, _, _ := strings.Cut(env, "=")
+		_, err := loadConfig([]string{env})
+		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("loadConfig(%s) = %v, want one line naming %s", env, err, name)
+		}
+	}
+}
+
+// testService is the payment service started by start on a fresh database
+// and vhost, running until the test ends.
+type testService struct {
+	base    string // http://host:port
+	amqpURL string
+	pub     *rabbit.Publisher
+	events  <-chan amqp.Delivery // everything published on payment.events
+	ch      *amqp.Channel
+}
+
+func startTestService(tb testing.TB, extra ...string) *testService {
+	tb.Helper()
+	_, dbURL := pgtest.NewDB(tb)
+	amqpURL := rabbittest.NewVhost(tb)
+	environ := append([]string{
+		"DATABASE_URL=" + dbURL,
+		"AMQP_URL=" + amqpURL,
+		"HTTP_ADDR=127.0.0.1:0",
+		"AUTH_JWT_SECRET=" + testSecret,
+		"LOG_LEVEL=warn",
+		"SHUTDOWN_DELAY=0s",
+		"SHUTDOWN_TIMEOUT=10s",
+	}, extra...)
+	ctx, stop := context.WithCancel(context.Background())
+	svc, err := start(ctx, environ)
+	if err != nil {
+		stop()
+		tb.Fatalf("start: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	tb.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			tb.Error("service did not stop within 20s")
+		}
+	})
+	eventually(tb, 15*time.Second, "the service to listen", func() bool { return svc.Addr() != "" })
+
+	// Run declared the topology before listening: the exchanges exist.
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		tb.Fatalf("dial: %v", err)
+	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatalf("channel: %v", err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		tb.Fatalf("declare test queue: %v", err)
+	}
+	if err := ch.QueueBind(q.Name, "#", eventsv1.ExchangePayment, false, nil); err != nil {
+		tb.Fatalf("bind test queue: %v", err)
+	}
+	events, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		tb.Fatalf("consume: %v", err)
+	}
+	rc, err := rabbit.Dial(context.Background(), amqpURL)
+	if err != nil {
+		tb.Fatalf("rabbit.Dial: %v", err)
+	}
+	tb.Cleanup(func() { _ = rc.Close() })
+	pub := rc.NewPublisher()
+	tb.Cleanup(func() { _ = pub.Close() })
+	return &testService{base: "http://" + svc.Addr(), amqpURL: amqpURL, pub: pub, events: events, ch: ch}
+}
+
+// publish sends msg on order.events as the order service's relay would.
+func (s *testService) publish(tb testing.TB, orderID string, msg proto.Message) {
+	tb.Helper()
+	route, ok := eventsv1.RouteOf(msg)
+	if !ok {
+		tb.Fatalf("no route for %T", msg)
+	}
+	body, err := proto.Marshal(msg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.mustPublish(tb, rabbit.Message{
+		Exchange: route.Exchange, RoutingKey: route.RoutingKey, MessageID: uuid.NewString(), Type: route.Type,
+		ContentType: eventsv1.ContentType, Timestamp: time.Now(), Headers: amqp.Table{rabbit.HeaderAggregateID: orderID}, Body: body,
+	})
+}
+
+func (s *testService) mustPublish(tb testing.TB, m rabbit.Message) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.pub.PublishOne(ctx, m); err != nil {
+		tb.Fatalf("publish: %v", err)
+	}
+}
+
+// next waits for the next event on payment.events.
+func (s *testService) next(tb testing.TB) proto.Message {
+	tb.Helper()
+	select {
+	case d := <-s.events:
+		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		if err != nil {
+			tb.Fatalf("decode %s: %v", d.Type, err)
+		}
+		if d.MessageId == "" || d.Headers[rabbit.HeaderAggregateID] == nil {
+			tb.Errorf("%s lacks a message id or aggregate id: %+v", d.Type, d.Headers)
+		}
+		return msg
+	case <-time.After(15 * time.Second):
+		tb.Fatal("no event on payment.events within 15s")
+		return nil
+	}
+}
+
+// payments returns GET /v1/payments?order_id= as an admin.
+func (s *testService) payments(tb testing.TB, orderID string) []map[string]any {
+	tb.Helper()
+	tok, err := authn.Issue([]byte(testSecret), authn.Claims{Subject: "operator", Role: authn.RoleAdmin, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, s.base+"/v1/payments?order_id="+orderID, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("GET /v1/payments: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Payments []map[string]any `json:"payments"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("GET /v1/payments = %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		tb.Fatal(err)
+	}
+	return body.Payments
+}
+
+func TestServiceAuthorizesAndRefundsOverTheBroker(t *testing.T) {
+	t.Parallel()
+	s := startTestService(t)
+	order := uuid.NewString()
+	now := time.Now()
+	s.publish(t, order, &eventsv1.PaymentRequested{
+		OrderId: order, CustomerId: "c-1", AmountCents: 2599, Currency: "EUR", PaymentMethod: gateway.MethodFlaky,
+		IdempotencyKey: order, RequestedAt: timestamppb.New(now), ExpiresAt: timestamppb.New(now.Add(30 * time.Second)),
+	})
+	authorized, ok := s.next(t).(*eventsv1.PaymentAuthorized)
+	if !ok || authorized.GetOrderId() != order || authorized.GetAmountCents() != 2599 {
+		t.Fatalf("first event = %v, want PaymentAuthorized of order %s for 2599", authorized, order)
+	}
+	got := s.payments(t, order)
+	if len(got) != 1 || got[0]["status"] != "authorized" || got[0]["id"] != authorized.GetPaymentId() {
+		t.Fatalf("payments = %v, want the authorized payment %s", got, authorized.GetPaymentId())
+	}
+
+	s.publish(t, order, &eventsv1.RefundRequested{OrderId: order, AmountCents: 2599, Currency: "EUR", RequestedAt: timestamppb.Now()})
+	refunded, ok := s.next(t).(*eventsv1.PaymentRefunded)
+	if !ok || refunded.GetPaymentId() != authorized.GetPaymentId() || refunded.GetAmountCents() != 2599 {
+		t.Fatalf("second event = %v, want PaymentRefunded of payment %s", refunded, authorized.GetPaymentId())
+	}
+	if got := s.payments(t, order); len(got) != 1 || got[0]["status"] != "refunded" {
+		t.Errorf("payments = %v, want one refunded", got)
+	}
+}
+
+func TestServiceDeclinesAndDeadLettersGarbage(t *testing.T) {
+	t.Parallel()
+	s := startTestService(t)
+	order := uuid.NewString()
+	s.publish(t, order, &eventsv1.PaymentRequested{
+		OrderId: order, AmountCents: 100, Currency: "EUR", PaymentMethod: gateway.MethodDeclined, IdempotencyKey: order,
+	})
+	declined, ok := s.next(t).(*eventsv1.PaymentDeclined)
+	if !ok || declined.GetOrderId() != order || declined.GetReason() != gateway.ReasonCardDeclined {
+		t.Fatalf("event = %v, want PaymentDeclined(card_declined) of order %s", declined, order)
+	}
+
+	// A message the service cannot read goes to the DLQ, not round and round.
+	s.mustPublish(t, rabbit.Message{
+		Exchange: eventsv1.ExchangeOrder, RoutingKey: eventsv1.RoutingKeyPaymentRequested, MessageID: uuid.NewString(),
+		Type: eventsv1.TypePaymentRequested, ContentType: eventsv1.ContentType, Body: []byte{0xff, 0xff},
+	})
+	dlq := rabbit.DLQName(consume.QueueName)
+	eventually(t, 15*time.Second, "the corrupt message in "+dlq, func() bool {
+		q, err := s.ch.QueueDeclarePassive(dlq, true, false, false, false, nil)
+		return err == nil && q.Messages == 1
+	})
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
