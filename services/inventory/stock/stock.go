@@ -162,7 +162,9 @@ func NormalizeLines(lines []Line) ([]Line, error) {
 	if len(lines) == 0 {
 		return nil, invalid("items", "must not be empty")
 	}
-	merged := make(map[string]int64, len(lines))
+	// Each quantity is at most MaxQuantity and so is every running sum, so
+	// int32 cannot overflow here.
+	merged := make(map[string]int32, len(lines))
 	for i, l := range lines {
 		if err := ValidateSKU(l.SKU); err != nil {
 			return nil, invalid(fmt.Sprintf("items[%d].sku", i), "%q is not a valid SKU", l.SKU)
@@ -170,14 +172,14 @@ func NormalizeLines(lines []Line) ([]Line, error) {
 		if l.Quantity <= 0 || l.Quantity > MaxQuantity {
 			return nil, invalid(fmt.Sprintf("items[%d].quantity", i), "must be between 1 and %d, not %d", MaxQuantity, l.Quantity)
 		}
-		merged[l.SKU] += int64(l.Quantity)
+		merged[l.SKU] += l.Quantity
+		if q := merged[l.SKU]; q > MaxQuantity {
+			return nil, invalid("items", "SKU %s totals %d units, more than %d", l.SKU, q, MaxQuantity)
+		}
 	}
 	out := make([]Line, 0, len(merged))
 	for sku, q := range merged {
-		if q > MaxQuantity {
-			return nil, invalid("items", "SKU %s totals %d units, more than %d", sku, q, MaxQuantity)
-		}
-		out = append(out, Line{SKU: sku, Quantity: int32(q)})
+		out = append(out, Line{SKU: sku, Quantity: q})
 	}
 	slices.SortFunc(out, func(a, b Line) int { return strings.Compare(a.SKU, b.SKU) })
 	return out, nil

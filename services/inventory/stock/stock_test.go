@@ -88,22 +88,22 @@ func TestProductValidate(t *testing.T) {
 
 func TestNormalizeLines(t *testing.T) {
 	t.Parallel()
-	got, err := stock.NormalizeLines([]stock.Line{{"B", 2}, {"A", 1}, {"B", 3}, {"C", 1}})
+	got, err := stock.NormalizeLines([]stock.Line{{SKU: "B", Quantity: 2}, {SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 3}, {SKU: "C", Quantity: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []stock.Line{{"A", 1}, {"B", 5}, {"C", 1}}
+	want := []stock.Line{{SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 5}, {SKU: "C", Quantity: 1}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("NormalizeLines (-want +got):\n%s", diff)
 	}
 
 	for _, bad := range [][]stock.Line{
 		nil,
-		{{"A", 0}},
-		{{"A", -1}},
-		{{"a", 1}},
-		{{"A", stock.MaxQuantity + 1}},
-		{{"A", stock.MaxQuantity}, {"A", 1}},
+		{{SKU: "A", Quantity: 0}},
+		{{SKU: "A", Quantity: -1}},
+		{{SKU: "a", Quantity: 1}},
+		{{SKU: "A", Quantity: stock.MaxQuantity + 1}},
+		{{SKU: "A", Quantity: stock.MaxQuantity}, {SKU: "A", Quantity: 1}},
 	} {
 		if _, err := stock.NormalizeLines(bad); !errors.Is(err, stock.ErrInvalid) {
 			t.Errorf("NormalizeLines(%v) = %v, want ErrInvalid", bad, err)
