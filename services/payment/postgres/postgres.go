@@ -129,18 +129,3 @@ func (s *Store) ListByOrder(ctx context.Context, orderID uuid.UUID) ([]payment.P
 	}
 	return list, nil
 }
-
-// RefundOf returns the refund of paymentID. It returns payment.ErrNotFound
-// when there is none.
-func (s *Store) RefundOf(ctx context.Context, paymentID uuid.UUID) (payment.Refund, error) {
-	const q = `SELECT id, payment_id, amount_cents, currency, gateway_reference, created_at FROM refunds WHERE payment_id = $1`
-	var r payment.Refund
-	err := s.pool.QueryRow(ctx, q, paymentID).Scan(&r.ID, &r.PaymentID, &r.AmountCents, &r.Currency, &r.GatewayReference, &r.CreatedAt)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return payment.Refund{}, fmt.Errorf("refund of payment %s: %w", paymentID, payment.ErrNotFound)
-	case err != nil:
-		return payment.Refund{}, fmt.Errorf("refund of payment %s: %w", paymentID, err)
-	}
-	return r, nil
-}

@@ -1,0 +1,110 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/migrations"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/services/payment/payment"
+	"github.com/orderly/orderly/services/payment/postgres"
+)
+
+func newTestDB(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	pool, _ := pgtest.NewDB(tb,
+		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+	return pool
+}
+
+func inTx(tb testing.TB, pool *pgxpool.Pool, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	tb.Helper()
+	ctx := context.Background()
+	return pg.Transact(ctx, pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+}
+
+func authorized(orderID uuid.UUID) *payment.Payment {
+	return &payment.Payment{
+		ID: uuid.New(), OrderID: orderID, AmountCents: 700, Currency: "EUR", Method: "pm_card_ok",
+		Status: payment.StatusAuthorized, GatewayReference: "sim_auth_x",
+	}
+}
+
+func TestInsertRefusesSecondPaymentOfAnOrder(t *testing.T) {
+	t.Parallel()
+	pool := newTestDB(t)
+	order := uuid.New()
+	if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, authorized(order)) }); err != nil {
+		t.Fatalf("Insert: %v", err)
+	}
+	err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, authorized(order)) })
+	if !errors.Is(err, payment.ErrExists) {
+		t.Errorf("second Insert = %v, want ErrExists", err)
+	}
+	err = inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
+		p, err := postgres.ByOrder(ctx, tx, order)
+		if err == nil && (p.Status != payment.StatusAuthorized || p.AmountCents != 700 || p.CreatedAt.IsZero()) {
+			t.Errorf("ByOrder = %+v", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("ByOrder: %v", err)
+	}
+	err = inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := postgres.ByOrder(ctx, tx, uuid.New())
+		return err
+	})
+	if !errors.Is(err, payment.ErrNotFound) {
+		t.Errorf("ByOrder of an unknown order = %v, want ErrNotFound", err)
+	}
+}
+
+func TestRefundOnlyFromAuthorized(t *testing.T) {
+	t.Parallel()
+	pool := newTestDB(t)
+	p := authorized(uuid.New())
+	refund := func() error {
+		return inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
+			return postgres.Refund(ctx, tx, &payment.Refund{
+				ID: uuid.New(), PaymentID: p.ID, AmountCents: p.AmountCents, Currency: p.Currency, GatewayReference: "sim_refund_x",
+			})
+		})
+	}
+	if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, p) }); err != nil {
+		t.Fatalf("Insert: %v", err)
+	}
+	if err := refund(); err != nil {
+		t.Fatalf("Refund: %v", err)
+	}
+	if err := refund(); !errors.Is(err, postgres.ErrNotAuthorized) {
+		t.Errorf("second Refund = %v, want ErrNotAuthorized", err)
+	}
+	list, err := postgres.NewStore(pool).ListByOrder(context.Background(), p.OrderID)
+	if err != nil || len(list) != 1 || list[0].Status != payment.StatusRefunded {
+		t.Errorf("ListByOrder = %+v, %v; want one refunded payment", list, err)
+	}
+}
+
+func TestSchemaRejectsInconsistentRows(t *testing.T) {
+	t.Parallel()
+	pool := newTestDB(t)
+	bad := []*payment.Payment{
+		{ID: uuid.New(), OrderID: uuid.New(), Currency: "EUR", Status: "pending"},
+		{ID: uuid.New(), OrderID: uuid.New(), Currency: "EUR", Status: payment.StatusDeclined},                                   // no reason
+		{ID: uuid.New(), OrderID: uuid.New(), Currency: "EUR", Status: payment.StatusAuthorized, DeclineReason: "card_declined"}, // reason without decline
+		{ID: uuid.New(), OrderID: uuid.New(), Currency: "EUR", Status: payment.StatusAuthorized, AmountCents: -1},
+	}
+	for _, p := range bad {
+		if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, p) }); err == nil {
+			t.Errorf("Insert(%+v) = nil, want a constraint violation", p)
+		}
+	}
+}
