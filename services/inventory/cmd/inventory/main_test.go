@@ -180,6 +180,27 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Errorf("product after expiry = %+v", p)
 	}
 
+	// A message inventory cannot understand is dead-lettered with the reason.
+	err = pub.PublishOne(ctx, rabbit.Message{
+		Exchange: eventsv1.ExchangeOrder, RoutingKey: eventsv1.RoutingKeyOrderPlaced, Type: "orderly.events.v1.Nonsense",
+		MessageID: uuid.NewString(), ContentType: eventsv1.ContentType, Body: []byte("junk"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dead amqp.Delivery
+	eventually(t, 20*time.Second, "the poison message in inventory.orders.dlq", func() bool {
+		d, ok, err := ch.Get(rabbit.DLQName("inventory.orders"), true)
+		if err != nil {
+			t.Fatalf("get from DLQ: %v", err)
+		}
+		dead = d
+		return ok
+	})
+	if reason, _ := dead.Headers[rabbit.HeaderError].(string); !strings.Contains(reason, "unknown message type") {
+		t.Errorf("dead letter reason = %q", reason)
+	}
+
 	stop()
 	select {
 	case err := <-runErr:
