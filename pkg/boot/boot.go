@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +129,7 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL)
+	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL, defaultPoolSize(cfg.DatabaseURL))
 	if err != nil {
 		// pgx may quote the connection string in its errors.
 		return nil, fmt.Errorf("postgres at %s: %s", redactDSN(cfg.DatabaseURL), redactDSN(err.Error()))
@@ -174,6 +175,18 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		return inbox.PurgeEvery(ctx, s.Pool, inbox.Retention, time.Hour, s.Log)
 	})
 	return s, nil
+}
+
+// defaultPoolSize raises pgx's default pool size (the number of CPUs, at
+// least 4) to 16 unless the URL sets pool_max_conns: handlers hold a
+// connection for a whole transaction, and with 2 cores 4 connections queue
+// HTTP requests behind the consumers.
+func defaultPoolSize(url string) func(*pgxpool.Config) {
+	return func(c *pgxpool.Config) {
+		if !strings.Contains(url, "pool_max_conns") {
+			c.MaxConns = max(c.MaxConns, 16)
+		}
+	}
 }
 
 // migrationsApplied returns a readiness check that passes once no migration
