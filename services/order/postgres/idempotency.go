@@ -15,12 +15,20 @@ import (
 // (docs/decisions/0007-order-api.md). After it the same key starts afresh.
 const IdempotencyTTL = 24 * time.Hour
 
+// IdempotencyLease is how long a request may hold its key in flight. A
+// key still in flight after it (the process died mid-request) is taken over
+// by the next request with it; the request that lost it can no longer
+// complete it, so its order is rolled back (see CompleteKey).
+const IdempotencyLease = time.Minute
+
 // IdempotencyKey identifies one request by Idempotency-Key, scoped to the
 // customer who sent it, and fingerprints its body.
 type IdempotencyKey struct {
 	CustomerID string
 	Key        string
 	Hash       []byte
+	// claimedAt is set by a successful ClaimKey and identifies the claim.
+	claimedAt time.Time
 }
 
 // StoredResponse is the response given to the first request with a key.
@@ -35,16 +43,20 @@ type StoredResponse struct {
 // request with the same body completed; an error matching
 // order.ErrIdempotencyKeyReused when the key came with another body; and
 // one matching order.ErrIdempotencyKeyInUse while the first is in flight.
-func (s *Store) ClaimKey(ctx context.Context, k IdempotencyKey) (*StoredResponse, error) {
-	// An expired key is taken over in the same statement, so that a client
-	// reusing a key after the TTL is not told about a request it forgot.
+//
+// A successful claim is recorded in k, which the caller then passes to
+// CompleteKey, SaveKeyResponse or ReleaseKey.
+func (s *Store) ClaimKey(ctx context.Context, k *IdempotencyKey) (*StoredResponse, error) {
+	// An expired key, or one whose request died in flight, is taken over
+	// in the same statement.
 	const claim = `
 INSERT INTO idempotency_keys (customer_id, key, request_hash, state, created_at, expires_at)
 VALUES ($1, $2, $3, 'in_flight', $4, $5)
 ON CONFLICT (customer_id, key) DO UPDATE
 SET request_hash = EXCLUDED.request_hash, state = 'in_flight', response_status = NULL, response_body = NULL,
     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-WHERE idempotency_keys.expires_at <= EXCLUDED.created_at`
+WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
+   OR (idempotency_keys.state = 'in_flight' AND idempotency_keys.created_at <= EXCLUDED.created_at - $6::interval)`
 	const read = `
 SELECT request_hash, state, response_status, response_body::text FROM idempotency_keys
 WHERE customer_id = $1 AND key = $2`
@@ -52,11 +64,12 @@ WHERE customer_id = $1 AND key = $2`
 	// then claiming again wins. Three rounds are plenty.
 	for range 3 {
 		now := s.clock()
-		tag, err := s.pool.Exec(ctx, claim, k.CustomerID, k.Key, k.Hash, now, now.Add(IdempotencyTTL))
+		tag, err := s.pool.Exec(ctx, claim, k.CustomerID, k.Key, k.Hash, now, now.Add(IdempotencyTTL), IdempotencyLease)
 		if err != nil {
 			return nil, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		if tag.RowsAffected() == 1 {
+			k.claimedAt = now
 			return nil, nil
 		}
 		var (
@@ -83,33 +96,45 @@ WHERE customer_id = $1 AND key = $2`
 	return nil, order.ErrIdempotencyKeyInUse
 }
 
-// CompleteKey stores the response to k's first request, in tx when it is
-// the transaction that made the order, so both commit or neither does.
+// CompleteKey stores the response to k's first request in tx, the
+// transaction that made the order, so both commit or neither does. It
+// returns an error matching order.ErrIdempotencyKeyInUse when k's claim was
+// lost (its lease ran out and another request took the key over); the
+// caller must then roll back.
 func (s *Store) CompleteKey(ctx context.Context, tx pgx.Tx, k IdempotencyKey, resp StoredResponse) error {
 	return completeKey(ctx, tx, k, resp)
 }
 
 // SaveKeyResponse stores the response to k's first request on its own (a
-// validation failure, which wrote nothing else).
+// validation failure, which wrote nothing else). A lost claim is not an
+// error: the request that took the key over answers for it.
 func (s *Store) SaveKeyResponse(ctx context.Context, k IdempotencyKey, resp StoredResponse) error {
-	return completeKey(ctx, s.pool, k, resp)
+	if err := completeKey(ctx, s.pool, k, resp); err != nil && !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		return err
+	}
+	return nil
 }
 
 func completeKey(ctx context.Context, q querier, k IdempotencyKey, resp StoredResponse) error {
 	const upd = `
 UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4::text::json
-WHERE customer_id = $1 AND key = $2`
-	if _, err := q.Exec(ctx, upd, k.CustomerID, k.Key, resp.Status, string(resp.Body)); err != nil {
+WHERE customer_id = $1 AND key = $2 AND state = 'in_flight' AND created_at = $5`
+	tag, err := q.Exec(ctx, upd, k.CustomerID, k.Key, resp.Status, string(resp.Body), k.claimedAt)
+	if err != nil {
 		return fmt.Errorf("complete idempotency key: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("complete idempotency key: claim lost: %w", order.ErrIdempotencyKeyInUse)
 	}
 	return nil
 }
 
 // ReleaseKey forgets an in-flight key whose request failed with a server
-// error, so that a retry with it is processed afresh.
+// error, so that a retry with it is processed afresh. A lost claim is left
+// to its new holder.
 func (s *Store) ReleaseKey(ctx context.Context, k IdempotencyKey) error {
-	const q = `DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2 AND state = 'in_flight'`
-	if _, err := s.pool.Exec(ctx, q, k.CustomerID, k.Key); err != nil {
+	const q = `DELETE FROM idempotency_keys WHERE customer_id = $1 AND key = $2 AND state = 'in_flight' AND created_at = $3`
+	if _, err := s.pool.Exec(ctx, q, k.CustomerID, k.Key, k.claimedAt); err != nil {
 		return fmt.Errorf("release idempotency key: %w", err)
 	}
 	return nil

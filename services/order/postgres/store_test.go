@@ -308,7 +308,7 @@ func TestIdempotencyKeys(t *testing.T) {
 	clock := ordertest.NewClock()
 	store, count := newStore(t, clock)
 	ctx := context.Background()
-	k := postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
+	k := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
 
 	if resp, err := store.ClaimKey(ctx, k); err != nil || resp != nil {
 		t.Fatalf("first claim = %v, %v; want nil, nil", resp, err)
@@ -316,15 +316,15 @@ func TestIdempotencyKeys(t *testing.T) {
 	if _, err := store.ClaimKey(ctx, k); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
 		t.Errorf("claim in flight: err = %v", err)
 	}
-	if _, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}); !errors.Is(err, order.ErrIdempotencyKeyReused) {
+	if _, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}); !errors.Is(err, order.ErrIdempotencyKeyReused) {
 		t.Errorf("claim with another body: err = %v", err)
 	}
 	// Another customer's identical key is a different key.
-	if resp, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}); err != nil || resp != nil {
+	if resp, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}); err != nil || resp != nil {
 		t.Errorf("other customer's claim = %v, %v", resp, err)
 	}
 	body := []byte(`{"b": 2,   "a": [1]}`)
-	if err := store.SaveKeyResponse(ctx, k, postgres.StoredResponse{Status: 201, Body: body}); err != nil {
+	if err := store.SaveKeyResponse(ctx, *k, postgres.StoredResponse{Status: 201, Body: body}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := store.ClaimKey(ctx, k)
@@ -332,19 +332,39 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Fatalf("replay = %+v, %v; want 201 and the exact body", resp, err)
 	}
 	// Released keys can be claimed again.
-	k2 := postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
+	k2 := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
 	if _, err := store.ClaimKey(ctx, k2); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ReleaseKey(ctx, k2); err != nil {
+	if err := store.ReleaseKey(ctx, *k2); err != nil {
 		t.Fatal(err)
 	}
 	if resp, err := store.ClaimKey(ctx, k2); err != nil || resp != nil {
 		t.Errorf("claim after release = %v, %v", resp, err)
 	}
+	// A request that died in flight loses its key after the lease; the
+	// late original can then no longer complete it.
+	stale := *k2
+	clock.Advance(postgres.IdempotencyLease + time.Second)
+	k3 := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
+	if resp, err := store.ClaimKey(ctx, k3); err != nil || resp != nil {
+		t.Fatalf("claim after the lease = %v, %v; want a takeover", resp, err)
+	}
+	err = pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+		return store.CompleteKey(ctx, tx, stale, postgres.StoredResponse{Status: 201, Body: []byte(`{}`)})
+	})
+	if !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		t.Errorf("complete with a lost claim: err = %v, want ErrIdempotencyKeyInUse", err)
+	}
+	if err := store.ReleaseKey(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.ClaimKey(ctx, k3); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		t.Errorf("the lost claim's release removed the new holder's key: err = %v", err)
+	}
 	// After the TTL a key starts afresh, and the purge removes it.
 	clock.Advance(postgres.IdempotencyTTL + time.Second)
-	if resp, err := store.ClaimKey(ctx, postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}); err != nil || resp != nil {
+	if resp, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}); err != nil || resp != nil {
 		t.Errorf("claim after expiry = %v, %v; want a fresh claim", resp, err)
 	}
 	n, err := store.PurgeKeys(ctx)

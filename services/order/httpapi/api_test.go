@@ -1,0 +1,247 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/pg"
+	orderservice "github.com/orderly/orderly/services/order"
+	"github.com/orderly/orderly/services/order/httpapi"
+	"github.com/orderly/orderly/services/order/internal/ordertest"
+	"github.com/orderly/orderly/services/order/order"
+	"github.com/orderly/orderly/services/order/postgres"
+)
+
+var secret = []byte("order-test-secret-0123456789abcdefghij")
+
+// testServer is the API on a fresh database behind a real HTTP server, with
+// every response checked against openapi.yaml.
+type testServer struct {
+	tb     testing.TB
+	url    string
+	store  *postgres.Store
+	pool   *pgxpool.Pool
+	routes routers.Router
+}
+
+func newTestServer(tb testing.TB, rps int) *testServer {
+	tb.Helper()
+	store, pool := ordertest.NewStore(tb, nil)
+	ordertest.SeedCatalog(tb, pool,
+		order.Product{SKU: "WIDGET", Name: "Widget", PriceCents: 1250, Currency: "EUR"},
+		order.Product{SKU: "GADGET", Name: "Gadget", PriceCents: 499, Currency: "EUR"},
+		order.Product{SKU: "DOLLAR", Name: "Dollar thing", PriceCents: 100, Currency: "USD"})
+	log := slog.New(slog.DiscardHandler)
+	r, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	httpapi.New(store, httpapi.Options{
+		Verifier: authn.NewVerifier(secret, "", ""), TrackingSecret: secret, RateLimitRPS: rps, Log: log,
+	}).Routes(r)
+	srv := httptest.NewServer(r)
+	tb.Cleanup(srv.Close)
+	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, routes: mustContract(tb)}
+}
+
+// mustContract loads and validates openapi.yaml.
+func mustContract(tb testing.TB) routers.Router {
+	tb.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(orderservice.OpenAPI)
+	if err != nil {
+		tb.Fatalf("load openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		tb.Fatalf("openapi.yaml is invalid: %v", err)
+	}
+	doc.Servers = nil // match requests to the test server's address
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		tb.Fatalf("openapi router: %v", err)
+	}
+	return router
+}
+
+func tokenFor(tb testing.TB, subject, role string) string {
+	tb.Helper()
+	tok, err := authn.Issue(secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) String() string { return http.StatusText(r.status) + " " + string(r.body) }
+
+// request describes one call; Header entries are added as given.
+type request struct {
+	method, path, token, body string
+	header                    map[string]string
+}
+
+// do sends a request and checks the response against the contract.
+func (s *testServer) do(rq request) response {
+	s.tb.Helper()
+	var rd io.Reader
+	if rq.body != "" {
+		rd = strings.NewReader(rq.body)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), rq.method, s.url+rq.path, rd)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	if rq.body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if rq.token != "" {
+		req.Header.Set("Authorization", "Bearer "+rq.token)
+	}
+	for k, v := range rq.header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.tb.Fatalf("%s %s: %v", rq.method, rq.path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	s.checkContract(req, resp, b)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func (s *testServer) get(tok, path string) response {
+	s.tb.Helper()
+	return s.do(request{method: http.MethodGet, path: path, token: tok})
+}
+
+func (s *testServer) post(tok, path, body string) response {
+	s.tb.Helper()
+	return s.do(request{method: http.MethodPost, path: path, token: tok, body: body})
+}
+
+// checkContract fails the test when the response is not one openapi.yaml
+// describes for the request: an undocumented status, a body or header that
+// does not match its schema.
+func (s *testServer) checkContract(req *http.Request, resp *http.Response, body []byte) {
+	s.tb.Helper()
+	route, params, err := s.routes.FindRoute(req)
+	if err != nil {
+		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
+		return
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	in.SetBodyBytes(body)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		s.tb.Errorf("%s %s → %d %s\ndoes not match openapi.yaml: %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
+	}
+}
+
+// count returns the rows of table.
+func (s *testServer) count(table string) int {
+	s.tb.Helper()
+	return ordertest.Count(s.tb, s.pool, `SELECT count(*) FROM `+table)
+}
+
+// advance drives an order through saga events, as the consumers would.
+func (s *testServer) advance(id string, events ...order.Event) {
+	s.tb.Helper()
+	ctx := context.Background()
+	for _, ev := range events {
+		err := pg.Transact(ctx, s.store.Pool(), func(tx pgx.Tx) error {
+			_, _, err := s.store.ApplyTx(ctx, tx, id, ev, postgres.Facts{PaymentID: "pay-" + id})
+			return err
+		})
+		if err != nil {
+			s.tb.Fatalf("%s: %v", ev, err)
+		}
+	}
+}
+
+type orderBody struct {
+	ID         string  `json:"id"`
+	CustomerID string  `json:"customer_id"`
+	Status     string  `json:"status"`
+	Reason     *string `json:"reason"`
+	Items      []struct {
+		SKU            string `json:"sku"`
+		Quantity       int    `json:"quantity"`
+		UnitPriceCents int64  `json:"unit_price_cents"`
+	} `json:"items"`
+	TotalCents    int64     `json:"total_cents"`
+	Currency      string    `json:"currency"`
+	TrackingToken string    `json:"tracking_token"`
+	Version       int64     `json:"version"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	History       []struct {
+		Status string    `json:"status"`
+		Reason *string   `json:"reason"`
+		Seq    int64     `json:"seq"`
+		At     time.Time `json:"at"`
+	} `json:"history"`
+}
+
+type listBody struct {
+	Orders     []orderBody `json:"orders"`
+	NextCursor *string     `json:"next_cursor"`
+}
+
+func decode[T any](tb testing.TB, r response) T {
+	tb.Helper()
+	var v T
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		tb.Fatalf("decode %s: %v", r.body, err)
+	}
+	return v
+}
+
+func problemOf(tb testing.TB, r response) httpx.Problem {
+	tb.Helper()
+	if ct := r.header.Get("Content-Type"); ct != httpx.ProblemContentType {
+		tb.Errorf("Content-Type = %q, want %s (body %s)", ct, httpx.ProblemContentType, r.body)
+	}
+	return decode[httpx.Problem](tb, r)
+}
+
+const validBody = `{"items":[{"sku":"WIDGET","quantity":2},{"sku":"GADGET","quantity":1}],"payment_method":"pm_card_ok"}`
+
+// mustPlace places validBody for tok and returns the order.
+func (s *testServer) mustPlace(tok string) orderBody {
+	s.tb.Helper()
+	r := s.post(tok, "/v1/orders", validBody)
+	if r.status != http.StatusCreated {
+		s.tb.Fatalf("POST /v1/orders = %s", r)
+	}
+	return decode[orderBody](s.tb, r)
+}

@@ -1,0 +1,66 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/order/order"
+)
+
+// Errors of the HTTP layer itself; the domain's are in package order.
+var (
+	errInvalidOrderID        = errors.New("order id must be a UUID")
+	errInvalidLimit          = errors.New("limit must be an integer from 1 to 100")
+	errInvalidIdempotencyKey = errors.New("Idempotency-Key must be 1 to 255 printable ASCII characters")
+)
+
+// Problem types of the order API, stable for clients to match on.
+var (
+	TypeOrderNotFound         = httpx.ProblemType("order-not-found")
+	TypeNotCancellable        = httpx.ProblemType("order-not-cancellable")
+	TypeInvalidTransition     = httpx.ProblemType("invalid-transition")
+	TypeInvalidOrder          = httpx.ProblemType("invalid-order")
+	TypeUnknownSKU            = httpx.ProblemType("unknown-sku")
+	TypeMixedCurrency         = httpx.ProblemType("mixed-currency")
+	TypeForbiddenCustomer     = httpx.ProblemType("forbidden-customer")
+	TypeInvalidOrderID        = httpx.ProblemType("invalid-order-id")
+	TypeInvalidQuery          = httpx.ProblemType("invalid-query")
+	TypeInvalidIdempotencyKey = httpx.ProblemType("invalid-idempotency-key")
+	TypeIdempotencyKeyInUse   = httpx.ProblemType("idempotency-key-in-use")
+	TypeIdempotencyKeyReused  = httpx.ProblemType("idempotency-key-reused")
+)
+
+// errorTable is the one place errors become HTTP statuses. Order matters:
+// a refused cancel matches both ErrNotCancellable and ErrInvalidTransition.
+var errorTable = []httpx.ErrorMapping{
+	{Err: order.ErrNotFound, Status: http.StatusNotFound, Type: TypeOrderNotFound, Title: "Order not found"},
+	{Err: order.ErrNotCancellable, Status: http.StatusConflict, Type: TypeNotCancellable, Title: "Order cannot be cancelled"},
+	{Err: order.ErrInvalidTransition, Status: http.StatusConflict, Type: TypeInvalidTransition, Title: "Not allowed in the order's status"},
+	{Err: order.ErrInvalidOrder, Status: http.StatusBadRequest, Type: TypeInvalidOrder, Title: "Invalid order"},
+	{Err: order.ErrUnknownSKU, Status: http.StatusUnprocessableEntity, Type: TypeUnknownSKU, Title: "Unknown SKU"},
+	{Err: order.ErrMixedCurrency, Status: http.StatusUnprocessableEntity, Type: TypeMixedCurrency, Title: "Mixed currencies"},
+	{Err: order.ErrForbiddenCustomer, Status: http.StatusForbidden, Type: TypeForbiddenCustomer, Title: "Not your customer id"},
+	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: TypeInvalidOrderID, Title: "Invalid order id"},
+	{Err: order.ErrInvalidStatus, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: order.ErrInvalidCursor, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errInvalidLimit, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errInvalidIdempotencyKey, Status: http.StatusBadRequest, Type: TypeInvalidIdempotencyKey, Title: "Invalid Idempotency-Key"},
+	{Err: order.ErrIdempotencyKeyInUse, Status: http.StatusConflict, Type: TypeIdempotencyKeyInUse, Title: "Request in progress"},
+	{Err: order.ErrIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Type: TypeIdempotencyKeyReused, Title: "Idempotency-Key reused"},
+}
+
+// statusOf returns the status WriteError gives err.
+func statusOf(err error) int {
+	for _, m := range append(errorTable, httpx.DecodeErrors...) {
+		if errors.Is(err, m.Err) {
+			return m.Status
+		}
+	}
+	return http.StatusInternalServerError
+}
+
+// detailed gives a sentinel a client-facing detail naming the bad value.
+func detailed(kind error, detail string) error {
+	return &order.ValidationError{Kind: kind, Detail: detail}
+}

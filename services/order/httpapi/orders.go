@@ -1,0 +1,399 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/order/order"
+	"github.com/orderly/orderly/services/order/postgres"
+)
+
+// createRequest is the body of POST /v1/orders.
+type createRequest struct {
+	CustomerID    *string      `json:"customer_id,omitempty"`
+	Items         []createItem `json:"items"`
+	PaymentMethod string       `json:"payment_method"`
+}
+
+type createItem struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+// orderJSON is an order as the API shows it. reason is null unless the
+// order is cancelled; history is present only on GET /v1/orders/{id}.
+type orderJSON struct {
+	ID            string        `json:"id"`
+	CustomerID    string        `json:"customer_id"`
+	Status        order.Status  `json:"status"`
+	Reason        *order.Reason `json:"reason"`
+	Items         []itemJSON    `json:"items"`
+	TotalCents    int64         `json:"total_cents"`
+	Currency      string        `json:"currency"`
+	TrackingToken string        `json:"tracking_token"`
+	Version       int64         `json:"version"`
+	CreatedAt     time.Time     `json:"created_at"`
+	UpdatedAt     time.Time     `json:"updated_at"`
+	History       []historyJSON `json:"history,omitempty"`
+}
+
+type itemJSON struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+type historyJSON struct {
+	Status order.Status  `json:"status"`
+	Reason *order.Reason `json:"reason"`
+	Seq    int64         `json:"seq"`
+	At     time.Time     `json:"at"`
+}
+
+type listJSON struct {
+	Orders     []orderJSON `json:"orders"`
+	NextCursor *string     `json:"next_cursor"`
+}
+
+func reasonOf(r order.Reason) *order.Reason {
+	if r == order.ReasonNone {
+		return nil
+	}
+	return &r
+}
+
+func (a *API) render(o order.Order, withHistory bool) orderJSON {
+	out := orderJSON{
+		ID:            o.ID,
+		CustomerID:    o.CustomerID,
+		Status:        o.Status,
+		Reason:        reasonOf(o.Reason),
+		Items:         make([]itemJSON, len(o.Items)),
+		TotalCents:    o.TotalCents,
+		Currency:      o.Currency,
+		TrackingToken: authn.NewTrackingToken(a.secret, o.ID),
+		Version:       o.Version,
+		CreatedAt:     o.CreatedAt.UTC(),
+		UpdatedAt:     o.UpdatedAt.UTC(),
+	}
+	for i, it := range o.Items {
+		out.Items[i] = itemJSON{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	if withHistory {
+		out.History = make([]historyJSON, len(o.History))
+		for i, h := range o.History {
+			out.History[i] = historyJSON{Status: h.Status, Reason: reasonOf(h.Reason), Seq: h.Seq, At: h.At.UTC()}
+		}
+	}
+	return out
+}
+
+// caller returns the authenticated caller; the middleware guarantees one.
+func caller(r *http.Request) authn.Claims {
+	c, _ := authn.FromContext(r.Context())
+	return c
+}
+
+// owner is the customer an order must belong to for the caller to see or
+// change it: the caller, or anyone for an admin.
+func owner(c authn.Claims) string {
+	if c.IsAdmin() {
+		return ""
+	}
+	return c.Subject
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Our own plain structs always marshal.
+		panic(err)
+	}
+	writeBody(w, status, "application/json", body)
+}
+
+func writeBody(w http.ResponseWriter, status int, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	httpx.WriteError(w, r, a.log, err, errorTable)
+}
+
+// orderID returns the {id} path parameter, or errInvalidOrderID.
+func orderID(r *http.Request) (string, error) {
+	id := chi.URLParam(r, "id")
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return "", detailed(errInvalidOrderID, fmt.Sprintf("order id %q is not a UUID", truncate(id, 64)))
+	}
+	return u.String(), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// idempotencyKey returns the Idempotency-Key header, "" when absent, or
+// errInvalidIdempotencyKey.
+func idempotencyKey(r *http.Request) (string, error) {
+	vals := r.Header.Values("Idempotency-Key")
+	switch {
+	case len(vals) == 0:
+		return "", nil
+	case len(vals) > 1:
+		return "", detailed(errInvalidIdempotencyKey, "send a single Idempotency-Key header")
+	}
+	k := vals[0]
+	if k == "" || len(k) > 255 {
+		return "", errInvalidIdempotencyKey
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return "", errInvalidIdempotencyKey
+		}
+	}
+	return k, nil
+}
+
+// createOrder is POST /v1/orders. With an Idempotency-Key the first
+// request's response (201, or a 4xx refusal of the body) is stored in the
+// same transaction as the order and replayed for a retry with the same
+// body; a 5xx forgets the key so that a retry is processed afresh.
+func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
+	c := caller(r)
+	key, err := idempotencyKey(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var body createRequest
+	if err := httpx.DecodeJSON(w, r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if key == "" {
+		status, resp, err := a.place(r.Context(), c, body, nil)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		a.writeCreated(w, status, resp)
+		return
+	}
+
+	// The fingerprint is of the decoded body, so whitespace and key order
+	// do not make a retry "different".
+	canonical, _ := json.Marshal(body)
+	sum := sha256.Sum256(canonical)
+	k := &postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
+	stored, err := a.store.ClaimKey(r.Context(), k)
+	switch {
+	case err != nil:
+		if errors.Is(err, order.ErrIdempotencyKeyInUse) {
+			w.Header().Set("Retry-After", "1")
+		}
+		a.fail(w, r, err)
+		return
+	case stored != nil:
+		w.Header().Set("Idempotent-Replayed", "true")
+		a.writeCreated(w, stored.Status, stored.Body)
+		return
+	}
+
+	status, resp, err := a.place(r.Context(), c, body, k)
+	if err == nil {
+		a.writeCreated(w, status, resp)
+		return
+	}
+	// Let go of the key even if the client hung up.
+	ctx := context.WithoutCancel(r.Context())
+	if s := statusOf(err); s >= 400 && s < 500 && !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		rec := &recorder{header: http.Header{}}
+		a.fail(rec, r, err)
+		if serr := a.store.SaveKeyResponse(ctx, *k, postgres.StoredResponse{Status: rec.status, Body: rec.body.Bytes()}); serr != nil {
+			a.log.ErrorContext(ctx, "store idempotent 4xx response", "err", serr)
+		}
+		rec.copyTo(w)
+		return
+	}
+	if rerr := a.store.ReleaseKey(ctx, *k); rerr != nil {
+		a.log.ErrorContext(ctx, "release idempotency key", "err", rerr)
+	}
+	a.fail(w, r, err)
+}
+
+// place validates and stores the order; with k it also stores the 201
+// response with the order. It returns the status and body to send.
+func (a *API) place(ctx context.Context, c authn.Claims, body createRequest, k *postgres.IdempotencyKey) (int, []byte, error) {
+	if body.CustomerID != nil && *body.CustomerID != c.Subject {
+		return 0, nil, detailed(order.ErrForbiddenCustomer, "customer_id must be omitted or equal to the caller's id")
+	}
+	req := order.Request{CustomerID: c.Subject, PaymentMethod: body.PaymentMethod, Lines: make([]order.Line, len(body.Items))}
+	for i, it := range body.Items {
+		req.Lines[i] = order.Line{SKU: it.SKU, Quantity: it.Quantity}
+	}
+	var resp []byte
+	_, err := a.store.Create(ctx, req, func(ctx context.Context, tx pgx.Tx, o order.Order) error {
+		var err error
+		if resp, err = json.Marshal(a.render(o, false)); err != nil {
+			return err
+		}
+		if k == nil {
+			return nil
+		}
+		return a.store.CompleteKey(ctx, tx, *k, postgres.StoredResponse{Status: http.StatusCreated, Body: resp})
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, resp, nil
+}
+
+// writeCreated writes a create response, first or replayed: a 201 with its
+// Location, or a stored problem.
+func (a *API) writeCreated(w http.ResponseWriter, status int, body []byte) {
+	if status != http.StatusCreated {
+		writeBody(w, status, httpx.ProblemContentType, body)
+		return
+	}
+	var o struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &o) == nil && o.ID != "" {
+		w.Header().Set("Location", "/v1/orders/"+o.ID)
+	}
+	writeBody(w, status, "application/json", body)
+}
+
+// recorder captures a response, to store it before sending it.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (rec *recorder) Header() http.Header         { return rec.header }
+func (rec *recorder) WriteHeader(status int)      { rec.status = status }
+func (rec *recorder) Write(b []byte) (int, error) { return rec.body.Write(b) }
+
+func (rec *recorder) copyTo(w http.ResponseWriter) {
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.status)
+	_, _ = w.Write(rec.body.Bytes())
+}
+
+// getOrder is GET /v1/orders/{id}: the order with its history. Another
+// customer's order is a 404.
+func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
+	id, err := orderID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.store.Get(r.Context(), id, owner(caller(r)))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.render(o, true))
+}
+
+// listOrders is GET /v1/orders?status=&limit=&cursor=: the caller's orders,
+// newest first.
+func (a *API) listOrders(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var (
+		status order.Status
+		limit  = 20
+		after  *postgres.Cursor
+		err    error
+	)
+	if s := q.Get("status"); q.Has("status") {
+		if status, err = order.ParseStatus(s); err != nil {
+			a.fail(w, r, detailed(order.ErrInvalidStatus, fmt.Sprintf("status %q is not one of pending, reserved, confirmed, shipped, delivered, cancelled", truncate(s, 32))))
+			return
+		}
+	}
+	if s := q.Get("limit"); q.Has("limit") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			a.fail(w, r, errInvalidLimit)
+			return
+		}
+		limit = n
+	}
+	if s := q.Get("cursor"); q.Has("cursor") {
+		c, err := postgres.ParseCursor(s)
+		if err != nil {
+			a.fail(w, r, detailed(order.ErrInvalidCursor, "cursor is not one this API returned in next_cursor"))
+			return
+		}
+		after = &c
+	}
+	orders, next, err := a.store.List(r.Context(), caller(r).Subject, status, limit, after)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := listJSON{Orders: make([]orderJSON, len(orders))}
+	for i, o := range orders {
+		out.Orders[i] = a.render(o, false)
+	}
+	if next != nil {
+		s := next.String()
+		out.NextCursor = &s
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// cancelOrder is POST /v1/orders/{id}/cancel: 202 with the cancelled order,
+// 409 once it is shipped, delivered or cancelled.
+func (a *API) cancelOrder(w http.ResponseWriter, r *http.Request) {
+	a.transition(w, r, order.EventCancel, http.StatusAccepted)
+}
+
+// shipOrder is POST /v1/orders/{id}/ship (admin).
+func (a *API) shipOrder(w http.ResponseWriter, r *http.Request) {
+	a.transition(w, r, order.EventShip, http.StatusOK)
+}
+
+// deliverOrder is POST /v1/orders/{id}/deliver (admin).
+func (a *API) deliverOrder(w http.ResponseWriter, r *http.Request) {
+	a.transition(w, r, order.EventDeliver, http.StatusOK)
+}
+
+func (a *API) transition(w http.ResponseWriter, r *http.Request, ev order.Event, status int) {
+	id, err := orderID(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.store.Apply(r.Context(), id, ev, postgres.Facts{Owner: owner(caller(r))})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, status, a.render(o, false))
+}

@@ -1,0 +1,69 @@
+// Package httpapi is the order service's public REST API: placing orders
+// (with Idempotency-Key), reading, listing and cancelling a customer's own
+// orders, and the admin's ship and deliver. The contract is
+// services/order/openapi.yaml, also served at GET /openapi.yaml; every error
+// is an RFC 9457 problem (see errors.go), and every call under /v1 needs a
+// bearer JWT and counts against the caller's rate limit.
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	orderservice "github.com/orderly/orderly/services/order"
+	"github.com/orderly/orderly/services/order/postgres"
+)
+
+// API serves the order endpoints from a store.
+type API struct {
+	store    *postgres.Store
+	verifier *authn.Verifier
+	secret   []byte
+	rps      int
+	log      *slog.Logger
+}
+
+// Options configure an API.
+type Options struct {
+	// Verifier checks bearer tokens.
+	Verifier *authn.Verifier
+	// TrackingSecret signs the tracking_token of each order
+	// (authn.NewTrackingToken); the AUTH_JWT_SECRET.
+	TrackingSecret []byte
+	// RateLimitRPS is the per-caller limit (0 turns it off).
+	RateLimitRPS int
+	// Log gets 5xx errors and authentication failures.
+	Log *slog.Logger
+}
+
+// New returns the API on store.
+func New(store *postgres.Store, o Options) *API {
+	return &API{store: store, verifier: o.Verifier, secret: o.TrackingSecret, rps: o.RateLimitRPS, log: o.Log}
+}
+
+// Routes adds the whole API to r.
+func (a *API) Routes(r chi.Router) {
+	r.Get("/openapi.yaml", serveOpenAPI)
+
+	r.Group(func(r chi.Router) {
+		// The limiter keys on the token's subject, so it runs after
+		// authentication.
+		r.Use(a.verifier.Middleware(a.log), httpx.RateLimit(a.rps, authn.SubjectKey))
+
+		r.Post("/v1/orders", a.createOrder)
+		r.Get("/v1/orders", a.listOrders)
+		r.Get("/v1/orders/{id}", a.getOrder)
+		r.Post("/v1/orders/{id}/cancel", a.cancelOrder)
+		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/ship", a.shipOrder)
+		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/deliver", a.deliverOrder)
+	})
+}
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(orderservice.OpenAPI)
+}
