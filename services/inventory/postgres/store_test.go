@@ -326,7 +326,17 @@ func TestReserveDuplicateOrderPlaced(t *testing.T) {
 // its own transaction; exactly 50 win, and available never goes negative.
 func TestNoOversellUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	s, pool := newTestStore(t)
+	_, dbURL := pgtest.NewDB(t,
+		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+	// Enough connections for many transactions to contend at once (the
+	// default pool has as many as there are CPUs).
+	pool, err := pg.Connect(context.Background(), dbURL+"&pool_max_conns=40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := postgres.New(pool)
 	mustPut(t, s, "HOT", 50)
 	mustPut(t, s, "AAA", 1000) // a second line, so transactions lock two rows
 
@@ -383,7 +393,7 @@ func TestNoOversellUnderConcurrency(t *testing.T) {
 	}
 	wantLevels(t, s, "HOT", 50, 50)
 	var held, heldAAA int64
-	err := pool.QueryRow(context.Background(), `
+	err = pool.QueryRow(context.Background(), `
 SELECT coalesce(sum(l.quantity) FILTER (WHERE l.sku = 'HOT'), 0), coalesce(sum(l.quantity) FILTER (WHERE l.sku = 'AAA'), 0)
 FROM reservations r JOIN reservation_lines l USING (order_id) WHERE r.status = 'reserved'`).Scan(&held, &heldAAA)
 	if err != nil || held != 50 {
