@@ -1,25 +1,39 @@
-// Command order runs Orderly's order service: the public REST API for placing, querying and cancelling orders, and the saga that drives each order to a final state.
+// Command order runs Orderly's order service: the public REST API for
+// placing, querying and cancelling orders, and the saga that drives each
+// order to a final state (docs/saga.md, steps 1, 3, 5, 8, 9 and 10).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8080, DATABASE_URL to the orderly_order database) and stops
-// gracefully on SIGTERM or SIGINT. A configuration or start-up error is
-// printed as one line on stderr and exits with status 1.
+// defaults to :8080, DATABASE_URL to the orderly_order database), plus
+// ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s),
+// ORDER_SWEEP_INTERVAL (1s) and CONSUMER_WORKERS (4). It stops gracefully on
+// SIGTERM or SIGINT. A configuration or start-up error is printed as one
+// line on stderr and exits with status 1.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/order/consume"
+	"github.com/orderly/orderly/services/order/httpapi"
+	"github.com/orderly/orderly/services/order/postgres"
+	"github.com/orderly/orderly/services/order/sweep"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx)
+	err := run(ctx, os.Environ())
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "order:", boot.OneLine(err))
@@ -27,22 +41,103 @@ func main() {
 	}
 }
 
+// config is the order service's configuration: the shared settings and its
+// own.
+type config struct {
+	boot.Config
+	// ReserveTimeout is how long a new order waits for inventory's answer
+	// before it is cancelled with reason timeout.
+	ReserveTimeout time.Duration `env:"ORDER_RESERVE_TIMEOUT" envDefault:"30s"`
+	// PaymentTimeout is how long a reserved order waits for payment's answer.
+	PaymentTimeout time.Duration `env:"ORDER_PAYMENT_TIMEOUT" envDefault:"30s"`
+	// SweepInterval is how often overdue orders are looked for.
+	SweepInterval time.Duration `env:"ORDER_SWEEP_INTERVAL" envDefault:"1s"`
+	// Workers handle messages of each queue concurrently; messages of one
+	// order always go to the same worker.
+	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
+}
+
+// loadConfig reads the configuration from environ. It returns an error
+// naming every invalid variable.
+func loadConfig(environ []string) (config, error) {
+	base, err := boot.LoadConfig(environ, "order", ":8080")
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{Config: base}
+	if err := boot.Parse(environ, &cfg); err != nil {
+		return config{}, err
+	}
+	var msgs []string
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ORDER_RESERVE_TIMEOUT", cfg.ReserveTimeout}, {"ORDER_PAYMENT_TIMEOUT", cfg.PaymentTimeout}, {"ORDER_SWEEP_INTERVAL", cfg.SweepInterval}} {
+		if d.v <= 0 {
+			msgs = append(msgs, d.name+": must be positive")
+		}
+	}
+	if cfg.Workers < 1 || cfg.Workers > 256 {
+		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
+	}
+	if len(msgs) > 0 {
+		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+	}
+	return cfg, nil
+}
+
 // run wires the service and blocks until it has shut down. It returns nil
 // after a clean shutdown on ctx's end.
-func run(ctx context.Context) error {
-	cfg, err := boot.LoadConfig(os.Environ(), "order", ":8080")
-	if err != nil {
-		return err
-	}
-	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+func run(ctx context.Context, environ []string) error {
+	svc, err := start(ctx, environ)
 	if err != nil {
 		return err
 	}
 	defer svc.Close() // a no-op once Run has shut the service down
-
-	// The service publishes only through its outbox, so the relay runs
-	// from the start; the exchange exists before the first event does.
-	svc.Topology.Exchanges = []string{eventsv1.ExchangeOrder}
-	svc.Relay = svc.NewRelay()
 	return svc.Run(ctx)
+}
+
+// start opens the service's resources and wires its parts, ready for Run.
+func start(ctx context.Context, environ []string) (*boot.Service, error) {
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, pg.Migration{FS: migrations.Order, Table: "goose_order"})
+	if err != nil {
+		return nil, err
+	}
+	svc.Log.InfoContext(ctx, "order settings",
+		"order_reserve_timeout", cfg.ReserveTimeout.String(), "order_payment_timeout", cfg.PaymentTimeout.String(),
+		"order_sweep_interval", cfg.SweepInterval.String(), "consumer_workers", cfg.Workers)
+	store := postgres.New(svc.Pool, postgres.Options{ReserveTimeout: cfg.ReserveTimeout, PaymentTimeout: cfg.PaymentTimeout})
+
+	// The exchanges and queues exist before anything is published, so no
+	// answer of inventory or payment is unroutable once the services run.
+	exchanges := []string{eventsv1.ExchangeOrder, eventsv1.ExchangeInventory, eventsv1.ExchangePayment}
+	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{consume.SagaQueue(), consume.CatalogQueue()}}
+	svc.Relay = svc.NewRelay()
+	handlers := &consume.Handlers{Store: store, Log: svc.Log.With("component", "saga")}
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Handler: handlers.Saga(), Workers: cfg.Workers})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Handler: handlers.Catalog(), Workers: cfg.Workers})
+
+	deadlines := &sweep.Deadlines{
+		Store:    store,
+		Interval: cfg.SweepInterval,
+		Log:      svc.Log.With("component", "deadline-sweeper"),
+		Meter:    svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order"),
+	}
+	svc.Go("deadline sweeper", deadlines.Run)
+	purgeLog := svc.Log.With("component", "idempotency-purge")
+	svc.Go("idempotency key purge", func(ctx context.Context) error {
+		return sweep.PurgeKeysEvery(ctx, store, time.Hour, purgeLog)
+	})
+
+	httpapi.New(store, httpapi.Options{
+		Verifier:       cfg.Verifier(),
+		TrackingSecret: []byte(cfg.JWTSecret),
+		RateLimitRPS:   cfg.RateLimitRPS,
+		Log:            svc.Log,
+	}).Routes(svc.Router)
+	return svc, nil
 }
