@@ -95,8 +95,13 @@ type ValidationError struct {
 	Detail string
 }
 
-func (e *ValidationError) Error() string         { return e.Detail }
-func (e *ValidationError) Unwrap() error         { return e.Kind }
+// Error returns the client-facing detail.
+func (e *ValidationError) Error() string { return e.Detail }
+
+// Unwrap returns the kind, for errors.Is.
+func (e *ValidationError) Unwrap() error { return e.Kind }
+
+// ProblemDetail returns the client-facing detail, for httpx.WriteError.
 func (e *ValidationError) ProblemDetail() string { return e.Detail }
 
 func invalid(kind error, format string, args ...any) error {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -32,7 +33,7 @@ func (s *Store) Product(ctx context.Context, sku string) (order.Product, error) 
 	var p order.Product
 	err := s.pool.QueryRow(ctx, `SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = $1`, sku).
 		Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version)
-	if err == pgx.ErrNoRows {
+	if errors.Is(err, pgx.ErrNoRows) {
 		return p, fmt.Errorf("product %s: %w", sku, order.ErrNotFound)
 	}
 	if err != nil {
