@@ -52,9 +52,11 @@ var errorTable = []httpx.ErrorMapping{
 
 // statusOf returns the status WriteError gives err.
 func statusOf(err error) int {
-	for _, m := range append(errorTable, httpx.DecodeErrors...) {
-		if errors.Is(err, m.Err) {
-			return m.Status
+	for _, table := range [][]httpx.ErrorMapping{errorTable, httpx.DecodeErrors} {
+		for _, m := range table {
+			if errors.Is(err, m.Err) {
+				return m.Status
+			}
 		}
 	}
 	return http.StatusInternalServerError
