@@ -79,7 +79,9 @@ func TestPurgeKeysEvery(t *testing.T) {
 	clock.Advance(postgres.IdempotencyTTL)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- sweep.PurgeKeysEvery(ctx, store, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- sweep.PurgeKeysEvery(ctx, store, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	ordertest.Eventually(t, 10*time.Second, "the expired key to be purged at start", func() bool {
 		return ordertest.Count(t, pool, `SELECT count(*) FROM idempotency_keys`) == 0
 	})
