@@ -484,9 +484,23 @@ func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 5)
 	alice, bob := tokenFor(t, "alice", ""), tokenFor(t, "bob", "")
+	// A burst at once: even on a slow machine it lands within one second.
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		burst []response
+	)
+	for range 30 {
+		wg.Go(func() {
+			r := s.get(alice, "/v1/orders")
+			mu.Lock()
+			burst = append(burst, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
 	limited := 0
-	for range 20 {
-		r := s.get(alice, "/v1/orders")
+	for _, r := range burst {
 		if r.status == http.StatusTooManyRequests {
 			limited++
 			if p := problemOf(t, r); p.Type != "https://orderly.dev/problems/rate-limited" {
@@ -500,7 +514,7 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 	if limited == 0 {
-		t.Error("20 requests in a burst at 5 rps were never limited")
+		t.Error("30 requests in a burst at 5 rps were never limited")
 	}
 	// The limit is per caller.
 	if r := s.get(bob, "/v1/orders"); r.status != http.StatusOK {

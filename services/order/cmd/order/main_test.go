@@ -64,8 +64,8 @@ func TestServiceEndToEnd(t *testing.T) {
 		"AUTH_JWT_SECRET=" + testSecret,
 		"LOG_LEVEL=warn",
 		"SHUTDOWN_DELAY=50ms",
-		"ORDER_RESERVE_TIMEOUT=2s",
-		"ORDER_PAYMENT_TIMEOUT=2s",
+		"ORDER_RESERVE_TIMEOUT=5s",
+		"ORDER_PAYMENT_TIMEOUT=5s",
 		"ORDER_SWEEP_INTERVAL=100ms",
 	})
 	if err != nil {
