@@ -2,9 +2,13 @@
 // what `make run` starts. It creates each service's database when missing,
 // starts the four service binaries on their default ports with the caller's
 // environment, prefixes every log line with the service's name, prints the
-// URLs once every service is ready, and stays in the foreground until Ctrl-C
-// or SIGTERM, which it passes on to every service before waiting for them to
-// drain. If a service exits on its own, devrun stops the others and exits 1.
+// URLs once every service is ready, seeds a demo catalog through the
+// inventory admin API (only the products that are missing, so a restart
+// keeps what the developer changed), mints a demo customer's and an admin's
+// bearer tokens, and prints ready-to-paste commands that place and fetch an
+// order. It stays in the foreground until Ctrl-C or SIGTERM, which it passes
+// on to every service before waiting for them to drain. If a service exits
+// on its own, devrun stops the others and exits 1.
 //
 // Environment:
 //
@@ -12,6 +16,9 @@
 //	ORDERLY_ADMIN_DATABASE_URL  server on which to create the databases
 //	                            (default postgres://postgres@127.0.0.1:5432/postgres)
 //	SHUTDOWN_TIMEOUT            passed on to the services; devrun waits a little longer
+//	AUTH_JWT_SECRET, AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE
+//	                            passed on to the services, and used to sign the demo
+//	                            tokens (the secret defaults to the development one)
 //
 // Everything else in the environment (AUTH_JWT_SECRET, AMQP_URL, LOG_LEVEL,
 // ORDERLY_ENV, …) reaches every service unchanged, except DATABASE_URL and
@@ -123,7 +130,15 @@ func run(ctx context.Context, stopSignals func()) error {
 		stopAll(children, wait)
 		return err
 	default:
-		out.print(banner())
+		demo, err := seedDemo(ctx, dbURLs["order"])
+		if err != nil {
+			if ctx.Err() == nil {
+				stopAll(children, wait)
+				return err
+			}
+			break
+		}
+		out.print(banner(demo))
 	}
 
 	var failed *child
@@ -318,20 +333,6 @@ func stopAll(children []*child, wait time.Duration) []error {
 		}
 	}
 	return errs
-}
-
-// banner is what devrun prints once every service is ready.
-func banner() string {
-	var b strings.Builder
-	b.WriteString("\nOrderly is running. Every service is ready:\n\n")
-	for _, s := range stack {
-		base := "http://127.0.0.1:" + s.port
-		fmt.Fprintf(&b, "  %-14s %-24s metrics %s/metrics\n", s.what, base, base)
-	}
-	b.WriteString("\nThe order API (POST /v1/orders), the demo catalog and a ready-to-paste demo\n" +
-		"order command arrive with the next issue; today the services serve\n" +
-		"/healthz, /readyz and /metrics.\n\nPress Ctrl-C to stop every service.\n\n")
-	return b.String()
 }
 
 // lockedWriter serializes whole writes from several services, so that their
