@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,6 +145,48 @@ func TestAuthorization(t *testing.T) {
 		}
 		if o := s.GetOrder(t, aliceToken, order.ID); o.Status != "confirmed" || o.CustomerID != alice {
 			t.Errorf("alice's order after bob's attempts = %s of %s, want confirmed of %s", o.Status, o.CustomerID, alice)
+		}
+	})
+
+	t.Run("a customer lists their own orders, newest first, in pages", func(t *testing.T) {
+		_, token := s.NewCustomer(t)
+		var ids []string
+		for range 5 {
+			ids = append(ids, s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 1}}, PaymentMethod: "pm_card_ok"}).ID)
+		}
+		slices.Reverse(ids)
+		var got []string
+		cursor := ""
+		for page := 0; ; page++ {
+			q := url.Values{"limit": {"2"}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			l := s.ListOrders(t, token, q)
+			if len(l.Orders) > 2 {
+				t.Fatalf("page %d has %d orders, limit 2", page, len(l.Orders))
+			}
+			for _, o := range l.Orders {
+				got = append(got, o.ID)
+			}
+			if l.NextCursor == "" || page > 5 {
+				break
+			}
+			cursor = l.NextCursor
+		}
+		if !slices.Equal(got, ids) {
+			t.Errorf("pages = %v, want %v (newest first, each once)", got, ids)
+		}
+		// Filtered by status: once all are confirmed, "confirmed" lists all
+		// five and "pending" none.
+		for _, id := range ids {
+			s.WaitStatus(t, token, id, "confirmed", "", settle)
+		}
+		if l := s.ListOrders(t, token, url.Values{"status": {"confirmed"}, "limit": {"100"}}); len(l.Orders) != 5 {
+			t.Errorf("status=confirmed lists %d orders, want 5", len(l.Orders))
+		}
+		if l := s.ListOrders(t, token, url.Values{"status": {"pending"}}); len(l.Orders) != 0 {
+			t.Errorf("status=pending lists %+v, want none", l.Orders)
 		}
 	})
 

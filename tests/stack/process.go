@@ -134,6 +134,21 @@ type Process struct {
 // its output logged.
 func StartProcess(tb testing.TB, path string, environ ...string) *Process {
 	tb.Helper()
+	p := startProcess(tb, path, environ...)
+	tb.Cleanup(func() {
+		if p.Running() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			tb.Logf("%s killed at the end of the test; its output:\n%s\n%s", p.Name, p.Stdout.Tail(64<<10), p.Stderr.String())
+		}
+	})
+	return p
+}
+
+// startProcess starts the binary as StartProcess does, leaving its end to
+// the caller.
+func startProcess(tb testing.TB, path string, environ ...string) *Process {
+	tb.Helper()
 	cmd := exec.Command(path)
 	cmd.Env = append(FilterEnv(os.Environ()), environ...)
 	p := &Process{Name: filepath.Base(path), Stdout: &Buffer{}, Stderr: &Buffer{}, cmd: cmd, done: make(chan struct{})}
@@ -145,13 +160,6 @@ func StartProcess(tb testing.TB, path string, environ ...string) *Process {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	tb.Cleanup(func() {
-		if p.Running() {
-			_ = cmd.Process.Kill()
-			<-p.done
-			tb.Logf("%s killed at the end of the test; its output:\n%s\n%s", p.Name, p.Stdout.Tail(64<<10), p.Stderr.String())
-		}
-	})
 	return p
 }
 

@@ -39,7 +39,8 @@ type Options struct {
 	// Notification also starts the notification service.
 	Notification bool
 	// Env is added to every service's environment, after the stack's own
-	// settings (so it wins).
+	// settings (so it wins). LOG_LEVEL must stay info or debug: the stack
+	// learns each service's port from its "http server listening" line.
 	Env []string
 }
 
@@ -66,7 +67,6 @@ type Service struct {
 	DB    *pgxpool.Pool
 
 	env  []string
-	tb   testing.TB
 	mu   sync.Mutex
 	url  string
 	proc *Process
@@ -130,8 +130,36 @@ func New(tb testing.TB, o Options) *Stack {
 	for i, n := range names {
 		pool, dbURL := pgtest.NewDB(tb)
 		env := append(append(append([]string{"DATABASE_URL=" + dbURL}, common...), extra[n]...), o.Env...)
-		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env, tb: tb}
+		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env}
 	}
+	// The stack, not the test or subtest that (re)starts a service, owns
+	// its processes: they are stopped when the stack's test ends, before
+	// the databases are dropped.
+	tb.Cleanup(func() {
+		// Stop them gracefully and together; dump their logs when the test
+		// failed, since they are what explains a saga that went wrong.
+		for _, svc := range svcs {
+			if p := svc.process(); p != nil && p.Running() {
+				_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+		for _, svc := range svcs {
+			p := svc.process()
+			if p == nil {
+				continue
+			}
+			select {
+			case <-p.done:
+			case <-time.After(15 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+				tb.Logf("%s did not stop within 15 s of SIGTERM and was killed", svc.Name)
+			}
+			if tb.Failed() {
+				tb.Logf("=== %s log (tail) ===\n%s\n%s", svc.Name, p.Stdout.Tail(32<<10), p.Stderr.String())
+			}
+		}
+	})
 	// Start them all before waiting for any: each declares its own queues,
 	// so nothing published once all are ready is unroutable.
 	for _, svc := range svcs {
@@ -152,30 +180,6 @@ func New(tb testing.TB, o Options) *Stack {
 			s.Notification = svc
 		}
 	}
-	tb.Cleanup(func() {
-		// Stop them gracefully and together; dump their logs when the test
-		// failed, since they are what explains a saga that went wrong.
-		for _, svc := range svcs {
-			if p := svc.process(); p != nil && p.Running() {
-				_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			}
-		}
-		for _, svc := range svcs {
-			p := svc.process()
-			if p == nil {
-				continue
-			}
-			select {
-			case <-p.done:
-			case <-time.After(15 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-			if tb.Failed() {
-				tb.Logf("=== %s log (tail) ===\n%s\n%s", svc.Name, p.Stdout.Tail(32<<10), p.Stderr.String())
-			}
-		}
-	})
 	return s
 }
 
@@ -196,7 +200,7 @@ func (svc *Service) process() *Process {
 // launch starts the binary without waiting for it.
 func (svc *Service) launch(tb testing.TB) {
 	tb.Helper()
-	p := StartProcess(tb, Binary(tb, svc.Name), svc.env...)
+	p := startProcess(tb, Binary(tb, svc.Name), svc.env...)
 	svc.mu.Lock()
 	svc.proc, svc.url = p, ""
 	svc.mu.Unlock()
