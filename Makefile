@@ -6,6 +6,7 @@
 #   make generate        regenerate protobuf code
 #   make check-generate  fail when committed generated code is stale
 #   make bench           run benchmarks
+#   make bench-ws        live tracking benchmark: 19,000 WebSockets on one notification replica (minutes)
 #   make tools           install the development tools (protoc, golangci-lint)
 
 SHELL := bash
@@ -96,6 +97,13 @@ check-generate:
 
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(BENCH_PKGS)
+
+## bench-ws: memory per idle WebSocket and delivery latency of one real
+## notification replica (tests/cmd/wsbench; settings in its package doc).
+## Not part of `make test`: it holds 19,000 connections for several minutes.
+.PHONY: bench-ws
+bench-ws:
+	cd tests && ORDERLY_BENCH_WS=1 $(GO) test -v -count=1 -timeout 30m -run '^TestLiveTracking$$' ./cmd/wsbench/
 
 ## tools: protoc (apt, if missing), the pinned protoc-gen-go, golangci-lint.
 tools: golangci-lint
