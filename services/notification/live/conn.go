@@ -1,0 +1,253 @@
+package live
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/orderly/orderly/services/notification/status"
+)
+
+// transport is how a connection talks to its client.
+type transport uint8
+
+const (
+	transportWS transport = iota
+	transportSSE
+)
+
+func (t transport) String() string {
+	if t == transportWS {
+		return "websocket"
+	}
+	return "sse"
+}
+
+// WebSocket close codes the hub sends (RFC 6455, section 7.4, and the
+// IANA registry).
+const (
+	closeNormal         = ws.StatusNormalClosure       // 1000: the order is finished
+	closeProtocolError  = ws.StatusProtocolError       // 1002
+	closeTooBig         = ws.StatusMessageTooBig       // 1009
+	closeInternalError  = ws.StatusInternalServerError // 1011: the snapshot could not be read
+	closeServiceRestart = ws.StatusCode(1012)          // this replica is going away
+	closeTryAgainLater  = ws.StatusCode(1013)          // the client is too slow
+)
+
+// message is one status, encoded once for every connection that sends it.
+type message struct {
+	seq      int64
+	at       time.Time
+	terminal bool
+	live     bool   // from Publish, rather than a database read
+	frame    []byte // the WebSocket text frame
+	event    []byte // the Server-Sent Events event
+}
+
+func newMessage(c status.Change, live bool) *message {
+	body := c.Message()
+	ev := make([]byte, 0, len(body)+32)
+	ev = append(ev, "id: "...)
+	ev = strconv.AppendInt(ev, c.Seq, 10)
+	ev = append(ev, "\ndata: "...)
+	ev = append(ev, body...)
+	ev = append(ev, "\n\n"...)
+	return &message{seq: c.Seq, at: c.At, terminal: c.Terminal(), live: live, frame: serverFrame(ws.OpText, body), event: ev}
+}
+
+// item is one entry of a connection's send queue: a status, or (WebSocket
+// only) a control frame.
+type item struct {
+	msg     *message
+	kind    itemKind
+	payload []byte // of a pong
+}
+
+type itemKind uint8
+
+const (
+	kindStatus itemKind = iota
+	kindPing
+	kindPong
+)
+
+// conn is one client watching one order. Its send queue is filled by
+// Publish and the heartbeat, and emptied by one writer at a time: for a
+// WebSocket a goroutine started when there is something to send, for an
+// event stream the request's own goroutine.
+type conn struct {
+	hub   *Hub
+	order string
+	key   string
+	tr    transport
+
+	nc   net.Conn      // WebSocket: the hijacked connection
+	sse  *sseSink      // event stream: the response
+	kick chan struct{} // event stream: wakes the request's goroutine
+
+	lastRead  atomic.Int64 // unix nanoseconds of the client's last frame
+	lastWrite atomic.Int64 // unix nanoseconds of our last write
+
+	mu        sync.Mutex
+	queue     []item
+	last      int64         // highest seq sent (or, before the snapshot, the client's since)
+	live      bool          // the snapshot is out: queued changes may flow
+	busy      bool          // a WebSocket writer is running (or the snapshot is being sent)
+	closeCode ws.StatusCode // a close was asked for; nothing else is sent
+	closeEcho bool          // the close answers the client's: cut the connection after it
+	closeSent bool
+	readerDone bool // a WebSocket's reader has stopped; the writer cuts the connection after its close
+	gone      bool // aborted and removed from the hub
+}
+
+// offer queues it and wakes the writer. A full queue closes the connection
+// with 1013 instead: the client is too slow, and will resume with since.
+func (c *conn) offer(it item) {
+	c.mu.Lock()
+	if c.closeCode != 0 || c.gone {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) >= c.hub.o.SendQueue {
+		c.mu.Unlock()
+		c.hub.m.dropped(c.tr)
+		c.hub.o.Log.Info("client too slow for its send queue; closing", "order_id", c.order, "transport", c.tr.String(), "queue", c.hub.o.SendQueue)
+		c.requestClose(closeTryAgainLater, false)
+		return
+	}
+	c.queue = append(c.queue, it)
+	wake := c.startWriterLocked()
+	c.mu.Unlock()
+	if wake {
+		c.wake()
+	}
+}
+
+// requestClose asks for the connection to close with code, dropping what
+// is still queued. echo marks the answer to a client's close.
+func (c *conn) requestClose(code ws.StatusCode, echo bool) {
+	c.mu.Lock()
+	if c.closeCode != 0 || c.gone {
+		c.mu.Unlock()
+		return
+	}
+	c.closeCode, c.closeEcho, c.queue = code, echo, nil
+	wake := c.startWriterLocked()
+	c.mu.Unlock()
+	if wake {
+		c.wake()
+	}
+}
+
+// startWriterLocked reports whether the writer must be woken, and for a
+// WebSocket marks it running. Until the snapshot is out, the goroutine
+// sending it is the writer and picks the queue up after it.
+func (c *conn) startWriterLocked() bool {
+	if !c.live {
+		return false
+	}
+	if c.tr == transportSSE {
+		return true
+	}
+	if c.busy {
+		return false
+	}
+	c.busy = true
+	return true
+}
+
+func (c *conn) wake() {
+	if c.tr == transportSSE {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	go c.writeLoop()
+}
+
+// pop returns the next item to write, skipping statuses at or below the
+// last seq sent, or the close code to send. ok is false when there is
+// nothing to do; a WebSocket writer then stops (and busy is cleared unless
+// the close went out).
+func (c *conn) pop() (it item, code ws.StatusCode, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		switch {
+		case c.gone || c.closeSent:
+			return item{}, 0, false
+		case c.closeCode != 0:
+			c.closeSent = true
+			return item{}, c.closeCode, true
+		case len(c.queue) == 0:
+			c.queue = nil // an idle connection holds no queue
+			c.busy = false
+			return item{}, 0, false
+		}
+		it = c.queue[0]
+		c.queue[0] = item{}
+		c.queue = c.queue[1:]
+		if it.msg != nil && it.msg.seq <= c.last {
+			continue // already sent, by the snapshot or another path
+		}
+		return it, 0, true
+	}
+}
+
+// lastSent returns the highest seq sent.
+func (c *conn) lastSent() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// sent records that m went out; after a terminal status it asks for the
+// normal close.
+func (c *conn) sent(m *message) {
+	c.mu.Lock()
+	c.last = max(c.last, m.seq)
+	c.mu.Unlock()
+	c.hub.m.sent(c.tr, m)
+	if m.terminal {
+		c.requestClose(closeNormal, false)
+	}
+}
+
+// statuses returns what to send for m: m itself, preceded by the stored
+// statuses between the last one sent and m when m skips some (a change
+// still in retry on this replica, or handled by another replica first).
+func (c *conn) statuses(ctx context.Context, m *message) []*message {
+	last := c.lastSent()
+	if m.seq <= last+1 {
+		return []*message{m}
+	}
+	gap, err := c.hub.feed(ctx, c.order, last, m.seq)
+	if err != nil {
+		// Sending m anyway beats holding the client back; it can ask for
+		// the rest with since.
+		c.hub.o.Log.Warn("could not fill a gap in an order's statuses", "order_id", c.order, "after", last, "before", m.seq, "err", err)
+	}
+	return append(gap, m)
+}
+
+// abort cuts the connection without ceremony and forgets it.
+func (c *conn) abort() {
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return
+	}
+	c.gone, c.queue = true, nil
+	c.mu.Unlock()
+	if c.nc != nil {
+		_ = c.nc.Close()
+	}
+	c.hub.remove(c)
+}

@@ -1,0 +1,356 @@
+// Package live streams order statuses to shoppers over WebSocket and
+// Server-Sent Events.
+//
+// A Hub knows, per order, the connections watching it. The consumer calls
+// Publish after each status change has committed; the hub hands the change
+// to every connection of the order. Each connection subscribes before it
+// reads its snapshot from the database (the current status, or the feed
+// after a given seq), and drops anything at or below the last seq it sent,
+// so a change that lands between the two is sent exactly once.
+//
+// Idle WebSocket connections are cheap: no buffered reader or writer is
+// kept, nothing is queued, and a writer goroutine exists only while there
+// is something to write (see docs/decisions/0008-live-tracking.md).
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/orderly/orderly/services/notification/status"
+)
+
+// Store is what connections read their snapshot from.
+type Store interface {
+	// Current returns the latest status of an order, or an error wrapping
+	// status.ErrUnknownOrder when there is none yet.
+	Current(ctx context.Context, orderID string) (status.Change, error)
+	// Since returns the statuses of an order with a seq above since,
+	// oldest first.
+	Since(ctx context.Context, orderID string, since int64) ([]status.Change, error)
+}
+
+// Refusals: a connection that gets one of these was not accepted, and
+// nothing was written to the client yet.
+var (
+	// ErrTooManyForOrder means the order already has MaxPerOrder watchers.
+	ErrTooManyForOrder = errors.New("too many connections for this order")
+	// ErrTooManyForCustomer means the caller already has MaxPerCustomer
+	// connections.
+	ErrTooManyForCustomer = errors.New("too many connections for this customer")
+	// ErrShuttingDown means the hub no longer takes connections.
+	ErrShuttingDown = errors.New("the service is shutting down")
+	// ErrNotWebSocket means the request is not a valid WebSocket
+	// handshake (RFC 6455, section 4.2.1).
+	ErrNotWebSocket = errors.New("not a WebSocket handshake")
+)
+
+// Options configure a Hub. Zero values take the defaults in brackets.
+type Options struct {
+	// Store gives each connection its snapshot. Required.
+	Store Store
+	// MaxPerOrder [20] and MaxPerCustomer [50] cap the connections open at
+	// once on this replica.
+	MaxPerOrder, MaxPerCustomer int
+	// SendQueue [32] bounds the messages waiting for one connection; a
+	// client that lets it overflow is disconnected (WebSocket close code
+	// 1013) and resumes with since.
+	SendQueue int
+	// Heartbeat [25s] is how often an idle WebSocket is pinged; a client
+	// silent for three heartbeats is dropped.
+	Heartbeat time.Duration
+	// SSEHeartbeat [15s] is how often an idle event stream gets a comment
+	// line.
+	SSEHeartbeat time.Duration
+	// SSERetry [2s] is the reconnection delay suggested to EventSource
+	// clients (the "retry:" field).
+	SSERetry time.Duration
+	// WriteTimeout [10s] bounds one write to a client.
+	WriteTimeout time.Duration
+	// CloseWait [5s] is how long a closing WebSocket waits for the
+	// client's close frame before the TCP connection is closed.
+	CloseWait time.Duration
+	// Log receives connection errors. Required.
+	Log *slog.Logger
+	// Meter records the hub's metrics; nil records nothing.
+	Meter metric.Meter
+}
+
+// Hub holds the live connections of this replica, by order.
+type Hub struct {
+	o Options
+	m metrics
+
+	mu      sync.Mutex
+	orders  map[string][]*conn
+	perKey  map[string]int
+	conns   map[*conn]struct{}
+	closing bool
+	drained chan struct{} // closed when closing and conns is empty
+}
+
+// NewHub returns a hub with o's settings. It returns an error when a
+// required option is missing or a metric cannot be created.
+func NewHub(o Options) (*Hub, error) {
+	if o.Store == nil || o.Log == nil {
+		return nil, errors.New("live: NewHub needs a Store and a Log")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxPerOrder, 20)
+	def(&o.MaxPerCustomer, 50)
+	def(&o.SendQueue, 32)
+	defDur(&o.Heartbeat, 25*time.Second)
+	defDur(&o.SSEHeartbeat, 15*time.Second)
+	defDur(&o.SSERetry, 2*time.Second)
+	defDur(&o.WriteTimeout, 10*time.Second)
+	defDur(&o.CloseWait, 5*time.Second)
+	if o.Meter == nil {
+		o.Meter = noop.NewMeterProvider().Meter("")
+	}
+	m, err := newMetrics(o.Meter)
+	if err != nil {
+		return nil, err
+	}
+	return &Hub{
+		o:       o,
+		m:       m,
+		orders:  map[string][]*conn{},
+		perKey:  map[string]int{},
+		conns:   map[*conn]struct{}{},
+		drained: make(chan struct{}),
+	}, nil
+}
+
+// Watch is one client's request to follow an order.
+type Watch struct {
+	// OrderID is the order to follow (a canonical UUID).
+	OrderID string
+	// Key identifies whose connection this is, for MaxPerCustomer: the
+	// customer id, or anything that groups a caller's connections.
+	Key string
+	// Since is the last seq the client has; the snapshot is every status
+	// after it. Negative means the client has nothing: the snapshot is
+	// the current status alone.
+	Since int64
+}
+
+// Stats counts the open connections of this replica.
+type Stats struct {
+	WebSocket, SSE int
+}
+
+// Stats returns how many connections are open now.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var s Stats
+	for c := range h.conns {
+		if c.tr == transportWS {
+			s.WebSocket++
+		} else {
+			s.SSE++
+		}
+	}
+	return s
+}
+
+// Publish hands c to every connection watching its order on this replica.
+// Call it after c has committed to the database, so that a connection
+// whose snapshot missed it gets it here. It never blocks on a client.
+func (h *Hub) Publish(c status.Change) {
+	h.mu.Lock()
+	targets := slices.Clone(h.orders[c.OrderID])
+	h.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	m := newMessage(c, true)
+	for _, t := range targets {
+		t.offer(item{msg: m})
+	}
+}
+
+// subscribe registers a connection for w before anything is written to
+// the client, so that it misses no change published from now on.
+func (h *Hub) subscribe(w Watch, tr transport) (*conn, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closing:
+		return nil, ErrShuttingDown
+	case len(h.orders[w.OrderID]) >= h.o.MaxPerOrder:
+		h.m.refused(tr, "per_order_limit")
+		return nil, ErrTooManyForOrder
+	case h.perKey[w.Key] >= h.o.MaxPerCustomer:
+		h.m.refused(tr, "per_customer_limit")
+		return nil, ErrTooManyForCustomer
+	}
+	now := time.Now().UnixNano()
+	c := &conn{hub: h, order: w.OrderID, key: w.Key, tr: tr, last: max(w.Since, 0), busy: true}
+	c.lastRead.Store(now)
+	c.lastWrite.Store(now)
+	if tr == transportSSE {
+		c.kick = make(chan struct{}, 1)
+	}
+	h.orders[w.OrderID] = append(h.orders[w.OrderID], c)
+	h.perKey[w.Key]++
+	h.conns[c] = struct{}{}
+	h.m.opened(tr, 1)
+	return c, nil
+}
+
+// remove forgets c; it is called once per connection.
+func (h *Hub) remove(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.conns[c]; !ok {
+		return
+	}
+	delete(h.conns, c)
+	subs := h.orders[c.order]
+	if i := slices.Index(subs, c); i >= 0 {
+		subs[i] = subs[len(subs)-1]
+		subs[len(subs)-1] = nil
+		subs = subs[:len(subs)-1]
+	}
+	if len(subs) == 0 {
+		delete(h.orders, c.order)
+	} else {
+		h.orders[c.order] = subs
+	}
+	if h.perKey[c.key]--; h.perKey[c.key] <= 0 {
+		delete(h.perKey, c.key)
+	}
+	h.m.opened(c.tr, -1)
+	if h.closing && len(h.conns) == 0 {
+		close(h.drained)
+	}
+}
+
+// all returns the open connections.
+func (h *Hub) all() []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Shutdown stops taking connections and asks every open one to close:
+// WebSockets with close code 1012 (service restart), event streams by
+// ending the response. Clients reconnect, to another replica, with since.
+// It returns at once; Run waits for the connections to be gone. Register
+// it with boot's OnHTTPShutdown.
+func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	if !h.closing {
+		h.closing = true
+		if len(h.conns) == 0 {
+			close(h.drained)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range h.all() {
+		c.requestClose(closeServiceRestart, false)
+	}
+}
+
+// Run sends WebSocket heartbeats and drops clients that stopped answering
+// them, until ctx ends. It then shuts the hub down (if Shutdown was not
+// called yet) and waits, for at most CloseWait plus WriteTimeout, for the
+// connections to close; the rest are cut. It returns nil.
+func (h *Hub) Run(ctx context.Context) error {
+	tick := time.NewTicker(max(h.o.Heartbeat/5, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			h.heartbeat(time.Now())
+		case <-ctx.Done():
+			h.Shutdown()
+			select {
+			case <-h.drained:
+			case <-time.After(h.o.CloseWait + h.o.WriteTimeout):
+				left := h.all()
+				h.o.Log.Warn("live connections still open after the close grace; cutting them", "connections", len(left))
+				for _, c := range left {
+					c.abort()
+				}
+			}
+			return nil
+		}
+	}
+}
+
+// heartbeat pings every WebSocket that has not been written to for a
+// heartbeat, and drops those whose client has been silent for three.
+func (h *Hub) heartbeat(now time.Time) {
+	idle := now.Add(-h.o.Heartbeat).UnixNano()
+	dead := now.Add(-3 * h.o.Heartbeat).UnixNano()
+	for _, c := range h.all() {
+		if c.tr != transportWS {
+			continue
+		}
+		switch {
+		case c.lastRead.Load() < dead:
+			h.o.Log.Debug("websocket client stopped answering pings; dropping it", "order_id", c.order)
+			c.abort()
+		case c.lastWrite.Load() < idle:
+			c.offer(item{kind: kindPing})
+		}
+	}
+}
+
+// snapshot reads what a new connection sends first: the feed after
+// w.Since, or the current status when Since is negative.
+func (h *Hub) snapshot(ctx context.Context, w Watch) ([]*message, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if w.Since < 0 {
+		cur, err := h.o.Store.Current(ctx, w.OrderID)
+		if errors.Is(err, status.ErrUnknownOrder) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("live: snapshot of %s: %w", w.OrderID, err)
+		}
+		return []*message{newMessage(cur, false)}, nil
+	}
+	return h.feed(ctx, w.OrderID, w.Since, 0)
+}
+
+// feed returns the stored statuses of order after since and, when before
+// is positive, below before.
+func (h *Hub) feed(ctx context.Context, order string, since, before int64) ([]*message, error) {
+	rows, err := h.o.Store.Since(ctx, order, since)
+	if err != nil {
+		return nil, fmt.Errorf("live: feed of %s since %d: %w", order, since, err)
+	}
+	out := make([]*message, 0, len(rows))
+	for _, r := range rows {
+		if before > 0 && r.Seq >= before {
+			break
+		}
+		out = append(out, newMessage(r, false))
+	}
+	return out, nil
+}

@@ -1,0 +1,157 @@
+package live_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/notification/live"
+)
+
+// The idle-connection memory test runs its clients in a child process (this
+// test binary again, with memClientEnv set), so that the server's RSS holds
+// only the server's side of each connection.
+const memClientEnv = "LIVE_MEMORY_CLIENT_ADDR"
+
+// TestMemoryClient is the child: it opens the connections and holds them
+// until its stdin closes. It does nothing in a normal run.
+func TestMemoryClient(t *testing.T) {
+	addr := os.Getenv(memClientEnv)
+	if addr == "" {
+		t.Skip("helper process for TestIdleWebSocketMemory")
+	}
+	n, _ := strconv.Atoi(os.Getenv("LIVE_MEMORY_CLIENT_N"))
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		c, _, _, err := ws.Dial(context.Background(), fmt.Sprintf("ws://%s/ws/%d", addr, i))
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	fmt.Println("ready")
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// TestIdleWebSocketMemory measures what an idle WebSocket costs the server:
+// RSS after GC with N connections open, minus before, over N. The budget is
+// 10 KiB per connection (docs/decisions/0008-live-tracking.md);
+// LIVE_MEMORY_N changes N (default 2000).
+func TestIdleWebSocketMemory(t *testing.T) {
+	if os.Getenv(memClientEnv) != "" {
+		t.Skip("in the helper process")
+	}
+	n := 2000
+	if v := os.Getenv("LIVE_MEMORY_N"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	log := slog.New(slog.DiscardHandler)
+	hub, err := live.NewHub(live.Options{Store: newMemStore(), Log: log, MaxPerCustomer: n + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Get("/ws/{i}", func(w http.ResponseWriter, req *http.Request) {
+		i := strings.TrimPrefix(req.URL.Path, "/ws/")
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012s", i)
+		if err := hub.ServeWS(w, req, live.Watch{OrderID: id, Key: "load", Since: -1}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})
+	srv, err := httpx.Serve(context.Background(), "127.0.0.1:0", r, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- hub.Run(hubCtx) }()
+	t.Cleanup(func() { stopHub(); <-hubDone })
+
+	// Warm up the server's code paths (first request, otel, pools) so they
+	// are not counted as per-connection cost.
+	warm(t, srv.Addr())
+	before := rss(t)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryClient$", "-test.v")
+	cmd.Env = append(os.Environ(), memClientEnv+"="+srv.Addr(), "LIVE_MEMORY_CLIENT_N="+strconv.Itoa(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() && lines.Text() != "ready" {
+	}
+	eventually(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
+	after := rss(t)
+	perConn := float64(after-before) / float64(n) / 1024
+	t.Logf("%d idle WebSocket connections: RSS %d KiB before, %d KiB after GC: %.2f KiB per connection (goroutines %d)",
+		n, before/1024, after/1024, perConn, runtime.NumGoroutine())
+	if perConn > 10 {
+		t.Errorf("an idle WebSocket costs %.2f KiB of RSS, budget 10 KiB", perConn)
+	}
+}
+
+// warm opens and closes a few connections.
+func warm(t *testing.T, addr string) {
+	t.Helper()
+	for i := range 20 {
+		c, _, _, err := ws.Dial(context.Background(), fmt.Sprintf("ws://%s/ws/w%d", addr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+	}
+}
+
+// rss returns the process's resident set size after a full GC that also
+// returned freed memory to the system.
+func rss(t *testing.T) int64 {
+	t.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	t.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}

@@ -1,0 +1,120 @@
+// Package postgres stores what the notification service knows about orders:
+// the latest status of each (order_status) and every status it went through
+// (status_feed). All replicas of the service share these tables, which is
+// what lets a shopper reconnect to any replica and lose nothing.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderly/orderly/migrations"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/services/notification/status"
+)
+
+// Migration is the service's own migration set (its database also carries
+// boot.Messaging, for the inbox).
+var Migration = pg.Migration{FS: migrations.Notification, Table: "goose_notification"}
+
+// Store reads and writes the status tables.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Store on pool, whose database has migrations.Notification
+// applied.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Apply records c in tx, idempotently: the feed keeps the first copy of each
+// (order, seq), and the latest status moves only to a higher seq, so a
+// redelivered or late change leaves both as they were. It reports whether
+// c became the order's latest status.
+func Apply(ctx context.Context, tx pgx.Tx, c status.Change) (latest bool, err error) {
+	const feed = `
+INSERT INTO status_feed (order_id, seq, status, reason, at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)
+ON CONFLICT (order_id, seq) DO NOTHING`
+	if _, err := tx.Exec(ctx, feed, c.OrderID, c.Seq, c.Status, c.Reason, c.At); err != nil {
+		return false, fmt.Errorf("postgres: insert feed %s/%d: %w", c.OrderID, c.Seq, err)
+	}
+	const upsert = `
+INSERT INTO order_status AS s (order_id, customer_id, status, reason, seq, at)
+VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6)
+ON CONFLICT (order_id) DO UPDATE
+SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, reason = EXCLUDED.reason,
+    seq = EXCLUDED.seq, at = EXCLUDED.at, updated_at = now()
+WHERE s.seq < EXCLUDED.seq`
+	tag, err := tx.Exec(ctx, upsert, c.OrderID, c.CustomerID, c.Status, c.Reason, c.Seq, c.At)
+	if err != nil {
+		return false, fmt.Errorf("postgres: upsert status %s/%d: %w", c.OrderID, c.Seq, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Current returns the latest status of order id, with its customer. It
+// returns status.ErrUnknownOrder when the service has not heard of the order.
+func (s *Store) Current(ctx context.Context, id string) (status.Change, error) {
+	const q = `SELECT customer_id, status, coalesce(reason, ''), seq, at FROM order_status WHERE order_id = $1`
+	c := status.Change{OrderID: id}
+	err := s.pool.QueryRow(ctx, q, id).Scan(&c.CustomerID, &c.Status, &c.Reason, &c.Seq, &c.At)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return status.Change{}, status.ErrUnknownOrder
+	}
+	if err != nil {
+		return status.Change{}, fmt.Errorf("postgres: current status of %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// Since returns the statuses of order id with a seq above since, oldest
+// first (no customer id: the feed does not repeat it). An unknown order
+// has none.
+func (s *Store) Since(ctx context.Context, id string, since int64) ([]status.Change, error) {
+	const q = `
+SELECT seq, status, coalesce(reason, ''), at FROM status_feed
+WHERE order_id = $1 AND seq > $2 ORDER BY seq`
+	rows, err := s.pool.Query(ctx, q, id, since)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: feed of %s since %d: %w", id, since, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (status.Change, error) {
+		c := status.Change{OrderID: id}
+		err := r.Scan(&c.Seq, &c.Status, &c.Reason, &c.At)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: feed of %s since %d: %w", id, since, err)
+	}
+	return out, nil
+}
+
+// PurgeFinished deletes orders that reached delivered or cancelled more
+// than retention ago, with their feed, a chunk at a time. It returns how
+// many orders it deleted.
+func (s *Store) PurgeFinished(ctx context.Context, retention time.Duration) (int64, error) {
+	const q = `
+WITH gone AS (
+  DELETE FROM order_status WHERE order_id IN (
+    SELECT order_id FROM order_status
+    WHERE status IN ('delivered', 'cancelled') AND updated_at < now() - $1::interval
+    LIMIT 1000)
+  RETURNING order_id)
+, feed AS (DELETE FROM status_feed WHERE order_id IN (SELECT order_id FROM gone))
+SELECT count(*) FROM gone`
+	var total int64
+	for {
+		var n int64
+		if err := s.pool.QueryRow(ctx, q, retention).Scan(&n); err != nil {
+			return total, fmt.Errorf("postgres: purge finished orders: %w", err)
+		}
+		total += n
+		if n < 1000 {
+			return total, nil
+		}
+	}
+}
