@@ -93,16 +93,16 @@ type conn struct {
 	lastRead  atomic.Int64 // unix nanoseconds of the client's last frame
 	lastWrite atomic.Int64 // unix nanoseconds of our last write
 
-	mu        sync.Mutex
-	queue     []item
-	last      int64         // highest seq sent (or, before the snapshot, the client's since)
-	live      bool          // the snapshot is out: queued changes may flow
-	busy      bool          // a WebSocket writer is running (or the snapshot is being sent)
-	closeCode ws.StatusCode // a close was asked for; nothing else is sent
-	closeEcho bool          // the close answers the client's: cut the connection after it
-	closeSent bool
+	mu         sync.Mutex
+	queue      []item
+	last       int64         // highest seq sent (or, before the snapshot, the client's since)
+	live       bool          // the snapshot is out: queued changes may flow
+	busy       bool          // a WebSocket writer is running (or the snapshot is being sent)
+	closeCode  ws.StatusCode // a close was asked for; nothing else is sent
+	closeEcho  bool          // the close answers the client's: cut the connection after it
+	closeSent  bool
 	readerDone bool // a WebSocket's reader has stopped; the writer cuts the connection after its close
-	gone      bool // aborted and removed from the hub
+	gone       bool // aborted and removed from the hub
 }
 
 // offer queues it and wakes the writer. A full queue closes the connection

@@ -282,4 +282,3 @@ var closeFrames = func() map[ws.StatusCode][]byte {
 	}
 	return m
 }()
-
