@@ -128,6 +128,9 @@ func NewHub(o Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, tr := range []transport{transportWS, transportSSE} {
+		m.opened(tr, 0) // so that the gauge reads 0 rather than nothing
+	}
 	return &Hub{
 		o:       o,
 		m:       m,

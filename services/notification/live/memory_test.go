@@ -58,6 +58,9 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	if os.Getenv(memClientEnv) != "" {
 		t.Skip("in the helper process")
 	}
+	if raceEnabled {
+		t.Skip("the race detector multiplies memory use; measured in the normal run")
+	}
 	n := 2000
 	if v := os.Getenv("LIVE_MEMORY_N"); v != "" {
 		n, _ = strconv.Atoi(v)

@@ -1,24 +1,44 @@
-// Command notification runs Orderly's notification service: live order status for shoppers over WebSocket, Server-Sent Events and a tracking page.
+// Command notification runs Orderly's notification service: live order
+// status for shoppers over WebSocket, Server-Sent Events and a tracking
+// page (docs/decisions/0008-live-tracking.md).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8083, DATABASE_URL to the orderly_notification database) and stops
-// gracefully on SIGTERM or SIGINT. A configuration or start-up error is
-// printed as one line on stderr and exits with status 1.
+// defaults to :8083, DATABASE_URL to the orderly_notification database),
+// plus NOTIFICATION_INSTANCE_ID (hostname-pid), NOTIFICATION_ALLOWED_ORIGINS
+// (http://localhost:8083,http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER
+// (20), NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
+// NOTIFICATION_HEARTBEAT (25s), NOTIFICATION_SSE_HEARTBEAT (15s),
+// NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h) and
+// CONSUMER_WORKERS (4). It stops gracefully on SIGTERM or SIGINT, closing
+// its WebSockets with 1012. A configuration or start-up error is printed as
+// one line on stderr and exits with status 1.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/rabbit"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/notification/consume"
+	"github.com/orderly/orderly/services/notification/httpapi"
+	"github.com/orderly/orderly/services/notification/live"
+	"github.com/orderly/orderly/services/notification/postgres"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx)
+	err := run(ctx, os.Environ())
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "notification:", boot.OneLine(err))
@@ -26,20 +46,181 @@ func main() {
 	}
 }
 
+// config is the notification service's configuration: the shared settings
+// and its own.
+type config struct {
+	boot.Config
+	// InstanceID names this replica's own queue,
+	// notification.status.<instance>; it defaults to hostname-pid. A
+	// stable id per replica slot (a StatefulSet pod name) lets a restarted
+	// replica pick up its queue again.
+	InstanceID string `env:"NOTIFICATION_INSTANCE_ID"`
+	// AllowedOrigins may open streams from a browser, besides the
+	// service's own origin.
+	AllowedOrigins []string `env:"NOTIFICATION_ALLOWED_ORIGINS" envDefault:"http://localhost:8083,http://127.0.0.1:8083" envSeparator:","`
+	// MaxPerOrder and MaxPerCustomer cap the streams open at once on this
+	// replica.
+	MaxPerOrder    int `env:"NOTIFICATION_MAX_PER_ORDER" envDefault:"20"`
+	MaxPerCustomer int `env:"NOTIFICATION_MAX_PER_CUSTOMER" envDefault:"50"`
+	// SendQueue bounds the messages waiting for one client.
+	SendQueue int `env:"NOTIFICATION_SEND_QUEUE" envDefault:"32"`
+	// Heartbeat is the WebSocket ping interval; SSEHeartbeat the event
+	// stream's comment interval.
+	Heartbeat    time.Duration `env:"NOTIFICATION_HEARTBEAT" envDefault:"25s"`
+	SSEHeartbeat time.Duration `env:"NOTIFICATION_SSE_HEARTBEAT" envDefault:"15s"`
+	// WriteTimeout bounds one write to a client.
+	WriteTimeout time.Duration `env:"NOTIFICATION_WRITE_TIMEOUT" envDefault:"10s"`
+	// Retention is how long a delivered or cancelled order stays
+	// watchable.
+	Retention time.Duration `env:"NOTIFICATION_RETENTION" envDefault:"720h"`
+	// Workers handle each queue's messages concurrently; messages of one
+	// order always go to the same worker.
+	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
+}
+
+// instanceID is what a queue name may carry.
+var instanceID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+
+// loadConfig reads the configuration from environ. It returns an error
+// naming every invalid variable.
+func loadConfig(environ []string) (config, error) {
+	base, err := boot.LoadConfig(environ, "notification", ":8083")
+	if err != nil {
+		return config{}, err
+	}
+	cfg := config{Config: base}
+	if err := boot.Parse(environ, &cfg); err != nil {
+		return config{}, err
+	}
+	if cfg.InstanceID == "" {
+		host, _ := os.Hostname()
+		cfg.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	var msgs []string
+	bad := func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) }
+	if !instanceID.MatchString(cfg.InstanceID) {
+		bad("NOTIFICATION_INSTANCE_ID: %q must be 1 to 100 letters, digits, '.', '_' or '-'", cfg.InstanceID)
+	}
+	for i, o := range cfg.AllowedOrigins {
+		o = strings.TrimSpace(o)
+		cfg.AllowedOrigins[i] = o
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			bad("NOTIFICATION_ALLOWED_ORIGINS: %q is not an origin (scheme://host[:port])", o)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"NOTIFICATION_MAX_PER_ORDER", cfg.MaxPerOrder}, {"NOTIFICATION_MAX_PER_CUSTOMER", cfg.MaxPerCustomer}, {"NOTIFICATION_SEND_QUEUE", cfg.SendQueue}} {
+		if n.v < 1 {
+			bad("%s: must be positive", n.name)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"NOTIFICATION_HEARTBEAT", cfg.Heartbeat}, {"NOTIFICATION_SSE_HEARTBEAT", cfg.SSEHeartbeat}, {"NOTIFICATION_WRITE_TIMEOUT", cfg.WriteTimeout}, {"NOTIFICATION_RETENTION", cfg.Retention}} {
+		if d.v <= 0 {
+			bad("%s: must be positive", d.name)
+		}
+	}
+	if cfg.Workers < 1 || cfg.Workers > 256 {
+		bad("CONSUMER_WORKERS: must be between 1 and 256")
+	}
+	if len(msgs) > 0 {
+		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+	}
+	return cfg, nil
+}
+
 // run wires the service and blocks until it has shut down. It returns nil
 // after a clean shutdown on ctx's end.
-func run(ctx context.Context) error {
-	cfg, err := boot.LoadConfig(os.Environ(), "notification", ":8083")
-	if err != nil {
-		return err
-	}
-	svc, err := boot.Start(ctx, cfg, boot.Messaging)
+func run(ctx context.Context, environ []string) error {
+	svc, err := start(ctx, environ)
 	if err != nil {
 		return err
 	}
 	defer svc.Close() // a no-op once Run has shut the service down
-
-	// The notification service publishes nothing, so it needs no outbox
-	// relay and declares no exchange of its own.
 	return svc.Run(ctx)
+}
+
+// start opens the service's resources and wires its parts, ready for Run.
+func start(ctx context.Context, environ []string) (*boot.Service, error) {
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, postgres.Migration)
+	if err != nil {
+		return nil, err
+	}
+	svc.Log.InfoContext(ctx, "notification settings",
+		"instance_id", cfg.InstanceID, "allowed_origins", cfg.AllowedOrigins,
+		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer, "send_queue", cfg.SendQueue,
+		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
+		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String(), "consumer_workers", cfg.Workers)
+	store := postgres.New(svc.Pool)
+
+	hub, err := live.NewHub(live.Options{
+		Store:          store,
+		MaxPerOrder:    cfg.MaxPerOrder,
+		MaxPerCustomer: cfg.MaxPerCustomer,
+		SendQueue:      cfg.SendQueue,
+		Heartbeat:      cfg.Heartbeat,
+		SSEHeartbeat:   cfg.SSEHeartbeat,
+		WriteTimeout:   cfg.WriteTimeout,
+		Log:            svc.Log.With("component", "live"),
+		Meter:          svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/notification"),
+	})
+	if err != nil {
+		_ = svc.Close()
+		return nil, err
+	}
+	// WebSockets and event streams are not requests the server waits for:
+	// the hub closes them when the server starts shutting down, and its
+	// worker waits for them to be gone.
+	svc.OnHTTPShutdown(hub.Shutdown)
+	svc.Go("live hub", hub.Run)
+
+	exchanges := []string{eventsv1.ExchangeOrder}
+	shared, own := consume.SharedQueue(), consume.InstanceQueue(cfg.InstanceID)
+	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{shared, own}}
+	svc.AddConsumer(&rabbit.Consumer{Queue: shared, Exchanges: exchanges, Handler: consume.Handler(svc.Pool, shared.Name, nil), Workers: cfg.Workers})
+	svc.AddConsumer(&rabbit.Consumer{Queue: own, Exchanges: exchanges, Handler: consume.Handler(svc.Pool, own.Name, hub), Workers: cfg.Workers})
+
+	purgeLog := svc.Log.With("component", "retention-purge")
+	svc.Go("retention purge", func(ctx context.Context) error {
+		return purgeEvery(ctx, store, cfg.Retention, time.Hour, purgeLog)
+	})
+
+	httpapi.New(httpapi.Options{
+		Hub:            hub,
+		Orders:         store,
+		Verifier:       cfg.Verifier(),
+		TrackingSecret: []byte(cfg.JWTSecret),
+		AllowedOrigins: cfg.AllowedOrigins,
+		RateLimitRPS:   cfg.RateLimitRPS,
+		Log:            svc.Log,
+	}).Routes(svc.Router)
+	return svc, nil
+}
+
+// purgeEvery deletes finished orders older than retention at start and then
+// every interval, until ctx ends; it returns nil. A failed purge is logged
+// and tried again at the next tick.
+func purgeEvery(ctx context.Context, store *postgres.Store, retention, interval time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := store.PurgeFinished(ctx, retention); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "purge of finished orders failed", "err", err)
+		} else if n > 0 {
+			log.InfoContext(ctx, "finished orders purged", "orders", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

@@ -1,0 +1,85 @@
+// Package httpapi is the notification service's HTTP API: live order
+// status over WebSocket (GET /v1/orders/{id}/ws) and Server-Sent Events
+// (GET /v1/orders/{id}/events), the shopper's tracking page (GET
+// /track/{id}, package web) and the contract (GET /openapi.yaml, the
+// service's openapi.yaml).
+//
+// A stream is authorized before anything is upgraded or streamed: the
+// order's tracking token, or a bearer JWT of the order's customer (or an
+// admin), as ?token= or Authorization: Bearer. A browser's Origin must be
+// in the allowed list. Every refusal is an RFC 9457 problem.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	notificationservice "github.com/orderly/orderly/services/notification"
+	"github.com/orderly/orderly/services/notification/live"
+	"github.com/orderly/orderly/services/notification/status"
+	"github.com/orderly/orderly/services/notification/web"
+)
+
+// Orders tells who an order belongs to; *postgres.Store is one.
+type Orders interface {
+	// Current returns the order's latest status (with its customer), or
+	// an error wrapping status.ErrUnknownOrder.
+	Current(ctx context.Context, orderID string) (status.Change, error)
+}
+
+// Options configure an API.
+type Options struct {
+	// Hub serves the streams. Required.
+	Hub *live.Hub
+	// Orders tells who owns an order. Required.
+	Orders Orders
+	// Verifier checks bearer JWTs. Required.
+	Verifier *authn.Verifier
+	// TrackingSecret checks tracking tokens (the AUTH_JWT_SECRET).
+	TrackingSecret []byte
+	// AllowedOrigins are the origins (scheme://host[:port]) whose pages
+	// may open a stream; a request without an Origin header (not from a
+	// browser) is not checked.
+	AllowedOrigins []string
+	// RateLimitRPS bounds new streams per client address and second (0
+	// turns it off).
+	RateLimitRPS int
+	// Log gets refusals and 5xx errors. Required.
+	Log *slog.Logger
+}
+
+// API serves the notification endpoints.
+type API struct {
+	o       Options
+	origins map[string]bool
+}
+
+// New returns the API configured by o.
+func New(o Options) *API {
+	origins := make(map[string]bool, len(o.AllowedOrigins))
+	for _, s := range o.AllowedOrigins {
+		origins[s] = true
+	}
+	return &API{o: o, origins: origins}
+}
+
+// Routes adds the whole API to r.
+func (a *API) Routes(r chi.Router) {
+	r.Get("/openapi.yaml", serveOpenAPI)
+	r.Handle("/track/*", web.Handler())
+	r.Group(func(r chi.Router) {
+		r.Use(httpx.RateLimit(a.o.RateLimitRPS, httpx.CallerKey))
+		r.Get("/v1/orders/{id}/ws", a.watchWS)
+		r.Get("/v1/orders/{id}/events", a.watchSSE)
+	})
+}
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(notificationservice.OpenAPI)
+}

@@ -1,0 +1,188 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/notification/live"
+	"github.com/orderly/orderly/services/notification/status"
+)
+
+// Problem types of the notification API, stable for clients to match on.
+var (
+	TypeOrderNotFound      = httpx.ProblemType("order-not-found")
+	TypeInvalidOrderID     = httpx.ProblemType("invalid-order-id")
+	TypeInvalidQuery       = httpx.ProblemType("invalid-query")
+	TypeForbiddenOrigin    = httpx.ProblemType("forbidden-origin")
+	TypeWebSocketRequired  = httpx.ProblemType("websocket-required")
+	TypeTooManyConnections = httpx.ProblemType("too-many-connections")
+	TypeShuttingDown       = httpx.ProblemType("shutting-down")
+)
+
+// Errors of the API; errorTable maps them, and the hub's refusals, to
+// problems.
+var (
+	errInvalidOrderID  = errors.New("order id must be a UUID")
+	errInvalidSince    = errors.New("since (or Last-Event-ID) must be a non-negative integer")
+	errForbiddenOrigin = errors.New("this origin may not open streams")
+	errOrderNotFound   = errors.New("order not found")
+)
+
+var errorTable = []httpx.ErrorMapping{
+	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: TypeInvalidOrderID, Title: "Invalid order id"},
+	{Err: errInvalidSince, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errForbiddenOrigin, Status: http.StatusForbidden, Type: TypeForbiddenOrigin, Title: "Origin not allowed"},
+	{Err: errOrderNotFound, Status: http.StatusNotFound, Type: TypeOrderNotFound, Title: "Order not found"},
+	{Err: live.ErrNotWebSocket, Status: http.StatusUpgradeRequired, Type: TypeWebSocketRequired, Title: "WebSocket handshake required"},
+	{Err: live.ErrTooManyForOrder, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
+	{Err: live.ErrTooManyForCustomer, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
+	{Err: live.ErrShuttingDown, Status: http.StatusServiceUnavailable, Type: TypeShuttingDown, Title: "Shutting down"},
+}
+
+func (a *API) watchWS(w http.ResponseWriter, r *http.Request) {
+	watch, ok := a.authorize(w, r)
+	if !ok {
+		return
+	}
+	if err := a.o.Hub.ServeWS(w, r, watch); err != nil {
+		a.refuse(w, r, err)
+	}
+}
+
+func (a *API) watchSSE(w http.ResponseWriter, r *http.Request) {
+	watch, ok := a.authorize(w, r)
+	if !ok {
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		// An allowed page of another origin may read the stream.
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Add("Vary", "Origin")
+	}
+	if err := a.o.Hub.ServeSSE(w, r, watch); err != nil {
+		a.refuse(w, r, err)
+	}
+}
+
+// refuse writes the problem for err and logs the refusal.
+func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, live.ErrNotWebSocket):
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+	case errors.Is(err, live.ErrTooManyForOrder), errors.Is(err, live.ErrTooManyForCustomer), errors.Is(err, live.ErrShuttingDown):
+		w.Header().Set("Retry-After", "5")
+	}
+	a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
+	httpx.WriteError(w, r, a.o.Log, err, errorTable)
+}
+
+// authorize checks the request, in this order: the order id, the Origin,
+// the credentials (tracking token or JWT), then since. On failure it has
+// written the problem and returns false. A JWT may watch an order only
+// once this service knows the order and its customer, while a valid
+// tracking token may watch an order whose first status is still on its
+// way (it was just placed).
+func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, bool) {
+	raw := chi.URLParam(r, "id")
+	id, err := uuid.Parse(raw)
+	if err != nil || len(raw) != 36 {
+		a.refuse(w, r, errInvalidOrderID)
+		return live.Watch{}, false
+	}
+	watch := live.Watch{OrderID: id.String(), Since: -1}
+	if origin := r.Header.Get("Origin"); origin != "" && !a.origins[origin] && !sameOrigin(r, origin) {
+		a.refuse(w, r, errForbiddenOrigin)
+		return live.Watch{}, false
+	}
+
+	token, presented := credentials(r)
+	if token == "" {
+		a.o.Log.DebugContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", "no credentials", "presented", presented)
+		if presented {
+			authn.WriteUnauthorized(w, r)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="orderly"`)
+			httpx.WriteProblem(w, r, http.StatusUnauthorized, authn.TypeUnauthorized, "Unauthorized",
+				"a tracking token or bearer token is required (?token= or Authorization: Bearer)")
+		}
+		return live.Watch{}, false
+	}
+	cur, err := a.o.Orders.Current(r.Context(), watch.OrderID)
+	known := err == nil
+	if err != nil && !errors.Is(err, status.ErrUnknownOrder) {
+		httpx.WriteError(w, r, a.o.Log, err, errorTable)
+		return live.Watch{}, false
+	}
+	if strings.Count(token, ".") == 2 {
+		// A JWT: header.payload.signature.
+		claims, err := a.o.Verifier.Verify(token)
+		switch {
+		case err != nil:
+			a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
+			authn.WriteUnauthorized(w, r)
+			return live.Watch{}, false
+		case !known, !claims.IsAdmin() && claims.Subject != cur.CustomerID:
+			// Someone else's order is as good as missing.
+			a.refuse(w, r, errOrderNotFound)
+			return live.Watch{}, false
+		}
+		watch.Key = "sub:" + claims.Subject
+	} else {
+		if err := authn.VerifyTrackingToken(a.o.TrackingSecret, token, watch.OrderID); err != nil {
+			a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
+			authn.WriteUnauthorized(w, r)
+			return live.Watch{}, false
+		}
+		watch.Key = "order:" + watch.OrderID
+		if known {
+			watch.Key = "sub:" + cur.CustomerID
+		}
+	}
+
+	since := r.URL.Query().Get("since")
+	if since == "" {
+		since = r.Header.Get("Last-Event-ID")
+	}
+	if since != "" {
+		n, err := strconv.ParseInt(since, 10, 64)
+		if err != nil || n < 0 {
+			a.refuse(w, r, errInvalidSince)
+			return live.Watch{}, false
+		}
+		watch.Since = n
+	}
+	return watch, true
+}
+
+// credentials returns the token of the Authorization: Bearer header, else
+// of ?token=. presented reports whether any credentials were sent, so that
+// a malformed header gets "invalid" rather than "missing".
+func credentials(r *http.Request) (token string, presented bool) {
+	if len(r.Header.Values("Authorization")) > 0 {
+		t, ok := authn.BearerToken(r)
+		if !ok {
+			return "", true
+		}
+		return t, true
+	}
+	t := r.URL.Query().Get("token")
+	return t, t != ""
+}
+
+// sameOrigin reports whether origin is the service's own (the tracking
+// page it serves), whatever the configured list says.
+func sameOrigin(r *http.Request, origin string) bool {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	return r.Host != "" && strings.EqualFold(origin, scheme+"://"+r.Host)
+}
