@@ -1,7 +1,7 @@
 // Package httpapi is the notification service's HTTP API: live order
 // status over WebSocket (GET /v1/orders/{id}/ws) and Server-Sent Events
 // (GET /v1/orders/{id}/events), the shopper's tracking page (GET
-// /track/{id}, package web) and the contract (GET /openapi.yaml, the
+// /track/{id}, served by package web) and the contract (GET /openapi.yaml, the
 // service's openapi.yaml).
 //
 // A stream is authorized before anything is upgraded or streamed: the
@@ -22,7 +22,6 @@ import (
 	notificationservice "github.com/orderly/orderly/services/notification"
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/status"
-	"github.com/orderly/orderly/services/notification/web"
 )
 
 // Orders tells who an order belongs to; *postgres.Store is one.
@@ -49,6 +48,8 @@ type Options struct {
 	// RateLimitRPS bounds new streams per client address and second (0
 	// turns it off).
 	RateLimitRPS int
+	// Page, when set, serves the tracking page under /track/ (web.Handler).
+	Page http.Handler
 	// Log gets refusals and 5xx errors. Required.
 	Log *slog.Logger
 }
@@ -71,7 +72,9 @@ func New(o Options) *API {
 // Routes adds the whole API to r.
 func (a *API) Routes(r chi.Router) {
 	r.Get("/openapi.yaml", serveOpenAPI)
-	r.Handle("/track/*", web.Handler())
+	if a.o.Page != nil {
+		r.Handle("/track/*", a.o.Page)
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(httpx.RateLimit(a.o.RateLimitRPS, httpx.CallerKey))
 		r.Get("/v1/orders/{id}/ws", a.watchWS)
