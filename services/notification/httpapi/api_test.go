@@ -1,0 +1,346 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	notificationservice "github.com/orderly/orderly/services/notification"
+	"github.com/orderly/orderly/services/notification/httpapi"
+	"github.com/orderly/orderly/services/notification/live"
+	"github.com/orderly/orderly/services/notification/postgres"
+	"github.com/orderly/orderly/services/notification/status"
+)
+
+var secret = []byte("notification-test-secret-0123456789abcdef")
+
+const (
+	alicesOrder  = "0190a6b4-0000-7000-8000-00000000a11c"
+	bobsOrder    = "0190a6b4-0000-7000-8000-000000000b0b"
+	unknownOrder = "0190a6b4-0000-7000-8000-00000000dead"
+	allowed      = "https://shop.example"
+)
+
+type testServer struct {
+	tb     testing.TB
+	url    string
+	hub    *live.Hub
+	routes routers.Router
+}
+
+func newTestServer(tb testing.TB, o live.Options) *testServer {
+	tb.Helper()
+	pool, _ := pgtest.NewDB(tb, boot.Messaging, postgres.Migration)
+	store := postgres.New(pool)
+	ctx := context.Background()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []status.Change{
+		{OrderID: alicesOrder, CustomerID: "alice", Status: "pending", Seq: 1, At: at},
+		{OrderID: alicesOrder, CustomerID: "alice", Status: "reserved", Seq: 2, At: at.Add(time.Second)},
+		{OrderID: bobsOrder, CustomerID: "bob", Status: "cancelled", Reason: "payment_declined", Seq: 1, At: at},
+	} {
+		if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error { _, err := postgres.Apply(ctx, tx, c); return err }); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	o.Store, o.Log = store, log
+	hub, err := live.NewHub(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	httpapi.New(httpapi.Options{
+		Hub: hub, Orders: store, Verifier: authn.NewVerifier(secret, "", ""), TrackingSecret: secret,
+		AllowedOrigins: []string{allowed}, RateLimitRPS: 10000, Log: log,
+		Page: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "page") }),
+	}).Routes(r)
+	srv := httptest.NewServer(r)
+	tb.Cleanup(srv.Close)
+	hctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hub.Run(hctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return &testServer{tb: tb, url: srv.URL, hub: hub, routes: mustContract(tb)}
+}
+
+func mustContract(tb testing.TB) routers.Router {
+	tb.Helper()
+	openapi3filter.RegisterBodyDecoder("text/event-stream", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+		b, err := io.ReadAll(body)
+		return string(b), err
+	})
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(notificationservice.OpenAPI)
+	if err != nil {
+		tb.Fatalf("load openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		tb.Fatalf("openapi.yaml is invalid: %v", err)
+	}
+	doc.Servers = nil
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		tb.Fatalf("openapi router: %v", err)
+	}
+	return router
+}
+
+func tokenFor(tb testing.TB, subject, role string) string {
+	tb.Helper()
+	tok, err := authn.Issue(secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// attempt is one request to a stream endpoint.
+type attempt struct {
+	path   string            // after the base URL, with the query
+	header map[string]string // Authorization, Origin, Last-Event-ID…
+	ws     bool              // send a WebSocket handshake
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// do sends a; a refused request's response is checked against the
+// contract. An accepted stream is read until its first event (SSE) or
+// left at the 101 (WebSocket), then closed.
+func (s *testServer) do(a attempt) result {
+	s.tb.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, s.url+a.path, nil)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	for k, v := range a.header {
+		req.Header.Set(k, v)
+	}
+	if a.ws {
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.tb.Fatalf("GET %s: %v", a.path, err)
+	}
+	defer resp.Body.Close()
+	var body string
+	switch resp.StatusCode {
+	case http.StatusSwitchingProtocols:
+	case http.StatusOK:
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			sc := bufio.NewScanner(resp.Body)
+			var b strings.Builder
+			for sc.Scan() {
+				b.WriteString(sc.Text() + "\n")
+				if strings.HasPrefix(sc.Text(), "data: ") {
+					break
+				}
+			}
+			body = b.String()
+			break
+		}
+		fallthrough
+	default:
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		s.checkContract(req, resp, b)
+	}
+	return result{status: resp.StatusCode, header: resp.Header, body: body}
+}
+
+func (s *testServer) checkContract(req *http.Request, resp *http.Response, body []byte) {
+	s.tb.Helper()
+	route, params, err := s.routes.FindRoute(req)
+	if err != nil {
+		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
+		return
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+		Status:                 resp.StatusCode,
+		Header:                 resp.Header,
+		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	in.SetBodyBytes(body)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		s.tb.Errorf("GET %s → %d %s\ndoes not match openapi.yaml: %v", req.URL.Path, resp.StatusCode, body, err)
+	}
+}
+
+func problemType(tb testing.TB, r result) string {
+	tb.Helper()
+	var p httpx.Problem
+	if err := json.Unmarshal([]byte(r.body), &p); err != nil {
+		tb.Fatalf("not a problem: %s", r.body)
+	}
+	return strings.TrimPrefix(p.Type, httpx.ProblemBase)
+}
+
+func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{})
+	alice, bob, admin := tokenFor(t, "alice", ""), tokenFor(t, "bob", ""), tokenFor(t, "ops", authn.RoleAdmin)
+	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+	track := func(id string) string { return authn.NewTrackingToken(secret, id) }
+	forged := tokenFor(t, "alice", "")
+	forged = forged[:len(forged)-4] + "AAAA"
+
+	tests := []struct {
+		name     string
+		a        attempt
+		status   int
+		problem  string
+		firstSeq string
+	}{
+		{"no credentials", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true}, 401, "unauthorized", ""},
+		{"someone else's JWT", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: bearer(bob)}, 404, "order-not-found", ""},
+		{"another order's tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(bobsOrder), ws: true}, 401, "unauthorized", ""},
+		{"forged JWT", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + forged, ws: true}, 401, "unauthorized", ""},
+		{"garbage token", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=nope", ws: true}, 401, "unauthorized", ""},
+		{"malformed Authorization", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: map[string]string{"Authorization": "Basic abc"}}, 401, "unauthorized", ""},
+		{"JWT for an order not known yet", attempt{path: "/v1/orders/" + unknownOrder + "/ws", ws: true, header: bearer(alice)}, 404, "order-not-found", ""},
+		{"bad origin", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true, header: map[string]string{"Origin": "https://evil.example"}}, 403, "forbidden-origin", ""},
+		{"malformed id", attempt{path: "/v1/orders/not-a-uuid/ws?token=x", ws: true}, 400, "invalid-order-id", ""},
+		{"bad since", attempt{path: "/v1/orders/" + alicesOrder + "/ws?since=-1&token=" + track(alicesOrder), ws: true}, 400, "invalid-query", ""},
+		{"not a handshake", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder)}, 426, "websocket-required", ""},
+
+		{"owner's JWT", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: bearer(alice)}, 101, "", ""},
+		{"owner's JWT in the query", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + alice, ws: true}, 101, "", ""},
+		{"admin's JWT", attempt{path: "/v1/orders/" + bobsOrder + "/ws", ws: true, header: bearer(admin)}, 101, "", ""},
+		{"tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true, header: map[string]string{"Origin": allowed}}, 101, "", ""},
+		{"tracking token as bearer", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: bearer(track(alicesOrder))}, 101, "", ""},
+		{"tracking token, order not known yet", attempt{path: "/v1/orders/" + unknownOrder + "/ws?token=" + track(unknownOrder), ws: true}, 101, "", ""},
+
+		{"SSE without credentials", attempt{path: "/v1/orders/" + alicesOrder + "/events"}, 401, "unauthorized", ""},
+		{"SSE with a bad origin", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + track(alicesOrder), header: map[string]string{"Origin": "https://evil.example"}}, 403, "forbidden-origin", ""},
+		{"SSE with someone else's JWT", attempt{path: "/v1/orders/" + bobsOrder + "/events", header: bearer(alice)}, 404, "order-not-found", ""},
+		{"SSE with a tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + track(alicesOrder)}, 200, "", "id: 2"},
+		{"SSE from the service's own page", attempt{path: "/v1/orders/" + alicesOrder + "/events?since=0&token=" + track(alicesOrder), header: map[string]string{"Origin": s.url}}, 200, "", "id: 1"},
+		{"SSE resuming", attempt{path: "/v1/orders/" + alicesOrder + "/events", header: map[string]string{"Authorization": "Bearer " + alice, "Last-Event-ID": "1"}}, 200, "", "id: 2"},
+		{"SSE with a bad Last-Event-ID", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + track(alicesOrder), header: map[string]string{"Last-Event-ID": "x"}}, 400, "invalid-query", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.do(tt.a)
+			if r.status != tt.status {
+				t.Fatalf("status %d %s, want %d", r.status, r.body, tt.status)
+			}
+			if tt.problem != "" {
+				if got := problemType(t, r); got != tt.problem {
+					t.Errorf("problem type %q, want %q", got, tt.problem)
+				}
+				if r.header.Get("Upgrade") != "" && r.status != 426 {
+					t.Errorf("a refusal carries Upgrade: %v", r.header)
+				}
+			}
+			if tt.status == 401 && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("401 without a Bearer challenge: %v", r.header)
+			}
+			if tt.firstSeq != "" && !strings.Contains(r.body, tt.firstSeq+"\n") {
+				t.Errorf("stream %q does not start at %s", r.body, tt.firstSeq)
+			}
+		})
+	}
+	eventually(t, 5*time.Second, "every accepted stream to be released", func() bool {
+		st := s.hub.Stats()
+		return st.WebSocket+st.SSE == 0
+	})
+}
+
+func TestWebSocketThroughTheRouter(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + bobsOrder + "/ws?token=" + authn.NewTrackingToken(secret, bobsOrder)
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {allowed}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"status","order_id":"` + bobsOrder + `","status":"cancelled","reason":"payment_declined","seq":1,"at":"2026-03-01T12:00:00Z"}`
+	if string(b) != want {
+		t.Errorf("message = %s\nwant      %s", b, want)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Errorf("after the terminal status: %v, want close 1000", err)
+	}
+}
+
+func TestTooManyConnectionsIs429(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{MaxPerOrder: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder)
+	c, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	r := s.do(attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder), ws: true})
+	if r.status != http.StatusTooManyRequests || problemType(t, r) != "too-many-connections" || r.header.Get("Retry-After") == "" {
+		t.Errorf("second connection = %d %s %v, want 429 too-many-connections with Retry-After", r.status, r.body, r.header)
+	}
+}
+
+func TestOpenAPIAndPageAreServed(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{})
+	for path, want := range map[string]string{"/openapi.yaml": "openapi: 3.0.3", "/track/" + alicesOrder: "page"} {
+		resp, err := http.Get(s.url + path) //nolint:noctx // test
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), want) {
+			t.Errorf("GET %s = %d %.40q", path, resp.StatusCode, b)
+		}
+	}
+}
+
+func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
