@@ -34,6 +34,7 @@ import (
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/postgres"
+	"github.com/orderly/orderly/services/notification/web"
 )
 
 func main() {
@@ -200,6 +201,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		TrackingSecret: []byte(cfg.JWTSecret),
 		AllowedOrigins: cfg.AllowedOrigins,
 		RateLimitRPS:   cfg.RateLimitRPS,
+		Page:           web.Handler(),
 		Log:            svc.Log,
 	}).Routes(svc.Router)
 	return svc, nil
