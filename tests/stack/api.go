@@ -3,7 +3,6 @@ package stack
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -346,6 +345,3 @@ func (s *Stack) Seed(tb testing.TB, products ...Product) {
 		s.WaitCatalog(tb, p.SKU, p.PriceCents)
 	}
 }
-
-// errNotYet is what a poll returns while it waits.
-var errNotYet = errors.New("not yet")

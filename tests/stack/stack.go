@@ -19,8 +19,9 @@ import (
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
 
-// Options tune a stack. The zero value gives short saga deadlines, suited
-// to tests that wait for them.
+// Options tune a stack. The zero value suits most tests: saga deadlines
+// long enough not to fire by accident on a busy machine, a fast deadline
+// sweep, no rate limiting to speak of.
 type Options struct {
 	// ReserveTimeout and PaymentTimeout are the order service's saga step
 	// deadlines (ORDER_RESERVE_TIMEOUT, ORDER_PAYMENT_TIMEOUT); default 15s,
@@ -307,7 +308,7 @@ func NewUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// context returns a context bounded by d for one call against the stack.
+// callContext returns a context bounded by d for one call against the stack.
 func callContext(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }

@@ -127,7 +127,10 @@ func waitCatalog(ctx context.Context, orderDBURL string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("demo catalog: the order service has %d of %d demo products (%v, last error %v)", n, len(skus), ctx.Err(), err)
+			if err != nil {
+				return fmt.Errorf("demo catalog: the order service's catalog is not readable: %w", err)
+			}
+			return fmt.Errorf("demo catalog: the order service has %d of %d demo products: %w", n, len(skus), ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
