@@ -75,6 +75,11 @@ type Options struct {
 	SSERetry time.Duration
 	// WriteTimeout [10s] bounds one write to a client.
 	WriteTimeout time.Duration
+	// SocketSendBuffer [32 KiB] is the kernel send buffer of a WebSocket
+	// (SO_SNDBUF; Linux doubles it). Status messages are small, so this is
+	// plenty; it keeps the kernel from buffering megabytes for a client
+	// that stopped reading, and lets the send queue notice it sooner.
+	SocketSendBuffer int
 	// CloseWait [5s] is how long a closing WebSocket waits for the
 	// client's close frame before the TCP connection is closed.
 	CloseWait time.Duration
@@ -116,6 +121,7 @@ func NewHub(o Options) (*Hub, error) {
 	def(&o.MaxPerOrder, 20)
 	def(&o.MaxPerCustomer, 50)
 	def(&o.SendQueue, 32)
+	def(&o.SocketSendBuffer, 32<<10)
 	defDur(&o.Heartbeat, 25*time.Second)
 	defDur(&o.SSEHeartbeat, 15*time.Second)
 	defDur(&o.SSERetry, 2*time.Second)

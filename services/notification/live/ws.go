@@ -78,6 +78,9 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 	// response; anything buffered is a protocol error. Dropping brw here
 	// frees the server's 4 KiB read and write buffers.
 	early := brw.Reader.Buffered() > 0
+	if tc, ok := nc.(interface{ SetWriteBuffer(int) error }); ok {
+		_ = tc.SetWriteBuffer(h.o.SocketSendBuffer)
+	}
 	c.mu.Lock()
 	c.nc = nc
 	c.mu.Unlock()
