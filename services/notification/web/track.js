@@ -35,6 +35,12 @@
     customer_request: 'Cancelled at your request.',
     timeout: 'The order could not be completed in time.',
   };
+  // Refusals that waiting will not cure, by HTTP status.
+  const REFUSED = {
+    401: 'This tracking link is not valid. Please use the link from your order confirmation.',
+    403: 'This page may not show live updates from here. Please open the link from your order confirmation.',
+    404: 'We could not find this order. Please use the link from your order confirmation.',
+  };
   const CONNECTION = {
     connecting: 'connecting…',
     live: 'live',
@@ -163,7 +169,8 @@
     } catch (e) {
       return;
     }
-    if (!msg || msg.type !== 'status' || (msg.order_id && msg.order_id !== orderId)) return;
+    if (!msg || msg.type !== 'status') return;
+    if (typeof msg.order_id === 'string' && msg.order_id.toLowerCase() !== orderId.toLowerCase()) return;
     const seq = Number(msg.seq);
     if (!Number.isSafeInteger(seq) || seq < 1 || typeof msg.status !== 'string') return;
     attempt = 0; // this connection works: the next drop starts the backoff anew
@@ -282,8 +289,8 @@
       (resp) => {
         clearTimeout(giveUp);
         ctl.abort();
-        if (resp.status === 401 || resp.status === 403 || resp.status === 404) {
-          deny('This tracking link is not valid (or has expired). Please use the link from your order confirmation.');
+        if (REFUSED[resp.status]) {
+          deny(REFUSED[resp.status]);
           return;
         }
         cb(resp.ok);
