@@ -212,6 +212,36 @@ func TestCustomerCancel(t *testing.T) {
 		}
 	})
 
+	t.Run("after confirmation", func(t *testing.T) {
+		// Before shipping, a confirmed order can still be cancelled: the
+		// authorization is refunded and the committed units return to stock.
+		before := s.Product(t, p.SKU)
+		_, token := s.NewCustomer(t)
+		o := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 3}}, PaymentMethod: "pm_card_ok"})
+		s.WaitStatus(t, token, o.ID, "confirmed", "", settle)
+		s.WaitStock(t, p.SKU, before.Stock-3, 0)
+		if r := s.Do(t, http.MethodPost, s.Order.URL(), "/v1/orders/"+o.ID+"/cancel", token, nil); r.Status != http.StatusAccepted {
+			t.Fatalf("cancel a confirmed order = %s, want 202", r)
+		}
+		o = s.WaitStatus(t, token, o.ID, "cancelled", "customer_request", settle)
+		checkHistory(t, o, "pending", "reserved", "confirmed", "cancelled")
+		s.WaitStock(t, p.SKU, before.Stock, 0)
+		var ps []stack.Payment
+		stack.Eventually(t, settle, "the payment to be refunded", func() error {
+			ps = s.Payments(t, o.ID)
+			if len(ps) != 1 || ps[0].Status != "refunded" {
+				return fmt.Errorf("payments %+v", ps)
+			}
+			return nil
+		})
+		// A cancelled order cannot be shipped.
+		if r := s.Do(t, http.MethodPost, s.Order.URL(), "/v1/orders/"+o.ID+"/ship", s.AdminToken(t), nil); r.Status != http.StatusConflict {
+			t.Errorf("ship a cancelled order = %s, want 409", r)
+		} else {
+			r.Problem(t)
+		}
+	})
+
 	t.Run("racing the authorization", func(t *testing.T) {
 		// Cancels at staggered moments across the saga: before the
 		// reservation, during it, while the gateway authorizes, after the
@@ -299,4 +329,42 @@ func TestPaymentServiceDown(t *testing.T) {
 	o2 := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 1}}, PaymentMethod: "pm_card_ok"})
 	s.WaitStatus(t, token, o2.ID, "confirmed", "", settle)
 	s.WaitStock(t, p.SKU, 9, 0)
+}
+
+// TestInventoryServiceDown stops the inventory service, so that the
+// reservation step never answers: the order must time out, and when
+// inventory comes back to the waiting OrderPlaced and ReleaseReservation it
+// must end up holding nothing for the dead order.
+func TestInventoryServiceDown(t *testing.T) {
+	s := stack.New(t, stack.Options{ReserveTimeout: 3 * time.Second, PaymentTimeout: 5 * time.Second})
+	p := stack.Product{SKU: sku("noinventory"), PriceCents: 1500, Stock: 10}
+	s.Seed(t, p)
+
+	s.Inventory.Stop(t)
+	_, token := s.NewCustomer(t)
+	o := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 3}}, PaymentMethod: "pm_card_ok"})
+	placedAt := time.Now()
+	o = s.WaitStatus(t, token, o.ID, "cancelled", "timeout", settle)
+	if waited := time.Since(placedAt); waited < 3*time.Second {
+		t.Errorf("cancelled after %v, before the 3 s reservation deadline", waited)
+	}
+	checkHistory(t, o, "pending", "cancelled")
+
+	s.Inventory.Start(t)
+	stack.Eventually(t, settle, "inventory.orders to drain", func() error {
+		if n := s.QueueMessages(t, "inventory.orders"); n > 0 {
+			return fmt.Errorf("%d messages left", n)
+		}
+		return nil
+	})
+	s.WaitStock(t, p.SKU, 10, 0)
+	waitPaymentsSettled(t, s, o.ID, 3*time.Second)
+	if got := s.GetOrder(t, token, o.ID); got.Status != "cancelled" || got.Version != 2 {
+		t.Errorf("order after inventory came back = %s v%d, want cancelled v2", got.Status, got.Version)
+	}
+	// Whatever inventory answered late (a reservation, compensated at
+	// once) must not hold units: the next order for all ten goes through.
+	o2 := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 10}}, PaymentMethod: "pm_card_ok"})
+	s.WaitStatus(t, token, o2.ID, "confirmed", "", settle)
+	s.WaitStock(t, p.SKU, 0, 0)
 }
