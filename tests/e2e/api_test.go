@@ -431,3 +431,32 @@ func sign(alg string, secret []byte, msg string) []byte {
 	m.Write([]byte(msg))
 	return m.Sum(nil)
 }
+
+// TestRateLimit checks the per-caller limit: a customer over it gets 429
+// problems with Retry-After, another customer is not slowed down by them.
+func TestRateLimit(t *testing.T) {
+	s := stack.New(t, stack.Options{RateLimitRPS: 5})
+	_, greedy := s.NewCustomer(t)
+	_, other := s.NewCustomer(t)
+	var limited int
+	for range 20 {
+		r := s.Do(t, http.MethodGet, s.Order.URL(), "/v1/orders", greedy, nil)
+		switch r.Status {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			limited++
+			r.Problem(t)
+			if r.Header.Get("Retry-After") == "" {
+				t.Errorf("429 without Retry-After")
+			}
+		default:
+			t.Fatalf("GET /v1/orders = %s, want 200 or 429", r)
+		}
+	}
+	if limited == 0 {
+		t.Errorf("20 requests at once under a limit of 5/s: none refused")
+	}
+	if r := s.Do(t, http.MethodGet, s.Order.URL(), "/v1/orders", other, nil); r.Status != http.StatusOK {
+		t.Errorf("another customer = %s, want 200", r)
+	}
+}
