@@ -229,12 +229,12 @@ func TestClientsConnectingWhileChangesFlow(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, _, err := websocket.Dial(ctx, e.url+"/ws/"+order+q, nil)
+			c, _, err := websocket.Dial(ctx, e.url+"/ws/"+order+q, nil) //nolint:bodyclose // coder/websocket closes it
 			if err != nil {
 				results <- result{err: err}
 				return
 			}
-			defer c.CloseNow()
+			defer func() { _ = c.CloseNow() }()
 			r := result{all: q != ""}
 			for {
 				_, b, err := c.Read(ctx)

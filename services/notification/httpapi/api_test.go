@@ -82,7 +82,12 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 	hctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- hub.Run(hctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("hub: %v", err)
+		}
+	})
 	return &testServer{tb: tb, url: srv.URL, hub: hub, routes: mustContract(tb)}
 }
 
@@ -283,11 +288,11 @@ func TestWebSocketThroughTheRouter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + bobsOrder + "/ws?token=" + authn.NewTrackingToken(secret, bobsOrder)
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {allowed}}})
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {allowed}}}) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	_, b, err := c.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -307,11 +312,11 @@ func TestTooManyConnectionsIs429(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder)
-	c, _, err := websocket.Dial(ctx, url, nil)
+	c, _, err := websocket.Dial(ctx, url, nil) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.CloseNow()
+	defer func() { _ = c.CloseNow() }()
 	r := s.do(attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder), ws: true})
 	if r.status != http.StatusTooManyRequests || problemType(t, r) != "too-many-connections" || r.header.Get("Retry-After") == "" {
 		t.Errorf("second connection = %d %s %v, want 429 too-many-connections with Retry-After", r.status, r.body, r.header)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -76,7 +77,9 @@ func newTestHub(tb testing.TB, store live.Store, o live.Options) *testHub {
 	th.stop = func() {
 		once.Do(func() {
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				tb.Errorf("hub: %v", err)
+			}
 			srv.Close()
 		})
 	}
@@ -126,7 +129,7 @@ func dial(tb testing.TB, url string) *websocket.Conn {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, nil)
+	c, resp, err := websocket.Dial(ctx, url, nil) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		tb.Fatalf("dial %s: %v (response %v)", url, err, resp)
 	}
@@ -339,7 +342,7 @@ func TestWebSocketAnswersCloseAndPingAndIsPingedWhenIdle(t *testing.T) {
 	}
 	var gotPong, gotPing bool
 	for !gotPong || !gotPing {
-		frame, err := ws.ReadFrame(conn)
+		frame, err := readFrame(conn)
 		if err != nil {
 			t.Fatalf("read: %v (pong %v, ping %v)", err, gotPong, gotPing)
 		}
@@ -357,7 +360,7 @@ func TestWebSocketAnswersCloseAndPingAndIsPingedWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		frame, err := ws.ReadFrame(conn)
+		frame, err := readFrame(conn)
 		if err != nil {
 			t.Fatalf("no close answer: %v", err)
 		}
@@ -402,7 +405,10 @@ func TestShutdownClosesWebSocketsWith1012AndEndsEventStreams(t *testing.T) {
 		t.Fatalf("websocket snapshot: %s, %v", b, err)
 	}
 	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() && !strings.HasPrefix(sc.Text(), "id: 1") {
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "id: 1") {
+			break
+		}
 	}
 	h.Shutdown()
 	if got, code := readAll(t, c, 5*time.Second); len(got) != 0 || code != websocket.StatusCode(1012) {
@@ -421,7 +427,7 @@ func TestShutdownClosesWebSocketsWith1012AndEndsEventStreams(t *testing.T) {
 		_ = resp.Body.Close()
 	}
 	eventually(t, 5*time.Second, "both released", func() bool { s := h.Stats(); return s.WebSocket+s.SSE == 0 })
-	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, ""), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, ""), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
 		t.Errorf("a connection after shutdown was not refused: %v", err)
 	}
 }
@@ -500,12 +506,12 @@ func TestCapsPerOrderAndPerCustomer(t *testing.T) {
 	h := newTestHub(t, newMemStore(), live.Options{MaxPerOrder: 2, MaxPerCustomer: 3})
 	dial(t, h.wsURL(orderA, "key=alice"))
 	dial(t, h.wsURL(orderA, "key=alice"))
-	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, "key=bob"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, "key=bob"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
 		t.Errorf("third connection to one order: %v, want refused", err)
 	}
 	other := "0190a6b4-0000-7000-8000-00000000000b"
 	dial(t, h.wsURL(other, "key=alice"))
-	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(other, "key=alice"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(other, "key=alice"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
 		t.Errorf("fourth connection of one customer: %v, want refused", err)
 	}
 	if n := h.counter(t, "notification.connections.refused"); n != 2 {
@@ -550,7 +556,7 @@ func TestSlowClientIsClosedWith1013(t *testing.T) {
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var code ws.StatusCode
 	for n := 0; ; n++ {
-		frame, err := ws.ReadFrame(conn)
+		frame, err := readFrame(conn)
 		if err != nil {
 			t.Fatalf("after %d frames: %v", n, err)
 		}
@@ -563,4 +569,18 @@ func TestSlowClientIsClosedWith1013(t *testing.T) {
 		t.Errorf("close code %d, want 1013", code)
 	}
 	eventually(t, 10*time.Second, "the connection to be released", func() bool { return h.Stats().WebSocket == 0 })
+}
+
+// readFrame reads one server frame (unmasked, at most 64 KiB).
+func readFrame(r io.Reader) (ws.Frame, error) {
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return ws.Frame{}, err
+	}
+	if h.Length > 64<<10 {
+		return ws.Frame{}, fmt.Errorf("frame of %d bytes", h.Length)
+	}
+	f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+	_, err = io.ReadFull(r, f.Payload)
+	return f, err
 }

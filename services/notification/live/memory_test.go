@@ -89,14 +89,19 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- hub.Run(hubCtx) }()
-	t.Cleanup(func() { stopHub(); <-hubDone })
+	t.Cleanup(func() {
+		stopHub()
+		if err := <-hubDone; err != nil {
+			t.Errorf("hub: %v", err)
+		}
+	})
 
 	// Warm up the server's code paths (first request, otel, pools) so they
 	// are not counted as per-connection cost.
 	warm(t, srv.Addr())
 	before := rss(t)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryClient$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryClient$", "-test.v") //nolint:gosec // this test binary, run again as the client
 	cmd.Env = append(os.Environ(), memClientEnv+"="+srv.Addr(), "LIVE_MEMORY_CLIENT_N="+strconv.Itoa(n))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -112,7 +117,10 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
 	lines := bufio.NewScanner(stdout)
-	for lines.Scan() && lines.Text() != "ready" {
+	for lines.Scan() {
+		if lines.Text() == "ready" {
+			break
+		}
 	}
 	eventually(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
 	after := rss(t)

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func TestApplyIsIdempotentAndIgnoresOlderSeq(t *testing.T) {
 	store, pool := newTestStore(t)
 	ctx := context.Background()
 
-	if _, err := store.Current(ctx, order); err != status.ErrUnknownOrder {
+	if _, err := store.Current(ctx, order); !errors.Is(err, status.ErrUnknownOrder) {
 		t.Fatalf("Current of an unknown order = %v, want ErrUnknownOrder", err)
 	}
 	steps := []struct {
@@ -118,7 +119,7 @@ func TestPurgeFinishedKeepsOrdersInProgress(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("PurgeFinished = %d, %v; want 1 order", n, err)
 	}
-	if _, err := store.Current(ctx, order); err != status.ErrUnknownOrder {
+	if _, err := store.Current(ctx, order); !errors.Is(err, status.ErrUnknownOrder) {
 		t.Errorf("purged order still known: %v", err)
 	}
 	if feed, _ := store.Since(ctx, order, 0); len(feed) != 0 {
