@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+)
+
+const testSecret = "notification-main-test-secret-0123456789"
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(nil)
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if cfg.HTTPAddr != ":8083" || cfg.Service != "notification" || cfg.MaxPerOrder != 20 || cfg.MaxPerCustomer != 50 ||
+		cfg.SendQueue != 32 || cfg.Heartbeat != 25*time.Second || cfg.SSEHeartbeat != 15*time.Second ||
+		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" || cfg.InstanceID == "" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	cfg, err = loadConfig([]string{"NOTIFICATION_INSTANCE_ID=notification-0", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8"})
+	if err != nil || cfg.InstanceID != "notification-0" || cfg.SendQueue != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
+		t.Errorf("loadConfig = %+v, %v", cfg, err)
+	}
+	for _, bad := range []string{
+		"NOTIFICATION_INSTANCE_ID=a b", "NOTIFICATION_ALLOWED_ORIGINS=shop.example", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example/path",
+		"NOTIFICATION_MAX_PER_ORDER=0", "NOTIFICATION_MAX_PER_CUSTOMER=-1", "NOTIFICATION_SEND_QUEUE=none",
+		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=0",
+	} {
+		name, _, _ := strings.Cut(bad, "=")
+		_, err := loadConfig([]string{bad})
+		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("loadConfig(%s) = %v, want one line naming %s", bad, err, name)
+		}
+	}
+}
+
+// TestServiceEndToEnd runs the wired service on a fresh database and vhost:
+// an OrderStatusChanged published on order.events reaches a WebSocket
+// opened with the order's tracking token, and a shutdown closes that
+// WebSocket with 1012 and stops cleanly.
+func TestServiceEndToEnd(t *testing.T) {
+	t.Parallel()
+	_, dbURL := pgtest.NewDB(t)
+	amqpURL := rabbittest.NewVhost(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	svc, err := start(ctx, []string{
+		"DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0", "AUTH_JWT_SECRET=" + testSecret,
+		"SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "LOG_LEVEL=warn", "NOTIFICATION_INSTANCE_ID=main-test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- svc.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for svc.Addr() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the service never listened")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	base := "http://" + svc.Addr()
+
+	order := uuid.NewString()
+	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/orders/"+order+"/ws?token="+authn.NewTrackingToken([]byte(testSecret), order), nil) //nolint:bodyclose // coder/websocket closes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.CloseNow() }()
+
+	conn, err := rabbit.Dial(wctx, amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	pub := conn.NewPublisher()
+	defer func() { _ = pub.Close() }()
+	body, _ := proto.Marshal(&eventsv1.OrderStatusChanged{OrderId: order, CustomerId: "alice", Status: eventsv1.OrderStatus_ORDER_STATUS_PENDING, Seq: 1, At: timestamppb.Now()})
+	if err := pub.PublishOne(wctx, rabbit.Message{
+		Exchange: eventsv1.ExchangeOrder, RoutingKey: eventsv1.RoutingKeyOrderStatusChanged, MessageID: uuid.NewString(),
+		Type: eventsv1.TypeOrderStatusChanged, ContentType: eventsv1.ContentType, Timestamp: time.Now(),
+		Headers: map[string]any{rabbit.HeaderAggregateID: order}, Body: body,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := c.Read(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Status string
+		Seq    int64
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.Status != "pending" || m.Seq != 1 {
+		t.Errorf("message %s (%v), want pending seq 1", b, err)
+	}
+
+	// The page and the metrics are there too.
+	for path, want := range map[string]string{"/track/" + order: "<!doctype html", "/metrics": "notification_connections_open"} {
+		resp, err := http.Get(base + path) //nolint:noctx // test
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(b)), want) {
+			t.Errorf("GET %s = %d, lacks %q", path, resp.StatusCode, want)
+		}
+	}
+
+	stop()
+	if _, _, err := c.Read(wctx); websocket.CloseStatus(err) != 1012 {
+		t.Errorf("on shutdown the WebSocket got %v, want close 1012", err)
+	}
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
