@@ -245,9 +245,10 @@ func (c *conn) abort() {
 		return
 	}
 	c.gone, c.queue = true, nil
+	nc := c.nc
 	c.mu.Unlock()
-	if c.nc != nil {
-		_ = c.nc.Close()
+	if nc != nil {
+		_ = nc.Close()
 	}
 	c.hub.remove(c)
 }

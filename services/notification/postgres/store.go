@@ -36,22 +36,20 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // redelivered or late change leaves both as they were. It reports whether
 // c became the order's latest status.
 func Apply(ctx context.Context, tx pgx.Tx, c status.Change) (latest bool, err error) {
-	const feed = `
-INSERT INTO status_feed (order_id, seq, status, reason, at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)
-ON CONFLICT (order_id, seq) DO NOTHING`
-	if _, err := tx.Exec(ctx, feed, c.OrderID, c.Seq, c.Status, c.Reason, c.At); err != nil {
-		return false, fmt.Errorf("postgres: insert feed %s/%d: %w", c.OrderID, c.Seq, err)
-	}
-	const upsert = `
+	// One statement, one round trip: the feed row and the latest status.
+	const q = `
+WITH feed AS (
+  INSERT INTO status_feed (order_id, seq, status, reason, at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)
+  ON CONFLICT (order_id, seq) DO NOTHING)
 INSERT INTO order_status AS s (order_id, customer_id, status, reason, seq, at)
-VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6)
+VALUES ($1, $6, $3, NULLIF($4, ''), $2, $5)
 ON CONFLICT (order_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, reason = EXCLUDED.reason,
     seq = EXCLUDED.seq, at = EXCLUDED.at, updated_at = now()
 WHERE s.seq < EXCLUDED.seq`
-	tag, err := tx.Exec(ctx, upsert, c.OrderID, c.CustomerID, c.Status, c.Reason, c.Seq, c.At)
+	tag, err := tx.Exec(ctx, q, c.OrderID, c.Seq, c.Status, c.Reason, c.At, c.CustomerID)
 	if err != nil {
-		return false, fmt.Errorf("postgres: upsert status %s/%d: %w", c.OrderID, c.Seq, err)
+		return false, fmt.Errorf("postgres: apply %s/%d: %w", c.OrderID, c.Seq, err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
