@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -176,10 +175,10 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
-// createOrder is POST /v1/orders. With an Idempotency-Key the first
-// request's response (201, or a 4xx refusal of the body) is stored in the
-// same transaction as the order and replayed for a retry with the same
-// body; a 5xx forgets the key so that a retry is processed afresh.
+// createOrder is POST /v1/orders. With an Idempotency-Key the 201 is stored
+// in the same transaction as the order and replayed for a retry with the
+// same body. A refusal (4xx) or a failure (5xx) forgets the key: bad input
+// changes nothing, and the client may retry with the body corrected.
 func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	c := caller(r)
 	key, err := idempotencyKey(r)
@@ -228,15 +227,6 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	// Let go of the key even if the client hung up.
 	ctx := context.WithoutCancel(r.Context())
-	if s := statusOf(err); s >= 400 && s < 500 && !errors.Is(err, order.ErrIdempotencyKeyInUse) {
-		rec := &recorder{header: http.Header{}}
-		a.fail(rec, r, err)
-		if serr := a.store.SaveKeyResponse(ctx, *k, postgres.StoredResponse{Status: rec.status, Body: rec.body.Bytes()}); serr != nil {
-			a.log.ErrorContext(ctx, "store idempotent 4xx response", "err", serr)
-		}
-		rec.copyTo(w)
-		return
-	}
 	if rerr := a.store.ReleaseKey(ctx, *k); rerr != nil {
 		a.log.ErrorContext(ctx, "release idempotency key", "err", rerr)
 	}
@@ -284,25 +274,6 @@ func (a *API) writeCreated(w http.ResponseWriter, status int, body []byte) {
 		w.Header().Set("Location", "/v1/orders/"+o.ID)
 	}
 	writeBody(w, status, "application/json", body)
-}
-
-// recorder captures a response, to store it before sending it.
-type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (rec *recorder) Header() http.Header         { return rec.header }
-func (rec *recorder) WriteHeader(status int)      { rec.status = status }
-func (rec *recorder) Write(b []byte) (int, error) { return rec.body.Write(b) }
-
-func (rec *recorder) copyTo(w http.ResponseWriter) {
-	for k, v := range rec.header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.status)
-	_, _ = w.Write(rec.body.Bytes())
 }
 
 // getOrder is GET /v1/orders/{id}: the order with its history. Another

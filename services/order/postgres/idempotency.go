@@ -45,7 +45,7 @@ type StoredResponse struct {
 // one matching order.ErrIdempotencyKeyInUse while the first is in flight.
 //
 // A successful claim is recorded in k, which the caller then passes to
-// CompleteKey, SaveKeyResponse or ReleaseKey.
+// CompleteKey or ReleaseKey.
 func (s *Store) ClaimKey(ctx context.Context, k *IdempotencyKey) (*StoredResponse, error) {
 	// An expired key, or one whose request died in flight, is taken over
 	// in the same statement.
@@ -103,16 +103,6 @@ WHERE customer_id = $1 AND key = $2`
 // caller must then roll back.
 func (s *Store) CompleteKey(ctx context.Context, tx pgx.Tx, k IdempotencyKey, resp StoredResponse) error {
 	return completeKey(ctx, tx, k, resp)
-}
-
-// SaveKeyResponse stores the response to k's first request on its own (a
-// validation failure, which wrote nothing else). A lost claim is not an
-// error: the request that took the key over answers for it.
-func (s *Store) SaveKeyResponse(ctx context.Context, k IdempotencyKey, resp StoredResponse) error {
-	if err := completeKey(ctx, s.pool, k, resp); err != nil && !errors.Is(err, order.ErrIdempotencyKeyInUse) {
-		return err
-	}
-	return nil
 }
 
 func completeKey(ctx context.Context, q querier, k IdempotencyKey, resp StoredResponse) error {

@@ -324,7 +324,9 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Errorf("other customer's claim = %v, %v", resp, err)
 	}
 	body := []byte(`{"b": 2,   "a": [1]}`)
-	if err := store.SaveKeyResponse(ctx, *k, postgres.StoredResponse{Status: 201, Body: body}); err != nil {
+	if err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+		return store.CompleteKey(ctx, tx, *k, postgres.StoredResponse{Status: 201, Body: body})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := store.ClaimKey(ctx, k)
