@@ -33,7 +33,7 @@ BENCH ?= .
 BENCHTIME ?= 1s
 BENCH_PKGS ?= ./pkg/... ./tests/...
 
-.PHONY: help run build test fmt fmt-check vet lint golangci-lint generate check-generate bench tools
+.PHONY: help run build test chromium fmt fmt-check vet lint golangci-lint generate check-generate bench tools
 
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
@@ -53,9 +53,16 @@ build:
 ## so they run in their own serialized step (-p 1), never next to other
 ## packages' tests. They run first so that the closing lines of the output are
 ## the main suite's summary. Both steps use -race so they share one build.
-test: fmt-check vet check-generate
+test: fmt-check vet check-generate chromium
 	ORDERLY_CHAOS=1 $(GO) test work -count=1 -race -p 1 -run 'Chaos' -timeout $(CHAOS_TIMEOUT)
 	env -u ORDERLY_CHAOS $(GO) test work -count=1 -race -timeout $(TEST_TIMEOUT)
+
+## chromium: the browser tests drive Debian's Chromium; install it when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "chromium not found; installing it with apt-get"; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
 
 # Every .go file outside vendor/, testdata/ and hidden directories.
 GO_FILES_CMD := find . \( -name vendor -o -name testdata -o \( -name '.?*' -type d \) \) -prune -o -name '*.go' -type f -print
