@@ -61,7 +61,7 @@ func newMessage(c status.Change, live bool) *message {
 }
 
 // item is one entry of a connection's send queue: a status, or (WebSocket
-// only) a control frame.
+// only) the answer to a client's ping.
 type item struct {
 	msg     *message
 	kind    itemKind
@@ -72,12 +72,11 @@ type itemKind uint8
 
 const (
 	kindStatus itemKind = iota
-	kindPing
 	kindPong
 )
 
 // conn is one client watching one order. Its send queue is filled by
-// Publish and the heartbeat, and emptied by one writer at a time: for a
+// Publish (and pongs by the reader), and emptied by one writer at a time: for a
 // WebSocket a goroutine started when there is something to send, for an
 // event stream the request's own goroutine.
 type conn struct {

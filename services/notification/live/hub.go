@@ -290,10 +290,20 @@ func (h *Hub) Shutdown() {
 func (h *Hub) Run(ctx context.Context) error {
 	tick := time.NewTicker(max(h.o.Heartbeat/5, 100*time.Millisecond))
 	defer tick.Stop()
+	pings := make(chan *conn, 1024)
+	var pinging sync.WaitGroup
+	defer func() { close(pings); pinging.Wait() }()
+	for range pingWorkers {
+		pinging.Go(func() {
+			for c := range pings {
+				c.ping()
+			}
+		})
+	}
 	for {
 		select {
 		case <-tick.C:
-			h.heartbeat(time.Now())
+			h.heartbeat(time.Now(), pings)
 		case <-ctx.Done():
 			h.Shutdown()
 			select {
@@ -310,9 +320,15 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
+// pingWorkers write the heartbeat pings. A few goroutines that live as long
+// as the hub, rather than a writer goroutine per connection: all idle
+// connections come due together, and thousands of goroutines started at
+// once would cost a stack each, which the process keeps long after.
+const pingWorkers = 8
+
 // heartbeat pings every WebSocket that has not been written to for a
 // heartbeat, and drops those whose client has been silent for three.
-func (h *Hub) heartbeat(now time.Time) {
+func (h *Hub) heartbeat(now time.Time, pings chan<- *conn) {
 	idle := now.Add(-h.o.Heartbeat).UnixNano()
 	dead := now.Add(-3 * h.o.Heartbeat).UnixNano()
 	for _, c := range h.all() {
@@ -324,7 +340,10 @@ func (h *Hub) heartbeat(now time.Time) {
 			h.o.Log.Debug("websocket client stopped answering pings; dropping it", "order_id", c.order)
 			c.abort()
 		case c.lastWrite.Load() < idle:
-			c.offer(item{kind: kindPing})
+			select {
+			case pings <- c:
+			default: // the workers are behind (stalled clients): next tick
+			}
 		}
 	}
 }

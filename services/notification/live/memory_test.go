@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/services/notification/live"
@@ -42,6 +43,14 @@ func TestMemoryClient(t *testing.T) {
 			t.Fatalf("dial %d: %v", i, err)
 		}
 		conns = append(conns, c)
+		// Answer the server's pings, as a browser does.
+		go func() {
+			for {
+				if _, _, err := wsutil.ReadServerData(c); err != nil {
+					return
+				}
+			}
+		}()
 	}
 	fmt.Println("ready")
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
@@ -66,7 +75,9 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		n, _ = strconv.Atoi(v)
 	}
 	log := slog.New(slog.DiscardHandler)
-	hub, err := live.NewHub(live.Options{Store: newMemStore(), Log: log, MaxPerCustomer: n + 1})
+	// A short heartbeat, so that the measurement includes the pings every
+	// idle connection gets (and the clients' pongs).
+	hub, err := live.NewHub(live.Options{Store: newMemStore(), Log: log, MaxPerCustomer: n + 1, Heartbeat: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +134,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		}
 	}
 	eventually(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
+	time.Sleep(3 * time.Second) //nolint:forbidigo // several heartbeats: every connection is pinged a few times
 	afterGC := rss(t, false)
 	after := rss(t, true)
 	perConn := float64(after-before) / float64(n) / 1024

@@ -112,6 +112,24 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 	return nil
 }
 
+// ping writes a heartbeat ping unless a writer is running (its writes keep
+// the connection alive as well), then sends whatever was queued meanwhile.
+func (c *conn) ping() {
+	c.mu.Lock()
+	if c.busy || !c.live || c.gone || c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	if err := c.write(pingFrame); err != nil {
+		c.hub.o.Log.Debug("websocket ping failed", "order_id", c.order, "err", err)
+		c.abort()
+		return
+	}
+	c.writeLoop()
+}
+
 // closing reports whether a close was asked for.
 func (c *conn) closing() bool {
 	c.mu.Lock()
@@ -141,8 +159,6 @@ func (c *conn) writeLoop() {
 		}
 		var err error
 		switch it.kind {
-		case kindPing:
-			err = c.write(pingFrame)
 		case kindPong:
 			err = c.write(serverFrame(ws.OpPong, it.payload))
 		default:
