@@ -584,3 +584,46 @@ func readFrame(r io.Reader) (ws.Frame, error) {
 	_, err = io.ReadFull(r, f.Payload)
 	return f, err
 }
+
+// TestSlowEventStreamIsEnded: the same for Server-Sent Events, which have
+// no close code: the stream ends, and the client resumes with
+// Last-Event-ID.
+func TestSlowEventStreamIsEnded(t *testing.T) {
+	t.Parallel()
+	h := newTestHub(t, newMemStore(), live.Options{SendQueue: 8, WriteTimeout: 5 * time.Second})
+	nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024)
+		})
+		return errors.Join(err, serr)
+	}}
+	conn, err := nd.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /events/%s HTTP/1.1\r\nHost: test\r\n\r\n", orderA); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
+	for seq := int64(1); h.counter(t, "notification.send_queue.drops") == 0; seq++ {
+		if seq > 200000 {
+			t.Fatal("the queue never overflowed")
+		}
+		h.Publish(change(orderA, seq, "confirmed"))
+	}
+	// Reading again, the client finds its backlog and then the end of the
+	// chunked response.
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var b []byte
+	buf := make([]byte, 64<<10)
+	for !strings.HasSuffix(string(b), "\r\n0\r\n\r\n") {
+		n, err := conn.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			t.Fatalf("the stream did not end with the last chunk (%v): ...%q", err, b[max(0, len(b)-80):])
+		}
+	}
+	eventually(t, 10*time.Second, "the stream to be released", func() bool { return h.Stats().SSE == 0 })
+}
