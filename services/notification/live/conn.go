@@ -112,16 +112,18 @@ func (c *conn) offer(it item) {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.hub.o.SendQueue {
-		c.mu.Unlock()
-		c.hub.m.dropped(c.tr)
-		c.hub.o.Log.Info("client too slow for its send queue; closing", "order_id", c.order, "transport", c.tr.String(), "queue", c.hub.o.SendQueue)
-		c.requestClose(closeTryAgainLater, false)
-		return
+	overflow := len(c.queue) >= c.hub.o.SendQueue
+	if overflow {
+		c.closeCode, c.queue = closeTryAgainLater, nil
+	} else {
+		c.queue = append(c.queue, it)
 	}
-	c.queue = append(c.queue, it)
 	wake := c.startWriterLocked()
 	c.mu.Unlock()
+	if overflow {
+		c.hub.m.dropped(c.tr)
+		c.hub.o.Log.Info("client too slow for its send queue; closing", "order_id", c.order, "transport", c.tr.String(), "queue", c.hub.o.SendQueue)
+	}
 	if wake {
 		c.wake()
 	}
