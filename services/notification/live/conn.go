@@ -91,6 +91,7 @@ type conn struct {
 
 	lastRead  atomic.Int64 // unix nanoseconds of the client's last frame
 	lastWrite atomic.Int64 // unix nanoseconds of our last write
+	pingedAt  atomic.Int64 // unix nanoseconds of our last ping
 
 	mu         sync.Mutex
 	queue      []item

@@ -65,7 +65,7 @@ type Options struct {
 	// 1013) and resumes with since.
 	SendQueue int
 	// Heartbeat [25s] is how often an idle WebSocket is pinged; a client
-	// silent for three heartbeats is dropped.
+	// that leaves a ping unanswered for a heartbeat is dropped.
 	Heartbeat time.Duration
 	// SSEHeartbeat [15s] is how often an idle event stream gets a comment
 	// line.
@@ -288,9 +288,41 @@ func (h *Hub) Shutdown() {
 // called yet) and waits, for at most CloseWait plus WriteTimeout, for the
 // connections to close; the rest are cut. It returns nil.
 func (h *Hub) Run(ctx context.Context) error {
-	tick := time.NewTicker(max(h.o.Heartbeat/5, 100*time.Millisecond))
-	defer tick.Stop()
-	pings := make(chan *conn, 1024)
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	var beating sync.WaitGroup
+	beating.Go(func() { h.heartbeats(beatCtx) })
+	<-ctx.Done()
+	stopBeats()
+	beating.Wait()
+
+	h.Shutdown()
+	select {
+	case <-h.drained:
+	case <-time.After(h.o.CloseWait + h.o.WriteTimeout):
+		left := h.all()
+		h.o.Log.Warn("live connections still open after the close grace; cutting them", "connections", len(left))
+		for _, c := range left {
+			c.abort()
+		}
+	}
+	return nil
+}
+
+// pingWorkers write the heartbeat pings: goroutines that live as long as
+// the hub, rather than a writer goroutine per connection. All idle
+// connections come due together, and thousands of goroutines started at
+// once would each cost a stack that the process keeps long after. A ping
+// to a client whose socket is full blocks its worker for up to the write
+// timeout, hence more than a handful.
+const pingWorkers = 32
+
+// heartbeats sweeps the WebSockets every fifth of a heartbeat until ctx
+// ends: a connection not written to for a heartbeat is handed to the ping
+// workers (every one of them, however long that takes: a client is judged
+// only on pings it actually got), and one that left a ping unanswered for a
+// heartbeat is dropped.
+func (h *Hub) heartbeats(ctx context.Context) {
+	pings := make(chan *conn)
 	var pinging sync.WaitGroup
 	defer func() { close(pings); pinging.Wait() }()
 	for range pingWorkers {
@@ -300,49 +332,31 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 		})
 	}
+	tick := time.NewTicker(max(h.o.Heartbeat/5, 50*time.Millisecond))
+	defer tick.Stop()
 	for {
 		select {
-		case <-tick.C:
-			h.heartbeat(time.Now(), pings)
 		case <-ctx.Done():
-			h.Shutdown()
-			select {
-			case <-h.drained:
-			case <-time.After(h.o.CloseWait + h.o.WriteTimeout):
-				left := h.all()
-				h.o.Log.Warn("live connections still open after the close grace; cutting them", "connections", len(left))
-				for _, c := range left {
-					c.abort()
-				}
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		idle := now.Add(-h.o.Heartbeat).UnixNano()
+		for _, c := range h.all() {
+			if c.tr != transportWS {
+				continue
 			}
-			return nil
-		}
-	}
-}
-
-// pingWorkers write the heartbeat pings. A few goroutines that live as long
-// as the hub, rather than a writer goroutine per connection: all idle
-// connections come due together, and thousands of goroutines started at
-// once would cost a stack each, which the process keeps long after.
-const pingWorkers = 8
-
-// heartbeat pings every WebSocket that has not been written to for a
-// heartbeat, and drops those whose client has been silent for three.
-func (h *Hub) heartbeat(now time.Time, pings chan<- *conn) {
-	idle := now.Add(-h.o.Heartbeat).UnixNano()
-	dead := now.Add(-3 * h.o.Heartbeat).UnixNano()
-	for _, c := range h.all() {
-		if c.tr != transportWS {
-			continue
-		}
-		switch {
-		case c.lastRead.Load() < dead:
-			h.o.Log.Debug("websocket client stopped answering pings; dropping it", "order_id", c.order)
-			c.abort()
-		case c.lastWrite.Load() < idle:
-			select {
-			case pings <- c:
-			default: // the workers are behind (stalled clients): next tick
+			pinged := c.pingedAt.Load()
+			switch {
+			case pinged > c.lastRead.Load() && now.UnixNano()-pinged > int64(h.o.Heartbeat):
+				h.o.Log.Debug("websocket client did not answer a ping; dropping it", "order_id", c.order)
+				c.abort()
+			case c.lastWrite.Load() < idle:
+				select {
+				case pings <- c:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}

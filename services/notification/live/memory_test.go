@@ -142,6 +142,9 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	t.Logf("%d idle WebSocket connections: RSS %d KiB before, %d KiB after (%.2f KiB per connection; %.2f before the freed pages went back), heap in use %d KiB, stacks %d KiB, goroutines %d",
 		n, before/1024, after/1024, perConn, float64(afterGC-before)/float64(n)/1024, ms.HeapInuse>>10, ms.StackInuse>>10, runtime.NumGoroutine())
+	if open := hub.Stats().WebSocket; open != n {
+		t.Errorf("%d of %d connections still open after the heartbeats; clients that answer pings must stay", open, n)
+	}
 	if perConn > 10 {
 		t.Errorf("an idle WebSocket costs %.2f KiB of RSS, budget 10 KiB", perConn)
 	}

@@ -122,6 +122,8 @@ func (c *conn) ping() {
 	}
 	c.busy = true
 	c.mu.Unlock()
+	// Noted before the write, so that an answer can never look older.
+	c.pingedAt.Store(time.Now().UnixNano())
 	if err := c.write(pingFrame); err != nil {
 		c.hub.o.Log.Debug("websocket ping failed", "order_id", c.order, "err", err)
 		c.abort()
