@@ -174,6 +174,10 @@ type Report struct {
 	ServerFDs      int     `json:"server_open_fds"`
 	ServerFDLimit  string  `json:"server_fd_limit"`
 	ClientRSSKiB   []int64 `json:"client_rss_kib"`
+	// PingsPerConn is how many heartbeat pings a client received, on
+	// average, from the ramp to the end of the memory phase.
+	PingsPerConn float64 `json:"pings_per_conn"`
+	HoldSeconds  float64 `json:"hold_s"`
 
 	LatencyConns int     `json:"latency_connections"`
 	Published    int     `json:"published"`
@@ -349,6 +353,8 @@ func TestLiveTracking(t *testing.T) {
 	open := 0
 	if p.memory {
 		open = measureMemory(t, srv, rep, procs, p.settle, peak)
+		rep.HoldSeconds = time.Since(rampStart).Seconds()
+		t.Logf("clients got %.1f heartbeat pings each over %.0fs", rep.PingsPerConn, rep.HoldSeconds)
 	}
 
 	// 6. Latency: keep the first latencyConns connections.
@@ -456,11 +462,25 @@ func measureMemory(t *testing.T, srv *server, rep *Report, procs []*loadProc, se
 	rep.LoadedRSSKiB = rep.Loaded.RSSKiB
 	rep.PeakRSSKiB = max(peak, srv.maxRSS)
 	open = 0
+	var pings int64
 	for _, lp := range procs {
-		open += int(lp.progress(t).Open)
+		pr := lp.progress(t)
+		open += int(pr.Open)
+		pings += pr.Pings
 	}
+	rep.PingsPerConn = float64(pings) / float64(rep.Connections)
 	if open < rep.Connections {
-		t.Fatalf("only %d of %d connections still open after the settle period", open, rep.Connections)
+		// Say how the server ended them: the clients saw that.
+		closed, pings := map[string]int{}, int64(0)
+		for _, lp := range procs {
+			res := lp.stop(t)
+			pings += res.Pings
+			for k, v := range res.Closed {
+				closed[k] += v
+			}
+		}
+		t.Fatalf("only %d of %d connections still open after the settle period; the server ended the others with %v (close code: connections; no_close_frame: the TCP connection was cut); the clients received and answered %d pings in all",
+			open, rep.Connections, closed, pings)
 	}
 	n := float64(open)
 	rep.KiBPerConn = float64(rep.Loaded.RSSKiB-rep.Baseline.RSSKiB) / n
@@ -871,6 +891,7 @@ type progressLine struct {
 	Open         int64  `json:"open"`
 	Opened       int64  `json:"opened"`
 	Failed       int64  `json:"failed"`
+	Pings        int64  `json:"pings"`
 	LatencyCount int64  `json:"latency_count"`
 }
 

@@ -176,6 +176,7 @@ type Result struct {
 	FailReasons     map[string]int `json:"fail_reasons"` // by cause, every attempt
 	ClosedByServer  map[string]int `json:"closed_by_server"`
 	Dropped         int64          `json:"dropped"` // lost without a close frame
+	Pings           int64          `json:"pings"`   // heartbeats received (and answered)
 	Messages        int64          `json:"messages"`
 	StatusMessages  int64          `json:"status_messages"`
 	OtherMessages   int64          `json:"other_messages"`
@@ -199,6 +200,7 @@ type Progress struct {
 	Opened         int64   `json:"opened"`
 	Failed         int64   `json:"failed"`
 	Closed         int64   `json:"closed"` // by the server or dropped
+	Pings          int64   `json:"pings"`
 	Messages       int64   `json:"messages"`
 	StatusMessages int64   `json:"status_messages"`
 	LatencyCount   int64   `json:"latency_count"`
@@ -237,7 +239,7 @@ func percentiles(us []int64) Percentiles {
 type stats struct {
 	open, maxOpen, opened, failed, closed             atomic.Int64
 	messages, status, other, bad, dups, gaps, latency atomic.Int64
-	dropped                                           atomic.Int64
+	dropped, pings                                    atomic.Int64
 
 	mu          sync.Mutex
 	failReasons map[string]int
@@ -304,6 +306,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (Result, error) {
 			c, err := Dial(hctx, dialer(i), u, cfg.Origin, cfg.BufSize)
 			hcancel()
 			if err == nil {
+				c.OnPing = func() { st.pings.Add(1) }
 				st.mu.Lock()
 				st.connects = append(st.connects, time.Since(t0).Microseconds())
 				st.mu.Unlock()
@@ -450,7 +453,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (Result, error) {
 
 	progress := func() Progress {
 		return Progress{Type: "progress", ElapsedS: time.Since(start).Seconds(), Open: st.open.Load(), Opened: st.opened.Load(),
-			Failed: st.failed.Load(), Closed: st.closed.Load(), Messages: st.messages.Load(),
+			Failed: st.failed.Load(), Closed: st.closed.Load(), Pings: st.pings.Load(), Messages: st.messages.Load(),
 			StatusMessages: st.status.Load(), LatencyCount: st.latency.Load()}
 	}
 	tick := time.NewTicker(cfg.Report)
@@ -494,7 +497,7 @@ loop:
 	res := Result{
 		Type: "result", ElapsedS: time.Since(start).Seconds(), Wanted: cfg.N,
 		Opened: st.opened.Load(), OpenAtEnd: openAtEnd, MaxOpen: st.maxOpen.Load(), Failed: st.failed.Load(),
-		FailReasons: st.failReasons, ClosedByServer: st.closeCodes, Dropped: st.dropped.Load(),
+		FailReasons: st.failReasons, ClosedByServer: st.closeCodes, Dropped: st.dropped.Load(), Pings: st.pings.Load(),
 		Messages: st.messages.Load(), StatusMessages: st.status.Load(), OtherMessages: st.other.Load(),
 		BadMessages: st.bad.Load(), Duplicates: st.dups.Load(), Gaps: st.gaps.Load(),
 		LatencyCount: len(st.latencies), ClientRSSKiB: selfRSSKiB(),

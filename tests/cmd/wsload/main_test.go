@@ -294,6 +294,9 @@ func TestHoldsConnectionsAndMeasuresLatency(t *testing.T) {
 	for ts.count("close 1000") < 4 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if res.Pings != 4 {
+		t.Errorf("client counted %d pings, want 4", res.Pings)
+	}
 	if n, p := ts.count("close 1000"), ts.count("pong"); n != 4 || p != 4 {
 		t.Errorf("server saw %d pongs and %d close frames with 1000, want 4 and 4", p, n)
 	}

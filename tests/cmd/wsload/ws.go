@@ -77,6 +77,10 @@ type Conn struct {
 
 	wmu    sync.Mutex // serialises frame writes (pongs from Read, Close)
 	closed bool       // a close frame was sent; guarded by wmu
+
+	// OnPing, when set, is called for every ping received (before the
+	// pong is sent).
+	OnPing func()
 }
 
 // Dial opens a WebSocket connection to rawURL ("ws://host:port/path?query"),
@@ -179,6 +183,9 @@ func (c *Conn) Read() (opcode byte, payload []byte, err error) {
 		}
 		switch op {
 		case opPing:
+			if c.OnPing != nil {
+				c.OnPing()
+			}
 			if err := c.write(opPong, data); err != nil {
 				return 0, nil, err
 			}
