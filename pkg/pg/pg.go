@@ -42,7 +42,7 @@ type TxBeginner interface {
 
 // maxAttempts bounds retries of serialization and deadlock failures; past it
 // the last error is returned so the caller (or the broker) retries later.
-const maxAttempts = 8
+const maxAttempts = 12
 
 // Transact runs fn in a transaction and commits it when fn returns nil. When
 // the transaction fails with a serialization failure (40001) or a deadlock
@@ -60,7 +60,11 @@ func TransactOpts(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn fun
 		if err == nil || !Retryable(err) || attempt == maxAttempts {
 			return err
 		}
-		backoff := time.Duration(attempt*attempt)*time.Millisecond + rand.N(2*time.Millisecond) //nolint:gosec // jitter, not security
+		// Full jitter over an exponentially growing window (1 ms doubling to
+		// 128 ms): transactions that collided spread apart instead of
+		// colliding again in step.
+		window := time.Millisecond << min(attempt-1, 7)
+		backoff := rand.N(window) + 100*time.Microsecond //nolint:gosec // jitter, not security
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
