@@ -33,7 +33,7 @@
 //
 // The Go runtime collects on its own at least every two minutes (sysmon's
 // forced GC), so the waits in 3 and 5 take up to two minutes each; the
-// whole run takes 5–7 minutes.
+// whole run takes 3–7 minutes.
 //
 // Settings (environment): ORDERLY_WS_CONNS (19000), ORDERLY_WS_LATENCY_CONNS
 // (10000), ORDERLY_WS_PER_PROC (5000, at most 9000), ORDERLY_WS_CONNECT_RATE
