@@ -597,7 +597,7 @@ type server struct {
 func startServer(t *testing.T, bin string, env []string) *server {
 	t.Helper()
 	s := &server{stdout: &stack.Buffer{}, gc: &gcTrace{}, done: make(chan struct{})}
-	s.cmd = exec.Command(bin)
+	s.cmd = exec.Command(bin) //nolint:gosec // the binary this test built, or the one its operator named
 	s.cmd.Env = append(stack.FilterEnv(os.Environ()), env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.gc
 	if err := s.cmd.Start(); err != nil {

@@ -216,7 +216,7 @@ type Percentiles struct {
 	Mean float64 `json:"mean"`
 }
 
-// percentiles summarises samples (in µs); it sorts them.
+// percentiles summarizes samples (in µs); it sorts them.
 func percentiles(us []int64) Percentiles {
 	if len(us) == 0 {
 		return Percentiles{}
@@ -552,8 +552,8 @@ func writeSamples(path string, us []int64) error {
 	}
 	w := bufio.NewWriter(f)
 	for _, v := range us {
-		w.WriteString(strconv.FormatInt(v, 10))
-		w.WriteByte('\n')
+		_, _ = w.WriteString(strconv.FormatInt(v, 10)) // errors resurface in Flush
+		_ = w.WriteByte('\n')
 	}
 	if err := w.Flush(); err != nil {
 		_ = f.Close()

@@ -75,7 +75,7 @@ type Conn struct {
 	c  net.Conn
 	br *bufio.Reader
 
-	wmu    sync.Mutex // serialises frame writes (pongs from Read, Close)
+	wmu    sync.Mutex // serializes frame writes (pongs from Read, Close)
 	closed bool       // a close frame was sent; guarded by wmu
 
 	// OnPing, when set, is called for every ping received (before the
