@@ -53,14 +53,14 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 	store := postgres.New(pool)
 	ctx := context.Background()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for _, c := range []status.Change{
-		{OrderID: alicesOrder, CustomerID: "alice", Status: "pending", Seq: 1, At: at},
-		{OrderID: alicesOrder, CustomerID: "alice", Status: "reserved", Seq: 2, At: at.Add(time.Second)},
-		{OrderID: bobsOrder, CustomerID: "bob", Status: "cancelled", Reason: "payment_declined", Seq: 1, At: at},
-	} {
-		if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error { _, err := postgres.Apply(ctx, tx, c); return err }); err != nil {
-			tb.Fatal(err)
-		}
+	if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
+		_, err := postgres.Apply(ctx, tx,
+			status.Change{OrderID: alicesOrder, CustomerID: "alice", Status: "pending", Seq: 1, At: at},
+			status.Change{OrderID: alicesOrder, CustomerID: "alice", Status: "reserved", Seq: 2, At: at.Add(time.Second)},
+			status.Change{OrderID: bobsOrder, CustomerID: "bob", Status: "cancelled", Reason: "payment_declined", Seq: 1, At: at})
+		return err
+	}); err != nil {
+		tb.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	o.Store, o.Log = store, log

@@ -5,9 +5,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,27 +34,50 @@ type Store struct {
 // applied.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Apply records c in tx, idempotently: the feed keeps the first copy of each
-// (order, seq), and the latest status moves only to a higher seq, so a
-// redelivered or late change leaves both as they were. It reports whether
-// c became the order's latest status.
-func Apply(ctx context.Context, tx pgx.Tx, c status.Change) (latest bool, err error) {
-	// One statement, one round trip: the feed row and the latest status.
+// Apply records changes in tx with one statement, idempotently: the feed
+// keeps the first copy of each (order, seq), and an order's latest status
+// moves only to a higher seq, so a redelivered or late change leaves both as
+// they were. It returns how many orders' latest status moved.
+//
+// Rows are written in (order, seq) order, so two replicas applying
+// overlapping batches lock them in the same order and cannot deadlock on
+// each other.
+func Apply(ctx context.Context, tx pgx.Tx, changes ...status.Change) (moved int64, err error) {
+	cs := slices.Clone(changes)
+	slices.SortFunc(cs, func(a, b status.Change) int {
+		return cmp.Or(strings.Compare(a.OrderID, b.OrderID), cmp.Compare(a.Seq, b.Seq))
+	})
+	// One copy of each (order, seq): a batch may hold the same change from
+	// both queues.
+	cs = slices.CompactFunc(cs, func(a, b status.Change) bool { return a.OrderID == b.OrderID && a.Seq == b.Seq })
+	n := len(cs)
+	ids, customers, statuses, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	seqs, ats := make([]int64, n), make([]time.Time, n)
+	for i, c := range cs {
+		ids[i], customers[i], statuses[i], reasons[i], seqs[i], ats[i] = c.OrderID, c.CustomerID, c.Status, c.Reason, c.Seq, c.At
+	}
+	// The latest status takes the highest seq of each order in the batch:
+	// one statement may not update a row twice.
 	const q = `
-WITH feed AS (
-  INSERT INTO status_feed (order_id, seq, status, reason, at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)
+WITH c AS (
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+    WITH ORDINALITY AS c(order_id, seq, status, reason, at, customer_id, n)),
+feed AS (
+  INSERT INTO status_feed (order_id, seq, status, reason, at)
+  SELECT order_id, seq, status, NULLIF(reason, ''), at FROM c ORDER BY n
   ON CONFLICT (order_id, seq) DO NOTHING)
 INSERT INTO order_status AS s (order_id, customer_id, status, reason, seq, at)
-VALUES ($1, $6, $3, NULLIF($4, ''), $2, $5)
+SELECT DISTINCT ON (order_id) order_id, customer_id, status, NULLIF(reason, ''), seq, at
+FROM c ORDER BY order_id, seq DESC
 ON CONFLICT (order_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, reason = EXCLUDED.reason,
     seq = EXCLUDED.seq, at = EXCLUDED.at, updated_at = now()
 WHERE s.seq < EXCLUDED.seq`
-	tag, err := tx.Exec(ctx, q, c.OrderID, c.Seq, c.Status, c.Reason, c.At, c.CustomerID)
+	tag, err := tx.Exec(ctx, q, ids, seqs, statuses, reasons, ats, customers)
 	if err != nil {
-		return false, fmt.Errorf("postgres: apply %s/%d: %w", c.OrderID, c.Seq, err)
+		return 0, fmt.Errorf("postgres: apply %d changes: %w", n, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return tag.RowsAffected(), nil
 }
 
 // Current returns the latest status of order id, with its customer. It

@@ -23,18 +23,20 @@ func newTestStore(tb testing.TB) (*postgres.Store, *pgxpool.Pool) {
 	return postgres.New(pool), pool
 }
 
-func mustApply(tb testing.TB, pool *pgxpool.Pool, c status.Change) bool {
+// mustApply applies cs in one transaction and returns how many orders'
+// latest status moved.
+func mustApply(tb testing.TB, pool *pgxpool.Pool, cs ...status.Change) int64 {
 	tb.Helper()
-	var latest bool
+	var moved int64
 	err := pg.Transact(context.Background(), pool, func(tx pgx.Tx) error {
 		var err error
-		latest, err = postgres.Apply(context.Background(), tx, c)
+		moved, err = postgres.Apply(context.Background(), tx, cs...)
 		return err
 	})
 	if err != nil {
-		tb.Fatalf("Apply(%+v): %v", c, err)
+		tb.Fatalf("Apply(%+v): %v", cs, err)
 	}
-	return latest
+	return moved
 }
 
 const order = "0190a6b4-0000-7000-8000-000000000001"
@@ -54,18 +56,18 @@ func TestApplyIsIdempotentAndIgnoresOlderSeq(t *testing.T) {
 		t.Fatalf("Current of an unknown order = %v, want ErrUnknownOrder", err)
 	}
 	steps := []struct {
-		c          status.Change
-		wantLatest bool
+		c         status.Change
+		wantMoved int64
 	}{
-		{change(1, "pending", ""), true},
-		{change(1, "pending", ""), false},  // a redelivery
-		{change(3, "confirmed", ""), true}, // 2 is late
-		{change(2, "reserved", ""), false}, // older than what is held
-		{change(3, "confirmed", ""), false},
+		{change(1, "pending", ""), 1},
+		{change(1, "pending", ""), 0},   // a redelivery
+		{change(3, "confirmed", ""), 1}, // 2 is late
+		{change(2, "reserved", ""), 0},  // older than what is held
+		{change(3, "confirmed", ""), 0},
 	}
 	for _, s := range steps {
-		if got := mustApply(t, pool, s.c); got != s.wantLatest {
-			t.Errorf("Apply(seq %d) latest = %v, want %v", s.c.Seq, got, s.wantLatest)
+		if got := mustApply(t, pool, s.c); got != s.wantMoved {
+			t.Errorf("Apply(seq %d) moved %d orders, want %d", s.c.Seq, got, s.wantMoved)
 		}
 	}
 	got, err := store.Current(ctx, order)
@@ -101,6 +103,39 @@ func TestApplyIsIdempotentAndIgnoresOlderSeq(t *testing.T) {
 	var nulls int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM status_feed WHERE reason IS NULL`).Scan(&nulls); err != nil || nulls != 3 {
 		t.Errorf("feed rows with a NULL reason = %d (%v), want 3", nulls, err)
+	}
+}
+
+// TestApplyBatch applies, in one statement, what the writer may gather:
+// the same change twice (from both queues), an order's changes out of
+// order, and an order already further on.
+func TestApplyBatch(t *testing.T) {
+	t.Parallel()
+	store, pool := newTestStore(t)
+	ctx := context.Background()
+	other := func(seq int64, st string) status.Change {
+		return status.Change{OrderID: "0190a6b4-0000-7000-8000-000000000002", CustomerID: "bob", Status: st, Seq: seq, At: t0}
+	}
+	mustApply(t, pool, other(4, "delivered"))
+	moved := mustApply(t, pool,
+		change(2, "reserved", ""), change(1, "pending", ""), change(3, "confirmed", ""),
+		change(2, "reserved", ""), // the other queue's copy
+		other(3, "shipped"),       // older than what is held
+	)
+	if moved != 1 {
+		t.Errorf("moved %d orders, want 1", moved)
+	}
+	if got, _ := store.Current(ctx, order); got.Seq != 3 || got.Status != "confirmed" {
+		t.Errorf("Current = %+v, want confirmed/3", got)
+	}
+	if got, _ := store.Current(ctx, other(0, "").OrderID); got.Seq != 4 || got.Status != "delivered" {
+		t.Errorf("Current of the order further on = %+v, want delivered/4", got)
+	}
+	if feed, _ := store.Since(ctx, order, 0); len(feed) != 3 {
+		t.Errorf("feed = %+v, want seqs 1, 2, 3", feed)
+	}
+	if n := mustApply(t, pool); n != 0 {
+		t.Errorf("an empty batch moved %d orders", n)
 	}
 }
 

@@ -116,7 +116,12 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	// The page and the metrics are there too.
-	for path, want := range map[string]string{"/track/" + order: "<!doctype html", "/metrics": "notification_connections_open"} {
+	for _, get := range []struct{ path, want string }{
+		{"/track/" + order, "<!doctype html"},
+		{"/metrics", "notification_connections_open"},
+		{"/metrics", "notification_store_commits_total"},
+	} {
+		path, want := get.path, get.want
 		resp, err := http.Get(base + path) //nolint:noctx // test
 		if err != nil {
 			t.Fatal(err)
