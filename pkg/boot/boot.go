@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,10 +171,13 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	// Every service database has an inbox; forget old message ids.
-	s.Go("inbox purge", func(ctx context.Context) error {
-		return inbox.PurgeEvery(ctx, s.Pool, inbox.Retention, time.Hour, s.Log)
-	})
+	// A database with the messaging tables has an inbox: forget old
+	// message ids.
+	if slices.ContainsFunc(sets, func(m pg.Migration) bool { return m.Table == Messaging.Table }) {
+		s.Go("inbox purge", func(ctx context.Context) error {
+			return inbox.PurgeEvery(ctx, s.Pool, inbox.Retention, time.Hour, s.Log)
+		})
+	}
 	return s, nil
 }
 

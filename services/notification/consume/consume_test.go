@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -71,7 +70,7 @@ type env struct {
 
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	pool, _ := pgtest.NewDB(tb, boot.Messaging, postgres.Migration)
+	pool, _ := pgtest.NewDB(tb, postgres.Migration)
 	amqpURL := rabbittest.NewVhost(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
-	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
@@ -49,7 +48,7 @@ type testServer struct {
 
 func newTestServer(tb testing.TB, o live.Options) *testServer {
 	tb.Helper()
-	pool, _ := pgtest.NewDB(tb, boot.Messaging, postgres.Migration)
+	pool, _ := pgtest.NewDB(tb, postgres.Migration)
 	store := postgres.New(pool)
 	ctx := context.Background()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -21,8 +21,9 @@ import (
 	"github.com/orderly/orderly/services/notification/status"
 )
 
-// Migration is the service's own migration set (its database also carries
-// boot.Messaging, for the inbox).
+// Migration is the service's migration set. It has no outbox and no inbox:
+// the service publishes nothing, and every write is idempotent by (order,
+// seq), so a redelivered message needs no record of having been handled.
 var Migration = pg.Migration{FS: migrations.Notification, Table: "goose_notification"}
 
 // Store reads and writes the status tables.

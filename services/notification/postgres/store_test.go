@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/services/notification/postgres"
@@ -19,7 +18,7 @@ import (
 
 func newTestStore(tb testing.TB) (*postgres.Store, *pgxpool.Pool) {
 	tb.Helper()
-	pool, _ := pgtest.NewDB(tb, boot.Messaging, postgres.Migration)
+	pool, _ := pgtest.NewDB(tb, postgres.Migration)
 	return postgres.New(pool), pool
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/services/notification/status"
 )
@@ -41,7 +40,7 @@ func (w *Writer) waitQueued(tb testing.TB, n int) {
 // transaction — and that one change the database refuses fails alone.
 func TestWriterGroupsWaitingCallers(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewDB(t, boot.Messaging, Migration)
+	pool, _ := pgtest.NewDB(t, Migration)
 	ctx := context.Background()
 	w := NewWriter(pool)
 	first := uuid.NewString()
@@ -108,7 +107,7 @@ func TestWriterGroupsWaitingCallers(t *testing.T) {
 // fewer transactions than changes.
 func TestWriterBatchesUnderLoad(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewDB(t, boot.Messaging, Migration)
+	pool, _ := pgtest.NewDB(t, Migration)
 	ctx := context.Background()
 	w := NewWriter(pool)
 	const callers, each = 32, 50

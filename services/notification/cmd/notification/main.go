@@ -155,7 +155,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, postgres.Migration)
+	svc, err := boot.Start(ctx, cfg.Config, postgres.Migration)
 	if err != nil {
 		return nil, err
 	}
