@@ -366,6 +366,15 @@ func TestLiveTracking(t *testing.T) {
 		res := lp.stop(t)
 		rep.ClientRSSKiB = append(rep.ClientRSSKiB, res.ClientRSSKiB)
 	}
+	// The server handles the other clients' goodbyes (close frames, socket
+	// teardown) by itself after they exit; measure once it is done, with
+	// the latency clients alone connected.
+	stack.Eventually(t, time.Minute, "the other connections to close on the server", func() error {
+		if n := srv.metrics(t)["notification_connections_open"]; n > float64(p.latencyConns) {
+			return fmt.Errorf("%.0f open", n)
+		}
+		return nil
+	})
 	time.Sleep(3 * time.Second) // let the server finish closing them
 	latencyProcs := procs[:nLatencyProcs]
 	rep.LatencyConns = p.latencyConns
