@@ -227,11 +227,15 @@ func (s *Service) NewRelay() *outbox.Relay {
 }
 
 // AddConsumer has Run run c, filling in the broker connection and logger when
-// c leaves them nil. Consumers stop after the HTTP server has drained and
-// finish the messages they hold.
+// c leaves them nil, and its workers from CONSUMER_WORKERS when c.Workers is
+// 0 (both 0: rabbit.Consumer's default). Consumers stop after the HTTP
+// server has drained and finish the messages they hold.
 func (s *Service) AddConsumer(c *rabbit.Consumer) {
 	if c.Conn == nil {
 		c.Conn = s.Rabbit
+	}
+	if c.Workers == 0 {
+		c.Workers = s.Config.ConsumerWorkers
 	}
 	if c.Log == nil {
 		c.Log = s.Log.With("component", "consumer", "queue", c.Queue.Name)

@@ -62,6 +62,11 @@ type Config struct {
 	// subject, else a client address) may make to the service's API, per
 	// replica.
 	RateLimitRPS int `env:"RATE_LIMIT_RPS" envDefault:"100"`
+	// ConsumerWorkers is how many messages each of the service's queues
+	// handles at once (messages of one order always go to the same
+	// worker). It has no envDefault because 0 stands for the service's
+	// own default: rabbit.Consumer's 4, or 16 in notification.
+	ConsumerWorkers int `env:"CONSUMER_WORKERS"`
 	// Env is development or production; production refuses the development
 	// JWT secret.
 	Env string `env:"ORDERLY_ENV" envDefault:"development"`
@@ -196,6 +201,9 @@ func (c Config) Validate() error {
 	if c.RateLimitRPS <= 0 {
 		bad("RATE_LIMIT_RPS", "must be positive")
 	}
+	if c.ConsumerWorkers < 0 || c.ConsumerWorkers > 256 {
+		bad("CONSUMER_WORKERS", "must be between 0 (the service's default) and 256")
+	}
 	if c.OTLPEndpoint != "" {
 		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%q is not an http:// or https:// URL", c.OTLPEndpoint)
@@ -246,6 +254,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("auth_jwt_issuer", c.JWTIssuer),
 		slog.String("auth_jwt_audience", c.JWTAudience),
 		slog.Int("rate_limit_rps", c.RateLimitRPS),
+		slog.Int("consumer_workers", c.ConsumerWorkers),
 		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
 		slog.String("log_level", c.LogLevel),
 		slog.String("connect_timeout", c.ConnectTimeout.String()),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/rabbit"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -48,6 +49,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"AUTH_JWT_ISSUER=https://id.orderly.dev/",
 		"AUTH_JWT_AUDIENCE=orderly-api",
 		"RATE_LIMIT_RPS=250",
+		"CONSUMER_WORKERS=8",
 		"ORDERLY_ENV=production",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318",
 		"LOG_LEVEL=debug",
@@ -68,6 +70,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		JWTIssuer:       "https://id.orderly.dev/",
 		JWTAudience:     "orderly-api",
 		RateLimitRPS:    250,
+		ConsumerWorkers: 8,
 		Env:             boot.EnvProduction,
 		OTLPEndpoint:    "http://collector:4318",
 		LogLevel:        "debug",
@@ -102,6 +105,9 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"RATE_LIMIT_RPS=0", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=-5", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=lots", "RATE_LIMIT_RPS"},
+		{"CONSUMER_WORKERS=-1", "CONSUMER_WORKERS"},
+		{"CONSUMER_WORKERS=257", "CONSUMER_WORKERS"},
+		{"CONSUMER_WORKERS=many", "CONSUMER_WORKERS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
@@ -118,6 +124,34 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 				t.Errorf("error %q spans several lines, want one", msg)
 			}
 		})
+	}
+}
+
+// TestLoadConfigConsumerWorkers checks the bounds that are accepted: 0 is
+// not "no workers" but the service's default, which the service or
+// rabbit.Consumer fills in later.
+func TestLoadConfigConsumerWorkers(t *testing.T) {
+	t.Parallel()
+	for env, want := range map[string]int{"CONSUMER_WORKERS=0": 0, "CONSUMER_WORKERS=1": 1, "CONSUMER_WORKERS=256": 256} {
+		cfg, err := boot.LoadConfig([]string{env}, "order", ":8080")
+		if err != nil || cfg.ConsumerWorkers != want {
+			t.Errorf("LoadConfig(%s) = %d, %v; want %d, nil", env, cfg.ConsumerWorkers, err, want)
+		}
+	}
+}
+
+func TestAddConsumerFillsWorkersFromConfig(t *testing.T) {
+	t.Parallel()
+	svc := &boot.Service{Config: boot.Config{ConsumerWorkers: 8}, Log: slog.New(slog.DiscardHandler)}
+	unset := &rabbit.Consumer{Queue: rabbit.Queue{Name: "q1"}}
+	svc.AddConsumer(unset)
+	if unset.Workers != 8 {
+		t.Errorf("Workers = %d with CONSUMER_WORKERS=8 and none asked, want 8", unset.Workers)
+	}
+	own := &rabbit.Consumer{Queue: rabbit.Queue{Name: "q2"}, Workers: 16}
+	svc.AddConsumer(own)
+	if own.Workers != 16 {
+		t.Errorf("Workers = %d when the service asked for 16, want 16", own.Workers)
 	}
 }
 

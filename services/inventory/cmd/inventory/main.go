@@ -4,9 +4,9 @@
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8081, DATABASE_URL to the orderly_inventory database), plus
-// RESERVATION_SWEEP_INTERVAL (default 5s) and CONSUMER_WORKERS (default 4).
-// It stops gracefully on SIGTERM or SIGINT. A configuration or start-up error
-// is printed as one line on stderr and exits with status 1.
+// RESERVATION_SWEEP_INTERVAL (default 5s). It stops gracefully on SIGTERM or
+// SIGINT. A configuration or start-up error is printed as one line on stderr
+// and exits with status 1.
 package main
 
 import (
@@ -45,9 +45,6 @@ type config struct {
 	// SweepInterval is how often held reservations past their expiry are
 	// released.
 	SweepInterval time.Duration `env:"RESERVATION_SWEEP_INTERVAL" envDefault:"5s"`
-	// Workers handle messages of inventory.orders concurrently; messages of
-	// one order always go to the same worker.
-	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
 }
 
 // loadConfig reads the configuration from environ. It returns an error
@@ -64,9 +61,6 @@ func loadConfig(environ []string) (config, error) {
 	var msgs []string
 	if cfg.SweepInterval <= 0 {
 		msgs = append(msgs, "RESERVATION_SWEEP_INTERVAL: must be positive")
-	}
-	if cfg.Workers < 1 || cfg.Workers > 256 {
-		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
 	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
@@ -97,7 +91,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		return nil, err
 	}
 	svc.Log.InfoContext(ctx, "inventory settings",
-		"reservation_sweep_interval", cfg.SweepInterval.String(), "consumer_workers", cfg.Workers)
+		"reservation_sweep_interval", cfg.SweepInterval.String())
 	store := postgres.New(svc.Pool)
 
 	// Exchanges and the queue exist before anything is published, so no
@@ -108,7 +102,6 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Queue:     consume.Queue(),
 		Exchanges: consume.Exchanges(),
 		Handler:   consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
-		Workers:   cfg.Workers,
 	})
 	sweepLog := svc.Log.With("component", "reservation-sweeper")
 	svc.Go("reservation sweeper", func(ctx context.Context) error {

@@ -29,14 +29,14 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.SweepInterval != 5*time.Second || cfg.Workers != 4 || cfg.Service != "inventory" {
+	if cfg.HTTPAddr != ":8081" || cfg.SweepInterval != 5*time.Second || cfg.ConsumerWorkers != 0 || cfg.Service != "inventory" {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	cfg, err = loadConfig([]string{"RESERVATION_SWEEP_INTERVAL=1s", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
-	if err != nil || cfg.SweepInterval != time.Second || cfg.Workers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
+	if err != nil || cfg.SweepInterval != time.Second || cfg.ConsumerWorkers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
-	for _, bad := range []string{"RESERVATION_SWEEP_INTERVAL=0s", "RESERVATION_SWEEP_INTERVAL=soon", "CONSUMER_WORKERS=0", "LOG_LEVEL=loud"} {
+	for _, bad := range []string{"RESERVATION_SWEEP_INTERVAL=0s", "RESERVATION_SWEEP_INTERVAL=soon", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud"} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{bad})
 		if err == nil || !strings.Contains(err.Error(), name) {

@@ -76,11 +76,6 @@ type config struct {
 	// Retention is how long a delivered or cancelled order stays
 	// watchable.
 	Retention time.Duration `env:"NOTIFICATION_RETENTION" envDefault:"720h"`
-	// Workers handle each queue's messages concurrently; messages of one
-	// order always go to the same worker. More than the other services'
-	// 4: a worker mostly waits for the shared commit of postgres.Writer,
-	// and the more changes wait together, the fewer commits they cost.
-	Workers int `env:"CONSUMER_WORKERS" envDefault:"16"`
 }
 
 // instanceID is what a queue name may carry.
@@ -129,8 +124,11 @@ func loadConfig(environ []string) (config, error) {
 			bad("%s: must be positive", d.name)
 		}
 	}
-	if cfg.Workers < 1 || cfg.Workers > 256 {
-		bad("CONSUMER_WORKERS: must be between 1 and 256")
+	// More workers than the other services' 4: a worker mostly waits for
+	// the shared commit of postgres.Writer, and the more changes wait
+	// together, the fewer commits they cost.
+	if cfg.ConsumerWorkers == 0 {
+		cfg.ConsumerWorkers = 16
 	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
@@ -163,7 +161,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"instance_id", cfg.InstanceID, "allowed_origins", cfg.AllowedOrigins,
 		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer, "send_queue", cfg.SendQueue,
 		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
-		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String(), "consumer_workers", cfg.Workers)
+		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String())
 	store := postgres.New(svc.Pool)
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/notification")
 
@@ -196,8 +194,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		_ = svc.Close()
 		return nil, err
 	}
-	svc.AddConsumer(&rabbit.Consumer{Queue: shared, Exchanges: exchanges, Handler: consume.Handler(writer, nil), Workers: cfg.Workers})
-	svc.AddConsumer(&rabbit.Consumer{Queue: own, Exchanges: exchanges, Handler: consume.Handler(writer, hub), Workers: cfg.Workers})
+	svc.AddConsumer(&rabbit.Consumer{Queue: shared, Exchanges: exchanges, Handler: consume.Handler(writer, nil)})
+	svc.AddConsumer(&rabbit.Consumer{Queue: own, Exchanges: exchanges, Handler: consume.Handler(writer, hub)})
 
 	purgeLog := svc.Log.With("component", "retention-purge")
 	svc.Go("retention purge", func(ctx context.Context) error {

@@ -31,17 +31,18 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if cfg.HTTPAddr != ":8083" || cfg.Service != "notification" || cfg.MaxPerOrder != 20 || cfg.MaxPerCustomer != 50 ||
 		cfg.SendQueue != 32 || cfg.Heartbeat != 25*time.Second || cfg.SSEHeartbeat != 15*time.Second ||
-		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" || cfg.InstanceID == "" {
+		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" || cfg.InstanceID == "" ||
+		cfg.ConsumerWorkers != 16 {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"NOTIFICATION_INSTANCE_ID=notification-0", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8"})
-	if err != nil || cfg.InstanceID != "notification-0" || cfg.SendQueue != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
+	cfg, err = loadConfig([]string{"NOTIFICATION_INSTANCE_ID=notification-0", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8"})
+	if err != nil || cfg.InstanceID != "notification-0" || cfg.SendQueue != 8 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
 	for _, bad := range []string{
 		"NOTIFICATION_INSTANCE_ID=a b", "NOTIFICATION_ALLOWED_ORIGINS=shop.example", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example/path",
 		"NOTIFICATION_MAX_PER_ORDER=0", "NOTIFICATION_MAX_PER_CUSTOMER=-1", "NOTIFICATION_SEND_QUEUE=none",
-		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=0",
+		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=257",
 	} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{bad})

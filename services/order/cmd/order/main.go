@@ -4,10 +4,10 @@
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8080, DATABASE_URL to the orderly_order database), plus
-// ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s),
-// ORDER_SWEEP_INTERVAL (1s) and CONSUMER_WORKERS (4). It stops gracefully on
-// SIGTERM or SIGINT. A configuration or start-up error is printed as one
-// line on stderr and exits with status 1.
+// ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s) and
+// ORDER_SWEEP_INTERVAL (1s). It stops gracefully on SIGTERM or SIGINT. A
+// configuration or start-up error is printed as one line on stderr and exits
+// with status 1.
 package main
 
 import (
@@ -52,9 +52,6 @@ type config struct {
 	PaymentTimeout time.Duration `env:"ORDER_PAYMENT_TIMEOUT" envDefault:"30s"`
 	// SweepInterval is how often overdue orders are looked for.
 	SweepInterval time.Duration `env:"ORDER_SWEEP_INTERVAL" envDefault:"1s"`
-	// Workers handle messages of each queue concurrently; messages of one
-	// order always go to the same worker.
-	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
 }
 
 // loadConfig reads the configuration from environ. It returns an error
@@ -76,9 +73,6 @@ func loadConfig(environ []string) (config, error) {
 		if d.v <= 0 {
 			msgs = append(msgs, d.name+": must be positive")
 		}
-	}
-	if cfg.Workers < 1 || cfg.Workers > 256 {
-		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
 	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
@@ -109,7 +103,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	}
 	svc.Log.InfoContext(ctx, "order settings",
 		"order_reserve_timeout", cfg.ReserveTimeout.String(), "order_payment_timeout", cfg.PaymentTimeout.String(),
-		"order_sweep_interval", cfg.SweepInterval.String(), "consumer_workers", cfg.Workers)
+		"order_sweep_interval", cfg.SweepInterval.String())
 	store := postgres.New(svc.Pool, postgres.Options{ReserveTimeout: cfg.ReserveTimeout, PaymentTimeout: cfg.PaymentTimeout})
 
 	// The exchanges and queues exist before anything is published, so no
@@ -118,8 +112,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{consume.SagaQueue(), consume.CatalogQueue()}}
 	svc.Relay = svc.NewRelay()
 	handlers := &consume.Handlers{Store: store, Log: svc.Log.With("component", "saga")}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Handler: handlers.Saga(), Workers: cfg.Workers})
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Handler: handlers.Catalog(), Workers: cfg.Workers})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Handler: handlers.Saga()})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Handler: handlers.Catalog()})
 
 	deadlines := &sweep.Deadlines{
 		Store:    store,

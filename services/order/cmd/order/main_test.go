@@ -30,14 +30,14 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	if cfg.HTTPAddr != ":8080" || cfg.Service != "order" || cfg.ReserveTimeout != 30*time.Second ||
-		cfg.PaymentTimeout != 30*time.Second || cfg.SweepInterval != time.Second || cfg.Workers != 4 {
+		cfg.PaymentTimeout != 30*time.Second || cfg.SweepInterval != time.Second || cfg.ConsumerWorkers != 0 {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	cfg, err = loadConfig([]string{"ORDER_RESERVE_TIMEOUT=5s", "ORDER_PAYMENT_TIMEOUT=7s", "ORDER_SWEEP_INTERVAL=250ms"})
 	if err != nil || cfg.ReserveTimeout != 5*time.Second || cfg.PaymentTimeout != 7*time.Second || cfg.SweepInterval != 250*time.Millisecond {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
-	for _, bad := range []string{"ORDER_RESERVE_TIMEOUT=0s", "ORDER_PAYMENT_TIMEOUT=-1s", "ORDER_SWEEP_INTERVAL=often", "CONSUMER_WORKERS=0", "LOG_LEVEL=loud"} {
+	for _, bad := range []string{"ORDER_RESERVE_TIMEOUT=0s", "ORDER_PAYMENT_TIMEOUT=-1s", "ORDER_SWEEP_INTERVAL=often", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud"} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{bad})
 		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {

@@ -5,9 +5,8 @@
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8082, DATABASE_URL to the orderly_payment database), plus
 // PAYMENT_GATEWAY_LATENCY (how long the simulated gateway takes to answer,
-// default 0) and CONSUMER_WORKERS (default 4). It stops gracefully on SIGTERM
-// or SIGINT. A configuration or start-up error is printed as one line on
-// stderr and exits with status 1.
+// default 0). It stops gracefully on SIGTERM or SIGINT. A configuration or
+// start-up error is printed as one line on stderr and exits with status 1.
 package main
 
 import (
@@ -51,9 +50,6 @@ type config struct {
 	boot.Config
 	// GatewayLatency is how long the simulated gateway takes per call.
 	GatewayLatency time.Duration `env:"PAYMENT_GATEWAY_LATENCY" envDefault:"0s"`
-	// Workers handle messages of payment.requests concurrently; messages of
-	// one order always go to the same worker.
-	Workers int `env:"CONSUMER_WORKERS" envDefault:"4"`
 }
 
 // loadConfig reads the configuration from environ. It returns an error
@@ -70,9 +66,6 @@ func loadConfig(environ []string) (config, error) {
 	var msgs []string
 	if cfg.GatewayLatency < 0 || cfg.GatewayLatency > maxGatewayLatency {
 		msgs = append(msgs, fmt.Sprintf("PAYMENT_GATEWAY_LATENCY: must be between 0s and %s", maxGatewayLatency))
-	}
-	if cfg.Workers < 1 || cfg.Workers > 256 {
-		msgs = append(msgs, "CONSUMER_WORKERS: must be between 1 and 256")
 	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
@@ -103,7 +96,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		return nil, err
 	}
 	svc.Log.InfoContext(ctx, "payment settings",
-		"payment_gateway", "simulated", "payment_gateway_latency", cfg.GatewayLatency.String(), "consumer_workers", cfg.Workers)
+		"payment_gateway", "simulated", "payment_gateway_latency", cfg.GatewayLatency.String())
 
 	// The exchanges and the queue exist before anything is published, so
 	// no event of this service or of order is unroutable once both started.
@@ -120,7 +113,6 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Queue:     consume.Queue(),
 		Exchanges: consume.Exchanges(),
 		Handler:   handler.Consumer(svc.Pool),
-		Workers:   cfg.Workers,
 	})
 	httpapi.New(postgres.NewStore(svc.Pool), cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
 	return svc, nil

@@ -30,7 +30,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loadConfig with an empty environment: %v", err)
 	}
-	if cfg.Service != "payment" || cfg.HTTPAddr != ":8082" || cfg.GatewayLatency != 0 || cfg.Workers != 4 ||
+	if cfg.Service != "payment" || cfg.HTTPAddr != ":8082" || cfg.GatewayLatency != 0 || cfg.ConsumerWorkers != 0 ||
 		!strings.Contains(cfg.DatabaseURL, "orderly_payment") {
 		t.Errorf("defaults = %+v", cfg)
 	}
@@ -38,12 +38,12 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
-	if cfg.GatewayLatency != 250*time.Millisecond || cfg.Workers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
+	if cfg.GatewayLatency != 250*time.Millisecond || cfg.ConsumerWorkers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
 		t.Errorf("loadConfig = %+v, want latency 250ms, 8 workers, HTTP_ADDR 127.0.0.1:0", cfg)
 	}
 	for _, env := range []string{
 		"PAYMENT_GATEWAY_LATENCY=slow", "PAYMENT_GATEWAY_LATENCY=-1s", "PAYMENT_GATEWAY_LATENCY=1m",
-		"CONSUMER_WORKERS=0", "HTTP_ADDR=8082",
+		"CONSUMER_WORKERS=-1", "HTTP_ADDR=8082",
 	} {
 		name, _, _ := strings.Cut(env, "=")
 		_, err := loadConfig([]string{env})
