@@ -316,11 +316,14 @@ func (h *Hub) Run(ctx context.Context) error {
 // timeout, hence more than a handful.
 const pingWorkers = 32
 
-// heartbeats sweeps the WebSockets every fifth of a heartbeat until ctx
-// ends: a connection not written to for a heartbeat is handed to the ping
-// workers (every one of them, however long that takes: a client is judged
-// only on pings it actually got), and one that left a ping unanswered for a
-// heartbeat is dropped.
+// heartbeats sweeps the WebSockets every 25th of a heartbeat (1 s by
+// default) until ctx ends: a connection not written to for a heartbeat is
+// handed to the ping workers (every one of them, however long that takes:
+// a client is judged only on pings it actually got), and one that left a
+// ping unanswered for a heartbeat is dropped. Connections opened together
+// come due together; frequent sweeps hand them over in small groups rather
+// than in bursts of thousands, which hold up the status changes sent
+// meanwhile (docs/benchmarks.md, "What limits the delivery latency").
 func (h *Hub) heartbeats(ctx context.Context) {
 	pings := make(chan *conn)
 	var pinging sync.WaitGroup
@@ -332,7 +335,7 @@ func (h *Hub) heartbeats(ctx context.Context) {
 			}
 		})
 	}
-	tick := time.NewTicker(max(h.o.Heartbeat/5, 50*time.Millisecond))
+	tick := time.NewTicker(max(h.o.Heartbeat/25, 50*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
