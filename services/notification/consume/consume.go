@@ -65,21 +65,50 @@ type Publisher interface {
 // and, when pub is not nil (a replica's own queue), hands the change to
 // pub once it is committed — even when another queue or replica stored it
 // first, since this replica's clients still need it (they skip what they
-// have). An unknown type, a corrupt body or an invalid event is
-// dead-lettered.
+// have). A failed write is retried on the spot for a while (see apply)
+// before the message goes to the consumer's delayed retry. An unknown
+// type, a corrupt body or an invalid event is dead-lettered.
 func Handler(w *postgres.Writer, pub Publisher) rabbit.Handler {
 	return func(ctx context.Context, d *amqp.Delivery) error {
 		c, err := decode(d)
 		if err != nil {
 			return rabbit.Permanent(err)
 		}
-		if err := w.Apply(ctx, c); err != nil {
+		if err := apply(ctx, w, c); err != nil {
 			return err
 		}
 		if pub != nil {
 			pub.Publish(c)
 		}
 		return nil
+	}
+}
+
+// retryInPlace bounds how long a handler keeps retrying a change whose
+// write failed before it hands the message back to the consumer's delayed
+// retry.
+const retryInPlace = 20 * time.Second
+
+// apply records c through w, retrying on the spot for up to retryInPlace
+// (a restarting database, connections it cut). The consumer would move a
+// failed message to a delayed retry queue, and the order's next change,
+// behind it on the same lane, would then be stored and pushed first: the
+// hub never sends a seq at or below the last one it sent, and the feed
+// cannot fill the gap (the change is not stored yet), so the shoppers
+// connected meanwhile would never get the failed change. Retrying here
+// keeps an order's changes in order through a short outage.
+func apply(ctx context.Context, w *postgres.Writer, c status.Change) error {
+	deadline := time.Now().Add(retryInPlace)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		err := w.Apply(ctx, c)
+		if err == nil || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
 	}
 }
 
