@@ -79,9 +79,14 @@ func (w *Writer) Apply(ctx context.Context, c status.Change) error {
 	return w.writeBatch(ctx, r)
 }
 
+// errWriterPanicked is what the callers of a batch get when writing it
+// panicked (the panic itself goes on in the caller that wrote it).
+var errWriterPanicked = errors.New("postgres: writing the batch panicked")
+
 // writeBatch writes what is queued (r among it), tells each caller how its
-// change fared, and passes the turn on.
-func (w *Writer) writeBatch(ctx context.Context, r *request) error {
+// change fared, and passes the turn on — even if writing panics, or every
+// later caller would wait for a turn that never comes.
+func (w *Writer) writeBatch(ctx context.Context, r *request) (err error) {
 	w.mu.Lock()
 	// r is at the head of the queue: the queue is empty when a caller
 	// leads, and the turn goes to the head.
@@ -90,27 +95,32 @@ func (w *Writer) writeBatch(ctx context.Context, r *request) error {
 	w.queue = w.queue[n:]
 	w.mu.Unlock()
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	errs := w.write(wctx, batch)
-	cancel()
-	var mine error
-	for i, b := range batch {
-		if b == r {
-			mine = errs[i]
-			continue
+	var errs []error
+	defer func() {
+		for i, b := range batch {
+			e := errWriterPanicked
+			if errs != nil {
+				e = errs[i]
+			}
+			if b == r {
+				err = e
+				continue
+			}
+			b.done <- e
 		}
-		b.done <- errs[i]
-	}
-
-	w.mu.Lock()
-	if len(w.queue) > 0 {
-		w.queue[0].done <- errYourTurn
-	} else {
-		w.writing = false
-		w.queue = nil // let the backing array go
-	}
-	w.mu.Unlock()
-	return mine
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			w.queue[0].done <- errYourTurn
+		} else {
+			w.writing = false
+			w.queue = nil // let the backing array go
+		}
+		w.mu.Unlock()
+	}()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	errs = w.write(wctx, batch)
+	return nil // set by the deferred function
 }
 
 // write commits batch in one transaction and returns each change's error.
