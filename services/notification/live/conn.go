@@ -223,20 +223,59 @@ func (c *conn) sent(m *message) {
 }
 
 // statuses returns what to send for m: m itself, preceded by the stored
-// statuses between the last one sent and m when m skips some (a change
-// still in retry on this replica, or handled by another replica first).
-func (c *conn) statuses(ctx context.Context, m *message) []*message {
+// statuses between the last one sent and m when m skips some (stored by
+// another replica first, or written late after a failure).
+func (c *conn) statuses(m *message) []*message {
 	last := c.lastSent()
 	if m.seq <= last+1 {
 		return []*message{m}
 	}
-	gap, err := c.hub.feed(ctx, c.order, last, m.seq)
+	gap, err := c.fill(last, m.seq)
 	if err != nil {
-		// Sending m anyway beats holding the client back; it can ask for
-		// the rest with since.
+		// Sending m anyway beats holding the client back on a database
+		// that does not answer; it can ask for the rest with since.
 		c.hub.o.Log.Warn("could not fill a gap in an order's statuses", "order_id", c.order, "after", last, "before", m.seq, "err", err)
 	}
 	return append(gap, m)
+}
+
+// gapPoll is how often fill looks for statuses that are not stored yet.
+const gapPoll = 250 * time.Millisecond
+
+// fill returns the stored statuses after last and, when before is
+// positive, below before. A seq missing in between is not stored yet (its
+// write failed and is being retried): fill waits for it, reading again
+// every gapPoll for up to GapWait, because whatever is sent after it would
+// lose it for good — a connection never goes back to a lower seq. After
+// GapWait, or when the connection is closing, it returns what it has. A
+// failed read is returned at once.
+func (c *conn) fill(last, before int64) ([]*message, error) {
+	deadline := time.Now().Add(c.hub.o.GapWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+		got, err := c.hub.feed(ctx, c.order, last, before)
+		cancel()
+		if err != nil || complete(got, last, before) {
+			return got, err
+		}
+		if time.Now().After(deadline) || c.closing() {
+			c.hub.o.Log.Warn("statuses of an order missing; sending what is stored", "order_id", c.order,
+				"after", last, "before", before, "stored", len(got), "waited", c.hub.o.GapWait.String())
+			return got, nil
+		}
+		time.Sleep(gapPoll) //nolint:forbidigo // polls the feed for a status still being written
+	}
+}
+
+// complete reports whether ms are the statuses last+1, last+2, … with no
+// seq missing and, when before is positive, up to before-1.
+func complete(ms []*message, last, before int64) bool {
+	for i, m := range ms {
+		if m.seq != last+1+int64(i) {
+			return false
+		}
+	}
+	return before <= 0 || last+int64(len(ms)) == before-1
 }
 
 // abort cuts the connection without ceremony and forgets it.

@@ -83,6 +83,11 @@ type Options struct {
 	// CloseWait [5s] is how long a closing WebSocket waits for the
 	// client's close frame before the TCP connection is closed.
 	CloseWait time.Duration
+	// GapWait [45s] is how long a connection waits for a status that is
+	// not stored yet when a later one is to be sent (its write failed and
+	// is being retried: 20 s in place, then the delayed retries, the
+	// longest 30 s after the database is back).
+	GapWait time.Duration
 	// Log receives connection errors. Required.
 	Log *slog.Logger
 	// Meter records the hub's metrics; nil records nothing.
@@ -127,6 +132,7 @@ func NewHub(o Options) (*Hub, error) {
 	defDur(&o.SSERetry, 2*time.Second)
 	defDur(&o.WriteTimeout, 10*time.Second)
 	defDur(&o.CloseWait, 5*time.Second)
+	defDur(&o.GapWait, 45*time.Second)
 	if o.Meter == nil {
 		o.Meter = noop.NewMeterProvider().Meter("")
 	}
@@ -366,21 +372,22 @@ func (h *Hub) heartbeats(ctx context.Context) {
 }
 
 // snapshot reads what a new connection sends first: the feed after
-// w.Since, or the current status when Since is negative.
-func (h *Hub) snapshot(ctx context.Context, w Watch) ([]*message, error) {
+// w.Since (waiting, as fill does, for a status not stored yet), or the
+// current status when Since is negative.
+func (c *conn) snapshot(ctx context.Context, w Watch) ([]*message, error) {
+	if w.Since >= 0 {
+		return c.fill(w.Since, 0)
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if w.Since < 0 {
-		cur, err := h.o.Store.Current(ctx, w.OrderID)
-		if errors.Is(err, status.ErrUnknownOrder) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("live: snapshot of %s: %w", w.OrderID, err)
-		}
-		return []*message{newMessage(cur, false)}, nil
+	cur, err := c.hub.o.Store.Current(ctx, w.OrderID)
+	if errors.Is(err, status.ErrUnknownOrder) {
+		return nil, nil
 	}
-	return h.feed(ctx, w.OrderID, w.Since, 0)
+	if err != nil {
+		return nil, fmt.Errorf("live: snapshot of %s: %w", w.OrderID, err)
+	}
+	return []*message{newMessage(cur, false)}, nil
 }
 
 // feed returns the stored statuses of order after since and, when before

@@ -269,6 +269,47 @@ func TestWebSocketFillsAGapFromTheStore(t *testing.T) {
 	}
 }
 
+// TestWebSocketWaitsForAStatusNotStoredYet: seq 2's write failed and is
+// being retried while seq 3 is stored and published. The connection must
+// not send 3 before 2 (it would never send 2 afterwards): it waits until 2
+// is stored — for a live change and for a since snapshot alike.
+func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	store.add(change(orderA, 1, "pending"))
+	h := newTestHub(t, store, live.Options{})
+	early := dial(t, h.wsURL(orderA, ""))
+	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	store.add(change(orderA, 3, "cancelled"))
+	h.Publish(change(orderA, 3, "cancelled"))
+	replay := dial(t, h.wsURL(orderA, "since=0"))
+
+	time.Sleep(600 * time.Millisecond) //nolint:forbidigo // the retry that stores seq 2 comes later
+	store.add(change(orderA, 2, "reserved"))
+	h.Publish(change(orderA, 2, "reserved"))
+	for name, c := range map[string]*websocket.Conn{"early": early, "since=0": replay} {
+		if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
+			t.Errorf("%s client got seqs %v, close %v; want [1 2 3], 1000", name, seqs(got), code)
+		}
+	}
+}
+
+// TestWebSocketGivesUpWaitingAfterGapWait: a status that never comes holds
+// the later ones back for GapWait only.
+func TestWebSocketGivesUpWaitingAfterGapWait(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	store.add(change(orderA, 1, "pending"))
+	h := newTestHub(t, store, live.Options{GapWait: 300 * time.Millisecond})
+	c := dial(t, h.wsURL(orderA, ""))
+	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	store.add(change(orderA, 3, "cancelled"))
+	h.Publish(change(orderA, 3, "cancelled"))
+	if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 3]" || code != websocket.StatusNormalClosure {
+		t.Errorf("got seqs %v, close %v; want [1 3], 1000", seqs(got), code)
+	}
+}
+
 // TestSubscribeBeforeSnapshot connects clients while changes are being
 // stored and published, the way the consumer does (store, commit, then
 // Publish): every client must see each seq from its first one on exactly

@@ -1,7 +1,6 @@
 package live
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -57,7 +56,7 @@ func (h *Hub) ServeSSE(rw http.ResponseWriter, r *http.Request, w Watch) error {
 		return nil
 	}
 
-	msgs, err := h.snapshot(r.Context(), w)
+	msgs, err := c.snapshot(r.Context(), w)
 	if err != nil {
 		h.o.Log.ErrorContext(r.Context(), "event stream snapshot failed", "order_id", w.OrderID, "err", err)
 		return nil // the client reconnects after retry
@@ -78,7 +77,7 @@ func (h *Hub) ServeSSE(rw http.ResponseWriter, r *http.Request, w Watch) error {
 	keepAlive := time.NewTicker(h.o.SSEHeartbeat)
 	defer keepAlive.Stop()
 	for {
-		if done := c.drainSSE(r.Context()); done {
+		if done := c.drainSSE(); done {
 			return nil
 		}
 		select {
@@ -98,7 +97,7 @@ func (h *Hub) ServeSSE(rw http.ResponseWriter, r *http.Request, w Watch) error {
 
 // drainSSE writes the queue; done means the stream must end (a close was
 // asked for, or a write failed).
-func (c *conn) drainSSE(ctx context.Context) (done bool) {
+func (c *conn) drainSSE() (done bool) {
 	for {
 		it, code, ok := c.pop()
 		switch {
@@ -113,7 +112,7 @@ func (c *conn) drainSSE(ctx context.Context) (done bool) {
 		if it.msg == nil {
 			continue // control frames are WebSocket-only
 		}
-		for _, m := range c.statuses(ctx, it.msg) {
+		for _, m := range c.statuses(it.msg) {
 			if err := c.sse.write(m.event); err != nil {
 				return true
 			}

@@ -1,7 +1,6 @@
 package live
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -88,7 +87,7 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 		c.requestClose(closeProtocolError, false)
 	}
 
-	msgs, err := h.snapshot(r.Context(), w)
+	msgs, err := c.snapshot(r.Context(), w)
 	if err != nil {
 		h.o.Log.ErrorContext(r.Context(), "websocket snapshot failed", "order_id", w.OrderID, "err", err)
 		c.requestClose(closeInternalError, false)
@@ -164,14 +163,12 @@ func (c *conn) writeLoop() {
 		case kindPong:
 			err = c.write(serverFrame(ws.OpPong, it.payload))
 		default:
-			ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
-			for _, m := range c.statuses(ctx, it.msg) {
+			for _, m := range c.statuses(it.msg) {
 				if err = c.write(m.frame); err != nil {
 					break
 				}
 				c.sent(m)
 			}
-			cancel()
 		}
 		if err != nil {
 			c.hub.o.Log.Debug("websocket write failed", "order_id", c.order, "err", err)
