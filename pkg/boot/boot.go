@@ -5,15 +5,14 @@
 // starts the server, the outbox relay and the consumers and stops them in
 // order on SIGTERM.
 //
-// A service's main reads:
+// A service's main is boot.Main("order", start), and its start reads:
 //
-//	cfg, err := boot.LoadConfig(os.Environ(), "order", ":8080")
+//	cfg, err := boot.LoadConfig(environ, "order", ":8080")
 //	svc, err := boot.Start(ctx, cfg, boot.Messaging)
-//	defer svc.Close()
 //	svc.Topology.Exchanges = []string{eventsv1.ExchangeOrder}
 //	svc.Relay = svc.NewRelay()
 //	svc.Router.Get("/v1/…", …)
-//	return svc.Run(ctx)
+//	return svc, nil
 package boot
 
 import (

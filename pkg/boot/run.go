@@ -14,7 +14,7 @@ import (
 
 // Run declares Topology, starts the HTTP server, the consumers and other
 // workers, and the outbox relay, then waits until ctx ends (SIGTERM or
-// SIGINT, via signal.NotifyContext in main) or a part fails. It then shuts
+// SIGINT, via Main) or a part fails. It then shuts
 // down in this order, all within ShutdownTimeout:
 //
 //  1. /readyz answers 503, and stays so for ShutdownDelay while the server

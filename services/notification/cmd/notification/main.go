@@ -21,10 +21,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -39,15 +37,7 @@ import (
 	"github.com/orderly/orderly/services/notification/web"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Environ())
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "notification:", boot.OneLine(err))
-		os.Exit(1)
-	}
-}
+func main() { boot.Main("notification", start) }
 
 // config is the notification service's configuration: the shared settings
 // and its own.
@@ -134,17 +124,6 @@ func loadConfig(environ []string) (config, error) {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
-}
-
-// run wires the service and blocks until it has shut down. It returns nil
-// after a clean shutdown on ctx's end.
-func run(ctx context.Context, environ []string) error {
-	svc, err := start(ctx, environ)
-	if err != nil {
-		return err
-	}
-	defer svc.Close() // a no-op once Run has shut the service down
-	return svc.Run(ctx)
 }
 
 // start opens the service's resources and wires its parts, ready for Run.

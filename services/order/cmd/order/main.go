@@ -13,11 +13,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/orderly/orderly/migrations"
@@ -31,15 +27,7 @@ import (
 	"github.com/orderly/orderly/services/order/sweep"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Environ())
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "order:", boot.OneLine(err))
-		os.Exit(1)
-	}
-}
+func main() { boot.Main("order", start) }
 
 // config is the order service's configuration: the shared settings and its
 // own.
@@ -78,17 +66,6 @@ func loadConfig(environ []string) (config, error) {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
-}
-
-// run wires the service and blocks until it has shut down. It returns nil
-// after a clean shutdown on ctx's end.
-func run(ctx context.Context, environ []string) error {
-	svc, err := start(ctx, environ)
-	if err != nil {
-		return err
-	}
-	defer svc.Close() // a no-op once Run has shut the service down
-	return svc.Run(ctx)
 }
 
 // start opens the service's resources and wires its parts, ready for Run.
