@@ -12,10 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -24,6 +20,7 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/services/inventory"
@@ -37,11 +34,11 @@ var secret = []byte("inventory-test-secret-0123456789abcdef")
 // testServer is the API on a fresh database behind a real HTTP server, with
 // every response checked against openapi.yaml.
 type testServer struct {
-	tb     testing.TB
-	url    string
-	store  *postgres.Store
-	pool   *pgxpool.Pool
-	routes routers.Router
+	tb       testing.TB
+	url      string
+	store    *postgres.Store
+	pool     *pgxpool.Pool
+	contract *apitest.Contract
 }
 
 func newTestServer(tb testing.TB, rps int) *testServer {
@@ -58,35 +55,13 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	httpapi.New(store, authn.NewVerifier(secret, "", ""), rps, log).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
-	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, routes: mustContract(tb)}
+	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, inventory.OpenAPI)}
 }
 
-// mustContract loads and validates openapi.yaml.
-func mustContract(tb testing.TB) routers.Router {
-	tb.Helper()
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(inventory.OpenAPI)
-	if err != nil {
-		tb.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(loader.Context); err != nil {
-		tb.Fatalf("openapi.yaml is invalid: %v", err)
-	}
-	doc.Servers = nil // match requests to the test server's address
-	router, err := legacy.NewRouter(doc)
-	if err != nil {
-		tb.Fatalf("openapi router: %v", err)
-	}
-	return router
-}
-
+// token issues a token for role, whose subject is named after the role.
 func token(tb testing.TB, role string) string {
 	tb.Helper()
-	tok, err := authn.Issue(secret, authn.Claims{Subject: "user-" + role, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
+	return apitest.Tokens{Secret: secret}.For(tb, "user-"+role, role)
 }
 
 type response struct {
@@ -98,53 +73,8 @@ type response struct {
 // do sends a request and checks the response against the contract.
 func (s *testServer) do(method, path, tok, body string) response {
 	s.tb.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(context.Background(), method, s.url+path, rd)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.tb.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	s.checkContract(req, resp, b)
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// checkContract fails the test when the response is not one openapi.yaml
-// describes for the request: an undocumented status, a body or header that
-// does not match its schema.
-func (s *testServer) checkContract(req *http.Request, resp *http.Response, body []byte) {
-	s.tb.Helper()
-	route, params, err := s.routes.FindRoute(req)
-	if err != nil {
-		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
-		return
-	}
-	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
-	}
-	in.SetBodyBytes(body)
-	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		s.tb.Errorf("%s %s → %d %s\ndoes not match openapi.yaml: %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
-	}
+	r := s.contract.Do(s.tb, apitest.NewRequest(s.tb, method, s.url+path, tok, body))
+	return response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 type product struct {
@@ -367,30 +297,19 @@ func TestAdminPutRefusesBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, s.url+"/v1/products/"+tt.sku, strings.NewReader(tt.body))
-			if err != nil {
-				t.Fatal(err)
-			}
+			req := apitest.NewRequest(t, http.MethodPut, s.url+"/v1/products/"+tt.sku, tt.token, tt.body)
+			// The cases send JSON, the empty body included, unless they name
+			// another media type.
 			req.Header.Set("Content-Type", "application/json")
 			if tt.ctype != "" {
 				req.Header.Set("Content-Type", tt.ctype)
 			}
-			if tt.token != "" {
-				req.Header.Set("Authorization", "Bearer "+tt.token)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			sub := &testServer{tb: t, routes: s.routes}
-			sub.checkContract(req, resp, b)
-			p := wantProblem(t, response{status: resp.StatusCode, header: resp.Header, body: b}, tt.status, tt.typ)
+			r := s.contract.Do(t, req)
+			p := wantProblem(t, response{status: r.Status, header: r.Header, body: r.Body}, tt.status, tt.typ)
 			if !strings.Contains(p.Detail, tt.inDetail) {
 				t.Errorf("detail %q does not mention %q", p.Detail, tt.inDetail)
 			}
-			if tt.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+			if tt.status == 401 && r.Header.Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}
 		})

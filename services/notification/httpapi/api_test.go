@@ -15,12 +15,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	notificationservice "github.com/orderly/orderly/services/notification"
@@ -30,7 +29,10 @@ import (
 	"github.com/orderly/orderly/services/notification/status"
 )
 
-var secret = []byte("notification-test-secret-0123456789abcdef")
+var (
+	secret = []byte("notification-test-secret-0123456789abcdef")
+	tokens = apitest.Tokens{Secret: secret}
+)
 
 const (
 	alicesOrder  = "0190a6b4-0000-7000-8000-00000000a11c"
@@ -40,10 +42,10 @@ const (
 )
 
 type testServer struct {
-	tb     testing.TB
-	url    string
-	hub    *live.Hub
-	routes routers.Router
+	tb       testing.TB
+	url      string
+	hub      *live.Hub
+	contract *apitest.Contract
 }
 
 func newTestServer(tb testing.TB, o live.Options) *testServer {
@@ -87,38 +89,18 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 			tb.Errorf("hub: %v", err)
 		}
 	})
-	return &testServer{tb: tb, url: srv.URL, hub: hub, routes: mustContract(tb)}
+	return &testServer{tb: tb, url: srv.URL, hub: hub, contract: mustContract(tb)}
 }
 
-func mustContract(tb testing.TB) routers.Router {
+// mustContract loads openapi.yaml, whose event streams kin-openapi has no
+// body decoder for: it gets one that reads them as text.
+func mustContract(tb testing.TB) *apitest.Contract {
 	tb.Helper()
 	openapi3filter.RegisterBodyDecoder("text/event-stream", func(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 		b, err := io.ReadAll(body)
 		return string(b), err
 	})
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(notificationservice.OpenAPI)
-	if err != nil {
-		tb.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(loader.Context); err != nil {
-		tb.Fatalf("openapi.yaml is invalid: %v", err)
-	}
-	doc.Servers = nil
-	router, err := legacy.NewRouter(doc)
-	if err != nil {
-		tb.Fatalf("openapi router: %v", err)
-	}
-	return router
-}
-
-func tokenFor(tb testing.TB, subject, role string) string {
-	tb.Helper()
-	tok, err := authn.Issue(secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
+	return apitest.LoadContract(tb, notificationservice.OpenAPI)
 }
 
 // attempt is one request to a stream endpoint.
@@ -177,28 +159,9 @@ func (s *testServer) do(a attempt) result {
 	default:
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		s.checkContract(req, resp, b)
+		s.contract.Check(s.tb, req, resp, b)
 	}
 	return result{status: resp.StatusCode, header: resp.Header, body: body}
-}
-
-func (s *testServer) checkContract(req *http.Request, resp *http.Response, body []byte) {
-	s.tb.Helper()
-	route, params, err := s.routes.FindRoute(req)
-	if err != nil {
-		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
-		return
-	}
-	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
-	}
-	in.SetBodyBytes(body)
-	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		s.tb.Errorf("GET %s → %d %s\ndoes not match openapi.yaml: %v", req.URL.Path, resp.StatusCode, body, err)
-	}
 }
 
 func problemType(tb testing.TB, r result) string {
@@ -213,10 +176,10 @@ func problemType(tb testing.TB, r result) string {
 func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, live.Options{})
-	alice, bob, admin := tokenFor(t, "alice", ""), tokenFor(t, "bob", ""), tokenFor(t, "ops", authn.RoleAdmin)
+	alice, bob, admin := tokens.For(t, "alice", ""), tokens.For(t, "bob", ""), tokens.For(t, "ops", authn.RoleAdmin)
 	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 	track := func(id string) string { return authn.NewTrackingToken(secret, id) }
-	forged := tokenFor(t, "alice", "")
+	forged := tokens.For(t, "alice", "")
 	forged = forged[:len(forged)-4] + "AAAA"
 
 	tests := []struct {

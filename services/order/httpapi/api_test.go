@@ -3,23 +3,18 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
 	orderservice "github.com/orderly/orderly/services/order"
 	"github.com/orderly/orderly/services/order/httpapi"
@@ -28,16 +23,19 @@ import (
 	"github.com/orderly/orderly/services/order/postgres"
 )
 
-var secret = []byte("order-test-secret-0123456789abcdefghij")
+var (
+	secret = []byte("order-test-secret-0123456789abcdefghij")
+	tokens = apitest.Tokens{Secret: secret}
+)
 
 // testServer is the API on a fresh database behind a real HTTP server, with
 // every response checked against openapi.yaml.
 type testServer struct {
-	tb     testing.TB
-	url    string
-	store  *postgres.Store
-	pool   *pgxpool.Pool
-	routes routers.Router
+	tb       testing.TB
+	url      string
+	store    *postgres.Store
+	pool     *pgxpool.Pool
+	contract *apitest.Contract
 }
 
 func newTestServer(tb testing.TB, rps int) *testServer {
@@ -57,35 +55,7 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	}).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
-	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, routes: mustContract(tb)}
-}
-
-// mustContract loads and validates openapi.yaml.
-func mustContract(tb testing.TB) routers.Router {
-	tb.Helper()
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(orderservice.OpenAPI)
-	if err != nil {
-		tb.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(loader.Context); err != nil {
-		tb.Fatalf("openapi.yaml is invalid: %v", err)
-	}
-	doc.Servers = nil // match requests to the test server's address
-	router, err := legacy.NewRouter(doc)
-	if err != nil {
-		tb.Fatalf("openapi router: %v", err)
-	}
-	return router
-}
-
-func tokenFor(tb testing.TB, subject, role string) string {
-	tb.Helper()
-	tok, err := authn.Issue(secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tok
+	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, orderservice.OpenAPI)}
 }
 
 type response struct {
@@ -105,34 +75,12 @@ type request struct {
 // do sends a request and checks the response against the contract.
 func (s *testServer) do(rq request) response {
 	s.tb.Helper()
-	var rd io.Reader
-	if rq.body != "" {
-		rd = strings.NewReader(rq.body)
-	}
-	req, err := http.NewRequestWithContext(context.Background(), rq.method, s.url+rq.path, rd)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	if rq.body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if rq.token != "" {
-		req.Header.Set("Authorization", "Bearer "+rq.token)
-	}
+	req := apitest.NewRequest(s.tb, rq.method, s.url+rq.path, rq.token, rq.body)
 	for k, v := range rq.header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.tb.Fatalf("%s %s: %v", rq.method, rq.path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	s.checkContract(req, resp, b)
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	r := s.contract.Do(s.tb, req)
+	return response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (s *testServer) get(tok, path string) response {
@@ -143,28 +91,6 @@ func (s *testServer) get(tok, path string) response {
 func (s *testServer) post(tok, path, body string) response {
 	s.tb.Helper()
 	return s.do(request{method: http.MethodPost, path: path, token: tok, body: body})
-}
-
-// checkContract fails the test when the response is not one openapi.yaml
-// describes for the request: an undocumented status, a body or header that
-// does not match its schema.
-func (s *testServer) checkContract(req *http.Request, resp *http.Response, body []byte) {
-	s.tb.Helper()
-	route, params, err := s.routes.FindRoute(req)
-	if err != nil {
-		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
-		return
-	}
-	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
-		Status:                 resp.StatusCode,
-		Header:                 resp.Header,
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
-	}
-	in.SetBodyBytes(body)
-	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		s.tb.Errorf("%s %s → %d %s\ndoes not match openapi.yaml: %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
-	}
 }
 
 // count returns the rows of table.

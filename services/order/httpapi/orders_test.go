@@ -20,7 +20,7 @@ import (
 func TestCreateOrder(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice := tokenFor(t, "alice", "")
+	alice := tokens.For(t, "alice", "")
 
 	r := s.post(alice, "/v1/orders", `{"customer_id":"alice","items":[{"sku":"WIDGET","quantity":2},{"sku":"GADGET","quantity":1}],"payment_method":"pm_card_ok"}`)
 	if r.status != http.StatusCreated {
@@ -69,7 +69,7 @@ func TestCreateOrder(t *testing.T) {
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice, bob := tokenFor(t, "alice", ""), tokenFor(t, "bob", "")
+	alice, bob := tokens.For(t, "alice", ""), tokens.For(t, "bob", "")
 	place := func(tok, key, body string) response {
 		return s.do(request{method: http.MethodPost, path: "/v1/orders", token: tok, body: body, header: map[string]string{"Idempotency-Key": key}})
 	}
@@ -133,7 +133,7 @@ func TestIdempotencyKey(t *testing.T) {
 func TestIdempotencyKeyConcurrent(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice := tokenFor(t, "alice", "")
+	alice := tokens.For(t, "alice", "")
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -182,7 +182,7 @@ func TestIdempotencyKeyConcurrent(t *testing.T) {
 func TestBadInputChangesNothing(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice := tokenFor(t, "alice", "")
+	alice := tokens.For(t, "alice", "")
 	lines := func(n int) string {
 		var b strings.Builder
 		for i := range n {
@@ -256,7 +256,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 func TestSomeoneElsesOrderIsNotFound(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice, bob, admin := tokenFor(t, "alice", ""), tokenFor(t, "bob", ""), tokenFor(t, "ops", authn.RoleAdmin)
+	alice, bob, admin := tokens.For(t, "alice", ""), tokens.For(t, "bob", ""), tokens.For(t, "ops", authn.RoleAdmin)
 	bobs := s.mustPlace(bob)
 	s.mustPlace(alice)
 
@@ -296,7 +296,7 @@ func TestSomeoneElsesOrderIsNotFound(t *testing.T) {
 func TestCancel(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice := tokenFor(t, "alice", "")
+	alice := tokens.For(t, "alice", "")
 	for _, reach := range [][]order.Event{
 		nil, // pending
 		{order.EventStockReserved},
@@ -332,7 +332,7 @@ func TestCancel(t *testing.T) {
 func TestShipAndDeliverAreForAdmins(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice, admin := tokenFor(t, "alice", ""), tokenFor(t, "ops", authn.RoleAdmin)
+	alice, admin := tokens.For(t, "alice", ""), tokens.For(t, "ops", authn.RoleAdmin)
 	o := s.mustPlace(alice)
 	for _, action := range []string{"ship", "deliver"} {
 		r := s.post(alice, "/v1/orders/"+o.ID+"/"+action, "")
@@ -376,12 +376,12 @@ func TestShipAndDeliverAreForAdmins(t *testing.T) {
 func TestListPages(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	alice := tokenFor(t, "alice", "")
+	alice := tokens.For(t, "alice", "")
 	var want []string
 	for range 7 {
 		want = append([]string{s.mustPlace(alice).ID}, want...)
 	}
-	s.mustPlace(tokenFor(t, "bob", ""))
+	s.mustPlace(tokens.For(t, "bob", ""))
 
 	var got []string
 	path := "/v1/orders?limit=3"
@@ -432,7 +432,7 @@ func TestListPages(t *testing.T) {
 func TestTokensAreChecked(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	valid := tokenFor(t, "alice", "")
+	valid := tokens.For(t, "alice", "")
 	forged, _ := authn.Issue([]byte("some-other-secret-0123456789abcdef"), authn.Claims{Subject: "alice", ExpiresAt: time.Now().Add(time.Hour)}, "", "")
 	expired, _ := authn.Issue(secret, authn.Claims{Subject: "alice", ExpiresAt: time.Now().Add(-time.Hour)}, "", "")
 	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
@@ -474,7 +474,7 @@ func TestTokensAreChecked(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 5)
-	alice, bob := tokenFor(t, "alice", ""), tokenFor(t, "bob", "")
+	alice, bob := tokens.For(t, "alice", ""), tokens.For(t, "bob", "")
 	// A burst at once: even on a slow machine it lands within one second.
 	var (
 		wg    sync.WaitGroup

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,10 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/go-chi/chi/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -25,6 +20,7 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	paymentsvc "github.com/orderly/orderly/services/payment"
@@ -40,13 +36,15 @@ const (
 	audience = "orderly"
 )
 
+var tokens = apitest.Tokens{Secret: secret, Issuer: issuer, Audience: audience}
+
 // server is the payment API on a fresh database, checked against
 // openapi.yaml on every response.
 type server struct {
-	tb     testing.TB
-	pool   *pgxpool.Pool
-	router *chi.Mux
-	spec   routers.Router
+	tb       testing.TB
+	pool     *pgxpool.Pool
+	router   *chi.Mux
+	contract *apitest.Contract
 }
 
 func newTestServer(tb testing.TB, rateLimitRPS int) *server {
@@ -60,37 +58,7 @@ func newTestServer(tb testing.TB, rateLimitRPS int) *server {
 		tb.Fatalf("NewRouter: %v", err)
 	}
 	httpapi.New(postgres.NewStore(pool), authn.NewVerifier(secret, issuer, audience), rateLimitRPS, log).Routes(router)
-	return &server{tb: tb, pool: pool, router: router, spec: mustSpecRouter(tb)}
-}
-
-// mustSpecRouter loads and validates openapi.yaml and returns a router that
-// finds its operations.
-func mustSpecRouter(tb testing.TB) routers.Router {
-	tb.Helper()
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(paymentsvc.OpenAPI)
-	if err != nil {
-		tb.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(context.Background()); err != nil {
-		tb.Fatalf("openapi.yaml is invalid: %v", err)
-	}
-	doc.Servers = nil // match requests to any host
-	r, err := legacy.NewRouter(doc)
-	if err != nil {
-		tb.Fatalf("openapi router: %v", err)
-	}
-	return r
-}
-
-// token issues a bearer token for subject with role.
-func token(tb testing.TB, subject, role string) string {
-	tb.Helper()
-	tok, err := authn.Issue(secret, authn.Claims{Subject: subject, Role: role, ExpiresAt: time.Now().Add(time.Hour)}, issuer, audience)
-	if err != nil {
-		tb.Fatalf("Issue: %v", err)
-	}
-	return tok
+	return &server{tb: tb, pool: pool, router: router, contract: apitest.LoadContract(tb, paymentsvc.OpenAPI)}
 }
 
 // get sends GET target with the bearer token (none when empty) and checks
@@ -103,27 +71,10 @@ func (s *server) get(target, bearer string) *httptest.ResponseRecorder {
 	}
 	rec := httptest.NewRecorder()
 	s.router.ServeHTTP(rec, req)
-	s.validate(req, rec)
+	resp := rec.Result()
+	defer resp.Body.Close()
+	s.contract.Check(s.tb, req, resp, rec.Body.Bytes())
 	return rec
-}
-
-func (s *server) validate(req *http.Request, rec *httptest.ResponseRecorder) {
-	s.tb.Helper()
-	route, params, err := s.spec.FindRoute(req)
-	if err != nil {
-		s.tb.Errorf("%s %s is not in openapi.yaml: %v", req.Method, req.URL, err)
-		return
-	}
-	in := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
-		Status:                 rec.Code,
-		Header:                 rec.Header(),
-		Body:                   io.NopCloser(bytes.NewReader(rec.Body.Bytes())),
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
-	}
-	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		s.tb.Errorf("%s %s → %d does not match openapi.yaml: %v\nbody: %s", req.Method, req.URL, rec.Code, err, rec.Body)
-	}
 }
 
 // mustInsert stores a payment of status for a new order and returns it.
@@ -197,7 +148,7 @@ func mustProblem(tb testing.TB, rec *httptest.ResponseRecorder, status int, typ 
 func TestListPaymentsAsAdmin(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	admin := token(t, "operator-1", authn.RoleAdmin)
+	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
 	for _, status := range []payment.Status{payment.StatusAuthorized, payment.StatusDeclined, payment.StatusRefunded} {
 		t.Run(string(status), func(t *testing.T) {
 			p := s.mustInsert(status, 4200)
@@ -213,7 +164,7 @@ func TestListPaymentsAsAdmin(t *testing.T) {
 func TestListPaymentsLeavesOutVoidedAndUnknownOrders(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	admin := token(t, "operator-1", authn.RoleAdmin)
+	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
 	voided := s.mustInsert(payment.StatusVoided, 0)
 	for name, id := range map[string]uuid.UUID{"voided": voided.OrderID, "unknown": uuid.New()} {
 		if got := mustPayments(t, s.get("/v1/payments?order_id="+id.String(), admin)); len(got) != 0 {
@@ -242,13 +193,13 @@ func TestListPaymentsRefusesNonAdmins(t *testing.T) {
 	mustProblem(t, s.get(target, forged), http.StatusUnauthorized, authn.TypeUnauthorized)
 
 	// The customer who placed the order is still not an operator.
-	mustProblem(t, s.get(target, token(t, "customer-1", "")), http.StatusForbidden, authn.TypeForbidden)
+	mustProblem(t, s.get(target, tokens.For(t, "customer-1", "")), http.StatusForbidden, authn.TypeForbidden)
 }
 
 func TestListPaymentsRejectsBadOrderID(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	admin := token(t, "operator-1", authn.RoleAdmin)
+	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
 	id := uuid.NewString()
 	tests := []struct {
 		name, query, detail string
@@ -273,7 +224,7 @@ func TestListPaymentsRejectsBadOrderID(t *testing.T) {
 func TestListPaymentsIsRateLimitedPerSubject(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 1)
-	admin := token(t, "operator-1", authn.RoleAdmin)
+	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
 	target := "/v1/payments?order_id=" + uuid.NewString()
 	if code := s.get(target, admin).Code; code != http.StatusOK {
 		t.Fatalf("first request: status %d, want 200", code)
@@ -284,7 +235,7 @@ func TestListPaymentsIsRateLimitedPerSubject(t *testing.T) {
 		t.Error("429 without Retry-After")
 	}
 	// Another operator has a budget of their own.
-	if code := s.get(target, token(t, "operator-2", authn.RoleAdmin)).Code; code != http.StatusOK {
+	if code := s.get(target, tokens.For(t, "operator-2", authn.RoleAdmin)).Code; code != http.StatusOK {
 		t.Errorf("another subject got %d, want 200", code)
 	}
 }
