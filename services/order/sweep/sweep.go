@@ -45,6 +45,7 @@ func (d *Deadlines) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	timeouts.Add(ctx, 0) // exported as 0 from the start, not missing until the first timeout
 	t := time.NewTicker(d.Interval)
 	defer t.Stop()
 	for {
