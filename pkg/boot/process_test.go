@@ -142,7 +142,7 @@ func runMain(t *testing.T, scenario string, environ ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$")
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$") //nolint:gosec // re-runs this test binary
 	cmd.Env = append(append(os.Environ(), mainScenario+"="+scenario), environ...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -113,7 +113,12 @@ func TestMessageWithoutUUIDIsDeadLettered(t *testing.T) {
 	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: inbox.Handle(pool, q.Name, record)}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(cctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	}()
 
 	pub := conn.NewPublisher()
 	defer pub.Close()

@@ -169,7 +169,7 @@ func TestLateCommitWithEarlierIDIsPublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer slow.Rollback(ctx)
+	defer func() { _ = slow.Rollback(ctx) }()
 	if err := outbox.Add(ctx, slow, event("slow", 1)); err != nil {
 		t.Fatal(err)
 	}

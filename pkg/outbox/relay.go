@@ -205,7 +205,7 @@ func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, pipe *pipeline) e
 	}
 	// Start at a random partition so that relays starting together do not
 	// all race for the same ones.
-	start := rand.N(int32(Partitions))
+	start := rand.N(int32(Partitions)) //nolint:gosec // spreads relays, not a secret
 	for i := int32(0); i < Partitions && len(r.owned) < share; i++ {
 		p := (start + i) % Partitions
 		if slices.Contains(r.owned, p) {

@@ -34,7 +34,12 @@ func TestTraceContextTravelsWithTheEvent(t *testing.T) {
 		}}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	}()
 	e.startRelay(t, e.conn.NewPublisher())
 
 	wctx, span := otel.Tracer("test").Start(context.Background(), "POST /v1/orders")

@@ -50,18 +50,6 @@ var errorTable = []httpx.ErrorMapping{
 	{Err: order.ErrIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Type: TypeIdempotencyKeyReused, Title: "Idempotency-Key reused"},
 }
 
-// statusOf returns the status WriteError gives err.
-func statusOf(err error) int {
-	for _, table := range [][]httpx.ErrorMapping{errorTable, httpx.DecodeErrors} {
-		for _, m := range table {
-			if errors.Is(err, m.Err) {
-				return m.Status
-			}
-		}
-	}
-	return http.StatusInternalServerError
-}
-
 // detailed gives a sentinel a client-facing detail naming the bad value.
 func detailed(kind error, detail string) error {
 	return &order.ValidationError{Kind: kind, Detail: detail}

@@ -783,7 +783,7 @@ func (s *server) fdLimit() string {
 }
 
 // metrics scrapes the server's Prometheus samples, summing a metric's
-// labelled series (for a counter, its total over the labels).
+// labeled series (for a counter, its total over the labels).
 func (s *server) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(s.base + "/metrics") //nolint:noctx // local, short
