@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,9 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
-	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/boot/boottest"
 	"github.com/orderly/orderly/pkg/rabbit"
-	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
 
@@ -51,73 +49,21 @@ func TestLoadConfig(t *testing.T) {
 // inventory.events.
 func TestServiceEndToEnd(t *testing.T) {
 	t.Parallel()
-	_, dbURL := pgtest.NewDB(t)
-	amqpURL := rabbittest.NewVhost(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
-	svc, err := start(ctx, []string{
-		"DATABASE_URL=" + dbURL,
-		"AMQP_URL=" + amqpURL,
-		"HTTP_ADDR=127.0.0.1:0",
-		"AUTH_JWT_SECRET=" + testSecret,
-		"LOG_LEVEL=warn",
-		"SHUTDOWN_DELAY=50ms",
-		"RESERVATION_SWEEP_INTERVAL=100ms",
-	})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- svc.Run(ctx) }()
-	eventually(t, 20*time.Second, "the service to be ready", func() bool {
-		if svc.Addr() == "" {
-			return false
-		}
-		code, _ := get(t, "http://"+svc.Addr()+"/readyz")
-		return code == http.StatusOK
-	})
-	base := "http://" + svc.Addr()
+	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=50ms", "RESERVATION_SWEEP_INTERVAL=100ms")
+	base := boottest.Serve(t, ctx, start, environ)
 
 	// Watch inventory.events the way the order service would.
-	conn, err := rabbit.Dial(ctx, amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := boottest.Dial(t, ctx, amqpURL)
+	deliveries := boottest.Watch(t, ctx, conn, eventsv1.ExchangeInventory)
 	ch, _, err := conn.Channel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", eventsv1.ExchangeInventory, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := conn.NewPublisher()
 	defer pub.Close()
-	send := func(msg proto.Message, orderID string) {
-		t.Helper()
-		route, _ := eventsv1.RouteOf(msg)
-		body, err := proto.Marshal(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = pub.PublishOne(ctx, rabbit.Message{
-			Exchange: route.Exchange, RoutingKey: route.RoutingKey, Type: route.Type,
-			MessageID: uuid.NewString(), ContentType: eventsv1.ContentType, Timestamp: time.Now(),
-			Headers: amqp.Table{rabbit.HeaderAggregateID: orderID}, Body: body,
-		})
-		if err != nil {
-			t.Fatalf("publish %s: %v", route.Type, err)
-		}
-	}
 
 	admin, err := authn.Issue([]byte(testSecret), authn.Claims{Subject: "ops", Role: authn.RoleAdmin, ExpiresAt: time.Now().Add(time.Hour)}, "", "")
 	if err != nil {
@@ -141,12 +87,12 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// Two units fit; the next order for one more is rejected.
 	first, second := uuid.NewString(), uuid.NewString()
-	send(&eventsv1.OrderPlaced{OrderId: first, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 2}},
+	boottest.Send(t, ctx, pub, &eventsv1.OrderPlaced{OrderId: first, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 2}},
 		ExpiresAt: timestamppb.New(time.Now().Add(time.Minute))}, first)
 	if got := expect[*eventsv1.StockReserved](t, deliveries, first); len(got.GetItems()) != 1 || got.GetItems()[0].GetQuantity() != 2 {
 		t.Errorf("StockReserved = %v", got)
 	}
-	send(&eventsv1.OrderPlaced{OrderId: second, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 1}},
+	boottest.Send(t, ctx, pub, &eventsv1.OrderPlaced{OrderId: second, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 1}},
 		ExpiresAt: timestamppb.New(time.Now().Add(time.Minute))}, second)
 	if got := expect[*eventsv1.StockRejected](t, deliveries, second); len(got.GetShortages()) != 1 || got.GetShortages()[0].GetAvailable() != 0 {
 		t.Errorf("StockRejected = %v", got)
@@ -154,7 +100,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if p := product(t, base, "LAMP-1"); p.Stock != 2 || p.Reserved != 2 {
 		t.Errorf("product after reserve = %+v", p)
 	}
-	send(&eventsv1.CommitReservation{OrderId: first}, first)
+	boottest.Send(t, ctx, pub, &eventsv1.CommitReservation{OrderId: first}, first)
 	expect[*eventsv1.ReservationCommitted](t, deliveries, first)
 	if p := product(t, base, "LAMP-1"); p.Stock != 0 || p.Reserved != 0 {
 		t.Errorf("product after commit = %+v", p)
@@ -170,7 +116,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		resp.Body.Close()
 	}
 	silent := uuid.NewString()
-	send(&eventsv1.OrderPlaced{OrderId: silent, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 3}},
+	boottest.Send(t, ctx, pub, &eventsv1.OrderPlaced{OrderId: silent, Items: []*eventsv1.LineItem{{Sku: "LAMP-1", Quantity: 3}},
 		ExpiresAt: timestamppb.New(time.Now().Add(500 * time.Millisecond))}, silent)
 	expect[*eventsv1.StockReserved](t, deliveries, silent)
 	if got := expect[*eventsv1.ReservationReleased](t, deliveries, silent); len(got.GetItems()) != 1 || got.GetItems()[0].GetQuantity() != 3 {
@@ -189,7 +135,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead amqp.Delivery
-	eventually(t, 20*time.Second, "the poison message in inventory.orders.dlq", func() bool {
+	boottest.Eventually(t, 20*time.Second, "the poison message in inventory.orders.dlq", func() bool {
 		d, ok, err := ch.Get(rabbit.DLQName("inventory.orders"), true)
 		if err != nil {
 			t.Fatalf("get from DLQ: %v", err)
@@ -199,16 +145,6 @@ func TestServiceEndToEnd(t *testing.T) {
 	})
 	if reason, _ := dead.Headers[rabbit.HeaderError].(string); !strings.Contains(reason, "unknown message type") {
 		t.Errorf("dead letter reason = %q", reason)
-	}
-
-	stop()
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Errorf("Run = %v, want a clean shutdown", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the shutdown signal")
 	}
 }
 
@@ -250,7 +186,7 @@ type productBody struct {
 
 func product(tb testing.TB, base, sku string) productBody {
 	tb.Helper()
-	code, body := get(tb, base+"/v1/products/"+sku)
+	code, body := boottest.Call(tb, http.MethodGet, base+"/v1/products/"+sku, "", "")
 	if code != http.StatusOK {
 		tb.Fatalf("GET %s = %d %s", sku, code, body)
 	}
@@ -259,27 +195,4 @@ func product(tb testing.TB, base, sku string) productBody {
 		tb.Fatal(err)
 	}
 	return p
-}
-
-func get(tb testing.TB, url string) (int, string) {
-	tb.Helper()
-	resp, err := http.Get(url) //nolint:gosec,noctx // test URL on localhost
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

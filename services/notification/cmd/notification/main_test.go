@@ -11,13 +11,10 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
-	"github.com/orderly/orderly/pkg/pg/pgtest"
-	"github.com/orderly/orderly/pkg/rabbit"
-	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+	"github.com/orderly/orderly/pkg/boot/boottest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
 
@@ -58,27 +55,10 @@ func TestLoadConfig(t *testing.T) {
 // WebSocket with 1012 and stops cleanly.
 func TestServiceEndToEnd(t *testing.T) {
 	t.Parallel()
-	_, dbURL := pgtest.NewDB(t)
-	amqpURL := rabbittest.NewVhost(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	svc, err := start(ctx, []string{
-		"DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0", "AUTH_JWT_SECRET=" + testSecret,
-		"SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "LOG_LEVEL=warn", "NOTIFICATION_INSTANCE_ID=main-test",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- svc.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for svc.Addr() == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the service never listened")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	base := "http://" + svc.Addr()
+	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "NOTIFICATION_INSTANCE_ID=main-test")
+	base := boottest.Serve(t, ctx, start, environ)
 
 	order := uuid.NewString()
 	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -89,21 +69,9 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	defer func() { _ = c.CloseNow() }()
 
-	conn, err := rabbit.Dial(wctx, amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close() }()
-	pub := conn.NewPublisher()
+	pub := boottest.Dial(t, wctx, amqpURL).NewPublisher()
 	defer func() { _ = pub.Close() }()
-	body, _ := proto.Marshal(&eventsv1.OrderStatusChanged{OrderId: order, CustomerId: "alice", Status: eventsv1.OrderStatus_ORDER_STATUS_PENDING, Seq: 1, At: timestamppb.Now()})
-	if err := pub.PublishOne(wctx, rabbit.Message{
-		Exchange: eventsv1.ExchangeOrder, RoutingKey: eventsv1.RoutingKeyOrderStatusChanged, MessageID: uuid.NewString(),
-		Type: eventsv1.TypeOrderStatusChanged, ContentType: eventsv1.ContentType, Timestamp: time.Now(),
-		Headers: map[string]any{rabbit.HeaderAggregateID: order}, Body: body,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	boottest.Send(t, wctx, pub, &eventsv1.OrderStatusChanged{OrderId: order, CustomerId: "alice", Status: eventsv1.OrderStatus_ORDER_STATUS_PENDING, Seq: 1, At: timestamppb.Now()}, order)
 	_, b, err := c.Read(wctx)
 	if err != nil {
 		t.Fatal(err)
@@ -134,16 +102,9 @@ func TestServiceEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Serve's cleanup then checks that Run returns nil.
 	stop()
 	if _, _, err := c.Read(wctx); websocket.CloseStatus(err) != 1012 {
 		t.Errorf("on shutdown the WebSocket got %v, want close 1012", err)
-	}
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return")
 	}
 }

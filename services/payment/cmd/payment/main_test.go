@@ -14,9 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
-	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/boot/boottest"
 	"github.com/orderly/orderly/pkg/rabbit"
-	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/consume"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -65,84 +64,27 @@ type testService struct {
 
 func startTestService(tb testing.TB, extra ...string) *testService {
 	tb.Helper()
-	_, dbURL := pgtest.NewDB(tb)
-	amqpURL := rabbittest.NewVhost(tb)
-	environ := append([]string{
-		"DATABASE_URL=" + dbURL,
-		"AMQP_URL=" + amqpURL,
-		"HTTP_ADDR=127.0.0.1:0",
-		"AUTH_JWT_SECRET=" + testSecret,
-		"LOG_LEVEL=warn",
-		"SHUTDOWN_DELAY=0s",
-		"SHUTDOWN_TIMEOUT=10s",
-	}, extra...)
-	ctx, stop := context.WithCancel(context.Background())
-	svc, err := start(ctx, environ)
-	if err != nil {
-		stop()
-		tb.Fatalf("start: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	tb.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			tb.Error("service did not stop within 20s")
-		}
-	})
-	eventually(tb, 15*time.Second, "the service to listen", func() bool { return svc.Addr() != "" })
+	environ, amqpURL := boottest.Environ(tb, testSecret, append([]string{"SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s"}, extra...)...)
+	base := boottest.Serve(tb, context.Background(), start, environ)
 
 	// Run declared the topology before listening: the exchanges exist.
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		tb.Fatalf("dial: %v", err)
-	}
-	tb.Cleanup(func() { _ = conn.Close() })
-	ch, err := conn.Channel()
+	conn := boottest.Dial(tb, context.Background(), amqpURL)
+	events := boottest.Watch(tb, context.Background(), conn, eventsv1.ExchangePayment)
+	ch, _, err := conn.Channel(context.Background())
 	if err != nil {
 		tb.Fatalf("channel: %v", err)
 	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		tb.Fatalf("declare test queue: %v", err)
-	}
-	if err := ch.QueueBind(q.Name, "#", eventsv1.ExchangePayment, false, nil); err != nil {
-		tb.Fatalf("bind test queue: %v", err)
-	}
-	events, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		tb.Fatalf("consume: %v", err)
-	}
-	rc, err := rabbit.Dial(context.Background(), amqpURL)
-	if err != nil {
-		tb.Fatalf("rabbit.Dial: %v", err)
-	}
-	tb.Cleanup(func() { _ = rc.Close() })
-	pub := rc.NewPublisher()
+	pub := conn.NewPublisher()
 	tb.Cleanup(func() { _ = pub.Close() })
-	return &testService{base: "http://" + svc.Addr(), amqpURL: amqpURL, pub: pub, events: events, ch: ch}
+	return &testService{base: base, amqpURL: amqpURL, pub: pub, events: events, ch: ch}
 }
 
 // publish sends msg on order.events as the order service's relay would.
 func (s *testService) publish(tb testing.TB, orderID string, msg proto.Message) {
 	tb.Helper()
-	route, ok := eventsv1.RouteOf(msg)
-	if !ok {
-		tb.Fatalf("no route for %T", msg)
-	}
-	body, err := proto.Marshal(msg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s.mustPublish(tb, rabbit.Message{
-		Exchange: route.Exchange, RoutingKey: route.RoutingKey, MessageID: uuid.NewString(), Type: route.Type,
-		ContentType: eventsv1.ContentType, Timestamp: time.Now(), Headers: amqp.Table{rabbit.HeaderAggregateID: orderID}, Body: body,
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	boottest.Send(tb, ctx, s.pub, msg, orderID)
 }
 
 func (s *testService) mustPublish(tb testing.TB, m rabbit.Message) {
@@ -248,20 +190,8 @@ func TestServiceDeclinesAndDeadLettersGarbage(t *testing.T) {
 		Type: eventsv1.TypePaymentRequested, ContentType: eventsv1.ContentType, Body: []byte{0xff, 0xff},
 	})
 	dlq := rabbit.DLQName(consume.QueueName)
-	eventually(t, 15*time.Second, "the corrupt message in "+dlq, func() bool {
+	boottest.Eventually(t, 15*time.Second, "the corrupt message in "+dlq, func() bool {
 		q, err := s.ch.QueueDeclarePassive(dlq, true, false, false, false, nil)
 		return err == nil && q.Messages == 1
 	})
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
