@@ -13,6 +13,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
 
@@ -46,18 +47,6 @@ func mustStart(tb testing.TB, cfg boot.Config) *boot.Service {
 	}
 	tb.Cleanup(func() { _ = svc.Close() })
 	return svc
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func get(url string) (int, string, error) {
@@ -113,9 +102,9 @@ func TestRunServesHealthAndDrainsInOrder(t *testing.T) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- svc.Run(ctx) }()
 
-	eventually(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
+	poll.Until(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
 	base := "http://" + svc.Addr()
-	eventually(t, 10*time.Second, "/readyz to answer 200", func() bool {
+	poll.Until(t, 10*time.Second, "/readyz to answer 200", func() bool {
 		code, _, err := get(base + "/readyz")
 		return err == nil && code == http.StatusOK
 	})
@@ -145,7 +134,7 @@ func TestRunServesHealthAndDrainsInOrder(t *testing.T) {
 	<-started
 	stop()
 	// While draining, readiness is off but the server still answers.
-	eventually(t, 5*time.Second, "/readyz to answer 503 while draining", func() bool {
+	poll.Until(t, 5*time.Second, "/readyz to answer 503 while draining", func() bool {
 		code, _, err := get(base + "/readyz")
 		return err == nil && code == http.StatusServiceUnavailable
 	})

@@ -138,17 +138,6 @@ func (e *env) count(tb testing.TB, q string, args ...any) int {
 
 func (e *env) effects(tb testing.TB) int { return e.count(tb, `SELECT count(*) FROM effects`) }
 
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // assertOrdered fails if any aggregate's effects were applied out of seq order.
 func (e *env) assertOrdered(tb testing.TB) {
 	tb.Helper()

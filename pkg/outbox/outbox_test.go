@@ -17,6 +17,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
@@ -40,14 +41,14 @@ func TestCommitIsPublishedRollbackIsNot(t *testing.T) {
 	}
 	e.write(t, event("committed", 1))
 
-	eventually(t, 10*time.Second, "committed event applied", func() bool { return e.effects(t) == 1 })
+	poll.Until(t, 10*time.Second, "committed event applied", func() bool { return e.effects(t) == 1 })
 	if n := e.count(t, `SELECT count(*) FROM effects WHERE aggregate = 'rolled-back'`); n != 0 {
 		t.Fatalf("rolled-back event applied %d times", n)
 	}
 	if n := e.count(t, `SELECT count(*) FROM outbox`); n != 1 {
 		t.Fatalf("outbox rows = %d, want 1 (the rollback must leave none)", n)
 	}
-	eventually(t, 5*time.Second, "event marked sent", func() bool {
+	poll.Until(t, 5*time.Second, "event marked sent", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL`) == 1
 	})
 }
@@ -94,17 +95,17 @@ func TestRelayKilledBetweenPublishAndMarkSent(t *testing.T) {
 	<-crashed
 	stop()
 
-	eventually(t, 10*time.Second, "first copies applied", func() bool { return e.effects(t) == n })
+	poll.Until(t, 10*time.Second, "first copies applied", func() bool { return e.effects(t) == n })
 	if unsent := e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`); unsent != n {
 		t.Fatalf("unsent = %d, want %d: the killed relay must not have marked anything", unsent, n)
 	}
 
 	// A new relay publishes the same events again; the inbox swallows them.
 	e.startRelay(t, e.conn.NewPublisher())
-	eventually(t, 10*time.Second, "all marked sent", func() bool {
+	poll.Until(t, 10*time.Second, "all marked sent", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
 	})
-	eventually(t, 10*time.Second, "duplicates delivered", func() bool { return handled.Load() >= 2*n })
+	poll.Until(t, 10*time.Second, "duplicates delivered", func() bool { return handled.Load() >= 2*n })
 	if got := e.effects(t); got != n {
 		t.Fatalf("effects = %d, want %d (each once)", got, n)
 	}
@@ -144,7 +145,7 @@ func TestTwoRelaysLoseNothingAndKeepPerAggregateOrder(t *testing.T) {
 	}
 	wg.Wait()
 	const total = aggregates * perAggregate
-	eventually(t, 60*time.Second, "all 10,000 applied", func() bool { return e.effects(t) == total })
+	poll.Until(t, 60*time.Second, "all 10,000 applied", func() bool { return e.effects(t) == total })
 	e.assertOrdered(t)
 	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
 		t.Fatalf("distinct effects = %d, want %d", got, total)
@@ -174,12 +175,12 @@ func TestLateCommitWithEarlierIDIsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.write(t, event("fast", 1))
-	eventually(t, 10*time.Second, "later id published first", func() bool { return e.effects(t) == 1 })
+	poll.Until(t, 10*time.Second, "later id published first", func() bool { return e.effects(t) == 1 })
 
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "earlier id published after its late commit", func() bool {
+	poll.Until(t, 10*time.Second, "earlier id published after its late commit", func() bool {
 		return e.count(t, `SELECT count(*) FROM effects WHERE aggregate = 'slow'`) == 1
 	})
 	if ids := e.count(t, `SELECT count(*) FROM outbox WHERE aggregate_id = 'slow' AND id < (SELECT id FROM outbox WHERE aggregate_id = 'fast')`); ids != 1 {
@@ -215,11 +216,11 @@ func TestPurgesSentEventsAfterRetentionAndReportsMetrics(t *testing.T) {
 	r := &outbox.Relay{Pool: e.pool, Publisher: down, Meter: meter, Retention: 7 * 24 * time.Hour, PollInterval: 100 * time.Millisecond}
 	go func() { _ = r.Run(rctx) }()
 
-	eventually(t, 10*time.Second, "old sent events purged", func() bool {
+	poll.Until(t, 10*time.Second, "old sent events purged", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE aggregate_id = 'old'`) == 0
 	})
 	var rm metricdata.ResourceMetrics
-	eventually(t, 10*time.Second, "metrics report the pending event", func() bool {
+	poll.Until(t, 10*time.Second, "metrics report the pending event", func() bool {
 		if err := reader.Collect(ctx, &rm); err != nil {
 			t.Fatal(err)
 		}
@@ -296,12 +297,12 @@ func TestChaosBrokerStoppedWhileWriting(t *testing.T) {
 	rabbittest.Ctl(t, "await_startup")
 	writeSome(200)
 
-	eventually(t, 60*time.Second, "every event applied after the restart", func() bool { return e.effects(t) == total })
+	poll.Until(t, 60*time.Second, "every event applied after the restart", func() bool { return e.effects(t) == total })
 	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
 		t.Fatalf("distinct effects = %d, want %d", got, total)
 	}
 	e.assertOrdered(t)
-	eventually(t, 10*time.Second, "outbox drained", func() bool {
+	poll.Until(t, 10*time.Second, "outbox drained", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
 	})
 }
@@ -326,7 +327,7 @@ func TestChaosDatabaseRestart(t *testing.T) {
 		for range n {
 			written++
 			ev := event(fmt.Sprintf("agg-%d", written%10), written)
-			eventually(t, 60*time.Second, "write accepted", func() bool {
+			poll.Until(t, 60*time.Second, "write accepted", func() bool {
 				return pg.Transact(context.Background(), e.pool, func(tx pgx.Tx) error {
 					return outbox.Add(context.Background(), tx, ev)
 				}) == nil
@@ -337,14 +338,14 @@ func TestChaosDatabaseRestart(t *testing.T) {
 	restartPostgres(t)
 	writeSome(100)
 
-	eventually(t, 90*time.Second, "every event applied after the restart", func() bool {
+	poll.Until(t, 90*time.Second, "every event applied after the restart", func() bool {
 		var n int
 		return e.pool.QueryRow(context.Background(), `SELECT count(*) FROM effects`).Scan(&n) == nil && n == total
 	})
 	if got := e.count(t, `SELECT count(DISTINCT (aggregate, seq)) FROM effects`); got != total {
 		t.Fatalf("distinct effects = %d, want %d", got, total)
 	}
-	eventually(t, 30*time.Second, "outbox drained", func() bool {
+	poll.Until(t, 30*time.Second, "outbox drained", func() bool {
 		return e.count(t, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`) == 0
 	})
 	if dls, err := e.conn.ListDeadLetters(context.Background(), queue, 10); err != nil || len(dls) != 0 {

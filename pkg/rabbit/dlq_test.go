@@ -9,6 +9,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
@@ -45,7 +46,7 @@ func TestFindDeadLetterLeavesTheDLQAsItWas(t *testing.T) {
 		t.Errorf("find m-404 = %v, %v; want not found", ok, err)
 	}
 	// Nothing was taken: every message is still there to be listed.
-	eventually(t, 5*time.Second, "all three still in the DLQ", func() bool {
+	poll.Until(t, 5*time.Second, "all three still in the DLQ", func() bool {
 		all, err := conn.ListDeadLetters(ctx, q.Name, 10)
 		return err == nil && len(all) == 3
 	})

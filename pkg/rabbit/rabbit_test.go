@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
@@ -26,18 +27,6 @@ func mustDial(tb testing.TB, url, name string) *rabbit.Conn {
 	}
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // recorder is a handler that records what it saw, per aggregate.
@@ -131,7 +120,7 @@ func TestPublishConsumeKeepsPerAggregateOrder(t *testing.T) {
 		msgs = append(msgs, msg(i, fmt.Sprintf("agg-%d", i%aggs)))
 	}
 	publishAll(t, pub, msgs)
-	eventually(t, 30*time.Second, "all delivered", func() bool { return rec.count() == n })
+	poll.Until(t, 30*time.Second, "all delivered", func() bool { return rec.count() == n })
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -169,7 +158,7 @@ func TestTransientErrorsRetryWithBackoff(t *testing.T) {
 	pub := conn.NewPublisher()
 	defer pub.Close()
 	publishAll(t, pub, []rabbit.Message{msg(1, "a")})
-	eventually(t, 10*time.Second, "delivered after two retries", func() bool { return rec.count() == 1 })
+	poll.Until(t, 10*time.Second, "delivered after two retries", func() bool { return rec.count() == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	if attempts["m-1"] != 3 {
@@ -205,9 +194,9 @@ func TestFailuresGoToDLQWithReasonAndReplay(t *testing.T) {
 	defer pub.Close()
 	publishAll(t, pub, []rabbit.Message{msg(1, "a"), msg(2, "b"), msg(3, "c"), msg(4, "d"), msg(5, "e")})
 
-	eventually(t, 10*time.Second, "healthy messages delivered", func() bool { return rec.count() == 2 })
+	poll.Until(t, 10*time.Second, "healthy messages delivered", func() bool { return rec.count() == 2 })
 	var dls []rabbit.DeadLetter
-	eventually(t, 15*time.Second, "three dead letters", func() bool {
+	poll.Until(t, 15*time.Second, "three dead letters", func() bool {
 		var err error
 		dls, err = conn.ListDeadLetters(context.Background(), q.Name, 10)
 		return err == nil && len(dls) == 3
@@ -231,13 +220,13 @@ func TestFailuresGoToDLQWithReasonAndReplay(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("replay = %d, %v; want 1", n, err)
 	}
-	eventually(t, 10*time.Second, "replayed message handled", func() bool { return rec.count() == 3 })
+	poll.Until(t, 10*time.Second, "replayed message handled", func() bool { return rec.count() == 3 })
 	healed.Store("m-1", true)
 	healed.Store("m-3", true)
 	if n, err := conn.ReplayDeadLetters(context.Background(), q.Name, nil); err != nil || n != 2 {
 		t.Fatalf("replay all = %d, %v; want 2", n, err)
 	}
-	eventually(t, 10*time.Second, "all handled", func() bool { return rec.count() == 5 })
+	poll.Until(t, 10*time.Second, "all handled", func() bool { return rec.count() == 5 })
 }
 
 // Closing the client's connection on the broker side is what a network cut or
@@ -251,17 +240,17 @@ func TestRecoversFromDroppedConnection(t *testing.T) {
 	pub := conn.NewPublisher()
 	defer pub.Close()
 	publishAll(t, pub, []rabbit.Message{msg(1, "a")})
-	eventually(t, 10*time.Second, "first delivered", func() bool { return rec.count() == 1 })
+	poll.Until(t, 10*time.Second, "first delivered", func() bool { return rec.count() == 1 })
 
 	gen := conn.Generation()
 	closeConnection(t, name)
-	eventually(t, 15*time.Second, "reconnected", func() bool { return conn.Generation() > gen && conn.Connected() })
+	poll.Until(t, 15*time.Second, "reconnected", func() bool { return conn.Generation() > gen && conn.Connected() })
 
 	// The publisher may race the consumer's re-declare; publish until confirmed.
-	eventually(t, 15*time.Second, "publish after reconnect", func() bool {
+	poll.Until(t, 15*time.Second, "publish after reconnect", func() bool {
 		return pub.PublishOne(context.Background(), msg(2, "a")) == nil
 	})
-	eventually(t, 15*time.Second, "delivered after reconnect", func() bool { return rec.count() >= 2 })
+	poll.Until(t, 15*time.Second, "delivered after reconnect", func() bool { return rec.count() >= 2 })
 }
 
 func closeConnection(tb testing.TB, name string) {
@@ -297,16 +286,16 @@ func TestChaosBrokerRestart(t *testing.T) {
 		}
 	})
 	if conn.Connected() {
-		eventually(t, 10*time.Second, "link down", func() bool { return !conn.Connected() })
+		poll.Until(t, 10*time.Second, "link down", func() bool { return !conn.Connected() })
 	}
 	rabbittest.Ctl(t, "start_app")
 	restarted = true
 	rabbittest.Ctl(t, "await_startup")
 
-	eventually(t, 30*time.Second, "publish after restart", func() bool {
+	poll.Until(t, 30*time.Second, "publish after restart", func() bool {
 		return pub.PublishOne(context.Background(), msg(1, "a")) == nil
 	})
-	eventually(t, 30*time.Second, "delivered after restart", func() bool { return rec.count() >= 1 })
+	poll.Until(t, 30*time.Second, "delivered after restart", func() bool { return rec.count() >= 1 })
 }
 
 // Only an expiring queue expires, never its retry and dead-letter queues:
@@ -329,7 +318,7 @@ func TestExpiringQueueKeepsItsCompanions(t *testing.T) {
 	pub := conn.NewPublisher()
 	defer pub.Close()
 	publishAll(t, pub, []rabbit.Message{msg(1, "a")})
-	eventually(t, 10*time.Second, "message dead-lettered", func() bool {
+	poll.Until(t, 10*time.Second, "message dead-lettered", func() bool {
 		dls, err := conn.ListDeadLetters(context.Background(), q.Name, 10)
 		return err == nil && len(dls) == 1
 	})

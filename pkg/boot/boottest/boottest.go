@@ -18,6 +18,7 @@ import (
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -76,7 +77,7 @@ func Serve(tb testing.TB, ctx context.Context, start boot.StartFunc, environ []s
 			tb.Errorf("Run did not return within %v after the context ended", stopTimeout)
 		}
 	})
-	Eventually(tb, readyTimeout, "the service to be ready", func() bool {
+	poll.Until(tb, readyTimeout, "the service to be ready", func() bool {
 		if svc.Addr() == "" {
 			return false
 		}
@@ -158,17 +159,4 @@ func Call(tb testing.TB, method, url, token, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// Eventually polls cond until it holds, failing the test if d passes first;
-// what names the awaited state in that failure.
-func Eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -18,6 +18,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -35,18 +36,6 @@ func mustDial(tb testing.TB, url string) *rabbit.Conn {
 	}
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // runCLI runs the command line args and returns what it printed.
@@ -105,7 +94,7 @@ func deadLetterIDs(tb testing.TB, conn *rabbit.Conn, queue string) []string {
 // in that moment would not see them all.
 func settled(tb testing.TB, conn *rabbit.Conn, queue string, n int) {
 	tb.Helper()
-	eventually(tb, 5*time.Second, fmt.Sprintf("%d messages ready in %s", n, rabbit.DLQName(queue)), func() bool {
+	poll.Until(tb, 5*time.Second, fmt.Sprintf("%d messages ready in %s", n, rabbit.DLQName(queue)), func() bool {
 		ready, found, err := inspectQueue(context.Background(), conn, rabbit.DLQName(queue))
 		return err == nil && found && ready == n
 	})
@@ -199,8 +188,8 @@ func TestListShowAndReplayDeadLetters(t *testing.T) {
 	raw := rabbit.Message{Exchange: exchange, RoutingKey: "opaque.thing", MessageID: "m-raw", Type: "test.Opaque",
 		ContentType: "application/octet-stream", Timestamp: time.Now(), Body: []byte{0xde, 0xad, 0xbe, 0xef, 'x'}}
 	mustPublish(t, conn, orderPlaced(t, "m-ok", "order-2"), bad, raw)
-	eventually(t, 10*time.Second, "the healthy message handled", func() bool { return h.times("m-ok") == 1 })
-	eventually(t, 10*time.Second, "two dead letters", func() bool { return len(deadLetterIDs(t, conn, q.Name)) == 2 })
+	poll.Until(t, 10*time.Second, "the healthy message handled", func() bool { return h.times("m-ok") == 1 })
+	poll.Until(t, 10*time.Second, "two dead letters", func() bool { return len(deadLetterIDs(t, conn, q.Name)) == 2 })
 
 	amqpFlag := "-amqp=" + url
 	// cli runs a command once all n dead letters are back in the DLQ.
@@ -312,8 +301,8 @@ func TestListShowAndReplayDeadLetters(t *testing.T) {
 		if !strings.Contains(out, "replayed 1 dead letter(s) from cli.orders.dlq") {
 			t.Errorf("replay -id output:\n%s", out)
 		}
-		eventually(t, 10*time.Second, "m-bad handled after replay", func() bool { return h.times("m-bad") == 1 })
-		eventually(t, 5*time.Second, "only m-raw left in the DLQ", func() bool {
+		poll.Until(t, 10*time.Second, "m-bad handled after replay", func() bool { return h.times("m-bad") == 1 })
+		poll.Until(t, 5*time.Second, "only m-raw left in the DLQ", func() bool {
 			ids := deadLetterIDs(t, conn, q.Name)
 			return len(ids) == 1 && ids[0] == "m-raw"
 		})
@@ -329,7 +318,7 @@ func TestListShowAndReplayDeadLetters(t *testing.T) {
 		if !strings.Contains(out, "replayed 1 dead letter(s)") {
 			t.Errorf("replay -all output:\n%s", out)
 		}
-		eventually(t, 10*time.Second, "m-raw handled after replay", func() bool { return h.times("m-raw") == 1 })
+		poll.Until(t, 10*time.Second, "m-raw handled after replay", func() bool { return h.times("m-raw") == 1 })
 		if out := cli(t, 0, "list", "-queue", q.Name); !strings.Contains(out, "no dead letters in cli.orders.dlq") {
 			t.Errorf("DLQ not empty after replaying everything:\n%s", out)
 		}
@@ -355,7 +344,7 @@ func TestBrokerDeadLetteredMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = ch.Close() }()
-	eventually(t, 10*time.Second, "the broker dead-letters m-crash", func() bool {
+	poll.Until(t, 10*time.Second, "the broker dead-letters m-crash", func() bool {
 		if d, ok, err := ch.Get(q.Name, false); err == nil && ok {
 			_ = d.Nack(false, true)
 		}
@@ -388,7 +377,7 @@ func TestBrokerDeadLetteredMessage(t *testing.T) {
 	if !strings.Contains(out, "replayed 1 dead letter(s)") {
 		t.Errorf("replay output:\n%s", out)
 	}
-	eventually(t, 5*time.Second, "m-crash back in its queue", func() bool {
+	poll.Until(t, 5*time.Second, "m-crash back in its queue", func() bool {
 		d, ok, err := ch.Get(q.Name, true)
 		return err == nil && ok && d.MessageId == "m-crash"
 	})
@@ -420,7 +409,7 @@ func TestReplayKeepsMessagesWhoseQueueIsGone(t *testing.T) {
 			t.Errorf("replay %v: err = %v\n%s", args, err, out)
 		}
 	}
-	eventually(t, 5*time.Second, "m-1 still in the DLQ", func() bool {
+	poll.Until(t, 5*time.Second, "m-1 still in the DLQ", func() bool {
 		ids := deadLetterIDs(t, conn, q.Name)
 		return len(ids) == 1 && ids[0] == "m-1"
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/inventory/postgres"
 	"github.com/orderly/orderly/services/inventory/stock"
@@ -571,7 +572,7 @@ func TestReleaseExpiredEvery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ReleaseExpiredEvery(ctx, 100*time.Millisecond, discardLogger()) }()
-	eventually(t, 10*time.Second, "the expired reservation to be released", func() bool {
+	poll.Until(t, 10*time.Second, "the expired reservation to be released", func() bool {
 		return mustLevels(t, s, "A")[1] == 0
 	})
 	cancel()
@@ -580,17 +581,5 @@ func TestReleaseExpiredEvery(t *testing.T) {
 	}
 	if got := reservationStatus(t, pool, id); got != stock.StatusReleased {
 		t.Errorf("status = %s, want released", got)
-	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -151,17 +152,6 @@ func (e *env) count(tb testing.TB, q string, args ...any) int {
 	return n
 }
 
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestRedeliveryAndStaleChangesHaveNoEffect: a message delivered twice and
 // a change older than the latest change nothing in the database, and a
 // client watching sees each status once, in order.
@@ -182,7 +172,7 @@ func TestRedeliveryAndStaleChangesHaveNoEffect(t *testing.T) {
 	e.publish(t, message(t, uuid.NewString(), order, 3, eventsv1.OrderStatus_ORDER_STATUS_CONFIRMED))
 	e.publish(t, message(t, uuid.NewString(), order, 2, eventsv1.OrderStatus_ORDER_STATUS_RESERVED)) // late
 	e.publish(t, message(t, uuid.NewString(), order, 4, eventsv1.OrderStatus_ORDER_STATUS_CANCELLED))
-	eventually(t, 10*time.Second, "four changes in the feed", func() bool {
+	poll.Until(t, 10*time.Second, "four changes in the feed", func() bool {
 		return e.count(t, `SELECT count(*) FROM status_feed WHERE order_id = $1`, order) == 4
 	})
 	var st string
@@ -224,7 +214,7 @@ func TestInvalidEventsAreDeadLettered(t *testing.T) {
 	corrupt.Body = []byte{0xff, 0xff}
 	e.publish(t, bad, corrupt)
 	for _, q := range []string{consume.QueueShared} {
-		eventually(t, 10*time.Second, "two dead letters in "+q+".dlq", func() bool {
+		poll.Until(t, 10*time.Second, "two dead letters in "+q+".dlq", func() bool {
 			dl, err := e.conn.ListDeadLetters(context.Background(), q, 10)
 			return err == nil && len(dl) == 2
 		})

@@ -22,6 +22,7 @@ import (
 	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	notificationservice "github.com/orderly/orderly/services/notification"
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
@@ -238,7 +239,7 @@ func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 5*time.Second, "every accepted stream to be released", func() bool {
+	poll.Until(t, 5*time.Second, "every accepted stream to be released", func() bool {
 		st := s.hub.Stats()
 		return st.WebSocket+st.SSE == 0
 	})
@@ -298,16 +299,5 @@ func TestOpenAPIAndPageAreServed(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), want) {
 			t.Errorf("GET %s = %d %.40q", path, resp.StatusCode, b)
 		}
-	}
-}
-
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

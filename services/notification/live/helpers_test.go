@@ -4,8 +4,6 @@ import (
 	"context"
 	"slices"
 	"sync"
-	"testing"
-	"time"
 
 	"github.com/orderly/orderly/services/notification/status"
 )
@@ -46,16 +44,4 @@ func (s *memStore) Since(_ context.Context, id string, since int64) ([]status.Ch
 		}
 	}
 	return out, nil
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

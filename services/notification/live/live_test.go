@@ -24,6 +24,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/status"
 )
@@ -237,7 +238,7 @@ func TestWebSocketSendsCurrentStatusThenChangesThenClosesNormally(t *testing.T) 
 	if want := []int64{1, 2, 3, 4}; fmt.Sprint(seqs(got)) != fmt.Sprint(want) || code != websocket.StatusNormalClosure {
 		t.Errorf("since=0 client got seqs %v and close %v, want %v then 1000", seqs(got), code, want)
 	}
-	eventually(t, 5*time.Second, "the connections to be released", func() bool { return h.Stats().WebSocket == 0 })
+	poll.Until(t, 5*time.Second, "the connections to be released", func() bool { return h.Stats().WebSocket == 0 })
 	if n := h.counter(t, "notification.messages.sent"); n != 7 {
 		t.Errorf("messages sent = %d, want 7", n)
 	}
@@ -247,7 +248,7 @@ func TestWebSocketSendsCurrentStatusThenChangesThenClosesNormally(t *testing.T) 
 	if got, code := readAll(t, done, 5*time.Second); len(got) != 1 || got[0].Seq != 4 || code != websocket.StatusNormalClosure {
 		t.Errorf("client of a finished order got %v, close %v", seqs(got), code)
 	}
-	eventually(t, 5*time.Second, "the open connections gauge to read 0", func() bool {
+	poll.Until(t, 5*time.Second, "the open connections gauge to read 0", func() bool {
 		return h.counter(t, "notification.connections.open") == 0
 	})
 }
@@ -258,7 +259,7 @@ func TestWebSocketFillsAGapFromTheStore(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{})
 	c := dial(t, h.wsURL(orderA, ""))
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
 	// Seq 2 reached the database through another replica; this one only
 	// hears of seq 3.
 	store.add(change(orderA, 2, "reserved"))
@@ -279,7 +280,7 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{})
 	early := dial(t, h.wsURL(orderA, ""))
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
 	store.add(change(orderA, 3, "cancelled"))
 	h.Publish(change(orderA, 3, "cancelled"))
 	replay := dial(t, h.wsURL(orderA, "since=0"))
@@ -302,7 +303,7 @@ func TestWebSocketGivesUpWaitingAfterGapWait(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{GapWait: 300 * time.Millisecond})
 	c := dial(t, h.wsURL(orderA, ""))
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
 	store.add(change(orderA, 3, "cancelled"))
 	h.Publish(change(orderA, 3, "cancelled"))
 	if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 3]" || code != websocket.StatusNormalClosure {
@@ -412,7 +413,7 @@ func TestWebSocketAnswersCloseAndPingAndIsPingedWhenIdle(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 5*time.Second, "the connection to be released", func() bool { return h.Stats().WebSocket == 0 })
+	poll.Until(t, 5*time.Second, "the connection to be released", func() bool { return h.Stats().WebSocket == 0 })
 }
 
 func TestWebSocketClientThatStopsAnsweringIsDropped(t *testing.T) {
@@ -423,9 +424,9 @@ func TestWebSocketClientThatStopsAnsweringIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
 	// Never read, never answer a ping.
-	eventually(t, 5*time.Second, "the silent client to be dropped", func() bool { return h.Stats().WebSocket == 0 })
+	poll.Until(t, 5*time.Second, "the silent client to be dropped", func() bool { return h.Stats().WebSocket == 0 })
 }
 
 func TestShutdownClosesWebSocketsWith1012AndEndsEventStreams(t *testing.T) {
@@ -467,7 +468,7 @@ func TestShutdownClosesWebSocketsWith1012AndEndsEventStreams(t *testing.T) {
 		t.Error("event stream did not end")
 		_ = resp.Body.Close()
 	}
-	eventually(t, 5*time.Second, "both released", func() bool { s := h.Stats(); return s.WebSocket+s.SSE == 0 })
+	poll.Until(t, 5*time.Second, "both released", func() bool { s := h.Stats(); return s.WebSocket+s.SSE == 0 })
 	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, ""), nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
 		t.Errorf("a connection after shutdown was not refused: %v", err)
 	}
@@ -513,7 +514,7 @@ func TestEventStreamResumesFromLastEventID(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("Content-Type = %q", ct)
 	}
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
 	time.Sleep(120 * time.Millisecond) //nolint:forbidigo // lets at least one keep-alive go out
 	end := change(orderA, 4, "delivered")
 	store.add(end)
@@ -586,7 +587,7 @@ func TestSlowClientIsClosedWith1013(t *testing.T) {
 	if br != nil {
 		ws.PutReader(br)
 	}
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
 	for seq := int64(1); h.counter(t, "notification.send_queue.drops") == 0; seq++ {
 		if seq > 200000 {
 			t.Fatal("the queue never overflowed")
@@ -609,7 +610,7 @@ func TestSlowClientIsClosedWith1013(t *testing.T) {
 	if code != 1013 {
 		t.Errorf("close code %d, want 1013", code)
 	}
-	eventually(t, 10*time.Second, "the connection to be released", func() bool { return h.Stats().WebSocket == 0 })
+	poll.Until(t, 10*time.Second, "the connection to be released", func() bool { return h.Stats().WebSocket == 0 })
 }
 
 // readFrame reads one server frame (unmasked, at most 64 KiB).
@@ -647,7 +648,7 @@ func TestSlowEventStreamIsEnded(t *testing.T) {
 	if _, err := fmt.Fprintf(conn, "GET /events/%s HTTP/1.1\r\nHost: test\r\n\r\n", orderA); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
+	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
 	for seq := int64(1); h.counter(t, "notification.send_queue.drops") == 0; seq++ {
 		if seq > 200000 {
 			t.Fatal("the queue never overflowed")
@@ -666,5 +667,5 @@ func TestSlowEventStreamIsEnded(t *testing.T) {
 			t.Fatalf("the stream did not end with the last chunk (%v): ...%q", err, b[max(0, len(b)-80):])
 		}
 	}
-	eventually(t, 10*time.Second, "the stream to be released", func() bool { return h.Stats().SSE == 0 })
+	poll.Until(t, 10*time.Second, "the stream to be released", func() bool { return h.Stats().SSE == 0 })
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/services/notification/live"
 )
 
@@ -133,7 +134,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
+	poll.Until(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
 	time.Sleep(3 * time.Second) //nolint:forbidigo // several heartbeats: every connection is pinged a few times
 	afterGC := rss(t, false)
 	after := rss(t, true)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -413,14 +414,14 @@ func TestConsumersOverRabbitMQ(t *testing.T) {
 	}
 
 	publish(&eventsv1.ProductUpserted{Sku: "BROKER", Name: "b", PriceCents: 50, Currency: "EUR", Version: 1}, "BROKER")
-	ordertest.Eventually(t, 10*time.Second, "the product in the replica", func() bool {
+	poll.Until(t, 10*time.Second, "the product in the replica", func() bool {
 		_, err := f.store.Product(ctx, "BROKER")
 		return err == nil
 	})
 	o := f.create()
 	publish(&eventsv1.StockReserved{OrderId: o.ID, ReservedAt: now()}, o.ID)
 	publish(&eventsv1.PaymentAuthorized{OrderId: o.ID, PaymentId: "p1", AuthorizedAt: now()}, o.ID)
-	ordertest.Eventually(t, 10*time.Second, "the order to be confirmed", func() bool {
+	poll.Until(t, 10*time.Second, "the order to be confirmed", func() bool {
 		return f.get(o.ID).Status == order.StatusConfirmed
 	})
 	cancel()

@@ -10,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/services/order/internal/ordertest"
 	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
@@ -39,10 +40,10 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	go func() { done <- d.Run(ctx) }()
 
-	ordertest.Eventually(t, 10*time.Second, "every overdue order to be cancelled", func() bool {
+	poll.Until(t, 10*time.Second, "every overdue order to be cancelled", func() bool {
 		return ordertest.Count(t, pool, `SELECT count(*) FROM orders WHERE status = 'cancelled' AND reason = 'timeout'`) == 3
 	})
-	ordertest.Eventually(t, 5*time.Second, "order.timeouts to reach 3", func() bool {
+	poll.Until(t, 5*time.Second, "order.timeouts to reach 3", func() bool {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(context.Background(), &rm); err != nil {
 			t.Fatal(err)
@@ -82,7 +83,7 @@ func TestPurgeKeysEvery(t *testing.T) {
 	go func() {
 		done <- sweep.PurgeKeysEvery(ctx, store, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
-	ordertest.Eventually(t, 10*time.Second, "the expired key to be purged at start", func() bool {
+	poll.Until(t, 10*time.Second, "the expired key to be purged at start", func() bool {
 		return ordertest.Count(t, pool, `SELECT count(*) FROM idempotency_keys`) == 0
 	})
 	cancel()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot/boottest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
@@ -135,7 +136,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead amqp.Delivery
-	boottest.Eventually(t, 20*time.Second, "the poison message in inventory.orders.dlq", func() bool {
+	poll.Until(t, 20*time.Second, "the poison message in inventory.orders.dlq", func() bool {
 		d, ok, err := ch.Get(rabbit.DLQName("inventory.orders"), true)
 		if err != nil {
 			t.Fatalf("get from DLQ: %v", err)

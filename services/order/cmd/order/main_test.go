@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot/boottest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
@@ -80,7 +81,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		Status  string `json:"status"`
 		Version int64  `json:"version"`
 	}
-	boottest.Eventually(t, 10*time.Second, "an order for the replicated product to be accepted", func() bool {
+	poll.Until(t, 10*time.Second, "an order for the replicated product to be accepted", func() bool {
 		code, body := boottest.Call(t, http.MethodPost, base+"/v1/orders", alice, `{"items":[{"sku":"LAMP-1","quantity":2}],"payment_method":"pm_card_ok"}`)
 		if code == http.StatusUnprocessableEntity {
 			return false // not replicated yet
@@ -130,7 +131,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	expect[*eventsv1.RefundRequested](t, deliveries, silent)
 	// The sweeper counts the timeout after its transaction committed, so
 	// the events can arrive here first.
-	boottest.Eventually(t, 10*time.Second, "order_timeouts_total to count the timeout", func() bool {
+	poll.Until(t, 10*time.Second, "order_timeouts_total to count the timeout", func() bool {
 		_, metrics := boottest.Call(t, http.MethodGet, base+"/metrics", "", "")
 		for line := range strings.Lines(metrics) {
 			if name, value, ok := strings.Cut(strings.TrimSpace(line), " "); ok && strings.HasPrefix(name, "order_timeouts_total") {
@@ -149,7 +150,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead amqp.Delivery
-	boottest.Eventually(t, 20*time.Second, "the poison message in order.saga.dlq", func() bool {
+	poll.Until(t, 20*time.Second, "the poison message in order.saga.dlq", func() bool {
 		d, ok, err := ch.Get(rabbit.DLQName("order.saga"), true)
 		if err != nil {
 			t.Fatalf("get from DLQ: %v", err)

@@ -140,15 +140,3 @@ func Count(tb testing.TB, pool *pgxpool.Pool, q string, args ...any) int {
 	}
 	return n
 }
-
-// Eventually polls cond every 20ms until it holds, failing the test after d.
-func Eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot/boottest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/consume"
@@ -190,7 +191,7 @@ func TestServiceDeclinesAndDeadLettersGarbage(t *testing.T) {
 		Type: eventsv1.TypePaymentRequested, ContentType: eventsv1.ContentType, Body: []byte{0xff, 0xff},
 	})
 	dlq := rabbit.DLQName(consume.QueueName)
-	boottest.Eventually(t, 15*time.Second, "the corrupt message in "+dlq, func() bool {
+	poll.Until(t, 15*time.Second, "the corrupt message in "+dlq, func() bool {
 		q, err := s.ch.QueueDeclarePassive(dlq, true, false, false, false, nil)
 		return err == nil && q.Messages == 1
 	})
