@@ -20,6 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"slices"
 	"strings"
@@ -170,6 +173,13 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	if cfg.PprofAddr != "" {
+		stop, err := servePprof(cfg.PprofAddr, s.Log)
+		if err != nil {
+			return nil, err
+		}
+		s.onClose("pprof listener", stop)
+	}
 	// A database with the messaging tables has an inbox: forget old
 	// message ids.
 	if slices.ContainsFunc(sets, func(m pg.Migration) bool { return m.Table == Messaging.Table }) {
@@ -178,6 +188,25 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		})
 	}
 	return s, nil
+}
+
+// servePprof serves net/http/pprof on addr until the returned function is
+// called.
+func servePprof(addr string, log *slog.Logger) (func(context.Context) error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return srv.Shutdown, nil
 }
 
 // defaultPoolSize raises pgx's default pool size (the number of CPUs, at
@@ -238,6 +267,9 @@ func (s *Service) AddConsumer(c *rabbit.Consumer) {
 	}
 	if c.Log == nil {
 		c.Log = s.Log.With("component", "consumer", "queue", c.Queue.Name)
+	}
+	if c.Meter == nil && s.Telemetry != nil {
+		c.Meter = s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/rabbit")
 	}
 	s.Go("consumer "+c.Queue.Name, c.Run)
 }

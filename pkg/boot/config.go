@@ -84,6 +84,10 @@ type Config struct {
 	// ShutdownDelay is how long /readyz answers 503 before the HTTP server
 	// stops accepting, so load balancers stop routing here first.
 	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"1s"`
+	// PprofAddr, when set, serves Go's profiler (net/http/pprof) on its own
+	// listener at this address, for an operator profiling a live process.
+	// Keep it on a loopback or internal address: it is not authenticated.
+	PprofAddr string `env:"PPROF_ADDR"`
 }
 
 // DefaultDatabaseURL is the database a service uses when DATABASE_URL is
@@ -183,6 +187,11 @@ func (c Config) Validate() error {
 	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
 		bad("HTTP_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:0)", c.HTTPAddr)
 	}
+	if c.PprofAddr != "" {
+		if _, port, err := net.SplitHostPort(c.PprofAddr); err != nil || port == "" {
+			bad("PPROF_ADDR", "%q is not host:port (for example 127.0.0.1:6060)", c.PprofAddr)
+		}
+	}
 	switch c.Env {
 	case EnvDevelopment:
 	case EnvProduction:
@@ -260,6 +269,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("connect_timeout", c.ConnectTimeout.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
+		slog.String("pprof_addr", c.PprofAddr),
 	)
 }
 

@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly/orderly/pkg/telemetry"
@@ -75,9 +77,22 @@ type Consumer struct {
 	// HandlerTimeout bounds one handler call (default 30s).
 	HandlerTimeout time.Duration
 	Log            *slog.Logger
+	// Meter records messaging.client.consumed.messages (by outcome) and
+	// messaging.process.duration for the queue; nil records nothing.
+	Meter metric.Meter
 
-	pub *Publisher
+	pub      *Publisher
+	consumed metric.Int64Counter
+	duration metric.Float64Histogram
 }
+
+// Outcomes of a delivery, the outcome attribute of the consumer's metrics.
+const (
+	outcomeAck        = "ack"
+	outcomeRetry      = "retry"
+	outcomeDeadLetter = "dead_letter"
+	outcomeRequeue    = "requeue"
+)
 
 // Run declares the topology, consumes until ctx ends, and reconnects by
 // itself when the link drops. On ctx's end it stops taking deliveries, lets
@@ -98,6 +113,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	if c.Queue.DeliveryLimit == 0 {
 		c.Queue.DeliveryLimit = DefaultDeliveryLimit
+	}
+	if err := c.instrument(); err != nil {
+		return err
 	}
 	c.pub = c.Conn.NewPublisher()
 	defer func() { _ = c.pub.Close() }()
@@ -172,6 +190,34 @@ func (c *Consumer) session(ctx context.Context) error {
 	}
 }
 
+// instrument creates the consumer's metrics.
+func (c *Consumer) instrument() error {
+	m := c.Meter
+	if m == nil {
+		m = noop.NewMeterProvider().Meter("")
+	}
+	var err error
+	c.consumed, err = m.Int64Counter("messaging.client.consumed.messages",
+		metric.WithDescription("Messages the consumer finished with, by outcome: ack, retry (moved to a delayed retry queue), dead_letter or requeue (returned to the queue)."))
+	if err != nil {
+		return fmt.Errorf("rabbit: metric: %w", err)
+	}
+	c.duration, err = m.Float64Histogram("messaging.process.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from taking a message to settling it, handler and ack included."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	if err != nil {
+		return fmt.Errorf("rabbit: metric: %w", err)
+	}
+	return nil
+}
+
+// record counts one settled delivery.
+func (c *Consumer) record(ctx context.Context, outcome string, start time.Time) {
+	attrs := metric.WithAttributes(attribute.String("messaging.destination.name", c.Queue.Name), attribute.String("outcome", outcome))
+	c.consumed.Add(ctx, 1, attrs)
+	c.duration.Record(ctx, time.Since(start).Seconds(), attrs)
+}
+
 func lane(d *amqp.Delivery, n int) int {
 	key, _ := d.Headers[HeaderAggregateID].(string)
 	if key == "" {
@@ -185,6 +231,7 @@ func lane(d *amqp.Delivery, n int) int {
 var tracer = otel.Tracer("github.com/orderly/orderly/pkg/rabbit")
 
 func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
+	start := time.Now()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
 	defer cancel()
 	hctx = telemetry.ExtractHeaders(hctx, d.Headers)
@@ -198,35 +245,41 @@ func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
 	defer span.End()
 
 	panicked, err := c.call(hctx, d)
+	outcome := c.decide(hctx, span, d, panicked, err)
+	c.record(hctx, outcome, start)
+}
+
+// decide settles d after its handler returned err and says how.
+func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery, panicked bool, err error) string {
+	if err == nil {
+		if err := d.Ack(false); err != nil {
+			c.Log.WarnContext(ctx, "ack failed; the message will be redelivered", "queue", c.Queue.Name, "message_id", d.MessageId, "error", err)
+		}
+		return outcomeAck
+	}
 	log := c.Log.With("queue", c.Queue.Name, "message_id", d.MessageId, "type", d.Type)
 	switch {
-	case err == nil:
-		c.settle(hctx, log, d.Ack(false))
-		return
 	case panicked:
 		span.SetStatus(codes.Error, "panic")
 		if deliveryCount(d) >= int64(c.Queue.DeliveryLimit) {
-			c.deadLetter(hctx, log, d, "poison message: "+err.Error())
-			return
+			return c.deadLetter(ctx, log, d, "poison message: "+err.Error())
 		}
-		log.ErrorContext(hctx, "handler panicked; returning message to the queue", "error", err, "deliveries", deliveryCount(d)+1)
-		c.settle(hctx, log, d.Nack(false, true))
-		return
+		log.ErrorContext(ctx, "handler panicked; returning message to the queue", "error", err, "deliveries", deliveryCount(d)+1)
+		c.settle(ctx, log, d.Nack(false, true))
+		return outcomeRequeue
 	case IsPermanent(err):
 		span.SetStatus(codes.Error, err.Error())
-		c.deadLetter(hctx, log, d, "permanent: "+err.Error())
-		return
+		return c.deadLetter(ctx, log, d, "permanent: "+err.Error())
 	}
 	span.SetStatus(codes.Error, err.Error())
 	attempt := retryCount(d)
 	if attempt >= len(c.Queue.RetryDelays) {
-		c.deadLetter(hctx, log, d, fmt.Sprintf("failed after %d retries: %v", attempt, err))
-		return
+		return c.deadLetter(ctx, log, d, fmt.Sprintf("failed after %d retries: %v", attempt, err))
 	}
-	log.WarnContext(hctx, "handler failed; retrying later", "error", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
+	log.WarnContext(ctx, "handler failed; retrying later", "error", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
 	m := republish(d, RetryQueueName(c.Queue.Name, attempt+1))
 	m.Headers[HeaderRetry] = int64(attempt + 1)
-	c.forward(hctx, log, d, m)
+	return c.forward(ctx, log, d, m, outcomeRetry)
 }
 
 // call runs the handler, turning a panic into an error.
@@ -240,23 +293,25 @@ func (c *Consumer) call(ctx context.Context, d *amqp.Delivery) (panicked bool, e
 	return false, c.Handler(ctx, d)
 }
 
-func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Delivery, reason string) {
+func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Delivery, reason string) string {
 	log.ErrorContext(ctx, "dead-lettering message", "reason", reason)
 	m := republish(d, DLQName(c.Queue.Name))
 	m.Headers[HeaderError] = reason
 	m.Headers[HeaderQueue] = c.Queue.Name
-	c.forward(ctx, log, d, m)
+	return c.forward(ctx, log, d, m, outcomeDeadLetter)
 }
 
 // forward publishes m (to a retry queue or the DLQ) and acks d only once the
-// broker confirmed m, so the message is never in neither place.
-func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delivery, m Message) {
+// broker confirmed m, so the message is never in neither place. It returns
+// outcome, or requeue when m could not be published.
+func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delivery, m Message, outcome string) string {
 	if err := c.pub.PublishOne(ctx, m); err != nil {
 		log.ErrorContext(ctx, "could not move message; returning it to the queue", "to", m.RoutingKey, "error", err)
 		c.settle(ctx, log, d.Nack(false, true))
-		return
+		return outcomeRequeue
 	}
 	c.settle(ctx, log, d.Ack(false))
+	return outcome
 }
 
 // settle logs a failed ack or nack. It fails when the channel died; the
