@@ -170,7 +170,7 @@ var serviceEnv = map[string]bool{
 	"OTEL_EXPORTER_OTLP_ENDPOINT": true, "LOG_LEVEL": true, "CONNECT_TIMEOUT": true,
 	"SHUTDOWN_TIMEOUT": true, "SHUTDOWN_DELAY": true, "RATE_LIMIT_RPS": true,
 	"ORDER_RESERVE_TIMEOUT": true, "ORDER_PAYMENT_TIMEOUT": true, "ORDER_SWEEP_INTERVAL": true,
-	"PAYMENT_GATEWAY_LATENCY": true,
+	"PAYMENT_GATEWAY_LATENCY": true, "PPROF_ADDR": true,
 }
 
 // FilterEnv returns environ without the variables the services read, so
@@ -186,6 +186,10 @@ func FilterEnv(environ []string) []string {
 	}
 	return out
 }
+
+// PID returns the operating system's id of the process; after the process
+// exited it may belong to another one.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Running reports whether the process has not exited yet.
 func (p *Process) Running() bool {

@@ -43,6 +43,10 @@ type Options struct {
 	// settings (so it wins). LOG_LEVEL must stay info or debug: the stack
 	// learns each service's port from its "http server listening" line.
 	Env []string
+	// ServiceEnv is added to one service's environment (keyed by name,
+	// "order"), after Env, for settings that must differ between services
+	// (a PPROF_ADDR each, for profiling).
+	ServiceEnv map[string][]string
 }
 
 // Stack is a running set of services with their own databases and vhost.
@@ -131,6 +135,7 @@ func New(tb testing.TB, o Options) *Stack {
 	for i, n := range names {
 		pool, dbURL := pgtest.NewDB(tb)
 		env := append(append(append([]string{"DATABASE_URL=" + dbURL}, common...), extra[n]...), o.Env...)
+		env = append(env, o.ServiceEnv[n]...)
 		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env}
 	}
 	// The stack, not the test or subtest that (re)starts a service, owns
@@ -190,6 +195,16 @@ func (svc *Service) URL() string {
 	svc.mu.Lock()
 	defer svc.mu.Unlock()
 	return svc.url
+}
+
+// PID returns the process id of the service's current process (it changes
+// when the service is restarted), or 0 when it was never started.
+func (svc *Service) PID() int {
+	p := svc.process()
+	if p == nil {
+		return 0
+	}
+	return p.PID()
 }
 
 func (svc *Service) process() *Process {
