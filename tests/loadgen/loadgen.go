@@ -1,0 +1,447 @@
+// Package loadgen drives Orderly the way shoppers use it, at a fixed rate:
+// each order is placed through the order API (POST /v1/orders, a
+// customer's JWT, a fresh Idempotency-Key) and then followed on the
+// notification service's WebSocket until it is confirmed or cancelled.
+//
+// It is an open-loop generator: order i starts at start + i/rate in its own
+// goroutine whether or not earlier orders have finished, so a slow system
+// cannot slow the load down and hide its own latency (the "coordinated
+// omission" of closed-loop generators). Its own CPU counts in end-to-end
+// figures, so it keeps HTTP connections alive in a large idle pool, builds
+// request bodies by appending bytes, and holds one WebSocket per order and
+// nothing else.
+//
+// Per order it records the POST latency (request sent → whole 201
+// response read), the placed→confirmed latency (request sent → the
+// confirmed message read from the WebSocket) and how the order ended; a
+// Result sums them up. Benchmarks and fault tests share it.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/orderly/orderly/pkg/authn"
+)
+
+// Config describes the system under load and the orders to send.
+type Config struct {
+	// OrderURL and NotificationURL are the services' base URLs
+	// ("http://127.0.0.1:8080").
+	OrderURL, NotificationURL string
+	// Secret is the services' AUTH_JWT_SECRET; customers' tokens are
+	// minted with it.
+	Secret []byte
+	// SKUs are the products orders choose from; every one must be in the
+	// order service's catalog, with enough stock for the whole run.
+	SKUs []string
+	// Customers is how many customers place the orders (default 500).
+	Customers int
+	// PaymentMethod is every order's payment method (default pm_card_ok).
+	PaymentMethod string
+	// Deadline bounds one order, from sending its POST to its terminal
+	// status (default 60s).
+	Deadline time.Duration
+	// Seed makes the orders' composition reproducible.
+	Seed uint64
+	// TokenTTL is how long the customers' tokens stay valid (default 3h;
+	// the services refuse more than AUTH_JWT_MAX_TTL, 24h by default).
+	TokenTTL time.Duration
+	// MaxIdleConns bounds the keep-alive connections kept to the order
+	// service (default 4096: every POST in flight at a high rate).
+	MaxIdleConns int
+}
+
+// Generator sends orders as Config says. Its methods may be called from
+// several goroutines, but runs that overlap share the machine and the
+// system under load, which is rarely what a measurement wants.
+type Generator struct {
+	cfg       Config
+	orders    string   // POST URL
+	wsBase    string   // ws://host:port/v1/orders/
+	auth      []string // "Bearer <jwt>" per customer
+	skuJSON   [][]byte // each SKU as a JSON string
+	pmJSON    []byte
+	client    *http.Client
+	dialer    ws.Dialer
+	next      atomic.Int64 // first composition index of the next run
+	transport *http.Transport
+}
+
+// New checks cfg, mints a token per customer and returns a generator. It
+// returns an error for a missing URL, secret or SKU, or when a token cannot
+// be minted.
+func New(cfg Config) (*Generator, error) {
+	if cfg.Customers <= 0 {
+		cfg.Customers = 500
+	}
+	if cfg.PaymentMethod == "" {
+		cfg.PaymentMethod = "pm_card_ok"
+	}
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 60 * time.Second
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 3 * time.Hour
+	}
+	if cfg.MaxIdleConns <= 0 {
+		cfg.MaxIdleConns = 4096
+	}
+	switch {
+	case cfg.OrderURL == "" || cfg.NotificationURL == "":
+		return nil, errors.New("loadgen: OrderURL and NotificationURL are required")
+	case len(cfg.Secret) == 0:
+		return nil, errors.New("loadgen: Secret is required")
+	case len(cfg.SKUs) == 0:
+		return nil, errors.New("loadgen: at least one SKU is required")
+	}
+	n, err := url.Parse(cfg.NotificationURL)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: NotificationURL: %w", err)
+	}
+	switch n.Scheme {
+	case "http":
+		n.Scheme = "ws"
+	case "https":
+		n.Scheme = "wss"
+	default:
+		return nil, fmt.Errorf("loadgen: NotificationURL %q: want http or https", cfg.NotificationURL)
+	}
+
+	g := &Generator{
+		cfg:    cfg,
+		orders: strings.TrimSuffix(cfg.OrderURL, "/") + "/v1/orders",
+		wsBase: strings.TrimSuffix(n.String(), "/") + "/v1/orders/",
+	}
+	exp := time.Now().Add(cfg.TokenTTL)
+	g.auth = make([]string, cfg.Customers)
+	for i := range g.auth {
+		tok, err := authn.Issue(cfg.Secret, authn.Claims{Subject: fmt.Sprintf("loadgen-%d-%04d", cfg.Seed, i), ExpiresAt: exp}, "", "")
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: mint token: %w", err)
+		}
+		g.auth[i] = "Bearer " + tok
+	}
+	for _, s := range cfg.SKUs {
+		b, _ := json.Marshal(s) // a string always marshals
+		g.skuJSON = append(g.skuJSON, b)
+	}
+	g.pmJSON, _ = json.Marshal(cfg.PaymentMethod)
+
+	g.transport = &http.Transport{
+		Proxy:               nil, // never through an environment proxy: the system is local
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        cfg.MaxIdleConns,
+		MaxIdleConnsPerHost: cfg.MaxIdleConns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	g.client = &http.Client{Transport: g.transport} // each request is bounded by its order's deadline
+	return g, nil
+}
+
+// Close closes the idle keep-alive connections.
+func (g *Generator) Close() { g.transport.CloseIdleConnections() }
+
+// Run offers rate orders per second for d (Count(rate, d) orders, order i
+// due at start + i/rate, each in its own goroutine) and returns once every
+// order has ended: terminal, failed, or past its deadline. Cancelling ctx
+// stops the schedule and ends the orders in flight as Aborted. It returns
+// an error only for a rate or duration that is not positive.
+func (g *Generator) Run(ctx context.Context, rate float64, d time.Duration) (*Result, error) {
+	n := Count(rate, d)
+	if rate <= 0 || d <= 0 || n == 0 {
+		return nil, fmt.Errorf("loadgen: rate %v for %v offers no order", rate, d)
+	}
+	base := int(g.next.Add(int64(n))) - n
+	res := &Result{Rate: rate, Window: time.Duration(float64(n) / rate * float64(time.Second)), Orders: make([]Order, n)}
+	for i := range res.Orders {
+		res.Orders[i].Index = i
+	}
+
+	var wg sync.WaitGroup
+	timer := time.NewTimer(time.Hour)
+	timer.Stop() // armed by the schedule below
+	res.Start = time.Now()
+schedule:
+	for i := range n {
+		if wait := time.Until(At(res.Start, i, rate)); wait > 0 {
+			// The schedule is the only wait: nothing here depends on how
+			// earlier orders are doing.
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				break schedule
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() { g.place(ctx, &res.Orders[i], Compose(g.cfg.Seed, base+i, len(g.auth), len(g.skuJSON))) })
+	}
+	wg.Wait()
+	for i := range res.Orders {
+		if o := &res.Orders[i]; o.Sent.IsZero() {
+			o.Outcome, o.Kind = Aborted, "aborted" // never sent: the run was cancelled
+		}
+	}
+	res.Finished = time.Now()
+	res.summarize()
+	return res, nil
+}
+
+// created is what the generator needs from a 201 response.
+type created struct {
+	ID            string `json:"id"`
+	TrackingToken string `json:"tracking_token"`
+}
+
+// place places one order and follows it to its end, recording into o.
+func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
+	body := g.body(p)
+	o.Sent = time.Now()
+	deadline := o.Sent.Add(g.cfg.Deadline)
+	octx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	req, err := http.NewRequestWithContext(octx, http.MethodPost, g.orders, bytes.NewReader(body))
+	if err != nil {
+		g.fail(ctx, o, TransportError, "transport", err)
+		return
+	}
+	req.Header = http.Header{ // canonical keys set directly: no per-request canonicalization
+		"Authorization":   {g.auth[p.Customer]},
+		"Content-Type":    {"application/json"},
+		"Idempotency-Key": {newUUID()},
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		g.failPOST(ctx, octx, o, err)
+		return
+	}
+	o.HTTPStatus = resp.StatusCode
+	if resp.StatusCode != http.StatusCreated {
+		_, _ = io.Copy(io.Discard, resp.Body) // so the connection is reused
+		_ = resp.Body.Close()
+		o.POST = time.Since(o.Sent)
+		o.Outcome, o.Kind = HTTPError, "http "+strconv.Itoa(resp.StatusCode)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			if resp.Header.Get("Retry-After") != "" {
+				o.Kind += " (Retry-After)"
+			} else {
+				o.Kind += " (no Retry-After)"
+			}
+		}
+		return
+	}
+	b, err := readBody(resp)
+	_ = resp.Body.Close()
+	if err != nil {
+		o.HTTPStatus = 0 // no whole 201 was read
+		g.failPOST(ctx, octx, o, err)
+		return
+	}
+	o.POST = time.Since(o.Sent)
+	var c created
+	if err := json.Unmarshal(b, &c); err != nil || c.ID == "" || c.TrackingToken == "" {
+		o.Outcome, o.Kind, o.Err = HTTPError, "http 201 without id or tracking_token", string(b)
+		return
+	}
+	o.ID = c.ID
+	g.watch(ctx, octx, o, c, deadline)
+}
+
+// failPOST records a POST that got no (whole) answer.
+func (g *Generator) failPOST(ctx, octx context.Context, o *Order, err error) {
+	if ctx.Err() == nil && octx.Err() != nil {
+		g.fail(ctx, o, TimedOut, "timed out (POST)", err)
+		return
+	}
+	g.fail(ctx, o, TransportError, "transport", err)
+}
+
+// fail records a failure, or an abort when the run's context ended.
+func (g *Generator) fail(ctx context.Context, o *Order, out Outcome, kind string, err error) {
+	if ctx.Err() != nil {
+		out, kind = Aborted, "aborted"
+	}
+	o.Outcome, o.Kind = out, kind
+	if err != nil {
+		o.Err = err.Error()
+	}
+}
+
+// readBody reads a whole response body, sized by Content-Length when the
+// server sent one.
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n > 0 && n <= 1<<20 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+// status is a live tracking message; the generator needs only these fields.
+type status struct {
+	Type   string `json:"type"`
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+	Seq    int64  `json:"seq"`
+}
+
+// watch follows the order on one WebSocket until a terminal status, a
+// failure or deadline (octx is ctx bounded by it).
+func (g *Generator) watch(ctx, octx context.Context, o *Order, c created, deadline time.Time) {
+	conn, br, _, err := g.dialer.Dial(octx, g.wsBase+c.ID+"/ws?token="+url.QueryEscape(c.TrackingToken))
+	if err != nil {
+		var se ws.StatusError
+		switch {
+		case errors.As(err, &se):
+			g.fail(ctx, o, WSRefused, "ws refused "+strconv.Itoa(int(se)), err)
+		case ctx.Err() == nil && octx.Err() != nil:
+			g.fail(ctx, o, TimedOut, "timed out (WebSocket)", err)
+		default:
+			g.fail(ctx, o, WSClosed, "ws failed", err)
+		}
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(deadline)
+	// Reads are bounded by the deadline; a cancelled run cuts them short.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var src io.Reader = conn
+	if br != nil {
+		// The server's first frames arrived with the handshake.
+		src = br
+		defer ws.PutReader(br)
+	}
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{src, conn}
+
+	var last int64
+	for {
+		data, op, err := wsutil.ReadServerData(rw)
+		if err != nil {
+			var ce wsutil.ClosedError
+			switch {
+			case errors.As(err, &ce):
+				g.fail(ctx, o, WSClosed, "ws closed "+strconv.Itoa(int(ce.Code)), err)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				g.fail(ctx, o, TimedOut, "timed out (WebSocket)", err)
+			default:
+				g.fail(ctx, o, WSClosed, "ws failed", err)
+			}
+			return
+		}
+		if op != ws.OpText {
+			continue
+		}
+		var m status
+		if json.Unmarshal(data, &m) != nil || m.Type != "status" {
+			continue
+		}
+		if o.Messages > 0 && m.Seq != last+1 {
+			o.SeqBreaks++
+		}
+		o.Messages++
+		last = m.Seq
+		switch m.Status {
+		case "confirmed":
+			o.ToConfirmed = time.Since(o.Sent)
+			o.Outcome = Confirmed
+		case "cancelled":
+			o.Outcome, o.Kind, o.Reason = Cancelled, "cancelled: "+m.Reason, m.Reason
+		default:
+			continue
+		}
+		closeWS(conn, src, deadline)
+		return
+	}
+}
+
+// closeWS ends the WebSocket with a close handshake, so the server sees
+// a shopper leaving rather than a broken connection: it sends a normal
+// close (a confirmed order's stream stays open for shipped and delivered)
+// and reads until the server's close frame, for at most a few seconds.
+func closeWS(conn net.Conn, src io.Reader, deadline time.Time) {
+	if soon := time.Now().Add(3 * time.Second); soon.Before(deadline) {
+		deadline = soon
+	}
+	_ = conn.SetDeadline(deadline)
+	if wsutil.WriteClientMessage(conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "")) != nil {
+		return
+	}
+	// Frames are skipped by hand: wsutil's readers would answer the
+	// server's close with a second close of ours.
+	for {
+		h, err := ws.ReadHeader(src)
+		if err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, src, h.Length); err != nil || h.OpCode == ws.OpClose {
+			return
+		}
+	}
+}
+
+// body returns the JSON body of an order made of p.
+func (g *Generator) body(p Pick) []byte {
+	b := make([]byte, 0, 64+48*len(p.Lines))
+	b = append(b, `{"items":[`...)
+	for i, l := range p.Lines {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"sku":`...)
+		b = append(b, g.skuJSON[l.SKU]...)
+		b = append(b, `,"quantity":`...)
+		b = strconv.AppendInt(b, int64(l.Quantity), 10)
+		b = append(b, '}')
+	}
+	b = append(b, `],"payment_method":`...)
+	b = append(b, g.pmJSON...)
+	return append(b, '}')
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], u[10:])
+	return string(s[:])
+}

@@ -1,0 +1,294 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// ramp returns 1 ms, 2 ms, …, n ms.
+func ramp(n int) []time.Duration {
+	d := make([]time.Duration, n)
+	for i := range d {
+		d[i] = ms(i + 1)
+	}
+	return d
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one value, median", []time.Duration{ms(7)}, 0.5, ms(7)},
+		{"one value, max", []time.Duration{ms(7)}, 1, ms(7)},
+		{"two values, median is the lower", []time.Duration{ms(1), ms(9)}, 0.5, ms(1)},
+		{"100 values, p50", ramp(100), 0.50, ms(50)},
+		{"100 values, p90", ramp(100), 0.90, ms(90)},
+		{"100 values, p99 is rank 99 (no float round-up)", ramp(100), 0.99, ms(99)},
+		{"100 values, max", ramp(100), 1, ms(100)},
+		{"10 values, p99 rounds up to the max", ramp(10), 0.99, ms(10)},
+		{"1000 values, p99", ramp(1000), 0.99, ms(990)},
+		{"q near zero is the minimum", ramp(10), 0.0001, ms(1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := Percentile(tt.sorted, tt.q); got != tt.want {
+				t.Errorf("Percentile(%d values, %v) = %v, want %v", len(tt.sorted), tt.q, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	t.Parallel()
+	got := Summarize(ramp(200))
+	want := Latency{P50: ms(100), P90: ms(180), P99: ms(198), Max: ms(200)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Summarize mismatch (-want +got):\n%s", diff)
+	}
+	if got := Summarize(nil); got != (Latency{}) {
+		t.Errorf("Summarize(nil) = %+v, want zero", got)
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name string
+		i    int
+		rate float64
+		want time.Duration // after start
+	}{
+		{"first order is due at the start", 0, 100, 0},
+		{"100/s: order 1 at 10 ms", 1, 100, 10 * time.Millisecond},
+		{"100/s: order 250 at 2.5 s", 250, 100, 2500 * time.Millisecond},
+		{"3/s: order 1 at a third of a second", 1, 3, 333333333},
+		{"3/s: order 3 at exactly 1 s", 3, 3, time.Second},
+		{"fractional rate 0.5/s: order 2 at 4 s", 2, 0.5, 4 * time.Second},
+		{"300/s: order 8999 just before 30 s", 8999, 300, 29996666666},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := At(start, tt.i, tt.rate).Sub(start); got != tt.want {
+				t.Errorf("At(start, %d, %v) = start + %v, want + %v", tt.i, tt.rate, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCount(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		rate float64
+		d    time.Duration
+		want int
+	}{
+		{25, 30 * time.Second, 750},
+		{300, 30 * time.Second, 9000},
+		{100, 20 * time.Second, 2000},
+		{2.5, 3 * time.Second, 8}, // 7.5 rounds to 8
+		{1, 400 * time.Millisecond, 0},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/s for %v", tt.rate, tt.d), func(t *testing.T) {
+			t.Parallel()
+			if got := Count(tt.rate, tt.d); got != tt.want {
+				t.Errorf("Count(%v, %v) = %d, want %d", tt.rate, tt.d, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompose(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name            string
+		customers, skus int
+	}{
+		{"the benchmark's shape", 500, 20},
+		{"one SKU: always one line", 3, 1},
+		{"two SKUs: at most two lines", 1, 2},
+		{"three SKUs", 7, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			lines := map[int]int{}
+			customers := map[int]bool{}
+			for i := range 2000 {
+				p := Compose(42, i, tt.customers, tt.skus)
+				if again := Compose(42, i, tt.customers, tt.skus); !cmp.Equal(p, again) {
+					t.Fatalf("order %d: %+v then %+v: not deterministic", i, p, again)
+				}
+				if p.Customer < 0 || p.Customer >= tt.customers {
+					t.Fatalf("order %d: customer %d out of [0,%d)", i, p.Customer, tt.customers)
+				}
+				customers[p.Customer] = true
+				if n := len(p.Lines); n < 1 || n > min(MaxLines, tt.skus) {
+					t.Fatalf("order %d: %d lines, want 1..%d", i, n, min(MaxLines, tt.skus))
+				}
+				lines[len(p.Lines)]++
+				seen := map[int]bool{}
+				for _, l := range p.Lines {
+					if l.SKU < 0 || l.SKU >= tt.skus || seen[l.SKU] {
+						t.Fatalf("order %d: lines %+v: SKU out of range or repeated", i, p.Lines)
+					}
+					seen[l.SKU] = true
+					if l.Quantity < 1 || l.Quantity > 3 {
+						t.Fatalf("order %d: quantity %d, want 1..3", i, l.Quantity)
+					}
+				}
+			}
+			// Every possible line count and (for a few customers) every
+			// customer shows up in 2,000 orders: the choices are spread.
+			for n := 1; n <= min(MaxLines, tt.skus); n++ {
+				if lines[n] == 0 {
+					t.Errorf("no order with %d lines in 2,000", n)
+				}
+			}
+			if tt.customers <= 10 && len(customers) != tt.customers {
+				t.Errorf("%d of %d customers used", len(customers), tt.customers)
+			}
+		})
+	}
+}
+
+func TestComposeDependsOnSeed(t *testing.T) {
+	t.Parallel()
+	same := 0
+	for i := range 100 {
+		if cmp.Equal(Compose(1, i, 500, 20), Compose(2, i, 500, 20)) {
+			same++
+		}
+	}
+	if same > 5 {
+		t.Errorf("%d of 100 orders equal under seeds 1 and 2", same)
+	}
+}
+
+func TestBody(t *testing.T) {
+	t.Parallel()
+	g, err := New(Config{OrderURL: "http://127.0.0.1:1", NotificationURL: "http://127.0.0.1:2", Secret: []byte("s"),
+		SKUs: []string{"A-1", `B"2`}, Customers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := g.body(Pick{Customer: 1, Lines: []Line{{SKU: 1, Quantity: 3}, {SKU: 0, Quantity: 1}}})
+	var got struct {
+		Items []struct {
+			SKU      string `json:"sku"`
+			Quantity int    `json:"quantity"`
+		} `json:"items"`
+		PaymentMethod string `json:"payment_method"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("body %s: %v", b, err)
+	}
+	want := `{[{B"2 3} {A-1 1}] pm_card_ok}`
+	if s := fmt.Sprint(got); s != want {
+		t.Errorf("body %s decodes to %s, want %s", b, s, want)
+	}
+	if g.wsBase != "ws://127.0.0.1:2/v1/orders/" || g.orders != "http://127.0.0.1:1/v1/orders" {
+		t.Errorf("URLs %q, %q", g.orders, g.wsBase)
+	}
+}
+
+func TestNewRejectsIncompleteConfig(t *testing.T) {
+	t.Parallel()
+	ok := Config{OrderURL: "http://a", NotificationURL: "http://b", Secret: []byte("s"), SKUs: []string{"X"}}
+	tests := []struct {
+		name   string
+		change func(*Config)
+	}{
+		{"no order URL", func(c *Config) { c.OrderURL = "" }},
+		{"no secret", func(c *Config) { c.Secret = nil }},
+		{"no SKUs", func(c *Config) { c.SKUs = nil }},
+		{"notification URL not HTTP", func(c *Config) { c.NotificationURL = "ftp://b" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := ok
+			tt.change(&c)
+			if _, err := New(c); err == nil {
+				t.Error("New succeeded, want an error")
+			}
+		})
+	}
+}
+
+func TestResultSummary(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := &Result{Rate: 2, Window: 2 * time.Second, Orders: []Order{
+		{Index: 0, Sent: t0, HTTPStatus: 201, POST: ms(5), ToConfirmed: ms(300), Outcome: Confirmed},
+		{Index: 1, Sent: t0.Add(500 * time.Millisecond), HTTPStatus: 201, POST: ms(3), ToConfirmed: 4 * time.Second, Outcome: Confirmed},
+		{Index: 2, Sent: t0.Add(time.Second), HTTPStatus: 503, POST: ms(1), Outcome: HTTPError, Kind: "http 503 (Retry-After)"},
+		{Index: 3, Sent: t0.Add(1500 * time.Millisecond), HTTPStatus: 201, POST: ms(4), Outcome: Cancelled, Kind: "cancelled: timeout", Reason: "timeout"},
+		{Index: 4, Outcome: Aborted, Kind: "aborted"},
+	}}
+	r.summarize()
+	got := struct {
+		Sent, Created, Confirmed, Cancelled int
+		Errors                              map[string]int
+		POST, ToConfirmed                   []time.Duration
+		FirstSent, LastConfirmed            time.Time
+	}{r.Sent, r.Created, r.Confirmed, r.Cancelled, r.Errors, r.POST, r.ToConfirmed, r.FirstSent, r.LastConfirmed}
+	want := got
+	want.Sent, want.Created, want.Confirmed, want.Cancelled = 5, 3, 2, 1
+	want.Errors = map[string]int{"http 503 (Retry-After)": 1, "cancelled: timeout": 1, "aborted": 1}
+	want.POST = []time.Duration{ms(3), ms(4), ms(5)}
+	want.ToConfirmed = []time.Duration{ms(300), 4 * time.Second}
+	want.FirstSent, want.LastConfirmed = t0, t0.Add(4500*time.Millisecond)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("summary mismatch (-want +got):\n%s", diff)
+	}
+	// 2 confirmed over 4.5 s (first POST → last confirmation; longer than
+	// the 2 s window).
+	if got, want := r.Achieved(), 2/4.5; got != want {
+		t.Errorf("Achieved = %v, want %v", got, want)
+	}
+	if got, want := r.ConfirmedShare(), 0.4; got != want {
+		t.Errorf("ConfirmedShare = %v, want %v", got, want)
+	}
+}
+
+func TestAchievedNeverBeatsTheWindow(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now()
+	r := &Result{Rate: 10, Window: 10 * time.Second, Orders: []Order{
+		{Sent: t0, HTTPStatus: 201, ToConfirmed: ms(10), Outcome: Confirmed},
+		{Sent: t0.Add(ms(100)), HTTPStatus: 201, ToConfirmed: ms(10), Outcome: Confirmed},
+	}}
+	r.summarize()
+	if got := r.Achieved(); got != 0.2 {
+		t.Errorf("Achieved = %v, want 2 orders / 10 s window = 0.2", got)
+	}
+	if got := (&Result{}).Achieved(); got != 0 {
+		t.Errorf("Achieved of an empty result = %v, want 0", got)
+	}
+}
+
+func TestNewUUID(t *testing.T) {
+	t.Parallel()
+	u := newUUID()
+	if len(u) != 36 || u[8] != '-' || u[13] != '-' || u[14] != '4' || u[18] != '-' || u[23] != '-' {
+		t.Errorf("newUUID() = %q, not a version 4 UUID", u)
+	}
+	if newUUID() == u {
+		t.Error("two UUIDs are equal")
+	}
+}
