@@ -3,6 +3,7 @@ package loadgen
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -290,5 +291,16 @@ func TestNewUUID(t *testing.T) {
 	}
 	if newUUID() == u {
 		t.Error("two UUIDs are equal")
+	}
+}
+
+func TestOutcomeJSON(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal(Order{Outcome: WSRefused, Kind: "ws refused 429"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"outcome":"ws refused"`) {
+		t.Errorf("order JSON %s lacks the outcome's name", b)
 	}
 }

@@ -33,14 +33,30 @@ const (
 	TimedOut
 )
 
-var outcomeNames = [...]string{"aborted", "confirmed", "cancelled", "http error", "transport error", "ws refused", "ws closed", "timed out"}
-
 func (o Outcome) String() string {
-	if int(o) < len(outcomeNames) {
-		return outcomeNames[o]
+	switch o {
+	case Aborted:
+		return "aborted"
+	case Confirmed:
+		return "confirmed"
+	case Cancelled:
+		return "cancelled"
+	case HTTPError:
+		return "http error"
+	case TransportError:
+		return "transport error"
+	case WSRefused:
+		return "ws refused"
+	case WSClosed:
+		return "ws closed"
+	case TimedOut:
+		return "timed out"
 	}
 	return "outcome " + strconv.Itoa(int(o))
 }
+
+// MarshalText makes an outcome read as its name in JSON reports.
+func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
 // Order is what happened to one order of a run.
 type Order struct {
