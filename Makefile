@@ -7,6 +7,7 @@
 #   make check-generate  fail when committed generated code is stale
 #   make bench           run benchmarks
 #   make bench-ws        live tracking benchmark: 19,000 WebSockets on one notification replica (minutes)
+#   make bench-e2e       end-to-end load benchmark: shoppers' orders at rising rates through all four services (minutes)
 #   make tools           install the development tools (protoc, golangci-lint)
 
 SHELL := bash
@@ -111,6 +112,17 @@ bench:
 .PHONY: bench-ws
 bench-ws:
 	cd tests && ORDERLY_BENCH_WS=1 $(GO) test -v -count=1 -timeout 30m -run '^TestLiveTracking$$' ./cmd/wsbench/
+
+## bench-e2e: the whole system under shoppers' load (tests/e2ebench, with the
+## open-loop generator of tests/loadgen): a ladder of offered rates, each
+## reported as achieved rate, placed→confirmed latency, errors, and CPU,
+## transactions and messages per order; rewrites the bench-e2e section of
+## docs/benchmarks.md. Settings (ORDERLY_E2E_RATES, ORDERLY_E2E_DURATION, …)
+## in its package doc. Not part of `make test`: it loads the whole machine
+## for 5–20 minutes, so run it on an otherwise idle machine.
+.PHONY: bench-e2e
+bench-e2e:
+	cd tests && ORDERLY_BENCH_E2E=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestEndToEnd$$' ./e2ebench/
 
 ## tools: protoc (apt, if missing), the pinned protoc-gen-go, golangci-lint.
 tools: golangci-lint
