@@ -240,20 +240,21 @@ func (r *Report) Tables() string {
 			cell(c[groupTotal]), cell(c[groupOther]), s.CoresBusy, s.MachineBusy, s.IntervalS)
 	}
 	b.WriteString(`
-¹ Machine-wide: every postgres process, and every beam.smp, erl_child_setup,
-epmd and inet_gethost process (RabbitMQ) on the machine, whoever uses them:
-nothing else should run during a benchmark. Backends that exit count through
-the postmaster's children's time.
-² This test process: the load generator, which also copies the services'
-logs from their pipes.
-³ The rest of the machine's busy time (/proc/stat): other processes and the
-kernel's own threads. Much more than a few ms per order means something
-else ran meanwhile, and the figures are not to be trusted.
-⁴ PostgreSQL's shared processes and the backends of the stack's four
-databases, without other databases' backends and exited backends.
+- ¹ Machine-wide: every postgres process, and every beam.smp,
+  erl_child_setup, epmd and inet_gethost process (RabbitMQ) on the machine,
+  whoever uses them: nothing else should run during a benchmark. Backends
+  that exit count through the postmaster's children's time.
+- ² This test process: the load generator, which also copies the services'
+  logs from their pipes.
+- ³ The rest of the machine's busy time (/proc/stat): other processes and
+  the kernel's own threads. Much more than a few ms per order means
+  something else ran meanwhile, and the figures are not to be trusted.
+- ⁴ PostgreSQL's shared processes and the backends of the stack's four
+  databases, without other databases' backends and exited backends.
 
 CPU from /proc/<pid>/stat (utime + stime, 100 ticks/s); tx/order is
-pg_stat_database.xact_commit summed over the stack's four databases;
+pg_stat_database.xact_commit summed over the stack's four databases (read
+11 s after the drain: PostgreSQL reports an idle backend's counts late);
 published/order is outbox_published_total and delivered/order
 messaging_client_consumed_messages_total (every outcome), summed over the
 four services' /metrics; all per confirmed order. A step lasts from its
