@@ -315,6 +315,7 @@ func (b *bench) step(tb testing.TB, rate float64, profile bool) Step {
 	c0 := sampleCPU(tb, pids, dbs)
 
 	var profiles sync.WaitGroup
+	defer profiles.Wait() // also when the step fails: they report on tb
 	if profile {
 		secs := min(20, int(b.p.duration.Seconds())-5)
 		secs = max(secs, 1)
