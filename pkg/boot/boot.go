@@ -142,6 +142,16 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	if err := pg.Migrate(ctx, s.Pool, sets...); err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
+	// The outbox and inbox are queue tables: without vacuum their dead rows
+	// would stay for good and every scan would slow down with history.
+	switch on, err := pg.AutovacuumOn(cctx, s.Pool); {
+	case err != nil:
+		return nil, fmt.Errorf("postgres: %w", err)
+	case !on:
+		s.Log.WarnContext(ctx, "autovacuum is off on the database server; this service vacuums its own tables")
+		vac := &pg.Vacuumer{Pool: s.Pool, Log: s.Log.With("component", "table-maintenance")}
+		s.Go("table maintenance", vac.Run)
+	}
 
 	host, _ := os.Hostname()
 	s.Rabbit, err = rabbit.Dial(cctx, cfg.AMQPURL,

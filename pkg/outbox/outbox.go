@@ -1,7 +1,7 @@
 // Package outbox publishes events with the transactional-outbox pattern: Add
 // writes an event in the caller's transaction, next to the state change it
-// describes, and a Relay publishes committed events to RabbitMQ, marking each
-// sent only after the broker confirmed it. Delivery is at-least-once; events
+// describes, and a Relay publishes committed events to RabbitMQ, deleting each
+// only after the broker confirmed it. Delivery is at-least-once; events
 // of one aggregate are published in the order they were written.
 package outbox
 

@@ -10,7 +10,7 @@ import (
 const maxInFlight = 4
 
 // pipeline settles sent batches in order on its own goroutine: it waits for
-// each batch's confirms and marks the confirmed events sent. The ids of
+// each batch's confirms and deletes the confirmed events. The ids of
 // unsettled batches are excluded from fetches so nothing is sent twice by
 // one relay while its confirm is pending.
 type pipeline struct {

@@ -48,7 +48,6 @@ type Relay struct {
 
 	BatchSize    int           // events per publish round (default 1000)
 	PollInterval time.Duration // fallback when a notification is missed (default 1s)
-	Retention    time.Duration // how long sent events are kept (default 7 days)
 	Linger       time.Duration // wait after a wake-up so batches fill (default 1ms)
 
 	owned     []int32
@@ -65,9 +64,6 @@ func (r *Relay) defaults() {
 	}
 	if r.Linger == 0 {
 		r.Linger = time.Millisecond
-	}
-	if r.Retention <= 0 {
-		r.Retention = 7 * 24 * time.Hour
 	}
 	if r.Log == nil {
 		r.Log = slog.Default()
@@ -108,7 +104,7 @@ func (r *Relay) session(ctx context.Context) error {
 	// Fetches run on this connection too. Without statistics (a new table,
 	// or one that just grew a backlog) the planner picks a bitmap scan that
 	// reads and sorts every pending row for each batch: quadratic in
-	// the backlog. The ordered walk of outbox_unsent stops after the batch.
+	// the backlog. The ordered walk of the primary key stops after the batch.
 	cfg.RuntimeParams["enable_bitmapscan"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -124,7 +120,6 @@ func (r *Relay) session(ctx context.Context) error {
 	}
 	pipe := r.startPipeline(ctx)
 	defer pipe.close()
-	nextPurge := time.Now()
 	nextBalance := time.Now()
 	pubBackoff := 50 * time.Millisecond
 	for {
@@ -133,12 +128,6 @@ func (r *Relay) session(ctx context.Context) error {
 				return err
 			}
 			nextBalance = time.Now().Add(r.PollInterval)
-		}
-		if time.Now().After(nextPurge) {
-			if err := r.purge(ctx); err != nil {
-				r.Log.Warn("outbox purge failed", "error", err)
-			}
-			nextPurge = time.Now().Add(time.Hour)
 		}
 		var pubErr *publishError
 		switch err := r.drain(ctx, conn, pipe); {
@@ -283,7 +272,8 @@ func (r *Relay) send(ctx context.Context, conn *pgx.Conn, skip []int64) (*inflig
 	return b, nil
 }
 
-// settle waits for a batch's confirms and marks the confirmed events sent.
+// settle waits for a batch's confirms and deletes the confirmed events: the
+// table holds only what is still to be published.
 func (r *Relay) settle(parent context.Context, b *inflight) error {
 	if b == nil {
 		return nil
@@ -301,9 +291,9 @@ func (r *Relay) settle(parent context.Context, b *inflight) error {
 		}
 	}
 	if len(sent) > 0 {
-		const q = `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`
+		const q = `DELETE FROM outbox WHERE id = ANY($1)`
 		if _, err := r.Pool.Exec(ctx, q, sent); err != nil {
-			return fmt.Errorf("outbox: mark sent: %w", err)
+			return fmt.Errorf("outbox: delete sent: %w", err)
 		}
 		r.published.Add(ctx, int64(len(sent)))
 	}
@@ -318,7 +308,7 @@ func (r *Relay) fetch(ctx context.Context, conn *pgx.Conn, skip []int64) ([]row,
 	const q = `
 SELECT id, event_id, exchange, routing_key, event_type, aggregate_id, payload, headers, created_at
 FROM outbox
-WHERE sent_at IS NULL AND partition = ANY($1) AND id <> ALL($3)
+WHERE partition = ANY($1) AND id <> ALL($3)
 ORDER BY id
 LIMIT $2`
 	rs, err := conn.Query(ctx, q, r.owned, r.BatchSize, skip)
@@ -355,23 +345,6 @@ LIMIT $2`
 	return out, rs.Err()
 }
 
-// purge deletes sent events older than the retention period, a chunk at a
-// time so that no single statement holds locks for long.
-func (r *Relay) purge(ctx context.Context) error {
-	const q = `
-DELETE FROM outbox WHERE id IN (
-  SELECT id FROM outbox WHERE sent_at < now() - $1::interval LIMIT 10000)`
-	for {
-		tag, err := r.Pool.Exec(ctx, q, r.Retention)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() < 10000 {
-			return nil
-		}
-	}
-}
-
 // instrument registers the relay's metrics: events published and failed,
 // and, read from the table at scrape time, the pending count and the age of
 // the oldest pending event (the number to alert on).
@@ -394,7 +367,7 @@ func (r *Relay) instrument() error {
 	_, err = r.Meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		var n int64
 		var oldest float64
-		const q = `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM outbox WHERE sent_at IS NULL`
+		const q = `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM outbox`
 		if err := r.Pool.QueryRow(ctx, q).Scan(&n, &oldest); err != nil {
 			return err
 		}
