@@ -105,14 +105,10 @@ func (h *harness) drain() []proto.Message {
 	return out
 }
 
-// sagaEvents drops ProductUpserted and timestamps, leaving what the order
-// saga reads.
+// sagaEvents drops timestamps, leaving what the order saga reads.
 func sagaEvents(msgs []proto.Message) []proto.Message {
 	var out []proto.Message
 	for _, m := range msgs {
-		if _, ok := m.(*eventsv1.ProductUpserted); ok {
-			continue
-		}
 		m = proto.Clone(m)
 		r := m.ProtoReflect()
 		r.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {

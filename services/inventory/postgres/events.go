@@ -21,8 +21,6 @@ func productUpserted(p stock.Product) (outbox.Event, error) {
 		Name:       p.Name,
 		PriceCents: p.PriceCents,
 		Currency:   p.Currency,
-		Stock:      p.Stock,
-		Reserved:   p.Reserved,
 		Version:    p.Version,
 		UpdatedAt:  timestamppb.New(p.UpdatedAt),
 	})

@@ -36,8 +36,9 @@ type Change struct {
 // Otherwise it reserves the lines in SKU order, each with a conditional
 // UPDATE that checks stock - reserved; if any line falls short, the updates
 // are rolled back to a savepoint and the reservation is recorded as rejected.
-// Either way it writes StockReserved or StockRejected, and ProductUpserted
-// for every product it changed, to the outbox.
+// Either way it writes StockReserved or StockRejected to the outbox. Stock
+// moved by orders publishes no product event: the catalog replica needs
+// names and prices only.
 //
 // A zero expiresAt holds the units for DefaultHold. It returns an error
 // matching stock.ErrInvalid for lines NormalizeLines refuses.
@@ -68,7 +69,7 @@ func (s *Store) Reserve(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, lines
 		return Change{}, fmt.Errorf("reserve %s: lines: %w", orderID, err)
 	}
 
-	products, shortages, err := holdLines(ctx, tx, lines)
+	shortages, err := holdLines(ctx, tx, lines)
 	if err != nil {
 		return Change{}, fmt.Errorf("reserve %s: %w", orderID, err)
 	}
@@ -91,62 +92,54 @@ func (s *Store) Reserve(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, lines
 	if err != nil {
 		return Change{}, err
 	}
-	if err := addWithProducts(ctx, tx, ev, products); err != nil {
+	if err := outbox.Add(ctx, tx, ev); err != nil {
 		return Change{}, err
 	}
 	return Change{Status: stock.StatusReserved, Lines: lines, Applied: true}, nil
 }
 
 // holdLines reserves lines (sorted by SKU) inside a savepoint of tx. When
-// every line fits it releases the savepoint and returns the changed
-// products; otherwise it rolls the savepoint back, so nothing stays held, and
-// returns every shortage.
-func holdLines(ctx context.Context, tx pgx.Tx, lines []stock.Line) ([]stock.Product, []stock.Shortage, error) {
+// every line fits it releases the savepoint and returns no shortage;
+// otherwise it rolls the savepoint back, so nothing stays held, and returns
+// every shortage.
+func holdLines(ctx context.Context, tx pgx.Tx, lines []stock.Line) ([]stock.Shortage, error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("savepoint: %w", err)
+		return nil, fmt.Errorf("savepoint: %w", err)
 	}
 	defer func() { _ = sp.Rollback(ctx) }() // a no-op once released
-	const hold = `
-UPDATE products SET reserved = reserved + $2, version = version + 1, updated_at = now()
-WHERE sku = $1 AND stock - reserved >= $2
-RETURNING ` + productColumns
+	const hold = `UPDATE products SET reserved = reserved + $2, updated_at = now() WHERE sku = $1 AND stock - reserved >= $2`
 	const available = `SELECT coalesce((SELECT stock - reserved FROM products WHERE sku = $1), 0)`
-	var (
-		products  []stock.Product
-		shortages []stock.Shortage
-	)
+	var shortages []stock.Shortage
 	for _, l := range lines {
-		p, err := scanProduct(sp.QueryRow(ctx, hold, l.SKU, l.Quantity))
-		if err == nil {
-			products = append(products, p)
-			continue
+		tag, err := sp.Exec(ctx, hold, l.SKU, l.Quantity)
+		if err != nil {
+			return nil, fmt.Errorf("hold %s: %w", l.SKU, err)
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil, fmt.Errorf("hold %s: %w", l.SKU, err)
+		if tag.RowsAffected() == 1 {
+			continue
 		}
 		// Keep going: the order learns about every short line at once.
 		short := stock.Shortage{SKU: l.SKU, Requested: l.Quantity}
 		if err := sp.QueryRow(ctx, available, l.SKU).Scan(&short.Available); err != nil {
-			return nil, nil, fmt.Errorf("available %s: %w", l.SKU, err)
+			return nil, fmt.Errorf("available %s: %w", l.SKU, err)
 		}
 		shortages = append(shortages, short)
 	}
 	if len(shortages) > 0 {
 		if err := sp.Rollback(ctx); err != nil {
-			return nil, nil, fmt.Errorf("roll back to savepoint: %w", err)
+			return nil, fmt.Errorf("roll back to savepoint: %w", err)
 		}
-		return nil, shortages, nil
+		return shortages, nil
 	}
 	if err := sp.Commit(ctx); err != nil {
-		return nil, nil, fmt.Errorf("release savepoint: %w", err)
+		return nil, fmt.Errorf("release savepoint: %w", err)
 	}
-	return products, nil, nil
+	return nil, nil
 }
 
 // Commit takes a held reservation's units off stock and reserved for good
-// (docs/saga.md, step 6a), inside tx, and writes ReservationCommitted and
-// ProductUpserted events. Committing a committed reservation does nothing.
+// (docs/saga.md, step 6a), inside tx, and writes ReservationCommitted. Committing a committed reservation does nothing.
 // It returns an error matching stock.ErrNoReservation when the order holds
 // no reservation, and stock.ErrNotCommittable when it was released or
 // rejected: both break the saga and need an operator, not a retry.
@@ -165,11 +158,8 @@ func (s *Store) Commit(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (Chang
 	default:
 		return Change{}, fmt.Errorf("commit %s (%s): %w", orderID, status, stock.ErrNotCommittable)
 	}
-	const take = `
-UPDATE products SET stock = stock - $2, reserved = reserved - $2, version = version + 1, updated_at = now()
-WHERE sku = $1
-RETURNING ` + productColumns
-	lines, products, err := moveLines(ctx, tx, orderID, take)
+	const take = `UPDATE products SET stock = stock - $2, reserved = reserved - $2, updated_at = now() WHERE sku = $1`
+	lines, err := moveLines(ctx, tx, orderID, take)
 	if err != nil {
 		return Change{}, fmt.Errorf("commit %s: %w", orderID, err)
 	}
@@ -180,7 +170,7 @@ RETURNING ` + productColumns
 	if err != nil {
 		return Change{}, err
 	}
-	if err := addWithProducts(ctx, tx, ev, products); err != nil {
+	if err := outbox.Add(ctx, tx, ev); err != nil {
 		return Change{}, err
 	}
 	return Change{Status: stock.StatusCommitted, Lines: lines, Applied: true}, nil
@@ -191,7 +181,7 @@ RETURNING ` + productColumns
 // returns them to stock (a confirmed order cancelled before shipping), and
 // an order with no reservation yet gets a released tombstone so that a late
 // OrderPlaced reserves nothing. It writes ReservationReleased (with the units
-// returned, none for a tombstone) and ProductUpserted events. Releasing a
+// returned, none for a tombstone). Releasing a
 // released or rejected reservation does nothing.
 func (s *Store) Release(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (Change, error) {
 	const tombstone = `INSERT INTO reservations (order_id, status) VALUES ($1, 'released') ON CONFLICT DO NOTHING`
@@ -220,14 +210,8 @@ func (s *Store) Release(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (Chan
 // status is status.
 func release(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, status stock.Status) (Change, error) {
 	const (
-		unhold = `
-UPDATE products SET reserved = reserved - $2, version = version + 1, updated_at = now()
-WHERE sku = $1
-RETURNING ` + productColumns
-		restock = `
-UPDATE products SET stock = stock + $2, version = version + 1, updated_at = now()
-WHERE sku = $1
-RETURNING ` + productColumns
+		unhold  = `UPDATE products SET reserved = reserved - $2, updated_at = now() WHERE sku = $1`
+		restock = `UPDATE products SET stock = stock + $2, updated_at = now() WHERE sku = $1`
 	)
 	var q string
 	switch status {
@@ -238,7 +222,7 @@ RETURNING ` + productColumns
 	default:
 		return Change{Status: status}, nil
 	}
-	lines, products, err := moveLines(ctx, tx, orderID, q)
+	lines, err := moveLines(ctx, tx, orderID, q)
 	if err != nil {
 		return Change{}, fmt.Errorf("release %s: %w", orderID, err)
 	}
@@ -249,7 +233,7 @@ RETURNING ` + productColumns
 	if err != nil {
 		return Change{}, err
 	}
-	if err := addWithProducts(ctx, tx, ev, products); err != nil {
+	if err := outbox.Add(ctx, tx, ev); err != nil {
 		return Change{}, err
 	}
 	return Change{Status: stock.StatusReleased, Lines: lines, Applied: true}, nil
@@ -336,15 +320,14 @@ func setStatus(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, status stock.S
 	return nil
 }
 
-// moveLines runs update (parameters sku and quantity, returning the
-// product) for each line of the reservation, in SKU order, and returns the
-// lines and the changed products. A line whose product is gone, or whose
-// update would break a stock check, fails the whole step.
-func moveLines(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, update string) ([]stock.Line, []stock.Product, error) {
+// moveLines runs update (parameters sku and quantity) for each line of the
+// reservation, in SKU order, and returns the lines. A line whose product is
+// gone, or whose update would break a stock check, fails the whole step.
+func moveLines(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, update string) ([]stock.Line, error) {
 	const q = `SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku`
 	rows, err := tx.Query(ctx, q, orderID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lines: %w", err)
+		return nil, fmt.Errorf("lines: %w", err)
 	}
 	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stock.Line, error) {
 		var l stock.Line
@@ -352,33 +335,16 @@ func moveLines(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, update string)
 		return l, err
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("lines: %w", err)
+		return nil, fmt.Errorf("lines: %w", err)
 	}
-	products := make([]stock.Product, 0, len(lines))
 	for _, l := range lines {
-		p, err := scanProduct(tx.QueryRow(ctx, update, l.SKU, l.Quantity))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil, fmt.Errorf("product %s of the reservation is gone", l.SKU)
-		}
+		tag, err := tx.Exec(ctx, update, l.SKU, l.Quantity)
 		if err != nil {
-			return nil, nil, fmt.Errorf("update %s: %w", l.SKU, err)
+			return nil, fmt.Errorf("update %s: %w", l.SKU, err)
 		}
-		products = append(products, p)
-	}
-	return lines, products, nil
-}
-
-// addWithProducts writes ev and a ProductUpserted for each product to the
-// outbox of tx.
-func addWithProducts(ctx context.Context, tx pgx.Tx, ev outbox.Event, products []stock.Product) error {
-	events := make([]outbox.Event, 0, 1+len(products))
-	events = append(events, ev)
-	for _, p := range products {
-		pe, err := productUpserted(p)
-		if err != nil {
-			return err
+		if tag.RowsAffected() == 0 {
+			return nil, fmt.Errorf("product %s of the reservation is gone", l.SKU)
 		}
-		events = append(events, pe)
 	}
-	return outbox.Add(ctx, tx, events...)
+	return lines, nil
 }

@@ -350,7 +350,7 @@ func TestCatalogUpsertIgnoresOlderVersions(t *testing.T) {
 	f := newFixture(t)
 	send := func(version int64, price int64) {
 		f.send(f.catalog, &eventsv1.ProductUpserted{Sku: "LAMP", Name: "Lamp", PriceCents: price, Currency: "EUR",
-			Stock: 5, Version: version, UpdatedAt: now()}, "LAMP")
+			Version: version, UpdatedAt: now()}, "LAMP")
 	}
 	send(3, 300)
 	send(2, 200) // late

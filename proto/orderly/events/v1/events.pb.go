@@ -1183,20 +1183,18 @@ func (x *ReservationReleased) GetReleasedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// ProductUpserted carries the full current state of a product, for the order
-// service's catalog replica. It is published whenever a product is created or
-// changed, including stock and reserved changes. version increases with every
-// change; a replica ignores a version older than what it holds.
+// ProductUpserted carries a product's catalog data (name, price, currency),
+// for the order service's catalog replica. It is published when an
+// administrator creates or changes a product, and never for stock moved by
+// orders: the replica prices orders and does not need stock levels.
+// version increases with every change of the product; a replica ignores a
+// version older than what it holds.
 type ProductUpserted struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Sku        string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
-	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	PriceCents int64                  `protobuf:"varint,3,opt,name=price_cents,json=priceCents,proto3" json:"price_cents,omitempty"`
-	Currency   string                 `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
-	// stock is units on hand.
-	Stock int64 `protobuf:"varint,5,opt,name=stock,proto3" json:"stock,omitempty"`
-	// reserved is units held for orders neither confirmed nor cancelled yet.
-	Reserved      int64                  `protobuf:"varint,6,opt,name=reserved,proto3" json:"reserved,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sku           string                 `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PriceCents    int64                  `protobuf:"varint,3,opt,name=price_cents,json=priceCents,proto3" json:"price_cents,omitempty"`
+	Currency      string                 `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
 	Version       int64                  `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1259,20 +1257,6 @@ func (x *ProductUpserted) GetCurrency() string {
 		return x.Currency
 	}
 	return ""
-}
-
-func (x *ProductUpserted) GetStock() int64 {
-	if x != nil {
-		return x.Stock
-	}
-	return 0
-}
-
-func (x *ProductUpserted) GetReserved() int64 {
-	if x != nil {
-		return x.Reserved
-	}
-	return 0
 }
 
 func (x *ProductUpserted) GetVersion() int64 {
@@ -1613,18 +1597,16 @@ const file_orderly_events_v1_events_proto_rawDesc = "" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x122\n" +
 	"\x05items\x18\x02 \x03(\v2\x1c.orderly.events.v1.StockLineR\x05items\x12;\n" +
 	"\vreleased_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"releasedAt\"\xfb\x01\n" +
+	"releasedAt\"\xe6\x01\n" +
 	"\x0fProductUpserted\x12\x10\n" +
 	"\x03sku\x18\x01 \x01(\tR\x03sku\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vprice_cents\x18\x03 \x01(\x03R\n" +
 	"priceCents\x12\x1a\n" +
-	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12\x14\n" +
-	"\x05stock\x18\x05 \x01(\x03R\x05stock\x12\x1a\n" +
-	"\breserved\x18\x06 \x01(\x03R\breserved\x12\x18\n" +
+	"\bcurrency\x18\x04 \x01(\tR\bcurrency\x12\x18\n" +
 	"\aversion\x18\a \x01(\x03R\aversion\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xcd\x01\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtJ\x04\b\x05\x10\x06J\x04\b\x06\x10\aR\x05stockR\breserved\"\xcd\x01\n" +
 	"\x11PaymentAuthorized\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1d\n" +
 	"\n" +

@@ -75,7 +75,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	// The catalog replica is fed by inventory's product events.
-	boottest.Send(t, ctx, pub, &eventsv1.ProductUpserted{Sku: "LAMP-1", Name: "Lamp", PriceCents: 4500, Currency: "EUR", Stock: 3, Version: 1, UpdatedAt: timestamppb.Now()}, "LAMP-1")
+	boottest.Send(t, ctx, pub, &eventsv1.ProductUpserted{Sku: "LAMP-1", Name: "Lamp", PriceCents: 4500, Currency: "EUR", Version: 1, UpdatedAt: timestamppb.Now()}, "LAMP-1")
 	var created struct {
 		ID      string `json:"id"`
 		Status  string `json:"status"`
