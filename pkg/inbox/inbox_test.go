@@ -166,3 +166,95 @@ func TestPurgeKeepsRecentRecords(t *testing.T) {
 		t.Fatalf("left %d, want 1", left)
 	}
 }
+
+func batchOf(ids ...string) []rabbit.Delivery {
+	out := make([]rabbit.Delivery, len(ids))
+	for i, id := range ids {
+		out[i] = rabbit.Delivery{Ctx: context.Background(), Delivery: &amqp.Delivery{MessageId: id}}
+	}
+	return out
+}
+
+// A batch is applied in one transaction, in order, once per message id:
+// a message already recorded and a copy of one in the same batch are
+// acknowledged without effects, and a bad id is refused alone.
+func TestHandleBatchAppliesEachMessageOnceInOneTransaction(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	old := uuid.NewString()
+	if err := inbox.Handle(pool, "test", record)(context.Background(), &amqp.Delivery{MessageId: old}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		txids    = map[uint32]bool{}
+		prepared int
+	)
+	h := inbox.HandleBatch(pool, "test", func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+		var xid uint32
+		if err := tx.QueryRow(ctx, `SELECT txid_current()::int`).Scan(&xid); err != nil {
+			return err
+		}
+		txids[xid] = true
+		return record(ctx, tx, d)
+	}, func(_ context.Context, _ pgx.Tx, ds []*amqp.Delivery) error {
+		prepared = len(ds)
+		return nil
+	})
+	a, b := uuid.NewString(), uuid.NewString()
+	errs := h(context.Background(), batchOf(a, old, b, "not-a-uuid", a))
+	if len(errs) != 5 {
+		t.Fatalf("%d results for 5 messages", len(errs))
+	}
+	for i, err := range errs {
+		if i == 3 {
+			if !rabbit.IsPermanent(err) || !errors.Is(err, inbox.ErrBadMessageID) {
+				t.Errorf("result of the bad id = %v, want a permanent ErrBadMessageID", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("result %d = %v", i, err)
+		}
+	}
+	if len(txids) != 1 || prepared != 2 {
+		t.Errorf("handlers ran in %d transactions with %d messages prepared, want 1 and 2", len(txids), prepared)
+	}
+	rows, err := pool.Query(context.Background(), `SELECT message_id FROM effects ORDER BY ctid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{old, a, b}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("effects = %v, want %v", got, want)
+	}
+}
+
+// One message that fails does not fail the batch: the others are applied
+// (each alone, after the shared transaction rolled back) and only the
+// failing one gets its error, and leaves no inbox row to be retried.
+func TestHandleBatchIsolatesAFailingMessage(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t)
+	bad := uuid.NewString()
+	boom := errors.New("boom")
+	h := inbox.HandleBatch(pool, "test", func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+		if d.MessageId == bad {
+			return rabbit.Permanent(boom)
+		}
+		return record(ctx, tx, d)
+	}, nil)
+	a, b := uuid.NewString(), uuid.NewString()
+	errs := h(context.Background(), batchOf(a, bad, b))
+	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], boom) || !rabbit.IsPermanent(errs[1]) {
+		t.Fatalf("results = %v, want nil, permanent boom, nil", errs)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM effects`); n != 2 {
+		t.Errorf("effects = %d, want 2", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM inbox WHERE message_id = '`+bad+`'`); n != 0 {
+		t.Errorf("the failed message has %d inbox rows, want 0", n)
+	}
+}

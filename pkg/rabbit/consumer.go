@@ -56,6 +56,23 @@ func Permanent(err error) error {
 	return permanentError{err}
 }
 
+// Delivery is one message of a batch, with the context its handling runs in:
+// the trace it continues (from its headers) and its consumer span.
+type Delivery struct {
+	Ctx context.Context
+	*amqp.Delivery
+}
+
+// BatchHandler processes messages that arrived together, in queue order
+// (all of one aggregate are in one batch's lane order), and returns one
+// result per message with Handler's meaning. It lets a consumer apply many
+// messages in one database transaction under load while a lone message is
+// still handled at once: a batch is whatever was already waiting, never a
+// wait for more. A panic counts as a crash of every message of the batch;
+// they are then handled again one at a time, so that only the culprit is
+// returned to the queue.
+type BatchHandler func(ctx context.Context, batch []Delivery) []error
+
 // IsPermanent reports whether err was marked with Permanent.
 func IsPermanent(err error) bool {
 	var p permanentError
@@ -65,16 +82,22 @@ func IsPermanent(err error) bool {
 // Consumer reads one queue with manual acks. Messages with the same
 // aggregate id go to the same worker, so they are handled in queue order.
 type Consumer struct {
-	Conn    *Conn
-	Queue   Queue
+	Conn  *Conn
+	Queue Queue
+	// Handler handles one message at a time; Batch, when set instead,
+	// handles what a worker finds waiting, up to MaxBatch messages.
 	Handler Handler
+	Batch   BatchHandler
 	// Exchanges the queue's bindings need; declared with the queue.
 	Exchanges []string
 	// Workers handle messages concurrently (default 4); Prefetch bounds the
-	// unacknowledged messages held (default 4 per worker).
+	// unacknowledged messages held (default 4 per worker, or MaxBatch per
+	// worker with Batch, so that batches can fill under load).
 	Workers  int
 	Prefetch int
-	// HandlerTimeout bounds one handler call (default 30s).
+	// MaxBatch bounds a batch (default 32).
+	MaxBatch int
+	// HandlerTimeout bounds one handler or batch call (default 30s).
 	HandlerTimeout time.Duration
 	Log            *slog.Logger
 	// Meter records messaging.client.consumed.messages (by outcome) and
@@ -99,11 +122,20 @@ const (
 // running handlers finish and returns nil; messages not yet handled are
 // returned to the queue by the broker.
 func (c *Consumer) Run(ctx context.Context) error {
+	if (c.Handler == nil) == (c.Batch == nil) {
+		return errors.New("rabbit: a consumer needs exactly one of Handler and Batch")
+	}
 	if c.Workers <= 0 {
 		c.Workers = 4
 	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 32
+	}
+	if c.Batch == nil {
+		c.MaxBatch = 1
+	}
 	if c.Prefetch <= 0 {
-		c.Prefetch = 4 * c.Workers
+		c.Prefetch = max(4, c.MaxBatch) * c.Workers
 	}
 	if c.HandlerTimeout <= 0 {
 		c.HandlerTimeout = 30 * time.Second
@@ -160,8 +192,14 @@ func (c *Consumer) session(ctx context.Context) error {
 	for i := range lanes {
 		lanes[i] = make(chan amqp.Delivery, c.Prefetch)
 		wg.Go(func() {
+			if c.Batch == nil {
+				for d := range lanes[i] {
+					c.handle(ctx, &d)
+				}
+				return
+			}
 			for d := range lanes[i] {
-				c.handle(ctx, &d)
+				c.handleBatch(ctx, take(d, lanes[i], c.MaxBatch))
 			}
 		})
 	}
@@ -218,6 +256,25 @@ func (c *Consumer) record(ctx context.Context, outcome string, start time.Time) 
 	c.duration.Record(ctx, time.Since(start).Seconds(), attrs)
 }
 
+// take returns first and what else is waiting in lane, up to max messages
+// in all. It never waits: under light load a message is handled alone and
+// at once, under load batches grow by themselves.
+func take(first amqp.Delivery, lane <-chan amqp.Delivery, max int) []amqp.Delivery {
+	batch := []amqp.Delivery{first}
+	for len(batch) < max {
+		select {
+		case d, ok := <-lane:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, d)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 func lane(d *amqp.Delivery, n int) int {
 	key, _ := d.Headers[HeaderAggregateID].(string)
 	if key == "" {
@@ -234,19 +291,57 @@ func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
 	defer cancel()
-	hctx = telemetry.ExtractHeaders(hctx, d.Headers)
-	hctx, span := tracer.Start(hctx, "process "+c.Queue.Name, trace.WithSpanKind(trace.SpanKindConsumer),
+	hctx, span := c.startSpan(hctx, d)
+	defer span.End()
+
+	panicked, err := c.call(hctx, d)
+	outcome := c.decide(hctx, span, d, panicked, err)
+	c.record(hctx, outcome, start)
+}
+
+// handleBatch runs the batch handler on ds and settles each message by its
+// result. After a panic it handles the messages again one at a time.
+func (c *Consumer) handleBatch(ctx context.Context, ds []amqp.Delivery) {
+	start := time.Now()
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
+	defer cancel()
+	batch := make([]Delivery, len(ds))
+	spans := make([]trace.Span, len(ds))
+	for i := range ds {
+		batch[i].Delivery = &ds[i]
+		batch[i].Ctx, spans[i] = c.startSpan(bctx, &ds[i])
+	}
+	errs, err := c.callBatch(bctx, batch)
+	if err != nil && len(ds) > 1 {
+		for i := range spans {
+			spans[i].End()
+		}
+		cancel()
+		for i := range ds {
+			c.handleBatch(ctx, ds[i:i+1])
+		}
+		return
+	}
+	for i, b := range batch {
+		panicked, herr := err != nil, err
+		if !panicked {
+			herr = errs[i]
+		}
+		c.record(b.Ctx, c.decide(b.Ctx, spans[i], b.Delivery, panicked, herr), start)
+		spans[i].End()
+	}
+}
+
+// startSpan continues the trace of d's headers with a consumer span.
+func (c *Consumer) startSpan(ctx context.Context, d *amqp.Delivery) (context.Context, trace.Span) {
+	ctx = telemetry.ExtractHeaders(ctx, d.Headers)
+	return tracer.Start(ctx, "process "+c.Queue.Name, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "rabbitmq"),
 			attribute.String("messaging.destination.name", c.Queue.Name),
 			attribute.String("messaging.message.id", d.MessageId),
 			attribute.String("messaging.rabbitmq.destination.routing_key", d.RoutingKey),
 		))
-	defer span.End()
-
-	panicked, err := c.call(hctx, d)
-	outcome := c.decide(hctx, span, d, panicked, err)
-	c.record(hctx, outcome, start)
 }
 
 // decide settles d after its handler returned err and says how.
@@ -280,6 +375,23 @@ func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery
 	m := republish(d, RetryQueueName(c.Queue.Name, attempt+1))
 	m.Headers[HeaderRetry] = int64(attempt + 1)
 	return c.forward(ctx, log, d, m, outcomeRetry)
+}
+
+// callBatch runs the batch handler, turning a panic into an error. A
+// handler that returns the wrong number of results is a bug, reported the
+// same way.
+func (c *Consumer) callBatch(ctx context.Context, batch []Delivery) (errs []error, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+			c.Log.ErrorContext(ctx, "batch handler panic", "queue", c.Queue.Name, "messages", len(batch), "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	errs = c.Batch(ctx, batch)
+	if len(errs) != len(batch) {
+		return nil, fmt.Errorf("batch handler returned %d results for %d messages", len(errs), len(batch))
+	}
+	return errs, nil
 }
 
 // call runs the handler, turning a panic into an error.

@@ -45,6 +45,10 @@ func (r *recorder) handle(_ context.Context, d *amqp.Delivery) error {
 			return err
 		}
 	}
+	return r.record(d)
+}
+
+func (r *recorder) record(d *amqp.Delivery) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	agg, _ := d.Headers[rabbit.HeaderAggregateID].(string)
@@ -71,13 +75,18 @@ func msg(i int, agg string) rabbit.Message {
 
 func startConsumer(tb testing.TB, conn *rabbit.Conn, q rabbit.Queue, h rabbit.Handler) {
 	tb.Helper()
+	run(tb, conn, &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Exchanges: []string{"test.events"}, Workers: 4})
+}
+
+// run declares c's topology and runs c until tb ends.
+func run(tb testing.TB, conn *rabbit.Conn, c *rabbit.Consumer) {
+	tb.Helper()
 	// Services declare their topology before they start consuming or
 	// publishing, so nothing is published before its bindings exist.
-	if err := conn.Declare(context.Background(), rabbit.Topology{Exchanges: []string{"test.events"}, Queues: []rabbit.Queue{q}}); err != nil {
+	if err := conn.Declare(context.Background(), rabbit.Topology{Exchanges: c.Exchanges, Queues: []rabbit.Queue{c.Queue}}); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Exchanges: []string{"test.events"}, Workers: 4}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	tb.Cleanup(func() {
@@ -133,6 +142,96 @@ func TestPublishConsumeKeepsPerAggregateOrder(t *testing.T) {
 			}
 			if i <= prev {
 				t.Fatalf("%s: %d after %d", agg, i, prev)
+			}
+			prev = i
+		}
+	}
+}
+
+// A batch consumer that finds a backlog takes it in batches, keeps each
+// aggregate's order, and settles every message by its own result: a
+// permanent failure is dead-lettered alone, and a batch that panics is
+// handled again one message at a time so that only the poison message is
+// returned to the queue (and dead-lettered at the delivery limit).
+func TestBatchConsumerTakesBacklogInBatchesAndSettlesEachMessage(t *testing.T) {
+	t.Parallel()
+	conn := mustDial(t, rabbittest.NewVhost(t), "batch-test")
+	q := testQueue("test.batch")
+	if err := conn.Declare(context.Background(), rabbit.Topology{Exchanges: []string{"test.events"}, Queues: []rabbit.Queue{q}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := conn.NewPublisher()
+	defer pub.Close()
+	const n, aggs = 1000, 10
+	var msgs []rabbit.Message
+	for i := range n {
+		msgs = append(msgs, msg(i, fmt.Sprintf("agg-%d", i%aggs)))
+	}
+	publishAll(t, pub, msgs) // a backlog before the consumer starts
+
+	rec := newRecorder()
+	rec.fail = func(d *amqp.Delivery) error {
+		switch string(d.Body) {
+		case "7":
+			return rabbit.Permanent(errors.New("cannot decode"))
+		case "13":
+			panic("poison")
+		}
+		return nil
+	}
+	var (
+		mu      sync.Mutex
+		biggest int
+	)
+	run(t, conn, &rabbit.Consumer{Conn: conn, Queue: q, Exchanges: []string{"test.events"}, Workers: 2, MaxBatch: 16,
+		Batch: func(_ context.Context, batch []rabbit.Delivery) []error {
+			mu.Lock()
+			biggest = max(biggest, len(batch))
+			mu.Unlock()
+			// Like a transaction: nothing is recorded unless the
+			// whole batch went through (a panic records nothing).
+			errs := make([]error, len(batch))
+			for i, d := range batch {
+				errs[i] = rec.fail(d.Delivery)
+			}
+			for i, d := range batch {
+				if errs[i] == nil {
+					errs[i] = rec.record(d.Delivery)
+				}
+			}
+			return errs
+		}})
+
+	poll.Until(t, 30*time.Second, "healthy messages delivered", func() bool { return rec.count() == n-2 })
+	var dls []rabbit.DeadLetter
+	poll.Until(t, 30*time.Second, "two dead letters", func() bool {
+		var err error
+		dls, err = conn.ListDeadLetters(context.Background(), q.Name, 10)
+		return err == nil && len(dls) == 2
+	})
+	reasons := map[string]string{}
+	for _, dl := range dls {
+		reasons[string(dl.Body)] = dl.Reason
+	}
+	if !strings.HasPrefix(reasons["7"], "permanent: cannot decode") || !strings.HasPrefix(reasons["13"], "poison message: panic: poison") {
+		t.Errorf("dead-letter reasons = %v", reasons)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if biggest < 2 || biggest > 16 {
+		t.Errorf("largest batch = %d, want between 2 and MaxBatch 16 for a backlog of %d", biggest, n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for agg, bodies := range rec.seen {
+		prev := -1
+		for _, b := range bodies {
+			var i int
+			if _, err := fmt.Sscan(b, &i); err != nil {
+				t.Fatal(err)
+			}
+			if i <= prev {
+				t.Fatalf("%s: %d after %d (or twice)", agg, i, prev)
 			}
 			prev = i
 		}

@@ -3,12 +3,17 @@
 package rabbittest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
 	"os"
 	"os/exec"
 	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/orderly/orderly/pkg/rabbit"
 )
 
 // BaseURL is the broker tests use, from ORDERLY_TEST_AMQP_URL or the local default.
@@ -48,4 +53,12 @@ func Ctl(tb testing.TB, args ...string) string {
 		tb.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+// One adapts a batch handler to a single message, the way a consumer hands
+// over a message that arrived alone, for tests that send one at a time.
+func One(h rabbit.BatchHandler) rabbit.Handler {
+	return func(ctx context.Context, d *amqp.Delivery) error {
+		return h(ctx, []rabbit.Delivery{{Ctx: ctx, Delivery: d}})[0]
+	}
 }

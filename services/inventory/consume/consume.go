@@ -1,8 +1,8 @@
 // Package consume applies the order service's commands and events to the
 // inventory: OrderPlaced reserves, CommitReservation commits and
 // ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
-// run inside inbox.Handle, so each message takes effect once, together with
-// the events it publishes.
+// run inside inbox.HandleBatch, so each message takes effect once, together
+// with the events it publishes.
 package consume
 
 import (
@@ -57,10 +57,43 @@ func NewHandler(store *postgres.Store, log *slog.Logger) *Handler {
 	return &Handler{store: store, log: log}
 }
 
-// Consumer returns the rabbit.Handler for the queue: Apply wrapped in
-// inbox.Handle on pool, so that every message takes effect once.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.Handler {
-	return inbox.Handle(pool, QueueName, h.Apply)
+// Consumer returns the batch handler of the queue: Apply wrapped in
+// inbox.HandleBatch on pool, so that every message takes effect once and
+// the messages waiting together commit in one transaction, after their
+// products were locked in SKU order (see postgres.Store.LockProducts).
+func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
+	return inbox.HandleBatch(pool, QueueName, h.Apply, h.lockProducts)
+}
+
+// lockProducts locks the products the saga steps of a batch will move.
+// Messages it cannot read are left to Apply, which refuses them.
+func (h *Handler) lockProducts(ctx context.Context, tx pgx.Tx, ds []*amqp.Delivery) error {
+	var (
+		skus   []string
+		orders []uuid.UUID
+	)
+	held := func(orderID string) {
+		if id, err := uuid.Parse(orderID); err == nil {
+			orders = append(orders, id)
+		}
+	}
+	for _, d := range ds {
+		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		if err != nil {
+			continue
+		}
+		switch m := msg.(type) {
+		case *eventsv1.OrderPlaced:
+			for _, it := range m.GetItems() {
+				skus = append(skus, it.GetSku())
+			}
+		case *eventsv1.CommitReservation:
+			held(m.GetOrderId())
+		case *eventsv1.ReleaseReservation:
+			held(m.GetOrderId())
+		}
+	}
+	return h.store.LockProducts(ctx, tx, skus, orders)
 }
 
 // Apply handles one delivery inside tx. It dispatches on the AMQP type (a

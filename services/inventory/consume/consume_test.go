@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/inventory/consume"
 	"github.com/orderly/orderly/services/inventory/postgres"
@@ -43,7 +45,7 @@ func newHarness(tb testing.TB) *harness {
 		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
 	store := postgres.New(pool)
 	h := consume.NewHandler(store, slog.New(slog.DiscardHandler))
-	return &harness{tb: tb, pool: pool, store: store, handle: h.Consumer(pool)}
+	return &harness{tb: tb, pool: pool, store: store, handle: rabbittest.One(h.Consumer(pool))}
 }
 
 func (h *harness) put(sku string, units int64) {
@@ -295,4 +297,76 @@ func TestCommitOfReleasedReservationIsPermanent(t *testing.T) {
 		t.Errorf("commit after release = %v, want permanent ErrNotCommittable", err)
 	}
 	h.wantEvents()
+}
+
+// Batches that reserve and commit overlapping products in opposite orders
+// run at the same time without deadlocking (the database counts none) and
+// move exactly the units their orders asked for.
+func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewDB(t,
+		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+	store := postgres.New(pool)
+	skus := []string{"A", "B", "C", "D", "E", "F"}
+	for _, sku := range skus {
+		if _, _, err := store.PutProduct(context.Background(), stock.Product{SKU: sku, Name: sku, PriceCents: 100, Currency: "EUR", Stock: 1_000_000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadlocks := func() (n int64) {
+		t.Helper()
+		if err := pool.QueryRow(context.Background(), `SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := deadlocks()
+	handle := consume.NewHandler(store, slog.New(slog.DiscardHandler)).Consumer(pool)
+	batch := func(msgs ...proto.Message) []rabbit.Delivery {
+		out := make([]rabbit.Delivery, len(msgs))
+		for i, m := range msgs {
+			out[i] = rabbit.Delivery{Ctx: context.Background(), Delivery: delivery(t, m)}
+		}
+		return out
+	}
+	const rounds = 40
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for r := range rounds {
+				// Worker 0 goes up the SKUs, worker 1 down.
+				a, b := skus[r%len(skus)], skus[len(skus)-1-r%len(skus)]
+				if w == 1 {
+					a, b = b, a
+				}
+				// Within a batch each order locks one product, a before
+				// b in worker 0's batches and b before a in worker 1's.
+				o1, o2 := uuid.New(), uuid.New()
+				steps := [][]proto.Message{
+					{placed(o1, item(a, 1)), placed(o2, item(b, 3)), placed(uuid.New(), item(a, 1))},
+					{&eventsv1.CommitReservation{OrderId: o1.String()}, &eventsv1.CommitReservation{OrderId: o2.String()}},
+				}
+				for _, msgs := range steps {
+					for i, err := range handle(context.Background(), batch(msgs...)) {
+						if err != nil {
+							t.Errorf("worker %d round %d message %d: %v", w, r, i, err)
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := deadlocks() - before; n != 0 {
+		t.Errorf("%d deadlocks between concurrent batches, want none", n)
+	}
+	var stockTaken, reserved int64
+	if err := pool.QueryRow(context.Background(), `SELECT sum(1000000 - stock), sum(reserved) FROM products`).Scan(&stockTaken, &reserved); err != nil {
+		t.Fatal(err)
+	}
+	// Per round and worker: 4 units committed (o1: 3, o2: 1), 1 held.
+	if stockTaken != 2*rounds*4 || reserved != 2*rounds {
+		t.Errorf("units taken %d and held %d, want %d and %d", stockTaken, reserved, 2*rounds*4, 2*rounds)
+	}
 }

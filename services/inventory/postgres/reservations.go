@@ -98,6 +98,23 @@ func (s *Store) Reserve(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, lines
 	return Change{Status: stock.StatusReserved, Lines: lines, Applied: true}, nil
 }
 
+// LockProducts locks, in SKU order and until tx ends, the products named in
+// skus and those held by the reservations of orders. A transaction that
+// applies several saga steps calls it first: each step locks its own lines
+// in SKU order, but two batches of steps would otherwise lock the products
+// of one step after another's and could wait for each other in a cycle.
+func (s *Store) LockProducts(ctx context.Context, tx pgx.Tx, skus []string, orders []uuid.UUID) error {
+	const q = `
+SELECT sku FROM products
+WHERE sku IN (SELECT unnest($1::text[]) UNION SELECT sku FROM reservation_lines WHERE order_id = ANY($2))
+ORDER BY sku
+FOR UPDATE`
+	if _, err := tx.Exec(ctx, q, skus, orders); err != nil {
+		return fmt.Errorf("lock products: %w", err)
+	}
+	return nil
+}
+
 // holdLines reserves lines (sorted by SKU) inside a savepoint of tx. When
 // every line fits it releases the savepoint and returns no shortage;
 // otherwise it rolls the savepoint back, so nothing stays held, and returns

@@ -35,7 +35,7 @@ func newFixture(t *testing.T) *fixture {
 	store, pool := ordertest.NewStore(t, nil)
 	ordertest.SeedCatalog(t, pool, order.Product{SKU: "WIDGET", Name: "Widget", PriceCents: 1000, Currency: "EUR"})
 	h := &consume.Handlers{Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	return &fixture{t: t, store: store, saga: h.Saga(), catalog: h.Catalog()}
+	return &fixture{t: t, store: store, saga: rabbittest.One(h.Saga()), catalog: rabbittest.One(h.Catalog())}
 }
 
 func (f *fixture) create() order.Order {
@@ -389,8 +389,8 @@ func TestConsumersOverRabbitMQ(t *testing.T) {
 	h := &consume.Handlers{Store: f.store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	exchanges := []string{eventsv1.ExchangeInventory, eventsv1.ExchangePayment}
 	consumers := []*rabbit.Consumer{
-		{Conn: conn, Queue: consume.SagaQueue(), Handler: h.Saga(), Exchanges: exchanges},
-		{Conn: conn, Queue: consume.CatalogQueue(), Handler: h.Catalog(), Exchanges: exchanges},
+		{Conn: conn, Queue: consume.SagaQueue(), Batch: h.Saga(), Exchanges: exchanges},
+		{Conn: conn, Queue: consume.CatalogQueue(), Batch: h.Catalog(), Exchanges: exchanges},
 	}
 	stopped := make(chan error, len(consumers))
 	for _, c := range consumers {

@@ -68,10 +68,11 @@ type Handler struct {
 	Log *slog.Logger
 }
 
-// Consumer returns the rabbit.Handler for the payment.requests queue: h
-// applied through the inbox on pool, so that each message takes effect once.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.Handler {
-	return inbox.Handle(pool, QueueName, h.Handle)
+// Consumer returns the batch handler of the payment.requests queue: h
+// applied through the inbox on pool, so that each message takes effect once,
+// and the requests waiting together in one transaction.
+func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
+	return inbox.HandleBatch(pool, QueueName, h.Handle, nil)
 }
 
 // Handle applies one message in tx (an inbox.Handler). It dispatches on the

@@ -21,6 +21,7 @@ import (
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/consume"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -81,7 +82,7 @@ func newTestHarness(tb testing.TB) *harness {
 		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
 	gw := &countingGateway{Simulated: gateway.NewSimulated(0)}
 	h := &consume.Handler{Gateway: gw}
-	return &harness{pool: pool, gw: gw, handler: h, handle: h.Consumer(pool)}
+	return &harness{pool: pool, gw: gw, handler: h, handle: rabbittest.One(h.Consumer(pool))}
 }
 
 // mustDelivery wraps msg in a delivery as the relay publishes it, with a

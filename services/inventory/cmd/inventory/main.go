@@ -78,7 +78,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.AddConsumer(&rabbit.Consumer{
 		Queue:     consume.Queue(),
 		Exchanges: consume.Exchanges(),
-		Handler:   consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
+		Batch:     consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
 	})
 	sweepLog := svc.Log.With("component", "reservation-sweeper")
 	svc.Go("reservation sweeper", func(ctx context.Context) error {

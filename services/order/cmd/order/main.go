@@ -89,8 +89,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{consume.SagaQueue(), consume.CatalogQueue()}}
 	svc.Relay = svc.NewRelay()
 	handlers := &consume.Handlers{Store: store, Log: svc.Log.With("component", "saga")}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Handler: handlers.Saga()})
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Handler: handlers.Catalog()})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Batch: handlers.Saga()})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Batch: handlers.Catalog()})
 
 	deadlines := &sweep.Deadlines{
 		Store:    store,

@@ -90,7 +90,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.AddConsumer(&rabbit.Consumer{
 		Queue:     consume.Queue(),
 		Exchanges: consume.Exchanges(),
-		Handler:   handler.Consumer(svc.Pool),
+		Batch:     handler.Consumer(svc.Pool),
 	})
 	httpapi.New(postgres.NewStore(svc.Pool), cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
 	return svc, nil
