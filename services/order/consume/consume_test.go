@@ -42,7 +42,7 @@ func (f *fixture) create() order.Order {
 	f.t.Helper()
 	o, err := f.store.Create(context.Background(), order.Request{
 		CustomerID: "alice", Lines: []order.Line{{SKU: "WIDGET", Quantity: 3}}, PaymentMethod: "pm_card_ok",
-	}, nil)
+	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestCatalogUpsertIgnoresOlderVersions(t *testing.T) {
 		t.Errorf("newer version not applied: %+v", p)
 	}
 	// The replica prices new orders.
-	o, err := f.store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "LAMP", Quantity: 2}}, PaymentMethod: "pm"}, nil)
+	o, err := f.store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "LAMP", Quantity: 2}}, PaymentMethod: "pm"})
 	if err != nil || o.TotalCents != 800 {
 		t.Errorf("order from replica = %+v, %v", o, err)
 	}

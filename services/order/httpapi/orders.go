@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
@@ -177,8 +175,9 @@ func idempotencyKey(r *http.Request) (string, error) {
 
 // createOrder is POST /v1/orders. With an Idempotency-Key the 201 is stored
 // in the same transaction as the order and replayed for a retry with the
-// same body. A refusal (4xx) or a failure (5xx) forgets the key: bad input
-// changes nothing, and the client may retry with the body corrected.
+// same body. A refusal (4xx) or a failure (5xx) stores nothing under the
+// key: bad input changes nothing, and the client may retry with the body
+// corrected.
 func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	c := caller(r)
 	key, err := idempotencyKey(r)
@@ -191,13 +190,26 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if body.CustomerID != nil && *body.CustomerID != c.Subject {
+		a.fail(w, r, detailed(order.ErrForbiddenCustomer, "customer_id must be omitted or equal to the caller's id"))
+		return
+	}
+	req := order.Request{CustomerID: c.Subject, PaymentMethod: body.PaymentMethod, Lines: make([]order.Line, len(body.Items))}
+	for i, it := range body.Items {
+		req.Lines[i] = order.Line{SKU: it.SKU, Quantity: it.Quantity}
+	}
 	if key == "" {
-		status, resp, err := a.place(r.Context(), c, body, nil)
+		o, err := a.store.Create(r.Context(), req)
 		if err != nil {
 			a.fail(w, r, err)
 			return
 		}
-		a.writeCreated(w, status, resp)
+		resp, err := json.Marshal(a.render(o, false))
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("encode response: %w", err))
+			return
+		}
+		writeCreated(w, o.ID, resp)
 		return
 	}
 
@@ -205,75 +217,28 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	// do not make a retry "different".
 	canonical, _ := json.Marshal(body)
 	sum := sha256.Sum256(canonical)
-	k := &postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
-	stored, err := a.store.ClaimKey(r.Context(), k)
-	switch {
-	case err != nil:
+	k := postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
+	stored, replayed, err := a.store.CreateOnce(r.Context(), req, k, func(o order.Order) ([]byte, error) {
+		return json.Marshal(a.render(o, false))
+	})
+	if err != nil {
 		if errors.Is(err, order.ErrIdempotencyKeyInUse) {
 			w.Header().Set("Retry-After", "1")
 		}
 		a.fail(w, r, err)
 		return
-	case stored != nil:
+	}
+	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
-		a.writeCreated(w, stored.Status, stored.Body)
-		return
 	}
-
-	status, resp, err := a.place(r.Context(), c, body, k)
-	if err == nil {
-		a.writeCreated(w, status, resp)
-		return
-	}
-	// Let go of the key even if the client hung up.
-	ctx := context.WithoutCancel(r.Context())
-	if rerr := a.store.ReleaseKey(ctx, *k); rerr != nil {
-		a.log.ErrorContext(ctx, "release idempotency key", "err", rerr)
-	}
-	a.fail(w, r, err)
+	writeCreated(w, stored.OrderID, stored.Body)
 }
 
-// place validates and stores the order; with k it also stores the 201
-// response with the order. It returns the status and body to send.
-func (a *API) place(ctx context.Context, c authn.Claims, body createRequest, k *postgres.IdempotencyKey) (int, []byte, error) {
-	if body.CustomerID != nil && *body.CustomerID != c.Subject {
-		return 0, nil, detailed(order.ErrForbiddenCustomer, "customer_id must be omitted or equal to the caller's id")
-	}
-	req := order.Request{CustomerID: c.Subject, PaymentMethod: body.PaymentMethod, Lines: make([]order.Line, len(body.Items))}
-	for i, it := range body.Items {
-		req.Lines[i] = order.Line{SKU: it.SKU, Quantity: it.Quantity}
-	}
-	var resp []byte
-	_, err := a.store.Create(ctx, req, func(ctx context.Context, tx pgx.Tx, o order.Order) error {
-		var err error
-		if resp, err = json.Marshal(a.render(o, false)); err != nil {
-			return err
-		}
-		if k == nil {
-			return nil
-		}
-		return a.store.CompleteKey(ctx, tx, *k, postgres.StoredResponse{Status: http.StatusCreated, Body: resp})
-	})
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusCreated, resp, nil
-}
-
-// writeCreated writes a create response, first or replayed: a 201 with its
-// Location, or a stored problem.
-func (a *API) writeCreated(w http.ResponseWriter, status int, body []byte) {
-	if status != http.StatusCreated {
-		writeBody(w, status, httpx.ProblemContentType, body)
-		return
-	}
-	var o struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(body, &o) == nil && o.ID != "" {
-		w.Header().Set("Location", "/v1/orders/"+o.ID)
-	}
-	writeBody(w, status, "application/json", body)
+// writeCreated writes a create response, first or replayed: 201 with the
+// order's Location.
+func writeCreated(w http.ResponseWriter, id string, body []byte) {
+	w.Header().Set("Location", "/v1/orders/"+id)
+	writeBody(w, http.StatusCreated, "application/json", body)
 }
 
 // getOrder is GET /v1/orders/{id}: the order with its history. Another

@@ -65,77 +65,79 @@ func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microseco
 
 // Create validates req, prices it from the catalog replica and stores the
 // order as pending (history seq 1) with its OrderPlaced and
-// OrderStatusChanged events, all in one transaction. then, when not nil,
-// runs in the same transaction with the new order (to record an idempotent
-// response); its error rolls everything back.
+// OrderStatusChanged events, all in one transaction, and returns it.
 //
 // It returns a *order.ValidationError (ErrInvalidOrder, ErrUnknownSKU,
 // ErrMixedCurrency) for a request that breaks a rule, having written
 // nothing.
-func (s *Store) Create(ctx context.Context, req order.Request, then func(ctx context.Context, tx pgx.Tx, o order.Order) error) (order.Order, error) {
+func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, error) {
 	if err := req.Validate(); err != nil {
 		return order.Order{}, err
 	}
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		catalog, err := products(ctx, tx, req.Lines)
-		if err != nil {
-			return err
-		}
-		items, total, currency, err := order.Price(req.Lines, catalog)
-		if err != nil {
-			return err
-		}
-		now := s.clock()
-		deadline := now.Add(s.reserveTimeout)
-		o = order.Order{
-			ID:            uuid.Must(uuid.NewV7()).String(),
-			CustomerID:    req.CustomerID,
-			Status:        order.StatusPending,
-			PaymentMethod: req.PaymentMethod,
-			Items:         items,
-			TotalCents:    total,
-			Currency:      currency,
-			Version:       1,
-			DeadlineAt:    &deadline,
-			CreatedAt:     now,
-			UpdatedAt:     now,
-		}
-		const insOrder = `
-INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
-		if _, err := tx.Exec(ctx, insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now); err != nil {
-			return fmt.Errorf("insert order: %w", err)
-		}
-		skus, qtys, prices := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items))
-		for i, it := range items {
-			skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents //nolint:gosec // quantity is validated 1..1000
-		}
-		const insItems = `
-INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
-SELECT $1, l.n, l.sku, l.q, l.p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)`
-		if _, err := tx.Exec(ctx, insItems, o.ID, skus, qtys, prices); err != nil {
-			return fmt.Errorf("insert order items: %w", err)
-		}
-		if err := appendHistory(ctx, tx, o); err != nil {
-			return err
-		}
-		events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
-		if err != nil {
-			return err
-		}
-		if err := outbox.Add(ctx, tx, events...); err != nil {
-			return err
-		}
-		o.History = []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}}
-		if then != nil {
-			return then(ctx, tx, o)
-		}
-		return nil
+		var err error
+		o, err = s.create(ctx, tx, req)
+		return err
 	})
 	if err != nil {
 		return order.Order{}, fmt.Errorf("create order: %w", err)
 	}
+	return o, nil
+}
+
+// create is Create inside tx, for a validated req.
+func (s *Store) create(ctx context.Context, tx pgx.Tx, req order.Request) (order.Order, error) {
+	catalog, err := products(ctx, tx, req.Lines)
+	if err != nil {
+		return order.Order{}, err
+	}
+	items, total, currency, err := order.Price(req.Lines, catalog)
+	if err != nil {
+		return order.Order{}, err
+	}
+	now := s.clock()
+	deadline := now.Add(s.reserveTimeout)
+	o := order.Order{
+		ID:            uuid.Must(uuid.NewV7()).String(),
+		CustomerID:    req.CustomerID,
+		Status:        order.StatusPending,
+		PaymentMethod: req.PaymentMethod,
+		Items:         items,
+		TotalCents:    total,
+		Currency:      currency,
+		Version:       1,
+		DeadlineAt:    &deadline,
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}
+	const insOrder = `
+INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
+	if _, err := tx.Exec(ctx, insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now); err != nil {
+		return order.Order{}, fmt.Errorf("insert order: %w", err)
+	}
+	skus, qtys, prices := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items))
+	for i, it := range items {
+		skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents //nolint:gosec // quantity is validated 1..1000
+	}
+	const insItems = `
+INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
+SELECT $1, l.n, l.sku, l.q, l.p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)`
+	if _, err := tx.Exec(ctx, insItems, o.ID, skus, qtys, prices); err != nil {
+		return order.Order{}, fmt.Errorf("insert order items: %w", err)
+	}
+	if err := appendHistory(ctx, tx, o); err != nil {
+		return order.Order{}, err
+	}
+	events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
+	if err != nil {
+		return order.Order{}, err
+	}
+	if err := outbox.Add(ctx, tx, events...); err != nil {
+		return order.Order{}, err
+	}
+	o.History = []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}}
 	return o, nil
 }
 

@@ -36,7 +36,7 @@ func mustCreate(t *testing.T, store *postgres.Store, customer string) order.Orde
 		CustomerID:    customer,
 		Lines:         []order.Line{{SKU: "WIDGET", Quantity: 2}, {SKU: "GADGET", Quantity: 1}},
 		PaymentMethod: "pm_card_ok",
-	}, nil)
+	})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -109,7 +109,7 @@ func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
 		{"quantity", []order.Line{{SKU: "WIDGET", Quantity: 1001}}, order.ErrInvalidOrder},
 	}
 	for _, tt := range tests {
-		_, err := store.Create(context.Background(), order.Request{CustomerID: "bob", Lines: tt.lines, PaymentMethod: "pm_card_ok"}, nil)
+		_, err := store.Create(context.Background(), order.Request{CustomerID: "bob", Lines: tt.lines, PaymentMethod: "pm_card_ok"})
 		if !errors.Is(err, tt.want) {
 			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
 		}
@@ -125,19 +125,20 @@ func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
 	}
 }
 
-// A failing hook (the idempotent response could not be stored) rolls the
-// whole order back.
-func TestCreateHookErrorRollsBack(t *testing.T) {
+// A failing respond (the idempotent response could not be rendered) rolls
+// the whole order back, key included.
+func TestCreateOnceRespondErrorRollsBack(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	boom := errors.New("boom")
-	_, err := store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
-		func(context.Context, pgx.Tx, order.Order) error { return boom })
+	_, _, err := store.CreateOnce(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
+		postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")},
+		func(order.Order) ([]byte, error) { return nil, boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want boom", err)
 	}
-	if n := count(`SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM outbox)`); n != 0 {
-		t.Errorf("%d rows left after a failed hook", n)
+	if n := count(`SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM outbox) + (SELECT count(*) FROM idempotency_keys)`); n != 0 {
+		t.Errorf("%d rows left after a failed respond", n)
 	}
 }
 
@@ -308,66 +309,56 @@ func TestIdempotencyKeys(t *testing.T) {
 	clock := ordertest.NewClock()
 	store, count := newStore(t, clock)
 	ctx := context.Background()
-	k := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
+	req := func(customer string) order.Request {
+		return order.Request{CustomerID: customer, Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm_card_ok"}
+	}
+	respond := func(o order.Order) ([]byte, error) { return []byte(`{"id": "` + o.ID + `",   "b": 2}`), nil }
+	k := postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
 
-	if resp, err := store.ClaimKey(ctx, k); err != nil || resp != nil {
-		t.Fatalf("first claim = %v, %v; want nil, nil", resp, err)
+	first, replayed, err := store.CreateOnce(ctx, req("gina"), k, respond)
+	if err != nil || replayed || first.Status != 201 || first.OrderID == "" {
+		t.Fatalf("first = %+v, replayed %v, %v; want a new order", first, replayed, err)
 	}
-	if _, err := store.ClaimKey(ctx, k); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
-		t.Errorf("claim in flight: err = %v", err)
+	again, replayed, err := store.CreateOnce(ctx, req("gina"), k, respond)
+	if err != nil || !replayed || again.OrderID != first.OrderID || string(again.Body) != string(first.Body) {
+		t.Fatalf("replay = %+v, replayed %v, %v; want the first response, byte for byte", again, replayed, err)
 	}
-	if _, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}); !errors.Is(err, order.ErrIdempotencyKeyReused) {
-		t.Errorf("claim with another body: err = %v", err)
+	if _, _, err := store.CreateOnce(ctx, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}, respond); !errors.Is(err, order.ErrIdempotencyKeyReused) {
+		t.Errorf("key with another body: err = %v, want ErrIdempotencyKeyReused", err)
 	}
 	// Another customer's identical key is a different key.
-	if resp, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}); err != nil || resp != nil {
-		t.Errorf("other customer's claim = %v, %v", resp, err)
+	if other, replayed, err := store.CreateOnce(ctx, req("hank"), postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}, respond); err != nil || replayed || other.OrderID == first.OrderID {
+		t.Errorf("other customer's key = %+v, replayed %v, %v; want a new order", other, replayed, err)
 	}
-	body := []byte(`{"b": 2,   "a": [1]}`)
-	if err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
-		return store.CompleteKey(ctx, tx, *k, postgres.StoredResponse{Status: 201, Body: body})
-	}); err != nil {
+	if n := count(`SELECT count(*) FROM orders`); n != 2 {
+		t.Errorf("orders = %d, want 2", n)
+	}
+
+	// While a request holds the key, another with it is told it is in
+	// flight; the key is free again once the first ends, even without
+	// storing anything (it failed).
+	hold, err := store.Pool().Begin(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := store.ClaimKey(ctx, k)
-	if err != nil || resp == nil || resp.Status != 201 || string(resp.Body) != string(body) {
-		t.Fatalf("replay = %+v, %v; want 201 and the exact body", resp, err)
-	}
-	// Released keys can be claimed again.
-	k2 := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
-	if _, err := store.ClaimKey(ctx, k2); err != nil {
+	if _, err := hold.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('4:gina' || 'k2', 0))`); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.ReleaseKey(ctx, *k2); err != nil {
+	k2 := postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
+	if _, _, err := store.CreateOnce(ctx, req("gina"), k2, respond); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+		t.Errorf("key in flight: err = %v, want ErrIdempotencyKeyInUse", err)
+	}
+	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := store.ClaimKey(ctx, k2); err != nil || resp != nil {
-		t.Errorf("claim after release = %v, %v", resp, err)
+	if _, replayed, err := store.CreateOnce(ctx, req("gina"), k2, respond); err != nil || replayed {
+		t.Errorf("key after the first request ended = replayed %v, %v; want a new order", replayed, err)
 	}
-	// A request that died in flight loses its key after the lease; the
-	// late original can then no longer complete it.
-	stale := *k2
-	clock.Advance(postgres.IdempotencyLease + time.Second)
-	k3 := &postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
-	if resp, err := store.ClaimKey(ctx, k3); err != nil || resp != nil {
-		t.Fatalf("claim after the lease = %v, %v; want a takeover", resp, err)
-	}
-	err = pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
-		return store.CompleteKey(ctx, tx, stale, postgres.StoredResponse{Status: 201, Body: []byte(`{}`)})
-	})
-	if !errors.Is(err, order.ErrIdempotencyKeyInUse) {
-		t.Errorf("complete with a lost claim: err = %v, want ErrIdempotencyKeyInUse", err)
-	}
-	if err := store.ReleaseKey(ctx, stale); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.ClaimKey(ctx, k3); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
-		t.Errorf("the lost claim's release removed the new holder's key: err = %v", err)
-	}
-	// After the TTL a key starts afresh, and the purge removes it.
+
+	// After the TTL a key starts afresh, and the purge removes the others.
 	clock.Advance(postgres.IdempotencyTTL + time.Second)
-	if resp, err := store.ClaimKey(ctx, &postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}); err != nil || resp != nil {
-		t.Errorf("claim after expiry = %v, %v; want a fresh claim", resp, err)
+	if fresh, replayed, err := store.CreateOnce(ctx, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}, respond); err != nil || replayed || fresh.OrderID == first.OrderID {
+		t.Errorf("key after expiry = %+v, replayed %v, %v; want a new order", fresh, replayed, err)
 	}
 	n, err := store.PurgeKeys(ctx)
 	if err != nil || n != 2 { // hank/k1 and gina/k2 expired; gina/k1 was just renewed

@@ -24,7 +24,7 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 	ordertest.SeedCatalog(t, pool, order.Product{SKU: "A", Name: "a", PriceCents: 1, Currency: "EUR"})
 	var ids []string
 	for range 3 {
-		o, err := store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"}, nil)
+		o, err := store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,8 +73,10 @@ func TestPurgeKeysEvery(t *testing.T) {
 	t.Parallel()
 	clock := ordertest.NewClock()
 	store, pool := ordertest.NewStore(t, clock)
-	k := &postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")}
-	if _, err := store.ClaimKey(context.Background(), k); err != nil {
+	ordertest.SeedCatalog(t, pool, order.Product{SKU: "A", Name: "A", PriceCents: 1, Currency: "EUR"})
+	k := postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")}
+	req := order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"}
+	if _, _, err := store.CreateOnce(context.Background(), req, k, func(order.Order) ([]byte, error) { return []byte(`{}`), nil }); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(postgres.IdempotencyTTL)
