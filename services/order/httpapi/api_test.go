@@ -40,6 +40,13 @@ type testServer struct {
 
 func newTestServer(tb testing.TB, rps int) *testServer {
 	tb.Helper()
+	return newTestServerWith(tb, httpapi.Options{RateLimitRPS: rps})
+}
+
+// newTestServerWith is newTestServer with o's settings (its verifier,
+// tracking secret and log are the test's own).
+func newTestServerWith(tb testing.TB, o httpapi.Options) *testServer {
+	tb.Helper()
 	store, pool := ordertest.NewStore(tb, nil)
 	ordertest.SeedCatalog(tb, pool,
 		order.Product{SKU: "WIDGET", Name: "Widget", PriceCents: 1250, Currency: "EUR"},
@@ -50,9 +57,8 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	httpapi.New(store, httpapi.Options{
-		Verifier: authn.NewVerifier(secret, "", ""), TrackingSecret: secret, RateLimitRPS: rps, Log: log,
-	}).Routes(r)
+	o.Verifier, o.TrackingSecret, o.Log = authn.NewVerifier(secret, "", ""), secret, log
+	httpapi.New(store, o).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
 	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, orderservice.OpenAPI)}

@@ -29,6 +29,7 @@ var (
 	TypeInvalidIdempotencyKey = httpx.ProblemType("invalid-idempotency-key")
 	TypeIdempotencyKeyInUse   = httpx.ProblemType("idempotency-key-in-use")
 	TypeIdempotencyKeyReused  = httpx.ProblemType("idempotency-key-reused")
+	TypeOverloaded            = httpx.ProblemType("overloaded")
 )
 
 // errorTable is the one place errors become HTTP statuses. Order matters:
@@ -48,6 +49,7 @@ var errorTable = []httpx.ErrorMapping{
 	{Err: errInvalidIdempotencyKey, Status: http.StatusBadRequest, Type: TypeInvalidIdempotencyKey, Title: "Invalid Idempotency-Key"},
 	{Err: order.ErrIdempotencyKeyInUse, Status: http.StatusConflict, Type: TypeIdempotencyKeyInUse, Title: "Request in progress"},
 	{Err: order.ErrIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Type: TypeIdempotencyKeyReused, Title: "Idempotency-Key reused"},
+	{Err: order.ErrOverloaded, Status: http.StatusServiceUnavailable, Type: TypeOverloaded, Title: "Overloaded"},
 }
 
 // detailed gives a sentinel a client-facing detail naming the bad value.

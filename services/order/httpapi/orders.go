@@ -185,6 +185,15 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if a.admit != nil {
+		// Refused before the body is even read: shedding load must cost
+		// as little as possible.
+		if ok, retry := a.admit.Admit(r.Context()); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(retry/time.Second)))
+			a.fail(w, r, order.ErrOverloaded)
+			return
+		}
+	}
 	var body createRequest
 	if err := httpx.DecodeJSON(w, r, &body); err != nil {
 		a.fail(w, r, err)

@@ -1,11 +1,13 @@
 package httpapi_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,6 +177,45 @@ func TestIdempotencyKeyConcurrent(t *testing.T) {
 	}
 	if n := s.count("outbox"); n != 2 {
 		t.Errorf("outbox = %d, want 2", n)
+	}
+}
+
+// admitter is an admission gate whose answer the test sets.
+type admitter struct{ retry atomic.Int64 }
+
+func (a *admitter) Admit(context.Context) (bool, time.Duration) {
+	d := time.Duration(a.retry.Load())
+	return d == 0, d
+}
+
+// While the saga is overloaded a new order is refused with 503 and
+// Retry-After, and nothing is stored, key included: the same request is
+// taken once the backlog is gone.
+func TestOverloadRefusesNewOrders(t *testing.T) {
+	t.Parallel()
+	gate := &admitter{}
+	s := newTestServerWith(t, httpapi.Options{Admission: gate})
+	alice := tokens.For(t, "alice", "")
+	gate.retry.Store(int64(7 * time.Second))
+	key := map[string]string{"Idempotency-Key": "after-the-storm"}
+	r := s.do(request{method: http.MethodPost, path: "/v1/orders", token: alice, body: validBody, header: key})
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "7" {
+		t.Fatalf("POST while overloaded = %s (Retry-After %q), want 503 with Retry-After 7", r, r.header.Get("Retry-After"))
+	}
+	if p := problemOf(t, r); p.Type != httpapi.TypeOverloaded {
+		t.Errorf("problem type = %s, want %s", p.Type, httpapi.TypeOverloaded)
+	}
+	if n := s.count("orders") + s.count("outbox") + s.count("idempotency_keys"); n != 0 {
+		t.Errorf("a refused order left %d rows", n)
+	}
+	// Reading is not refused.
+	if r := s.get(alice, "/v1/orders"); r.status != http.StatusOK {
+		t.Errorf("GET /v1/orders while overloaded = %s", r)
+	}
+	gate.retry.Store(0)
+	r = s.do(request{method: http.MethodPost, path: "/v1/orders", token: alice, body: validBody, header: key})
+	if r.status != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("POST after the overload = %s, want a new order", r)
 	}
 }
 

@@ -7,8 +7,10 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -24,7 +26,14 @@ type API struct {
 	verifier *authn.Verifier
 	secret   []byte
 	rps      int
+	admit    Admitter
 	log      *slog.Logger
+}
+
+// Admitter says whether a new order is taken now, and when not, after how
+// long the client should retry (*admission.Gate).
+type Admitter interface {
+	Admit(ctx context.Context) (bool, time.Duration)
 }
 
 // Options configure an API.
@@ -36,13 +45,16 @@ type Options struct {
 	TrackingSecret []byte
 	// RateLimitRPS is the per-caller limit (0 turns it off).
 	RateLimitRPS int
+	// Admission refuses new orders while the saga is overloaded; nil
+	// takes every order.
+	Admission Admitter
 	// Log gets 5xx errors and authentication failures.
 	Log *slog.Logger
 }
 
 // New returns the API on store.
 func New(store *postgres.Store, o Options) *API {
-	return &API{store: store, verifier: o.Verifier, secret: o.TrackingSecret, rps: o.RateLimitRPS, log: o.Log}
+	return &API{store: store, verifier: o.Verifier, secret: o.TrackingSecret, rps: o.RateLimitRPS, admit: o.Admission, log: o.Log}
 }
 
 // Routes adds the whole API to r.

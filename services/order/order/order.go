@@ -83,6 +83,9 @@ var (
 	// ErrIdempotencyKeyInUse means the first request with this
 	// Idempotency-Key is still being processed.
 	ErrIdempotencyKeyInUse = errors.New("a request with this Idempotency-Key is still in progress")
+	// ErrOverloaded means the saga lags too far behind to take a new order
+	// now (see Admission); the client retries later.
+	ErrOverloaded = errors.New("the service is taking no new orders for now: the orders it has are late")
 	// ErrIdempotencyKeyReused means the Idempotency-Key was first used
 	// with a different request body.
 	ErrIdempotencyKeyReused = errors.New("this Idempotency-Key was used with a different request body")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -91,6 +92,30 @@ func TestParseStatus(t *testing.T) {
 	for _, bad := range []string{"", "PENDING", "paid", "cancelled "} {
 		if _, err := order.ParseStatus(bad); !errors.Is(err, order.ErrInvalidStatus) {
 			t.Errorf("ParseStatus(%q) error = %v, want ErrInvalidStatus", bad, err)
+		}
+	}
+}
+
+func TestAdmission(t *testing.T) {
+	t.Parallel()
+	a := order.Admission{MaxLag: 5 * time.Second}
+	for _, tt := range []struct {
+		name       string
+		a          order.Admission
+		b          order.Backlog
+		ok         bool
+		retryAfter time.Duration
+	}{
+		{"idle", a, order.Backlog{}, true, 0},
+		{"at the limit", a, order.Backlog{Reserve: 3 * time.Second, Payment: 2 * time.Second}, true, 0},
+		{"just over", a, order.Backlog{Reserve: 3 * time.Second, Payment: 2100 * time.Millisecond}, false, 6 * time.Second},
+		{"payment behind", a, order.Backlog{Payment: 9 * time.Second}, false, 9 * time.Second},
+		{"far behind: capped", a, order.Backlog{Reserve: 2 * time.Minute}, false, 30 * time.Second},
+		{"off", order.Admission{}, order.Backlog{Reserve: time.Hour}, true, 0},
+	} {
+		ok, retry := tt.a.Admit(tt.b)
+		if ok != tt.ok || retry != tt.retryAfter {
+			t.Errorf("%s: Admit(%+v) = %v, %v; want %v, %v", tt.name, tt.b, ok, retry, tt.ok, tt.retryAfter)
 		}
 	}
 }

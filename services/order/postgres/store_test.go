@@ -406,3 +406,43 @@ func TestUpsertProductKeepsNewestVersion(t *testing.T) {
 		t.Errorf("absent product err = %v", err)
 	}
 }
+
+// The backlog is how long the orders waiting longest in each step have
+// waited, after skipping the given number of the longest waiters.
+func TestBacklog(t *testing.T) {
+	t.Parallel()
+	clock := ordertest.NewClock()
+	store, _ := newStore(t, clock)
+	ctx := context.Background()
+	backlog := func(skip int) order.Backlog {
+		t.Helper()
+		b, err := store.Backlog(ctx, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if b := backlog(0); b != (order.Backlog{}) {
+		t.Errorf("backlog of an empty store = %+v, want none", b)
+	}
+	var early []order.Order
+	for range 3 {
+		early = append(early, mustCreate(t, store, "ivy"))
+	}
+	clock.Advance(5 * time.Second)
+	mustCreate(t, store, "ivy")
+	clock.Advance(3 * time.Second)
+	if b := backlog(0); b.Reserve != 8*time.Second || b.Payment != 0 {
+		t.Errorf("backlog = %+v, want 8s waiting for inventory", b)
+	}
+	if b := backlog(3); b.Reserve != 3*time.Second {
+		t.Errorf("backlog skipping the 3 longest = %+v, want the 4th order's 3s", b)
+	}
+	if _, err := store.Apply(ctx, early[0].ID, order.EventStockReserved, postgres.Facts{}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	if b := backlog(0); b.Reserve != 10*time.Second || b.Payment != 2*time.Second || b.Lag() != 12*time.Second {
+		t.Errorf("backlog = %+v, want 10s for inventory and 2s for payment", b)
+	}
+}

@@ -152,6 +152,29 @@ FOR UPDATE SKIP LOCKED`
 	}
 }
 
+// Backlog measures how far behind the saga is, from the deadlines of the
+// orders waiting in each step (a step's deadline is when it began plus its
+// timeout). It skips the skip orders that have waited longest in each step,
+// so that a few orders stuck in a delayed retry do not count as a backlog.
+func (s *Store) Backlog(ctx context.Context, skip int) (order.Backlog, error) {
+	const q = `
+SELECT
+  (SELECT deadline_at FROM orders WHERE deadline_at IS NOT NULL AND status = 'pending' ORDER BY deadline_at OFFSET $1 LIMIT 1),
+  (SELECT deadline_at FROM orders WHERE deadline_at IS NOT NULL AND status = 'reserved' ORDER BY deadline_at OFFSET $1 LIMIT 1)`
+	var reserve, payment *time.Time
+	if err := s.pool.QueryRow(ctx, q, skip).Scan(&reserve, &payment); err != nil {
+		return order.Backlog{}, fmt.Errorf("saga backlog: %w", err)
+	}
+	now := s.clock()
+	waited := func(deadline *time.Time, timeout time.Duration) time.Duration {
+		if deadline == nil {
+			return 0
+		}
+		return max(0, now.Sub(deadline.Add(-timeout)))
+	}
+	return order.Backlog{Reserve: waited(reserve, s.reserveTimeout), Payment: waited(payment, s.paymentTimeout)}, nil
+}
+
 // RecordRefund notes in tx that order id's payment was refunded at. It
 // changes neither status nor version; an unknown order is ignored.
 func (s *Store) RecordRefund(ctx context.Context, tx pgx.Tx, id string, at time.Time) error {

@@ -4,8 +4,8 @@
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8080, DATABASE_URL to the orderly_order database), plus
-// ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s) and
-// ORDER_SWEEP_INTERVAL (1s). It stops gracefully on SIGTERM or SIGINT. A
+// ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s),
+// ORDER_SWEEP_INTERVAL (1s) and ORDER_ADMISSION_MAX_LAG (5s). It stops gracefully on SIGTERM or SIGINT. A
 // configuration or start-up error is printed as one line on stderr and exits
 // with status 1.
 package main
@@ -21,8 +21,10 @@ import (
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
+	"github.com/orderly/orderly/services/order/admission"
 	"github.com/orderly/orderly/services/order/consume"
 	"github.com/orderly/orderly/services/order/httpapi"
+	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
 	"github.com/orderly/orderly/services/order/sweep"
 )
@@ -40,6 +42,9 @@ type config struct {
 	PaymentTimeout time.Duration `env:"ORDER_PAYMENT_TIMEOUT" envDefault:"30s"`
 	// SweepInterval is how often overdue orders are looked for.
 	SweepInterval time.Duration `env:"ORDER_SWEEP_INTERVAL" envDefault:"1s"`
+	// AdmissionMaxLag is how far the saga may lag behind before new orders
+	// are refused with 503 (order.Admission); 0 takes every order.
+	AdmissionMaxLag time.Duration `env:"ORDER_ADMISSION_MAX_LAG" envDefault:"5s"`
 }
 
 // loadConfig reads the configuration from environ. It returns an error
@@ -62,6 +67,9 @@ func loadConfig(environ []string) (config, error) {
 			msgs = append(msgs, d.name+": must be positive")
 		}
 	}
+	if cfg.AdmissionMaxLag < 0 {
+		msgs = append(msgs, "ORDER_ADMISSION_MAX_LAG: must not be negative")
+	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
@@ -80,7 +88,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	}
 	svc.Log.InfoContext(ctx, "order settings",
 		"order_reserve_timeout", cfg.ReserveTimeout.String(), "order_payment_timeout", cfg.PaymentTimeout.String(),
-		"order_sweep_interval", cfg.SweepInterval.String())
+		"order_sweep_interval", cfg.SweepInterval.String(), "order_admission_max_lag", cfg.AdmissionMaxLag.String())
 	store := postgres.New(svc.Pool, postgres.Options{ReserveTimeout: cfg.ReserveTimeout, PaymentTimeout: cfg.PaymentTimeout})
 
 	// The exchanges and queues exist before anything is published, so no
@@ -92,11 +100,12 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Batch: handlers.Saga()})
 	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Batch: handlers.Catalog()})
 
+	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
 	deadlines := &sweep.Deadlines{
 		Store:    store,
 		Interval: cfg.SweepInterval,
 		Log:      svc.Log.With("component", "deadline-sweeper"),
-		Meter:    svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order"),
+		Meter:    meter,
 	}
 	svc.Go("deadline sweeper", deadlines.Run)
 	purgeLog := svc.Log.With("component", "idempotency-purge")
@@ -104,10 +113,19 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		return sweep.PurgeKeysEvery(ctx, store, time.Hour, purgeLog)
 	})
 
+	gate := &admission.Gate{
+		Store:  store,
+		Policy: order.Admission{MaxLag: cfg.AdmissionMaxLag},
+		Log:    svc.Log.With("component", "admission"),
+		Meter:  meter,
+	}
+	svc.Go("admission gate", gate.Run)
+
 	httpapi.New(store, httpapi.Options{
 		Verifier:       cfg.Verifier(),
 		TrackingSecret: []byte(cfg.JWTSecret),
 		RateLimitRPS:   cfg.RateLimitRPS,
+		Admission:      gate,
 		Log:            svc.Log,
 	}).Routes(svc.Router)
 	return svc, nil
