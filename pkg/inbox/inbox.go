@@ -23,126 +23,98 @@ import (
 // a UUID: without an id it cannot be deduplicated, so it is dead-lettered.
 var ErrBadMessageID = errors.New("inbox: message_id is not a UUID")
 
-// Handler applies one message inside tx. Return rabbit.Permanent(err) for a
-// message that can never succeed (it is dead-lettered), any other error to
-// retry later; tx is rolled back on any error.
-type Handler func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error
+// Handler applies a batch of messages inside tx, in order (messages of one
+// aggregate keep the order of the queue). It sees each message once: those
+// applied before (redeliveries, copies in the same batch) are left out.
+// Return rabbit.Permanent(err) for a message that can never succeed, any
+// other error to retry later; tx is rolled back on any error, and when the
+// batch held several messages each is then applied again alone, so that
+// the error is pinned on the message that caused it and the others go
+// through. A handler can so work set-wise (one statement for the whole
+// batch) and stay simple about failures.
+type Handler func(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error
 
-// Handle returns a rabbit.Handler that runs h exactly once per message id
-// for consumer (the queue name is a good consumer name). A message already
-// recorded is acknowledged without calling h. Two copies handled at once are
-// safe too: the second waits on the first's inbox row and then sees it.
-func Handle(pool *pgxpool.Pool, consumer string, h Handler) rabbit.Handler {
-	return func(ctx context.Context, d *amqp.Delivery) error {
-		id, err := uuid.Parse(d.MessageId)
-		if err != nil {
-			return rabbit.Permanent(fmt.Errorf("%w: %q", ErrBadMessageID, d.MessageId))
+// Each makes a Handler of a function that applies one message at a time,
+// called with each message's own context (its trace).
+func Each(h func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error) Handler {
+	return func(_ context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+		for _, d := range batch {
+			if err := h(d.Ctx, tx, d.Delivery); err != nil {
+				return err
+			}
 		}
-		return pg.Transact(ctx, pool, func(tx pgx.Tx) error {
-			const q = `INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`
-			tag, err := tx.Exec(ctx, q, consumer, id)
-			if err != nil {
-				return fmt.Errorf("inbox: record %s: %w", id, err)
-			}
-			if tag.RowsAffected() == 0 {
-				return nil // done before: acknowledge without effects
-			}
-			return h(ctx, tx, d)
-		})
+		return nil
 	}
 }
 
-// HandleBatch returns a rabbit.BatchHandler that applies a batch in one
-// transaction: one statement records every message id, h runs for each
-// message not recorded before (in batch order), and one commit makes all
-// their effects durable. That is one transaction (and one WAL flush) for
-// many messages when the queue has a backlog, and the same as Handle for a
-// message that arrives alone.
-//
-// prepare, when not nil, runs first in the transaction with the messages
-// that will be applied, when there are two or more: a handler whose messages
-// lock shared rows (stock of a product) locks them there in one order, so
-// that two batches never wait for each other in a cycle.
-//
-// When the transaction fails, each message is applied again alone, so that
-// one message that fails (a permanent error, a transient one) does not hold
-// back the others; each then gets its own result.
-func HandleBatch(pool *pgxpool.Pool, consumer string, h Handler, prepare func(ctx context.Context, tx pgx.Tx, ds []*amqp.Delivery) error) rabbit.BatchHandler {
-	one := Handle(pool, consumer, h)
-	return func(ctx context.Context, batch []rabbit.Delivery) []error {
+// Handle returns the rabbit.BatchHandler of consumer (the queue name is a
+// good consumer name): it applies a batch in one transaction, in which one
+// statement records every message id, h applies the messages not recorded
+// before, and one commit makes it all durable. That is one transaction (and
+// one WAL flush) for many messages when the queue has a backlog, and one
+// for a message that arrives alone. Two copies of a message handled at once
+// are safe too: the second waits on the first's inbox row and then sees it.
+func Handle(pool *pgxpool.Pool, consumer string, h Handler) rabbit.BatchHandler {
+	var apply func(ctx context.Context, batch []rabbit.Delivery) []error
+	apply = func(ctx context.Context, batch []rabbit.Delivery) []error {
 		errs := make([]error, len(batch))
-		ids := make([]uuid.UUID, len(batch))
-		var valid []int
+		ids := make([]uuid.UUID, 0, len(batch))
+		valid := make([]int, 0, len(batch))
 		for i, d := range batch {
 			id, err := uuid.Parse(d.MessageId)
 			if err != nil {
 				errs[i] = rabbit.Permanent(fmt.Errorf("%w: %q", ErrBadMessageID, d.MessageId))
 				continue
 			}
-			ids[i] = id
-			valid = append(valid, i)
+			ids, valid = append(ids, id), append(valid, i)
 		}
-		if len(valid) <= 1 {
-			for _, i := range valid {
-				errs[i] = one(batch[i].Ctx, batch[i].Delivery)
-			}
+		if len(valid) == 0 {
 			return errs
 		}
 		err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
-			fresh, err := record(ctx, tx, consumer, ids, valid)
+			fresh, err := record(ctx, tx, consumer, ids)
 			if err != nil {
 				return err
 			}
-			var todo []int
-			for _, i := range valid {
+			todo := make([]rabbit.Delivery, 0, len(valid))
+			for k, i := range valid {
 				// A message twice in one batch (a redelivery next to
 				// its first copy) is applied once.
-				if fresh[ids[i]] {
-					delete(fresh, ids[i])
-					todo = append(todo, i)
+				if fresh[ids[k]] {
+					delete(fresh, ids[k])
+					todo = append(todo, batch[i])
 				}
 			}
-			if prepare != nil && len(todo) > 1 {
-				ds := make([]*amqp.Delivery, len(todo))
-				for k, i := range todo {
-					ds[k] = batch[i].Delivery
-				}
-				if err := prepare(ctx, tx, ds); err != nil {
-					return err
-				}
+			if len(todo) == 0 {
+				return nil // done before: acknowledge without effects
 			}
-			for _, i := range todo {
-				if err := h(batch[i].Ctx, tx, batch[i].Delivery); err != nil {
-					return err
-				}
-			}
-			return nil
+			return h(ctx, tx, todo)
 		})
-		if err == nil {
-			return errs
-		}
-		for _, i := range valid {
-			errs[i] = one(batch[i].Ctx, batch[i].Delivery)
+		switch {
+		case err == nil:
+		case len(valid) == 1:
+			errs[valid[0]] = err
+		default:
+			for _, i := range valid {
+				errs[i] = apply(batch[i].Ctx, batch[i:i+1])[0]
+			}
 		}
 		return errs
 	}
+	return apply
 }
 
-// record inserts the inbox rows of the messages at valid and returns the
-// ids that were not there before.
-func record(ctx context.Context, tx pgx.Tx, consumer string, ids []uuid.UUID, valid []int) (map[uuid.UUID]bool, error) {
-	list := make([]uuid.UUID, len(valid))
-	for k, i := range valid {
-		list[k] = ids[i]
-	}
+// record inserts the inbox rows of ids and returns those that were not
+// there before.
+func record(ctx context.Context, tx pgx.Tx, consumer string, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 	const q = `INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING message_id`
-	rows, err := tx.Query(ctx, q, consumer, list)
+	rows, err := tx.Query(ctx, q, consumer, ids)
 	if err != nil {
-		return nil, fmt.Errorf("inbox: record %d messages: %w", len(list), err)
+		return nil, fmt.Errorf("inbox: record %d messages: %w", len(ids), err)
 	}
 	inserted, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	if err != nil {
-		return nil, fmt.Errorf("inbox: record %d messages: %w", len(list), err)
+		return nil, fmt.Errorf("inbox: record %d messages: %w", len(ids), err)
 	}
 	fresh := make(map[uuid.UUID]bool, len(inserted))
 	for _, id := range inserted {

@@ -52,7 +52,7 @@ func record(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
 func TestConcurrentDuplicatesTakeEffectOnce(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
-	h := inbox.Handle(pool, "test", record)
+	h := rabbittest.One(inbox.Handle(pool, "test", inbox.Each(record)))
 	d := &amqp.Delivery{MessageId: uuid.NewString()}
 	var wg sync.WaitGroup
 	for range 10 {
@@ -73,7 +73,7 @@ func TestFailedHandlerIsRetried(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
 	var calls atomic.Int64
-	h := inbox.Handle(pool, "test", func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+	h := rabbittest.One(inbox.Handle(pool, "test", inbox.Each(func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
 		if err := record(ctx, tx, d); err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func TestFailedHandlerIsRetried(t *testing.T) {
 			return errors.New("transient")
 		}
 		return nil
-	})
+	})))
 	d := &amqp.Delivery{MessageId: uuid.NewString()}
 	if err := h(context.Background(), d); err == nil {
 		t.Fatal("first call should fail")
@@ -110,7 +110,7 @@ func TestMessageWithoutUUIDIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: inbox.Handle(pool, q.Name, record)}
+	c := &rabbit.Consumer{Conn: conn, Queue: q, Batch: inbox.Handle(pool, q.Name, inbox.Each(record))}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(cctx) }()
 	defer func() {
@@ -178,27 +178,27 @@ func batchOf(ids ...string) []rabbit.Delivery {
 // A batch is applied in one transaction, in order, once per message id:
 // a message already recorded and a copy of one in the same batch are
 // acknowledged without effects, and a bad id is refused alone.
-func TestHandleBatchAppliesEachMessageOnceInOneTransaction(t *testing.T) {
+func TestBatchAppliesEachMessageOnceInOneTransaction(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
 	old := uuid.NewString()
-	if err := inbox.Handle(pool, "test", record)(context.Background(), &amqp.Delivery{MessageId: old}); err != nil {
+	if err := rabbittest.One(inbox.Handle(pool, "test", inbox.Each(record)))(context.Background(), &amqp.Delivery{MessageId: old}); err != nil {
 		t.Fatal(err)
 	}
 	var (
-		txids    = map[uint32]bool{}
-		prepared int
+		txids = map[uint32]bool{}
+		seen  int
 	)
-	h := inbox.HandleBatch(pool, "test", func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
-		var xid uint32
-		if err := tx.QueryRow(ctx, `SELECT txid_current()::int`).Scan(&xid); err != nil {
-			return err
-		}
-		txids[xid] = true
-		return record(ctx, tx, d)
-	}, func(_ context.Context, _ pgx.Tx, ds []*amqp.Delivery) error {
-		prepared = len(ds)
-		return nil
+	h := inbox.Handle(pool, "test", func(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+		seen += len(batch)
+		return inbox.Each(func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+			var xid uint32
+			if err := tx.QueryRow(ctx, `SELECT txid_current()::int`).Scan(&xid); err != nil {
+				return err
+			}
+			txids[xid] = true
+			return record(ctx, tx, d)
+		})(ctx, tx, batch)
 	})
 	a, b := uuid.NewString(), uuid.NewString()
 	errs := h(context.Background(), batchOf(a, old, b, "not-a-uuid", a))
@@ -216,8 +216,8 @@ func TestHandleBatchAppliesEachMessageOnceInOneTransaction(t *testing.T) {
 			t.Errorf("result %d = %v", i, err)
 		}
 	}
-	if len(txids) != 1 || prepared != 2 {
-		t.Errorf("handlers ran in %d transactions with %d messages prepared, want 1 and 2", len(txids), prepared)
+	if len(txids) != 1 || seen != 2 {
+		t.Errorf("the handler ran in %d transactions and saw %d messages, want 1 and 2 (the new ones)", len(txids), seen)
 	}
 	rows, err := pool.Query(context.Background(), `SELECT message_id FROM effects ORDER BY ctid`)
 	if err != nil {
@@ -235,17 +235,17 @@ func TestHandleBatchAppliesEachMessageOnceInOneTransaction(t *testing.T) {
 // One message that fails does not fail the batch: the others are applied
 // (each alone, after the shared transaction rolled back) and only the
 // failing one gets its error, and leaves no inbox row to be retried.
-func TestHandleBatchIsolatesAFailingMessage(t *testing.T) {
+func TestBatchIsolatesAFailingMessage(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t)
 	bad := uuid.NewString()
 	boom := errors.New("boom")
-	h := inbox.HandleBatch(pool, "test", func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+	h := inbox.Handle(pool, "test", inbox.Each(func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
 		if d.MessageId == bad {
 			return rabbit.Permanent(boom)
 		}
 		return record(ctx, tx, d)
-	}, nil)
+	}))
 	a, b := uuid.NewString(), uuid.NewString()
 	errs := h(context.Background(), batchOf(a, bad, b))
 	if errs[0] != nil || errs[2] != nil || !errors.Is(errs[1], boom) || !rabbit.IsPermanent(errs[1]) {

@@ -102,7 +102,7 @@ func (e *env) startRelay(tb testing.TB, pub outbox.Publisher) (stop func()) {
 // startConsumer applies each message once, through the inbox, as an effects row.
 func (e *env) startConsumer(tb testing.TB, handled *atomic.Int64) {
 	tb.Helper()
-	h := inbox.Handle(e.pool, queue, func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+	h := inbox.Handle(e.pool, queue, inbox.Each(func(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
 		agg, seqText, ok := strings.Cut(string(d.Body), ":")
 		seq, err := strconv.Atoi(seqText)
 		if !ok || err != nil {
@@ -110,13 +110,13 @@ func (e *env) startConsumer(tb testing.TB, handled *atomic.Int64) {
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO effects (aggregate, seq) VALUES ($1, $2)`, agg, seq)
 		return err
-	})
-	counted := func(ctx context.Context, d *amqp.Delivery) error {
-		handled.Add(1)
-		return h(ctx, d)
+	}))
+	counted := func(ctx context.Context, batch []rabbit.Delivery) []error {
+		handled.Add(int64(len(batch)))
+		return h(ctx, batch)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &rabbit.Consumer{Conn: e.conn, Queue: e.queue, Handler: counted, Workers: 8}
+	c := &rabbit.Consumer{Conn: e.conn, Queue: e.queue, Batch: counted, Workers: 8}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	tb.Cleanup(func() {

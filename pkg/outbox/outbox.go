@@ -62,14 +62,39 @@ func Partition(aggregateID string) int16 {
 // it rolls back. The trace context of ctx travels with each event, so the
 // consumer's span joins the trace of the request that caused it.
 func Add(ctx context.Context, tx pgx.Tx, events ...Event) error {
+	q, args, err := insert(ctx, events)
+	if err != nil || q == "" {
+		return err
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
+// Queue is Add for a batch of statements: it queues the insert of events on
+// b, which the caller sends in its transaction (pgx.Tx.SendBatch) along
+// with the state change, in one round trip.
+func Queue(ctx context.Context, b *pgx.Batch, events ...Event) error {
+	q, args, err := insert(ctx, events)
+	if err != nil || q == "" {
+		return err
+	}
+	b.Queue(q, args...)
+	return nil
+}
+
+// insert returns the statement that writes events, with its arguments,
+// or "" for no events.
+func insert(ctx context.Context, events []Event) (string, []any, error) {
 	if len(events) == 0 {
-		return nil
+		return "", nil, nil
 	}
 	carrier := map[string]string{}
 	telemetry.InjectMap(ctx, carrier)
 	headers, err := json.Marshal(carrier)
 	if err != nil {
-		return fmt.Errorf("outbox: headers: %w", err)
+		return "", nil, fmt.Errorf("outbox: headers: %w", err)
 	}
 	const q = `
 INSERT INTO outbox (event_id, exchange, routing_key, event_type, aggregate_id, partition, payload, headers)
@@ -83,13 +108,10 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smal
 			e.ID = uuid.New()
 		}
 		if e.Exchange == "" || e.RoutingKey == "" || e.Type == "" || e.AggregateID == "" {
-			return fmt.Errorf("outbox: event %d lacks exchange, routing key, type or aggregate id", i)
+			return "", nil, fmt.Errorf("outbox: event %d lacks exchange, routing key, type or aggregate id", i)
 		}
 		ids[i], exchanges[i], keys[i], types[i], aggs[i] = e.ID, e.Exchange, e.RoutingKey, e.Type, e.AggregateID
 		parts[i], payloads[i] = Partition(e.AggregateID), e.Payload
 	}
-	if _, err := tx.Exec(ctx, q, ids, exchanges, keys, types, aggs, parts, payloads, headers); err != nil {
-		return fmt.Errorf("outbox: insert: %w", err)
-	}
-	return nil
+	return q, []any{ids, exchanges, keys, types, aggs, parts, payloads, headers}, nil
 }

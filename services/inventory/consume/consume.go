@@ -1,8 +1,9 @@
 // Package consume applies the order service's commands and events to the
 // inventory: OrderPlaced reserves, CommitReservation commits and
 // ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
-// run inside inbox.HandleBatch, so each message takes effect once, together
-// with the events it publishes.
+// run inside inbox.Handle, so each message takes effect once, together with
+// the events it publishes, and the messages waiting together are applied in
+// one transaction.
 package consume
 
 import (
@@ -10,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -58,106 +58,69 @@ func NewHandler(store *postgres.Store, log *slog.Logger) *Handler {
 }
 
 // Consumer returns the batch handler of the queue: Apply wrapped in
-// inbox.HandleBatch on pool, so that every message takes effect once and
-// the messages waiting together commit in one transaction, after their
-// products were locked in SKU order (see postgres.Store.LockProducts).
+// inbox.Handle on pool, so that every message takes effect once and the
+// messages waiting together commit in one transaction.
 func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.HandleBatch(pool, QueueName, h.Apply, h.lockProducts)
+	return inbox.Handle(pool, QueueName, h.Apply)
 }
 
-// lockProducts locks the products the saga steps of a batch will move.
-// Messages it cannot read are left to Apply, which refuses them.
-func (h *Handler) lockProducts(ctx context.Context, tx pgx.Tx, ds []*amqp.Delivery) error {
-	var (
-		skus   []string
-		orders []uuid.UUID
-	)
-	held := func(orderID string) {
-		if id, err := uuid.Parse(orderID); err == nil {
-			orders = append(orders, id)
+// Apply handles a batch of deliveries inside tx (an inbox.Handler): it
+// turns each into a saga step, by the AMQP type (a retried message arrives
+// through the default exchange, so the routing key says nothing), and has
+// the store apply them all at once. An unknown type, a corrupt body or a
+// message that breaks the saga contract is returned as a rabbit.Permanent
+// error, for the DLQ; database errors are returned as they are, to be
+// retried.
+func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+	steps := make([]stock.Step, len(batch))
+	for i, d := range batch {
+		var err error
+		if steps[i], err = stepOf(d.Delivery); err != nil {
+			return err
 		}
 	}
-	for _, d := range ds {
-		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
-		if err != nil {
-			continue
-		}
-		switch m := msg.(type) {
-		case *eventsv1.OrderPlaced:
-			for _, it := range m.GetItems() {
-				skus = append(skus, it.GetSku())
-			}
-		case *eventsv1.CommitReservation:
-			held(m.GetOrderId())
-		case *eventsv1.ReleaseReservation:
-			held(m.GetOrderId())
-		}
+	changes, err := h.store.Apply(ctx, tx, steps...)
+	if err != nil {
+		return permanentIf(err, stock.ErrInvalid, stock.ErrNoReservation, stock.ErrNotCommittable)
 	}
-	return h.store.LockProducts(ctx, tx, skus, orders)
+	for i, c := range changes {
+		h.log.InfoContext(batch[i].Ctx, "saga step", "type", batch[i].Type, "order_id", steps[i].OrderID,
+			"status", c.Status, "applied", c.Applied, "lines", len(c.Lines), "shortages", len(c.Shortages))
+	}
+	return nil
 }
 
-// Apply handles one delivery inside tx. It dispatches on the AMQP type (a
-// retried message arrives through the default exchange, so the routing key
-// says nothing). An unknown type, a corrupt body or a message that breaks
-// the saga contract is returned as a rabbit.Permanent error, for the DLQ;
-// database errors are returned as they are, to be retried.
-func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+// stepOf decodes a delivery into the saga step it asks for.
+func stepOf(d *amqp.Delivery) (stock.Step, error) {
 	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
 	if err != nil {
-		return rabbit.Permanent(err)
+		return stock.Step{}, rabbit.Permanent(err)
 	}
-	var (
-		orderID string
-		change  postgres.Change
-	)
 	switch m := msg.(type) {
 	case *eventsv1.OrderPlaced:
-		orderID = m.GetOrderId()
-		id, err := parseOrderID(orderID)
+		id, err := parseOrderID(m.GetOrderId())
 		if err != nil {
-			return err
+			return stock.Step{}, err
 		}
-		lines := make([]stock.Line, len(m.GetItems()))
+		st := stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: make([]stock.Line, len(m.GetItems()))}
 		for i, it := range m.GetItems() {
-			lines[i] = stock.Line{SKU: it.GetSku(), Quantity: it.GetQuantity()}
+			st.Lines[i] = stock.Line{SKU: it.GetSku(), Quantity: it.GetQuantity()}
 		}
-		var expires time.Time // zero: the store's default hold
 		if ts := m.GetExpiresAt(); ts != nil {
 			if err := ts.CheckValid(); err != nil {
-				return rabbit.Permanent(fmt.Errorf("OrderPlaced %s: expires_at: %w", orderID, err))
+				return stock.Step{}, rabbit.Permanent(fmt.Errorf("OrderPlaced %s: expires_at: %w", id, err))
 			}
-			expires = ts.AsTime()
+			st.ExpiresAt = ts.AsTime()
 		}
-		change, err = h.store.Reserve(ctx, tx, id, lines, expires)
-		if err != nil {
-			return permanentIf(err, stock.ErrInvalid)
-		}
+		return st, nil
 	case *eventsv1.CommitReservation:
-		orderID = m.GetOrderId()
-		id, err := parseOrderID(orderID)
-		if err != nil {
-			return err
-		}
-		change, err = h.store.Commit(ctx, tx, id)
-		if err != nil {
-			return permanentIf(err, stock.ErrNoReservation, stock.ErrNotCommittable)
-		}
+		id, err := parseOrderID(m.GetOrderId())
+		return stock.Step{Kind: stock.StepCommit, OrderID: id}, err
 	case *eventsv1.ReleaseReservation:
-		orderID = m.GetOrderId()
-		id, err := parseOrderID(orderID)
-		if err != nil {
-			return err
-		}
-		change, err = h.store.Release(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-	default:
-		return rabbit.Permanent(fmt.Errorf("inventory does not handle %s", d.Type))
+		id, err := parseOrderID(m.GetOrderId())
+		return stock.Step{Kind: stock.StepRelease, OrderID: id}, err
 	}
-	h.log.InfoContext(ctx, "saga step", "type", d.Type, "order_id", orderID,
-		"status", change.Status, "applied", change.Applied, "lines", len(change.Lines), "shortages", len(change.Shortages))
-	return nil
+	return stock.Step{}, rabbit.Permanent(fmt.Errorf("inventory does not handle %s", d.Type))
 }
 
 // parseOrderID returns the order id of a message, or a permanent error: a

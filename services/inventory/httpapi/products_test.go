@@ -228,7 +228,7 @@ func TestAdminPut(t *testing.T) {
 
 	// Stock below what orders hold → 409, nothing changes.
 	err = pg.Transact(context.Background(), s.pool, func(tx pgx.Tx) error {
-		_, err := s.store.Reserve(context.Background(), tx, uuid.New(), []stock.Line{{SKU: "MUG-1", Quantity: 5}}, time.Time{})
+		_, err := s.store.Apply(context.Background(), tx, stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "MUG-1", Quantity: 5}}})
 		return err
 	})
 	if err != nil {

@@ -2,298 +2,279 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/inventory/stock"
 )
 
-// Change is what a saga step did to an order's reservation.
-type Change struct {
-	// Status is the reservation's status after the step.
-	Status stock.Status
-	// Lines are the units the step moved: reserved, committed or released
-	// (empty when it moved none).
-	Lines []stock.Line
-	// Shortages are the lines that could not be reserved (rejected only).
-	Shortages []stock.Shortage
-	// Applied is false when the step found nothing to do: a duplicate
-	// OrderPlaced, a commit of a committed reservation, a release of a
-	// released or rejected one. Nothing is written and no event published.
-	Applied bool
-}
-
-// Reserve holds every line of an order or none (docs/saga.md, step 2), inside
-// tx, the consumer's inbox transaction. When the order already has a
-// reservation row (held, final, or a release tombstone) it does nothing.
-// Otherwise it reserves the lines in SKU order, each with a conditional
-// UPDATE that checks stock - reserved; if any line falls short, the updates
-// are rolled back to a savepoint and the reservation is recorded as rejected.
-// Either way it writes StockReserved or StockRejected to the outbox. Stock
+// Apply runs saga steps (docs/saga.md, steps 2, 6a, 6b and 11) in order,
+// inside tx: it loads and locks the reservations of the steps' orders and
+// the products they touch (a stock.Book), applies each step to the book,
+// and writes what changed with the events that describe it (StockReserved
+// or StockRejected, ReservationCommitted, ReservationReleased) to the
+// outbox — a handful of statements however many steps there are. Stock
 // moved by orders publishes no product event: the catalog replica needs
 // names and prices only.
 //
-// A zero expiresAt holds the units for DefaultHold. It returns an error
-// matching stock.ErrInvalid for lines NormalizeLines refuses.
-func (s *Store) Reserve(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, lines []stock.Line, expiresAt time.Time) (Change, error) {
-	lines, err := stock.NormalizeLines(lines)
+// Reservations are locked before products, each set in key order, as every
+// transaction here does, so concurrent groups of steps cannot deadlock.
+// It returns each step's change, or the first step's error (an error
+// matching stock.ErrInvalid, ErrNoReservation, ErrNotCommittable or
+// ErrUnknownProduct), after which the caller rolls tx back.
+func (s *Store) Apply(ctx context.Context, tx pgx.Tx, steps ...stock.Step) ([]stock.Change, error) {
+	orders := make([]uuid.UUID, 0, len(steps))
+	var skus []string
+	for _, st := range steps {
+		orders = append(orders, st.OrderID)
+		for _, l := range st.Lines {
+			skus = append(skus, l.SKU)
+		}
+	}
+	book, err := load(ctx, tx, orders, skus)
 	if err != nil {
-		return Change{}, err
-	}
-	if expiresAt.IsZero() {
-		expiresAt = time.Now().Add(DefaultHold)
-	}
-	// The primary key serializes a reservation racing a release of the
-	// same order: whichever inserts first wins, the other sees its row.
-	const insert = `INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, 'reserved', $2) ON CONFLICT DO NOTHING`
-	tag, err := tx.Exec(ctx, insert, orderID, expiresAt)
-	if err != nil {
-		return Change{}, fmt.Errorf("reserve %s: %w", orderID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return Change{}, nil
-	}
-	skus, qtys := make([]string, len(lines)), make([]int32, len(lines))
-	for i, l := range lines {
-		skus[i], qtys[i] = l.SKU, l.Quantity
-	}
-	const insertLines = `INSERT INTO reservation_lines (order_id, sku, quantity) SELECT $1, * FROM unnest($2::text[], $3::int[])`
-	if _, err := tx.Exec(ctx, insertLines, orderID, skus, qtys); err != nil {
-		return Change{}, fmt.Errorf("reserve %s: lines: %w", orderID, err)
-	}
-
-	shortages, err := holdLines(ctx, tx, lines)
-	if err != nil {
-		return Change{}, fmt.Errorf("reserve %s: %w", orderID, err)
+		return nil, err
 	}
 	now := time.Now()
-	if len(shortages) > 0 {
-		const reject = `UPDATE reservations SET status = 'rejected', expires_at = NULL, updated_at = now() WHERE order_id = $1`
-		if _, err := tx.Exec(ctx, reject, orderID); err != nil {
-			return Change{}, fmt.Errorf("reserve %s: reject: %w", orderID, err)
+	changes := make([]stock.Change, len(steps))
+	var events []outbox.Event
+	for i, st := range steps {
+		if changes[i], err = book.Apply(st, now); err != nil {
+			return nil, err
 		}
-		ev, err := stockRejected(orderID, shortages, now)
+		ev, ok, err := eventOf(st.OrderID, changes[i], now)
 		if err != nil {
-			return Change{}, err
+			return nil, err
 		}
-		if err := outbox.Add(ctx, tx, ev); err != nil {
-			return Change{}, err
+		if ok {
+			events = append(events, ev)
 		}
-		return Change{Status: stock.StatusRejected, Shortages: shortages, Applied: true}, nil
 	}
-	ev, err := stockReserved(orderID, lines, now)
-	if err != nil {
-		return Change{}, err
+	if err := save(ctx, tx, book, events); err != nil {
+		return nil, err
 	}
-	if err := outbox.Add(ctx, tx, ev); err != nil {
-		return Change{}, err
-	}
-	return Change{Status: stock.StatusReserved, Lines: lines, Applied: true}, nil
+	return changes, nil
 }
 
-// LockProducts locks, in SKU order and until tx ends, the products named in
-// skus and those held by the reservations of orders. A transaction that
-// applies several saga steps calls it first: each step locks its own lines
-// in SKU order, but two batches of steps would otherwise lock the products
-// of one step after another's and could wait for each other in a cycle.
-func (s *Store) LockProducts(ctx context.Context, tx pgx.Tx, skus []string, orders []uuid.UUID) error {
-	const q = `
-SELECT sku FROM products
-WHERE sku IN (SELECT unnest($1::text[]) UNION SELECT sku FROM reservation_lines WHERE order_id = ANY($2))
-ORDER BY sku
-FOR UPDATE`
-	if _, err := tx.Exec(ctx, q, skus, orders); err != nil {
-		return fmt.Errorf("lock products: %w", err)
+// load reads and locks the reservations of orders (with their lines) and
+// then the products of skus and of those lines, into a book.
+func load(ctx context.Context, tx pgx.Tx, orders []uuid.UUID, skus []string) (*stock.Book, error) {
+	const qr = `
+SELECT r.order_id, r.status, r.expires_at,
+       array(SELECT l.sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY l.sku),
+       array(SELECT l.quantity FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY l.sku)
+FROM reservations r
+WHERE r.order_id = ANY($1)
+ORDER BY r.order_id
+FOR UPDATE OF r`
+	rows, err := tx.Query(ctx, qr, orders)
+	if err != nil {
+		return nil, fmt.Errorf("load reservations: %w", err)
+	}
+	reservations, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stock.Reservation, error) {
+		var (
+			r       stock.Reservation
+			expires *time.Time
+			lskus   []string
+			qtys    []int32
+		)
+		if err := row.Scan(&r.OrderID, &r.Status, &expires, &lskus, &qtys); err != nil {
+			return r, err
+		}
+		if expires != nil {
+			r.ExpiresAt = *expires
+		}
+		for i := range lskus {
+			r.Lines = append(r.Lines, stock.Line{SKU: lskus[i], Quantity: qtys[i]})
+		}
+		return r, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load reservations: %w", err)
+	}
+	for _, r := range reservations {
+		for _, l := range r.Lines {
+			skus = append(skus, l.SKU)
+		}
+	}
+	slices.Sort(skus)
+	skus = slices.Compact(skus)
+	const qp = `SELECT sku, stock, reserved FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`
+	rows, err = tx.Query(ctx, qp, skus)
+	if err != nil {
+		return nil, fmt.Errorf("load products: %w", err)
+	}
+	levels := make(map[string]stock.Level, len(skus))
+	var (
+		sku string
+		lvl stock.Level
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&sku, &lvl.Stock, &lvl.Reserved}, func() error {
+		levels[sku] = lvl
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load products: %w", err)
+	}
+	return stock.NewBook(levels, reservations), nil
+}
+
+// save writes what the steps changed in book, and their events, in one
+// round trip. The checks on products stay the last line of defence: a move
+// that would take reserved above stock or below zero fails the whole
+// transaction.
+func save(ctx context.Context, tx pgx.Tx, book *stock.Book, events []outbox.Event) error {
+	b := &pgx.Batch{}
+	if skus, moves := book.Moves(); len(skus) > 0 {
+		ds, dr := make([]int64, len(moves)), make([]int64, len(moves))
+		for i, m := range moves {
+			ds[i], dr[i] = m.Stock, m.Reserved
+		}
+		const q = `
+UPDATE products p SET stock = p.stock + m.ds, reserved = p.reserved + m.dr, updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(sku, ds, dr)
+WHERE p.sku = m.sku`
+		b.Queue(q, skus, ds, dr)
+	}
+	created := book.Created()
+	if len(created) > 0 {
+		ids, statuses, expires := columns(created)
+		const q = `
+INSERT INTO reservations (order_id, status, expires_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+ON CONFLICT DO NOTHING`
+		b.Queue(q, ids, statuses, expires).Exec(func(tag pgconn.CommandTag) error {
+			// The book saw no reservation for these orders; one that
+			// appeared meanwhile (a copy of the message in another
+			// replica) makes the book wrong: start again.
+			if tag.RowsAffected() != int64(len(created)) {
+				return fmt.Errorf("save reservations: %d of %d orders got a reservation concurrently", int64(len(created))-tag.RowsAffected(), len(created))
+			}
+			return nil
+		})
+		var lineOrders []uuid.UUID
+		var lineSKUs []string
+		var lineQtys []int32
+		for _, r := range created {
+			for _, l := range r.Lines {
+				lineOrders, lineSKUs, lineQtys = append(lineOrders, r.OrderID), append(lineSKUs, l.SKU), append(lineQtys, l.Quantity)
+			}
+		}
+		if len(lineOrders) > 0 {
+			const q = `INSERT INTO reservation_lines (order_id, sku, quantity) SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[])`
+			b.Queue(q, lineOrders, lineSKUs, lineQtys)
+		}
+	}
+	if updated := book.Updated(); len(updated) > 0 {
+		ids, statuses, expires := columns(updated)
+		const q = `
+UPDATE reservations r SET status = u.status, expires_at = u.expires_at, updated_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(order_id, status, expires_at)
+WHERE r.order_id = u.order_id`
+		b.Queue(q, ids, statuses, expires)
+	}
+	if err := outbox.Queue(ctx, b, events...); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save reservations: %w", err)
 	}
 	return nil
 }
 
-// holdLines reserves lines (sorted by SKU) inside a savepoint of tx. When
-// every line fits it releases the savepoint and returns no shortage;
-// otherwise it rolls the savepoint back, so nothing stays held, and returns
-// every shortage.
-func holdLines(ctx context.Context, tx pgx.Tx, lines []stock.Line) ([]stock.Shortage, error) {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
-	}
-	defer func() { _ = sp.Rollback(ctx) }() // a no-op once released
-	const hold = `UPDATE products SET reserved = reserved + $2, updated_at = now() WHERE sku = $1 AND stock - reserved >= $2`
-	const available = `SELECT coalesce((SELECT stock - reserved FROM products WHERE sku = $1), 0)`
-	var shortages []stock.Shortage
-	for _, l := range lines {
-		tag, err := sp.Exec(ctx, hold, l.SKU, l.Quantity)
-		if err != nil {
-			return nil, fmt.Errorf("hold %s: %w", l.SKU, err)
+// columns returns the reservations' order ids, statuses and expiry times
+// (NULL when zero), as statement parameters.
+func columns(rs []stock.Reservation) ([]uuid.UUID, []string, []*time.Time) {
+	ids, statuses, expires := make([]uuid.UUID, len(rs)), make([]string, len(rs)), make([]*time.Time, len(rs))
+	for i, r := range rs {
+		ids[i], statuses[i] = r.OrderID, string(r.Status)
+		if !r.ExpiresAt.IsZero() {
+			expires[i] = &r.ExpiresAt
 		}
-		if tag.RowsAffected() == 1 {
-			continue
-		}
-		// Keep going: the order learns about every short line at once.
-		short := stock.Shortage{SKU: l.SKU, Requested: l.Quantity}
-		if err := sp.QueryRow(ctx, available, l.SKU).Scan(&short.Available); err != nil {
-			return nil, fmt.Errorf("available %s: %w", l.SKU, err)
-		}
-		shortages = append(shortages, short)
 	}
-	if len(shortages) > 0 {
-		if err := sp.Rollback(ctx); err != nil {
-			return nil, fmt.Errorf("roll back to savepoint: %w", err)
-		}
-		return shortages, nil
-	}
-	if err := sp.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("release savepoint: %w", err)
-	}
-	return nil, nil
+	return ids, statuses, expires
 }
 
-// Commit takes a held reservation's units off stock and reserved for good
-// (docs/saga.md, step 6a), inside tx, and writes ReservationCommitted. Committing a committed reservation does nothing.
-// It returns an error matching stock.ErrNoReservation when the order holds
-// no reservation, and stock.ErrNotCommittable when it was released or
-// rejected: both break the saga and need an operator, not a retry.
-func (s *Store) Commit(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (Change, error) {
-	status, err := lockReservation(ctx, tx, orderID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Change{}, fmt.Errorf("commit %s: %w", orderID, stock.ErrNoReservation)
+// eventOf returns the event of an applied change, and false when the step
+// did nothing.
+func eventOf(orderID uuid.UUID, c stock.Change, at time.Time) (outbox.Event, bool, error) {
+	if !c.Applied {
+		return outbox.Event{}, false, nil
 	}
-	if err != nil {
-		return Change{}, fmt.Errorf("commit %s: %w", orderID, err)
-	}
-	switch status {
-	case stock.StatusReserved:
-	case stock.StatusCommitted:
-		return Change{Status: status}, nil
-	default:
-		return Change{}, fmt.Errorf("commit %s (%s): %w", orderID, status, stock.ErrNotCommittable)
-	}
-	const take = `UPDATE products SET stock = stock - $2, reserved = reserved - $2, updated_at = now() WHERE sku = $1`
-	lines, err := moveLines(ctx, tx, orderID, take)
-	if err != nil {
-		return Change{}, fmt.Errorf("commit %s: %w", orderID, err)
-	}
-	if err := setStatus(ctx, tx, orderID, stock.StatusCommitted); err != nil {
-		return Change{}, fmt.Errorf("commit %s: %w", orderID, err)
-	}
-	ev, err := reservationCommitted(orderID, lines, time.Now())
-	if err != nil {
-		return Change{}, err
-	}
-	if err := outbox.Add(ctx, tx, ev); err != nil {
-		return Change{}, err
-	}
-	return Change{Status: stock.StatusCommitted, Lines: lines, Applied: true}, nil
-}
-
-// Release gives an order's units back (docs/saga.md, step 6b), inside tx: a
-// held reservation returns its units to available stock, a committed one
-// returns them to stock (a confirmed order cancelled before shipping), and
-// an order with no reservation yet gets a released tombstone so that a late
-// OrderPlaced reserves nothing. It writes ReservationReleased (with the units
-// returned, none for a tombstone). Releasing a
-// released or rejected reservation does nothing.
-func (s *Store) Release(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (Change, error) {
-	const tombstone = `INSERT INTO reservations (order_id, status) VALUES ($1, 'released') ON CONFLICT DO NOTHING`
-	tag, err := tx.Exec(ctx, tombstone, orderID)
-	if err != nil {
-		return Change{}, fmt.Errorf("release %s: %w", orderID, err)
-	}
-	if tag.RowsAffected() == 1 {
-		ev, err := reservationReleased(orderID, nil, time.Now())
-		if err != nil {
-			return Change{}, err
-		}
-		if err := outbox.Add(ctx, tx, ev); err != nil {
-			return Change{}, err
-		}
-		return Change{Status: stock.StatusReleased, Applied: true}, nil
-	}
-	status, err := lockReservation(ctx, tx, orderID)
-	if err != nil {
-		return Change{}, fmt.Errorf("release %s: %w", orderID, err)
-	}
-	return release(ctx, tx, orderID, status)
-}
-
-// release returns the units of a reservation locked by the caller, whose
-// status is status.
-func release(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, status stock.Status) (Change, error) {
-	const (
-		unhold  = `UPDATE products SET reserved = reserved - $2, updated_at = now() WHERE sku = $1`
-		restock = `UPDATE products SET stock = stock + $2, updated_at = now() WHERE sku = $1`
+	var (
+		ev  outbox.Event
+		err error
 	)
-	var q string
-	switch status {
+	switch c.Status {
 	case stock.StatusReserved:
-		q = unhold
+		ev, err = stockReserved(orderID, c.Lines, at)
+	case stock.StatusRejected:
+		ev, err = stockRejected(orderID, c.Shortages, at)
 	case stock.StatusCommitted:
-		q = restock
+		ev, err = reservationCommitted(orderID, c.Lines, at)
+	case stock.StatusReleased:
+		ev, err = reservationReleased(orderID, c.Lines, at)
 	default:
-		return Change{Status: status}, nil
+		return outbox.Event{}, false, fmt.Errorf("order %s: no event for status %q", orderID, c.Status)
 	}
-	lines, err := moveLines(ctx, tx, orderID, q)
-	if err != nil {
-		return Change{}, fmt.Errorf("release %s: %w", orderID, err)
-	}
-	if err := setStatus(ctx, tx, orderID, stock.StatusReleased); err != nil {
-		return Change{}, fmt.Errorf("release %s: %w", orderID, err)
-	}
-	ev, err := reservationReleased(orderID, lines, time.Now())
-	if err != nil {
-		return Change{}, err
-	}
-	if err := outbox.Add(ctx, tx, ev); err != nil {
-		return Change{}, err
-	}
-	return Change{Status: stock.StatusReleased, Lines: lines, Applied: true}, nil
+	return ev, err == nil, err
 }
 
 // ReleaseExpired releases reservations still held past their expires_at
-// (docs/saga.md, step 11), one transaction each, skipping those another
-// replica or a saga step is working on. It stops after limit and returns how
-// many it released.
+// (docs/saga.md, step 11), up to limit of them, expireBatch per
+// transaction, skipping those another replica or a saga step is working
+// on. It returns how many it released.
 func (s *Store) ReleaseExpired(ctx context.Context, limit int) (int, error) {
 	const pick = `
 SELECT order_id FROM reservations
 WHERE status = 'reserved' AND expires_at < now()
-ORDER BY expires_at
-LIMIT 1
+ORDER BY order_id
+LIMIT $1
 FOR UPDATE SKIP LOCKED`
-	n := 0
-	for n < limit {
-		var found bool
+	total := 0
+	for total < limit {
+		want, n := min(expireBatch, limit-total), 0
 		err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-			found = false
-			var id uuid.UUID
-			err := tx.QueryRow(ctx, pick).Scan(&id)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
+			rows, err := tx.Query(ctx, pick, want)
 			if err != nil {
-				return fmt.Errorf("pick expired reservation: %w", err)
+				return fmt.Errorf("pick expired reservations: %w", err)
 			}
-			found = true
-			_, err = release(ctx, tx, id, stock.StatusReserved)
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			if err != nil || len(ids) == 0 {
+				n = 0
+				return err
+			}
+			steps := make([]stock.Step, len(ids))
+			for i, id := range ids {
+				steps[i] = stock.Step{Kind: stock.StepRelease, OrderID: id}
+			}
+			_, err = s.Apply(ctx, tx, steps...)
+			n = len(ids)
 			return err
 		})
 		if err != nil {
-			return n, err
+			return total, err
 		}
-		if !found {
-			return n, nil
+		total += n
+		if n < want {
+			return total, nil
 		}
-		n++
 	}
-	return n, nil
+	return total, nil
 }
+
+// expireBatch is how many expired reservations one transaction releases.
+const expireBatch = 100
 
 // sweepBatch bounds one sweep, so a huge backlog cannot hold the sweeper for
 // long between ticks (it continues at the next one).
@@ -319,49 +300,4 @@ func (s *Store) ReleaseExpiredEvery(ctx context.Context, interval time.Duration,
 		case <-t.C:
 		}
 	}
-}
-
-// lockReservation locks an order's reservation row and returns its status,
-// or pgx.ErrNoRows when there is none.
-func lockReservation(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (stock.Status, error) {
-	var status stock.Status
-	err := tx.QueryRow(ctx, `SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE`, orderID).Scan(&status)
-	return status, err
-}
-
-func setStatus(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, status stock.Status) error {
-	const q = `UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1`
-	if _, err := tx.Exec(ctx, q, orderID, status); err != nil {
-		return fmt.Errorf("set status %s: %w", status, err)
-	}
-	return nil
-}
-
-// moveLines runs update (parameters sku and quantity) for each line of the
-// reservation, in SKU order, and returns the lines. A line whose product is
-// gone, or whose update would break a stock check, fails the whole step.
-func moveLines(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, update string) ([]stock.Line, error) {
-	const q = `SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku`
-	rows, err := tx.Query(ctx, q, orderID)
-	if err != nil {
-		return nil, fmt.Errorf("lines: %w", err)
-	}
-	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stock.Line, error) {
-		var l stock.Line
-		err := r.Scan(&l.SKU, &l.Quantity)
-		return l, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lines: %w", err)
-	}
-	for _, l := range lines {
-		tag, err := tx.Exec(ctx, update, l.SKU, l.Quantity)
-		if err != nil {
-			return nil, fmt.Errorf("update %s: %w", l.SKU, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil, fmt.Errorf("product %s of the reservation is gone", l.SKU)
-		}
-	}
-	return lines, nil
 }

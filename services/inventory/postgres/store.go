@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,10 +18,6 @@ import (
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/inventory/stock"
 )
-
-// DefaultHold is how long a reservation is held when its OrderPlaced carries
-// no expires_at (a message from an older order service).
-const DefaultHold = 10 * time.Minute
 
 // Store is the inventory database. It is safe for concurrent use.
 type Store struct {

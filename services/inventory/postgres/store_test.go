@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,21 +73,32 @@ func inTx[T any](tb testing.TB, pool *pgxpool.Pool, f func(pgx.Tx) (T, error)) (
 	return out, err
 }
 
-func reserve(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID, expires time.Time, lines ...stock.Line) (postgres.Change, error) {
+// step applies one saga step in its own transaction, as the consumer does
+// with a message that arrives alone.
+func step(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, st stock.Step) (stock.Change, error) {
 	tb.Helper()
-	return inTx(tb, pool, func(tx pgx.Tx) (postgres.Change, error) {
-		return s.Reserve(context.Background(), tx, id, lines, expires)
+	return inTx(tb, pool, func(tx pgx.Tx) (stock.Change, error) {
+		changes, err := s.Apply(context.Background(), tx, st)
+		if err != nil {
+			return stock.Change{}, err
+		}
+		return changes[0], nil
 	})
 }
 
-func commit(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID) (postgres.Change, error) {
+func reserve(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID, expires time.Time, lines ...stock.Line) (stock.Change, error) {
 	tb.Helper()
-	return inTx(tb, pool, func(tx pgx.Tx) (postgres.Change, error) { return s.Commit(context.Background(), tx, id) })
+	return step(tb, s, pool, stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: lines, ExpiresAt: expires})
 }
 
-func release(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID) (postgres.Change, error) {
+func commit(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID) (stock.Change, error) {
 	tb.Helper()
-	return inTx(tb, pool, func(tx pgx.Tx) (postgres.Change, error) { return s.Release(context.Background(), tx, id) })
+	return step(tb, s, pool, stock.Step{Kind: stock.StepCommit, OrderID: id})
+}
+
+func release(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, id uuid.UUID) (stock.Change, error) {
+	tb.Helper()
+	return step(tb, s, pool, stock.Step{Kind: stock.StepRelease, OrderID: id})
 }
 
 // event is an outbox row with its decoded payload.
@@ -278,7 +291,7 @@ func TestReserveAllOrNone(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Reserve: %v", err)
 	}
-	if diff := cmp.Diff(postgres.Change{Status: stock.StatusReserved, Lines: []stock.Line{{SKU: "A", Quantity: 3}, {SKU: "B", Quantity: 2}}, Applied: true}, ch); diff != "" {
+	if diff := cmp.Diff(stock.Change{Status: stock.StatusReserved, Lines: []stock.Line{{SKU: "A", Quantity: 3}, {SKU: "B", Quantity: 2}}, Applied: true}, ch); diff != "" {
 		t.Errorf("Reserve (-want +got):\n%s", diff)
 	}
 	wantLevels(t, s, "A", 5, 3)
@@ -580,5 +593,88 @@ func TestReleaseExpiredEvery(t *testing.T) {
 	}
 	if got := reservationStatus(t, pool, id); got != stock.StatusReleased {
 		t.Errorf("status = %s, want released", got)
+	}
+}
+
+// Several steps in one Apply run in order on one view of the inventory:
+// units released by one step are available to the next, a late OrderPlaced
+// after its release reserves nothing, and what changed is written with one
+// event per applied step.
+func TestApplyManyStepsAtOnce(t *testing.T) {
+	t.Parallel()
+	s, pool := newTestStore(t)
+	mustPut(t, s, "A", 3)
+	held := uuid.New()
+	if _, err := reserve(t, s, pool, held, time.Time{}, stock.Line{SKU: "A", Quantity: 3}); err != nil {
+		t.Fatal(err)
+	}
+	_, mark := outboxSince(t, pool, 0)
+	next, late := uuid.New(), uuid.New()
+	changes, err := inTx(t, pool, func(tx pgx.Tx) ([]stock.Change, error) {
+		return s.Apply(context.Background(), tx,
+			stock.Step{Kind: stock.StepReserve, OrderID: next, Lines: []stock.Line{{SKU: "A", Quantity: 2}}}, // nothing left: rejected
+			stock.Step{Kind: stock.StepRelease, OrderID: held},                                                 // gives 3 back
+			stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "A", Quantity: 2}}},
+			stock.Step{Kind: stock.StepRelease, OrderID: late}, // a tombstone
+			stock.Step{Kind: stock.StepReserve, OrderID: late, Lines: []stock.Line{{SKU: "A", Quantity: 1}}},
+		)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range changes {
+		got = append(got, fmt.Sprintf("%s/%v", c.Status, c.Applied))
+	}
+	if diff := cmp.Diff([]string{"rejected/true", "released/true", "reserved/true", "released/true", "/false"}, got); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+	wantLevels(t, s, "A", 3, 2)
+	events, _ := outboxSince(t, pool, mark)
+	if n := len(events); n != 4 {
+		t.Errorf("%d events, want one per applied step (4): %v", n, keys(events))
+	}
+	if st := reservationStatus(t, pool, late); st != stock.StatusReleased {
+		t.Errorf("late order's reservation = %s, want the released tombstone", st)
+	}
+}
+
+// A reservation created by another transaction after this one loaded the
+// inventory (a copy of the OrderPlaced handled by another replica) makes
+// the save fail rather than overwrite it; the retry then sees it.
+func TestApplyRefusesAReservationMadeMeanwhile(t *testing.T) {
+	t.Parallel()
+	s, pool := newTestStore(t)
+	mustPut(t, s, "A", 10)
+	id := uuid.New()
+	ctx := context.Background()
+	first, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = first.Rollback(ctx) }()
+	if _, err := s.Apply(ctx, first, stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: []stock.Line{{SKU: "B", Quantity: 1}}}); err != nil {
+		t.Fatal(err) // rejected (no product B), which locks no product
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := step(t, s, pool, stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: []stock.Line{{SKU: "A", Quantity: 1}}})
+		done <- err
+	}()
+	// The second transaction waits on the first's new row, then fails.
+	poll.Until(t, 10*time.Second, "the second transaction to wait for the first", func() bool {
+		var waiting int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return err == nil && waiting > 0
+	})
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "concurrently") {
+		t.Errorf("second reserve = %v, want a conflict error", err)
+	}
+	wantLevels(t, s, "A", 10, 0)
+	if ch, err := reserve(t, s, pool, id, time.Time{}, stock.Line{SKU: "A", Quantity: 1}); err != nil || ch.Applied {
+		t.Errorf("retry = %+v, %v; want nothing done (the order has its reservation)", ch, err)
 	}
 }

@@ -39,6 +39,9 @@ var (
 	// ErrNotCommittable means a commit arrived for a reservation that was
 	// released or rejected, so its units are no longer held.
 	ErrNotCommittable = errors.New("reservation is not held")
+	// ErrUnknownProduct means a reservation holds units of a product that
+	// no longer exists.
+	ErrUnknownProduct = errors.New("product of the reservation is gone")
 )
 
 // ValidationError says which field is wrong and why, in words meant for the

@@ -1,7 +1,7 @@
 // Package consume applies the messages the order service receives: the saga
 // answers of inventory and payment (queue order.saga) and the product
 // events that feed the catalog replica (queue order.catalog). Handlers run
-// inside inbox.HandleBatch, so their effects commit with the message id, and
+// inside inbox.Handle, so their effects commit with the message id, and
 // dispatch on the AMQP type property.
 package consume
 
@@ -59,15 +59,15 @@ type Handlers struct {
 	Log   *slog.Logger
 }
 
-// Saga returns the order.saga handler, wrapped in inbox.HandleBatch: the
+// Saga returns the order.saga handler, wrapped in inbox.Handle: the
 // answers waiting together are applied in one transaction.
 func (h *Handlers) Saga() rabbit.BatchHandler {
-	return inbox.HandleBatch(h.Store.Pool(), QueueSaga, h.saga, nil)
+	return inbox.Handle(h.Store.Pool(), QueueSaga, inbox.Each(h.saga))
 }
 
-// Catalog returns the order.catalog handler, wrapped in inbox.HandleBatch.
+// Catalog returns the order.catalog handler, wrapped in inbox.Handle.
 func (h *Handlers) Catalog() rabbit.BatchHandler {
-	return inbox.HandleBatch(h.Store.Pool(), QueueCatalog, h.catalog, nil)
+	return inbox.Handle(h.Store.Pool(), QueueCatalog, inbox.Each(h.catalog))
 }
 
 // saga applies one answer of inventory or payment. A message that does not

@@ -72,10 +72,10 @@ type Handler struct {
 // applied through the inbox on pool, so that each message takes effect once,
 // and the requests waiting together in one transaction.
 func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.HandleBatch(pool, QueueName, h.Handle, nil)
+	return inbox.Handle(pool, QueueName, inbox.Each(h.Handle))
 }
 
-// Handle applies one message in tx (an inbox.Handler). It dispatches on the
+// Handle applies one message in tx. It dispatches on the
 // AMQP type: PaymentRequested and RefundRequested. It returns a
 // rabbit.Permanent error for an unknown type, an undecodable body, a
 // malformed order id and a gateway error that retrying cannot fix, and a
