@@ -613,7 +613,7 @@ func TestApplyManyStepsAtOnce(t *testing.T) {
 	changes, err := inTx(t, pool, func(tx pgx.Tx) ([]stock.Change, error) {
 		return s.Apply(context.Background(), tx,
 			stock.Step{Kind: stock.StepReserve, OrderID: next, Lines: []stock.Line{{SKU: "A", Quantity: 2}}}, // nothing left: rejected
-			stock.Step{Kind: stock.StepRelease, OrderID: held},                                                 // gives 3 back
+			stock.Step{Kind: stock.StepRelease, OrderID: held},                                               // gives 3 back
 			stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "A", Quantity: 2}}},
 			stock.Step{Kind: stock.StepRelease, OrderID: late}, // a tombstone
 			stock.Step{Kind: stock.StepReserve, OrderID: late, Lines: []stock.Line{{SKU: "A", Quantity: 1}}},
