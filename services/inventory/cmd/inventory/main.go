@@ -50,6 +50,12 @@ func loadConfig(environ []string) (config, error) {
 	if cfg.SweepInterval <= 0 {
 		msgs = append(msgs, "RESERVATION_SWEEP_INTERVAL: must be positive")
 	}
+	// One worker by default: every batch of saga steps locks the product
+	// rows it moves, so batches of other workers would mostly wait for it;
+	// one worker takes whatever waits in one transaction instead.
+	if cfg.ConsumerWorkers == 0 {
+		cfg.ConsumerWorkers = 1
+	}
 	if len(msgs) > 0 {
 		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
