@@ -60,9 +60,9 @@ type Handlers struct {
 }
 
 // Saga returns the order.saga handler, wrapped in inbox.Handle: the
-// answers waiting together are applied in one transaction.
+// answers waiting together are applied in one transaction, set-wise.
 func (h *Handlers) Saga() rabbit.BatchHandler {
-	return inbox.Handle(h.Store.Pool(), QueueSaga, inbox.Each(h.saga))
+	return inbox.Handle(h.Store.Pool(), QueueSaga, h.saga)
 }
 
 // Catalog returns the order.catalog handler, wrapped in inbox.Handle.
@@ -70,51 +70,66 @@ func (h *Handlers) Catalog() rabbit.BatchHandler {
 	return inbox.Handle(h.Store.Pool(), QueueCatalog, inbox.Each(h.catalog))
 }
 
-// saga applies one answer of inventory or payment. A message that does not
-// apply to the order's status (a duplicate, a late answer) is acknowledged
-// with no change beyond the compensations of the state machine; an unknown
-// type or a corrupt body is dead-lettered.
-func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
-	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+// saga applies answers of inventory and payment, all in one go
+// (postgres.Store.ApplyTx). A message that does not apply to the order's
+// status (a duplicate, a late answer) is acknowledged with no change beyond
+// the compensations of the state machine; an unknown type or a corrupt body
+// is dead-lettered.
+func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+	steps := make([]postgres.Step, 0, len(batch))
+	stepOf := make([]int, 0, len(batch)) // batch index of each step
+	var refunds []*eventsv1.PaymentRefunded
+	for i, d := range batch {
+		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		if err != nil {
+			return rabbit.Permanent(err)
+		}
+		st := postgres.Step{}
+		switch m := msg.(type) {
+		case *eventsv1.StockReserved:
+			st.OrderID, st.Event = m.GetOrderId(), order.EventStockReserved
+		case *eventsv1.StockRejected:
+			st.OrderID, st.Event = m.GetOrderId(), order.EventStockRejected
+		case *eventsv1.PaymentAuthorized:
+			st.OrderID, st.Event, st.Facts.PaymentID = m.GetOrderId(), order.EventPaymentAuthorized, m.GetPaymentId()
+		case *eventsv1.PaymentDeclined:
+			st.OrderID, st.Event = m.GetOrderId(), order.EventPaymentDeclined
+		case *eventsv1.PaymentRefunded:
+			h.Log.InfoContext(d.Ctx, "payment refunded", "order_id", m.GetOrderId(), "payment_id", m.GetPaymentId(),
+				"refund_id", m.GetRefundId(), "amount_cents", m.GetAmountCents(), "currency", m.GetCurrency())
+			refunds = append(refunds, m)
+			continue
+		default:
+			return rabbit.Permanent(fmt.Errorf("order.saga does not handle %s", d.Type))
+		}
+		steps, stepOf = append(steps, st), append(stepOf, i)
+	}
+	results, err := h.Store.ApplyTx(ctx, tx, steps...)
 	if err != nil {
-		return rabbit.Permanent(err)
-	}
-	var (
-		orderID string
-		event   order.Event
-		facts   postgres.Facts
-	)
-	switch m := msg.(type) {
-	case *eventsv1.StockReserved:
-		orderID, event = m.GetOrderId(), order.EventStockReserved
-	case *eventsv1.StockRejected:
-		orderID, event = m.GetOrderId(), order.EventStockRejected
-	case *eventsv1.PaymentAuthorized:
-		orderID, event, facts.PaymentID = m.GetOrderId(), order.EventPaymentAuthorized, m.GetPaymentId()
-	case *eventsv1.PaymentDeclined:
-		orderID, event = m.GetOrderId(), order.EventPaymentDeclined
-	case *eventsv1.PaymentRefunded:
-		h.Log.InfoContext(ctx, "payment refunded", "order_id", m.GetOrderId(), "payment_id", m.GetPaymentId(),
-			"refund_id", m.GetRefundId(), "amount_cents", m.GetAmountCents(), "currency", m.GetCurrency())
-		return h.Store.RecordRefund(ctx, tx, m.GetOrderId(), m.GetRefundedAt().AsTime())
-	default:
-		return rabbit.Permanent(fmt.Errorf("order.saga does not handle %s", d.Type))
-	}
-	o, t, err := h.Store.ApplyTx(ctx, tx, orderID, event, facts)
-	switch {
-	case postgres.IsIgnorable(err):
-		h.Log.InfoContext(ctx, "message does not apply; ignored", "type", d.Type, "order_id", orderID,
-			"status", o.Status, "reason", ignoredWhy(err))
-		return nil
-	case err != nil:
 		return err
 	}
-	if t.Changes() {
-		h.Log.InfoContext(ctx, "order transition", "order_id", orderID, "event", event, "from", t.From, "to", t.To,
-			"reason", t.Reason, "seq", o.Version)
-	} else {
-		h.Log.InfoContext(ctx, "late message compensated", "order_id", orderID, "event", event, "status", o.Status,
-			"commands", t.Commands)
+	for k, r := range results {
+		d, st := batch[stepOf[k]], steps[k]
+		switch t := r.Transition; {
+		case postgres.IsIgnorable(r.Err):
+			h.Log.InfoContext(d.Ctx, "message does not apply; ignored", "type", d.Type, "order_id", st.OrderID,
+				"status", r.Order.Status, "reason", ignoredWhy(r.Err))
+		case r.Err != nil:
+			return r.Err
+		case t.Changes():
+			h.Log.InfoContext(d.Ctx, "order transition", "order_id", st.OrderID, "event", st.Event, "from", t.From, "to", t.To,
+				"reason", t.Reason, "seq", r.Order.Version)
+		default:
+			h.Log.InfoContext(d.Ctx, "late message compensated", "order_id", st.OrderID, "event", st.Event, "status", r.Order.Status,
+				"commands", t.Commands)
+		}
+	}
+	// Refunds only note the time: after the transitions, so that this
+	// transaction locks orders in id order first.
+	for _, m := range refunds {
+		if err := h.Store.RecordRefund(ctx, tx, m.GetOrderId(), m.GetRefundedAt().AsTime()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -9,13 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/httpx/apitest"
-	"github.com/orderly/orderly/pkg/pg"
 	orderservice "github.com/orderly/orderly/services/order"
 	"github.com/orderly/orderly/services/order/httpapi"
 	"github.com/orderly/orderly/services/order/internal/ordertest"
@@ -110,11 +108,7 @@ func (s *testServer) advance(id string, events ...order.Event) {
 	s.tb.Helper()
 	ctx := context.Background()
 	for _, ev := range events {
-		err := pg.Transact(ctx, s.store.Pool(), func(tx pgx.Tx) error {
-			_, _, err := s.store.ApplyTx(ctx, tx, id, ev, postgres.Facts{PaymentID: "pay-" + id})
-			return err
-		})
-		if err != nil {
+		if _, err := s.store.Apply(ctx, id, ev, postgres.Facts{PaymentID: "pay-" + id}); err != nil {
 			s.tb.Fatalf("%s: %v", ev, err)
 		}
 	}

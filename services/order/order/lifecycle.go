@@ -1,6 +1,9 @@
 package order
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Event is something that happens to an order: a saga message, a customer
 // or admin action, or its deadline passing.
@@ -118,4 +121,35 @@ func Next(from Status, on Event) (Transition, error) {
 		return Transition{}, fmt.Errorf("%s order: %w (%w)", from, ErrNotCancellable, ErrInvalidTransition)
 	}
 	return Transition{}, fmt.Errorf("%s on a %s order: %w", on, from, ErrInvalidTransition)
+}
+
+// Apply moves order o by event at now, by the state machine: when the
+// transition changes the status it sets the new status, reason and update
+// time, bumps the version (the seq of the new status) and sets the deadline
+// (now plus paymentTimeout for the payment step, none once nothing is
+// awaited). paymentID, given with EventPaymentAuthorized, is recorded even
+// by a compensation, so that a refund names the payment. It returns the
+// order after the transition and the transition, or o unchanged and the
+// errors of Next.
+func (o Order) Apply(event Event, paymentID string, now time.Time, paymentTimeout time.Duration) (Order, Transition, error) {
+	t, err := Next(o.Status, event)
+	if err != nil {
+		return o, t, err
+	}
+	if paymentID != "" && event == EventPaymentAuthorized {
+		o.PaymentID = paymentID
+	}
+	if !t.Changes() {
+		return o, t, nil
+	}
+	o.Status, o.Reason, o.Version, o.UpdatedAt = t.To, t.Reason, o.Version+1, now
+	switch t.Deadline {
+	case DeadlinePayment:
+		d := now.Add(paymentTimeout)
+		o.DeadlineAt = &d
+	case DeadlineClear:
+		o.DeadlineAt = nil
+	case DeadlineKeep:
+	}
+	return o, t, nil
 }

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -189,10 +190,7 @@ func TestSweepDeadlinesCancelsOverdueOrders(t *testing.T) {
 
 	pending := mustCreate(t, store, "dave")
 	reserved := mustCreate(t, store, "dave")
-	if err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
-		_, _, err := store.ApplyTx(ctx, tx, reserved.ID, order.EventStockReserved, postgres.Facts{})
-		return err
-	}); err != nil {
+	if _, err := store.Apply(ctx, reserved.ID, order.EventStockReserved, postgres.Facts{}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(20 * time.Second)
@@ -444,5 +442,67 @@ func TestBacklog(t *testing.T) {
 	clock.Advance(2 * time.Second)
 	if b := backlog(0); b.Reserve != 10*time.Second || b.Payment != 2*time.Second || b.Lag() != 12*time.Second {
 		t.Errorf("backlog = %+v, want 10s for inventory and 2s for payment", b)
+	}
+}
+
+// Many steps in one ApplyTx run in order on one view of the orders: an
+// order can go two steps at once, a duplicate and an unknown order are
+// reported without stopping the others, and a compensation records the
+// payment it refunds. Every order's events come out in the order of its
+// steps.
+func TestApplyTxManyStepsAtOnce(t *testing.T) {
+	t.Parallel()
+	store, count := newStore(t, nil)
+	ctx := context.Background()
+	a, b, c := mustCreate(t, store, "kim"), mustCreate(t, store, "kim"), mustCreate(t, store, "kim")
+	if _, err := store.Apply(ctx, c.ID, order.EventCancel, postgres.Facts{}); err != nil {
+		t.Fatal(err)
+	}
+	var results []postgres.Result
+	err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+		var err error
+		results, err = store.ApplyTx(ctx, tx,
+			postgres.Step{OrderID: a.ID, Event: order.EventStockReserved},
+			postgres.Step{OrderID: b.ID, Event: order.EventStockRejected},
+			postgres.Step{OrderID: a.ID, Event: order.EventPaymentAuthorized, Facts: postgres.Facts{PaymentID: "pay-a"}},
+			postgres.Step{OrderID: a.ID, Event: order.EventStockReserved}, // a duplicate
+			postgres.Step{OrderID: c.ID, Event: order.EventPaymentAuthorized, Facts: postgres.Facts{PaymentID: "pay-c"}},
+			postgres.Step{OrderID: "00000000-0000-0000-0000-000000000000", Event: order.EventStockReserved},
+		)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range results {
+		switch {
+		case errors.Is(r.Err, order.ErrNotFound):
+			got = append(got, "not found")
+		case errors.Is(r.Err, order.ErrInvalidTransition):
+			got = append(got, "invalid")
+		default:
+			got = append(got, fmt.Sprintf("%s v%d", r.Order.Status, r.Order.Version))
+		}
+	}
+	if diff := cmp.Diff([]string{"reserved v2", "cancelled v2", "confirmed v3", "invalid", "cancelled v2", "not found"}, got); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	after, err := store.Get(ctx, a.ID, "")
+	if err != nil || after.Status != order.StatusConfirmed || after.Version != 3 || after.PaymentID != "pay-a" || len(after.History) != 3 || after.DeadlineAt != nil {
+		t.Errorf("order a = %+v, %v; want confirmed at version 3 with three history entries", after, err)
+	}
+	if diff := cmp.Diff([]string{"OrderPlaced", "OrderStatusChanged", "OrderStatusChanged", "PaymentRequested", "OrderStatusChanged", "CommitReservation"},
+		ordertest.Types(ordertest.Outbox(t, store.Pool(), a.ID))); diff != "" {
+		t.Errorf("events of a (-want +got):\n%s", diff)
+	}
+	if p, _ := store.Get(ctx, c.ID, ""); p.PaymentID != "pay-c" {
+		t.Errorf("cancelled order's payment id = %q, want the refunded pay-c", p.PaymentID)
+	}
+	if evs := ordertest.Types(ordertest.Outbox(t, store.Pool(), c.ID)); evs[len(evs)-1] != "RefundRequested" {
+		t.Errorf("events of c = %v, want a refund last", evs)
+	}
+	if n := count(`SELECT count(*) FROM order_history`); n != 3+2+2 {
+		t.Errorf("history rows = %d, want 7", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,75 +36,165 @@ type Facts struct {
 func (s *Store) Apply(ctx context.Context, id string, event order.Event, f Facts) (order.Order, error) {
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		if o, _, err = s.ApplyTx(ctx, tx, id, event, f); err != nil {
+		rs, err := s.ApplyTx(ctx, tx, Step{OrderID: id, Event: event, Facts: f})
+		if err != nil {
 			return err
+		}
+		if o = rs[0].Order; rs[0].Err != nil {
+			return rs[0].Err
 		}
 		return loadItems(ctx, tx, []*order.Order{&o})
 	})
 	return o, err
 }
 
-// ApplyTx runs the transition of event on order id inside tx: it locks the
-// order row, asks the state machine, and writes the new status, version,
-// deadline and history entry with OrderStatusChanged (and OrderCancelled)
-// plus the transition's commands to the outbox. A compensation (a
-// transition that keeps the status) writes only its commands. It returns
-// the order after the transition (without items) and the transition, or
-// the errors described at Apply, with the order as it is.
-func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, id string, event order.Event, f Facts) (order.Order, order.Transition, error) {
-	uid, err := uuid.Parse(id)
-	if err != nil {
-		return order.Order{}, order.Transition{}, fmt.Errorf("%s order %q: %w", event, id, order.ErrNotFound)
+// Step is one event for one order, with what its message tells.
+type Step struct {
+	OrderID string
+	Event   order.Event
+	Facts   Facts
+}
+
+// Result is what a step did: the order after it (without items) and the
+// transition, or, in Err, why the step did nothing: an error matching
+// order.ErrNotFound (an unknown id, another customer's order with Owner
+// set) or order.ErrInvalidTransition (and, for a cancel,
+// order.ErrNotCancellable) when the order's status does not allow the
+// event.
+type Result struct {
+	Order      order.Order
+	Transition order.Transition
+	Err        error
+}
+
+// ApplyTx runs steps in order inside tx, set-wise: it loads and locks
+// their orders (in id order, as every transaction here locks them), moves
+// each order through its steps in memory by the state machine
+// (order.Order.Apply), and then writes, in one round trip, the orders that
+// changed, their history entries, and the events of every transition
+// (OrderStatusChanged, OrderCancelled and the transitions' commands) to the
+// outbox. A compensation (a transition that keeps the status) writes only
+// its commands. It returns one Result per step, and an error only when the
+// database fails (the caller then rolls back).
+func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, steps ...Step) ([]Result, error) {
+	results := make([]Result, len(steps))
+	ids := make([]uuid.UUID, 0, len(steps))
+	for i, st := range steps {
+		id, err := uuid.Parse(st.OrderID)
+		if err != nil {
+			results[i].Err = fmt.Errorf("%s order %q: %w", st.Event, st.OrderID, order.ErrNotFound)
+			continue
+		}
+		ids = append(ids, id)
 	}
-	o, err := scanOrder(tx.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1 FOR UPDATE`, uid))
-	if err == nil && f.Owner != "" && o.CustomerID != f.Owner {
-		err = order.ErrNotFound
-	}
+	orders, err := lockOrders(ctx, tx, ids)
 	if err != nil {
-		return order.Order{}, order.Transition{}, fmt.Errorf("%s order %s: %w", event, id, err)
-	}
-	t, err := order.Next(o.Status, event)
-	if err != nil {
-		return o, t, fmt.Errorf("order %s: %w", id, err)
+		return nil, err
 	}
 	now := s.clock()
-	if f.PaymentID != "" && event == order.EventPaymentAuthorized {
-		o.PaymentID = f.PaymentID
+	var (
+		changed []string // ids of orders to write, in first-change order
+		history []order.Order
+		events  []outbox.Event
+	)
+	for i, st := range steps {
+		if results[i].Err != nil {
+			continue
+		}
+		o, ok := orders[st.OrderID]
+		if !ok || (st.Facts.Owner != "" && o.CustomerID != st.Facts.Owner) {
+			results[i].Err = fmt.Errorf("%s order %s: %w", st.Event, st.OrderID, order.ErrNotFound)
+			continue
+		}
+		next, t, err := o.Apply(st.Event, st.Facts.PaymentID, now, s.paymentTimeout)
+		results[i] = Result{Order: next, Transition: t}
+		if err != nil {
+			results[i].Err = fmt.Errorf("order %s: %w", st.OrderID, err)
+			continue
+		}
+		if t.Changes() {
+			history = append(history, next)
+		}
+		if (t.Changes() || next.PaymentID != o.PaymentID) && !slices.Contains(changed, st.OrderID) {
+			changed = append(changed, st.OrderID)
+		}
+		evs, err := transitionEvents(next, o.Status, t, now)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, evs...)
+		orders[st.OrderID] = next
 	}
-	prev := o.Status
-	if t.Changes() {
-		o.Status, o.Reason, o.Version, o.UpdatedAt = t.To, t.Reason, o.Version+1, now
-		switch t.Deadline {
-		case order.DeadlinePayment:
-			d := now.Add(s.paymentTimeout)
-			o.DeadlineAt = &d
-		case order.DeadlineClear:
-			o.DeadlineAt = nil
-		case order.DeadlineKeep:
-		}
-		const q = `
-UPDATE orders SET status = $2, reason = $3, version = $4, deadline_at = $5, updated_at = $6, payment_id = $7
-WHERE id = $1`
-		if _, err := tx.Exec(ctx, q, uid, o.Status, o.Reason, o.Version, o.DeadlineAt, o.UpdatedAt, o.PaymentID); err != nil {
-			return o, t, fmt.Errorf("%s order %s: update: %w", event, id, err)
-		}
-		if err := appendHistory(ctx, tx, o); err != nil {
-			return o, t, err
-		}
-	} else if f.PaymentID != "" {
-		if _, err := tx.Exec(ctx, `UPDATE orders SET payment_id = $2 WHERE id = $1`, uid, o.PaymentID); err != nil {
-			return o, t, fmt.Errorf("%s order %s: record payment: %w", event, id, err)
+	b := &pgx.Batch{}
+	queueOrderUpdates(b, changed, orders)
+	queueHistory(b, history)
+	if err := outbox.Queue(ctx, b, events...); err != nil {
+		return nil, err
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("save transitions: %w", err)
 		}
 	}
-	events, err := transitionEvents(o, prev, t, now)
+	return results, nil
+}
+
+// lockOrders reads and locks the orders with ids, in id order, keyed by id.
+func lockOrders(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[string]order.Order, error) {
+	rows, err := tx.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
 	if err != nil {
-		return o, t, err
+		return nil, fmt.Errorf("lock orders: %w", err)
 	}
-	if err := outbox.Add(ctx, tx, events...); err != nil {
-		return o, t, fmt.Errorf("%s order %s: %w", event, id, err)
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.Order, error) { return scanOrder(r) })
+	if err != nil {
+		return nil, fmt.Errorf("lock orders: %w", err)
 	}
-	return o, t, nil
+	out := make(map[string]order.Order, len(list))
+	for _, o := range list {
+		out[o.ID] = o
+	}
+	return out, nil
+}
+
+// queueOrderUpdates queues the write of the orders with ids (their state
+// after the steps) on b.
+func queueOrderUpdates(b *pgx.Batch, ids []string, orders map[string]order.Order) {
+	if len(ids) == 0 {
+		return
+	}
+	n := len(ids)
+	statuses, reasons, paymentIDs := make([]string, n), make([]string, n), make([]string, n)
+	versions, deadlines, updated := make([]int64, n), make([]*time.Time, n), make([]time.Time, n)
+	for i, id := range ids {
+		o := orders[id]
+		statuses[i], reasons[i], paymentIDs[i] = string(o.Status), string(o.Reason), o.PaymentID
+		versions[i], deadlines[i], updated[i] = o.Version, o.DeadlineAt, o.UpdatedAt
+	}
+	const q = `
+UPDATE orders o SET status = u.status, reason = u.reason, version = u.version, deadline_at = u.deadline_at,
+    updated_at = u.updated_at, payment_id = u.payment_id
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::text[])
+    AS u(id, status, reason, version, deadline_at, updated_at, payment_id)
+WHERE o.id = u.id`
+	b.Queue(q, ids, statuses, reasons, versions, deadlines, updated, paymentIDs)
+}
+
+// queueHistory queues the history entries of orders (each in the status it
+// reached) on b.
+func queueHistory(b *pgx.Batch, orders []order.Order) {
+	if len(orders) == 0 {
+		return
+	}
+	n := len(orders)
+	ids, statuses, reasons := make([]string, n), make([]string, n), make([]string, n)
+	seqs, ats := make([]int64, n), make([]time.Time, n)
+	for i, o := range orders {
+		ids[i], statuses[i], reasons[i], seqs[i], ats[i] = o.ID, string(o.Status), string(o.Reason), o.Version, o.UpdatedAt
+	}
+	const q = `
+INSERT INTO order_history (order_id, seq, status, reason, at)
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[])`
+	b.Queue(q, ids, seqs, statuses, reasons, ats)
 }
 
 // IsIgnorable reports whether err from ApplyTx means the message does not
@@ -134,15 +225,23 @@ FOR UPDATE SKIP LOCKED`
 				return fmt.Errorf("sweep deadlines: %w", err)
 			}
 			ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+			if err != nil || len(ids) == 0 {
+				return err
+			}
+			steps := make([]Step, len(ids))
+			for i, id := range ids {
+				steps[i] = Step{OrderID: id.String(), Event: order.EventTimeout}
+			}
+			results, err := s.ApplyTx(ctx, tx, steps...)
 			if err != nil {
-				return fmt.Errorf("sweep deadlines: %w", err)
+				return err
 			}
-			for _, id := range ids {
-				if _, _, err := s.ApplyTx(ctx, tx, id.String(), order.EventTimeout, Facts{}); err != nil {
-					return err
+			for _, r := range results {
+				if r.Err != nil {
+					return r.Err
 				}
-				n++
 			}
+			n = len(ids)
 			return nil
 		})
 		total += n
