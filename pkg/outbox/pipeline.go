@@ -3,6 +3,8 @@ package outbox
 import (
 	"context"
 	"sync"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // maxInFlight bounds the batches sent but not yet settled; past it, sending
@@ -25,13 +27,13 @@ type pipeline struct {
 	err     error
 }
 
-func (r *Relay) startPipeline(ctx context.Context) *pipeline {
+func (r *Relay) startPipeline(ctx context.Context, conn *pgx.Conn) *pipeline {
 	p := &pipeline{r: r, queue: make(chan *inflight, maxInFlight-1), done: make(chan struct{}), ids: map[int64]struct{}{}}
 	p.settled = sync.NewCond(&p.mu)
 	go func() {
 		defer close(p.done)
 		for b := range p.queue {
-			err := r.settle(ctx, b)
+			err := r.settle(ctx, conn, b)
 			p.mu.Lock()
 			for _, id := range b.ids {
 				delete(p.ids, id)

@@ -118,7 +118,19 @@ func (r *Relay) session(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
 		return fmt.Errorf("outbox: listen: %w", err)
 	}
-	pipe := r.startPipeline(ctx)
+	// Deleting sent events commits without waiting for the WAL flush: if
+	// the database crashes before it is flushed, the events come back and
+	// are published again, which consumers absorb (they are at-least-once
+	// anyway). The events themselves were written with the state change,
+	// durably; only the note that they were sent is relaxed.
+	scfg := r.Pool.Config().ConnConfig.Copy()
+	scfg.RuntimeParams["synchronous_commit"] = "off"
+	settler, err := pgx.ConnectConfig(ctx, scfg)
+	if err != nil {
+		return fmt.Errorf("outbox: connect: %w", err)
+	}
+	defer func() { _ = settler.Close(context.WithoutCancel(ctx)) }()
+	pipe := r.startPipeline(ctx, settler)
 	defer pipe.close()
 	nextBalance := time.Now()
 	pubBackoff := 50 * time.Millisecond
@@ -233,11 +245,18 @@ type inflight struct {
 }
 
 // drain sends batches until the owned partitions have nothing left that is
-// not already in flight, or ctx ends. It does not wait for confirms (the
-// pipeline settles batches behind it), so fetching the next batch overlaps
-// the broker confirming the previous ones. After a failed batch it waits for
-// the pipeline to empty and returns the failure.
+// not already in flight, or ctx ends. It first waits for what is in flight
+// to settle: the relay was woken by a commit, and without the wait it would
+// fetch again while the events it just sent await their confirm — most often
+// nothing new, one query per commit for nothing. Within a drain it does not
+// wait for confirms (the pipeline settles batches behind it), so under a
+// backlog fetching the next full batch overlaps the broker confirming the
+// previous ones. After a failed batch it waits for the pipeline to empty and
+// returns the failure.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error {
+	if err := pipe.flush(); err != nil {
+		return err
+	}
 	for len(r.owned) > 0 && ctx.Err() == nil {
 		if pipe.failed() {
 			return pipe.flush()
@@ -272,9 +291,9 @@ func (r *Relay) send(ctx context.Context, conn *pgx.Conn, skip []int64) (*inflig
 	return b, nil
 }
 
-// settle waits for a batch's confirms and deletes the confirmed events: the
-// table holds only what is still to be published.
-func (r *Relay) settle(parent context.Context, b *inflight) error {
+// settle waits for a batch's confirms and deletes the confirmed events on
+// conn: the table holds only what is still to be published.
+func (r *Relay) settle(parent context.Context, conn *pgx.Conn, b *inflight) error {
 	if b == nil {
 		return nil
 	}
@@ -292,7 +311,7 @@ func (r *Relay) settle(parent context.Context, b *inflight) error {
 	}
 	if len(sent) > 0 {
 		const q = `DELETE FROM outbox WHERE id = ANY($1)`
-		if _, err := r.Pool.Exec(ctx, q, sent); err != nil {
+		if _, err := conn.Exec(ctx, q, sent); err != nil {
 			return fmt.Errorf("outbox: delete sent: %w", err)
 		}
 		r.published.Add(ctx, int64(len(sent)))

@@ -48,23 +48,30 @@ func (s *Store) CreateOnce(ctx context.Context, req order.Request, key Idempoten
 		return StoredResponse{}, false, err
 	}
 	err = pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		stored, err := lockKey(ctx, tx, key, s.clock())
-		if err != nil || stored != nil {
-			if stored != nil {
-				resp, replayed = *stored, true
+		// Lock, key and catalog in one round trip: the statements run one
+		// after the other, each seeing what committed before it began.
+		b := &pgx.Batch{}
+		stored := queueLockKey(b, key, s.clock())
+		catalog := queueCatalog(b, req.Lines)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if stored.err != nil || stored.resp != nil {
+			if stored.resp != nil {
+				resp, replayed = *stored.resp, true
 			}
-			return err
+			return stored.err
 		}
-		o, err := s.create(ctx, tx, req)
-		if err != nil {
-			return err
-		}
-		body, err := respond(o)
-		if err != nil {
-			return err
-		}
-		resp, replayed = StoredResponse{OrderID: o.ID, Status: 201, Body: body}, false
-		return storeKey(ctx, tx, key, resp, o.CreatedAt)
+		_, err := s.place(ctx, tx, req, *catalog, func(b *pgx.Batch, o order.Order) error {
+			body, err := respond(o)
+			if err != nil {
+				return err
+			}
+			resp, replayed = StoredResponse{OrderID: o.ID, Status: 201, Body: body}, false
+			queueStoreKey(b, key, resp, o.CreatedAt)
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return StoredResponse{}, false, fmt.Errorf("create order: %w", err)
@@ -72,60 +79,76 @@ func (s *Store) CreateOnce(ctx context.Context, req order.Request, key Idempoten
 	return resp, replayed, nil
 }
 
-// lockKey takes the transaction's lock on key, then reads what an earlier
-// request stored under it: nil when there is nothing (or only an expired
-// entry), the stored response for the same body, an error matching
-// order.ErrIdempotencyKeyReused for another body, and one matching
+// keyState is what queueLockKey learns once its batch has run: the stored
+// response of an earlier request with the key, or in err why this request
+// may not go on.
+type keyState struct {
+	resp *StoredResponse
+	err  error
+}
+
+// queueLockKey queues on b the statements that take the transaction's lock
+// on key and then read what an earlier request stored under it. After the
+// batch ran, the state holds nothing (no entry, or only an expired one: go
+// on), the stored response for the same body, an error matching
+// order.ErrIdempotencyKeyReused for another body, or one matching
 // order.ErrIdempotencyKeyInUse when another transaction holds the lock.
 //
 // The read is a statement of its own, after the lock: under READ COMMITTED
 // it then sees the row of a request that committed while this one waited
 // to get the lock.
-func lockKey(ctx context.Context, tx pgx.Tx, key IdempotencyKey, now time.Time) (*StoredResponse, error) {
+func queueLockKey(b *pgx.Batch, key IdempotencyKey, now time.Time) *keyState {
+	st := &keyState{}
 	// One-key advisory locks; the outbox relay uses the two-key space. The
 	// customer id's length makes the hashed text unambiguous.
 	const lock = `SELECT pg_try_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, 0))`
-	var got bool
-	if err := tx.QueryRow(ctx, lock, key.CustomerID, key.Key).Scan(&got); err != nil {
-		return nil, fmt.Errorf("lock idempotency key: %w", err)
-	}
-	if !got {
-		return nil, order.ErrIdempotencyKeyInUse
-	}
+	b.Queue(lock, key.CustomerID, key.Key).QueryRow(func(row pgx.Row) error {
+		var got bool
+		if err := row.Scan(&got); err != nil {
+			return fmt.Errorf("lock idempotency key: %w", err)
+		}
+		if !got {
+			st.err = order.ErrIdempotencyKeyInUse
+		}
+		return nil
+	})
 	const read = `
 SELECT request_hash, order_id, response_status, response_body::text FROM idempotency_keys
 WHERE customer_id = $1 AND key = $2 AND expires_at > $3`
-	var (
-		hash []byte
-		id   uuid.UUID
-		r    StoredResponse
-		body string
-	)
-	err := tx.QueryRow(ctx, read, key.CustomerID, key.Key, now).Scan(&hash, &id, &r.Status, &body)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("read idempotency key: %w", err)
-	case string(hash) != string(key.Hash):
-		return nil, order.ErrIdempotencyKeyReused
-	}
-	r.OrderID, r.Body = id.String(), []byte(body)
-	return &r, nil
+	b.Queue(read, key.CustomerID, key.Key, now).QueryRow(func(row pgx.Row) error {
+		var (
+			hash []byte
+			id   uuid.UUID
+			r    StoredResponse
+			body string
+		)
+		err := row.Scan(&hash, &id, &r.Status, &body)
+		switch {
+		case st.err != nil, errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read idempotency key: %w", err)
+		case string(hash) != string(key.Hash):
+			st.err = order.ErrIdempotencyKeyReused
+			return nil
+		}
+		r.OrderID, r.Body = id.String(), []byte(body)
+		st.resp = &r
+		return nil
+	})
+	return st
 }
 
-// storeKey records resp under key, replacing an expired entry.
-func storeKey(ctx context.Context, tx pgx.Tx, key IdempotencyKey, resp StoredResponse, now time.Time) error {
+// queueStoreKey queues on b the write of resp under key, replacing an
+// expired entry.
+func queueStoreKey(b *pgx.Batch, key IdempotencyKey, resp StoredResponse, now time.Time) {
 	const q = `
 INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id, response_status, response_body, created_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8)
 ON CONFLICT (customer_id, key) DO UPDATE
 SET request_hash = EXCLUDED.request_hash, order_id = EXCLUDED.order_id, response_status = EXCLUDED.response_status,
     response_body = EXCLUDED.response_body, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at`
-	if _, err := tx.Exec(ctx, q, key.CustomerID, key.Key, key.Hash, resp.OrderID, resp.Status, string(resp.Body), now, now.Add(IdempotencyTTL)); err != nil {
-		return fmt.Errorf("store idempotency key: %w", err)
-	}
-	return nil
+	b.Queue(q, key.CustomerID, key.Key, key.Hash, resp.OrderID, resp.Status, string(resp.Body), now, now.Add(IdempotencyTTL))
 }
 
 // PurgeKeys deletes expired idempotency keys, in chunks, and returns how many.

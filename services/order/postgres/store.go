@@ -76,8 +76,13 @@ func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, err
 	}
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		catalog := queueCatalog(b, req.Lines)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
 		var err error
-		o, err = s.create(ctx, tx, req)
+		o, err = s.place(ctx, tx, req, *catalog, nil)
 		return err
 	})
 	if err != nil {
@@ -86,12 +91,11 @@ func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, err
 	return o, nil
 }
 
-// create is Create inside tx, for a validated req.
-func (s *Store) create(ctx context.Context, tx pgx.Tx, req order.Request) (order.Order, error) {
-	catalog, err := products(ctx, tx, req.Lines)
-	if err != nil {
-		return order.Order{}, err
-	}
+// place prices req with catalog and writes the new order, its items,
+// history entry and events (and, with then, what then queues: the stored
+// response of an idempotent request) in one round trip. It returns the
+// order with its history.
+func (s *Store) place(ctx context.Context, tx pgx.Tx, req order.Request, catalog map[string]order.Product, then func(*pgx.Batch, order.Order) error) (order.Order, error) {
 	items, total, currency, err := order.Price(req.Lines, catalog)
 	if err != nil {
 		return order.Order{}, err
@@ -110,13 +114,17 @@ func (s *Store) create(ctx context.Context, tx pgx.Tx, req order.Request) (order
 		DeadlineAt:    &deadline,
 		CreatedAt:     now,
 		UpdatedAt:     now,
+		History:       []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}},
 	}
+	events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
+	if err != nil {
+		return order.Order{}, err
+	}
+	b := &pgx.Batch{}
 	const insOrder = `
 INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
-	if _, err := tx.Exec(ctx, insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now); err != nil {
-		return order.Order{}, fmt.Errorf("insert order: %w", err)
-	}
+	b.Queue(insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now)
 	skus, qtys, prices := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items))
 	for i, it := range items {
 		skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents //nolint:gosec // quantity is validated 1..1000
@@ -124,54 +132,42 @@ VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
 	const insItems = `
 INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
 SELECT $1, l.n, l.sku, l.q, l.p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)`
-	if _, err := tx.Exec(ctx, insItems, o.ID, skus, qtys, prices); err != nil {
-		return order.Order{}, fmt.Errorf("insert order items: %w", err)
-	}
-	if err := appendHistory(ctx, tx, o); err != nil {
+	b.Queue(insItems, o.ID, skus, qtys, prices)
+	queueHistory(b, []order.Order{o})
+	if err := outbox.Queue(ctx, b, events...); err != nil {
 		return order.Order{}, err
 	}
-	events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
-	if err != nil {
-		return order.Order{}, err
+	if then != nil {
+		if err := then(b, o); err != nil {
+			return order.Order{}, err
+		}
 	}
-	if err := outbox.Add(ctx, tx, events...); err != nil {
-		return order.Order{}, err
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return order.Order{}, fmt.Errorf("insert order: %w", err)
 	}
-	o.History = []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}}
 	return o, nil
 }
 
-// products returns the catalog rows of the lines' SKUs.
-func products(ctx context.Context, q querier, lines []order.Line) (map[string]order.Product, error) {
+// queueCatalog queues the read of the catalog rows of the lines' SKUs on b;
+// the map is filled when b's results are read.
+func queueCatalog(b *pgx.Batch, lines []order.Line) *map[string]order.Product {
 	skus := make([]string, len(lines))
 	for i, l := range lines {
 		skus[i] = l.SKU
 	}
-	rows, err := q.Query(ctx, `SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = ANY($1)`, skus)
-	if err != nil {
-		return nil, fmt.Errorf("read catalog: %w", err)
-	}
-	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (order.Product, error) {
+	m := make(map[string]order.Product, len(lines))
+	b.Queue(`SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = ANY($1)`, skus).Query(func(rows pgx.Rows) error {
 		var p order.Product
-		err := r.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version)
-		return p, err
+		_, err := pgx.ForEachRow(rows, []any{&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version}, func() error {
+			m[p.SKU] = p
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read catalog: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("read catalog: %w", err)
-	}
-	m := make(map[string]order.Product, len(ps))
-	for _, p := range ps {
-		m[p.SKU] = p
-	}
-	return m, nil
-}
-
-func appendHistory(ctx context.Context, tx pgx.Tx, o order.Order) error {
-	const q = `INSERT INTO order_history (order_id, seq, status, reason, at) VALUES ($1, $2, $3, $4, $5)`
-	if _, err := tx.Exec(ctx, q, o.ID, o.Version, o.Status, o.Reason, o.UpdatedAt); err != nil {
-		return fmt.Errorf("append history: %w", err)
-	}
-	return nil
+	return &m
 }
 
 // orderColumns are read by scanOrder, in this order.
