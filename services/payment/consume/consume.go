@@ -14,7 +14,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -68,58 +67,80 @@ type Handler struct {
 	Log *slog.Logger
 }
 
-// Consumer returns the batch handler of the payment.requests queue: h
-// applied through the inbox on pool, so that each message takes effect once,
-// and the requests waiting together in one transaction.
+// Consumer returns the batch handler of the payment.requests queue: Apply
+// through the inbox on pool, so that each message takes effect once, and
+// the requests waiting together in one transaction.
 func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.Handle(pool, QueueName, inbox.Each(h.Handle))
+	return inbox.Handle(pool, QueueName, h.Apply)
 }
 
-// Handle applies one message in tx. It dispatches on the
+// Apply applies a batch of messages in tx (an inbox.Handler): it locks the
+// payments of their orders, decides each message in order against them —
+// calling the gateway where a charge or a refund is due — and writes the
+// new payments, refunds and events in one round trip. It dispatches on the
 // AMQP type: PaymentRequested and RefundRequested. It returns a
 // rabbit.Permanent error for an unknown type, an undecodable body, a
 // malformed order id and a gateway error that retrying cannot fix, and a
 // plain error (retried later) when the database fails or the gateway is
 // still failing transiently after the in-handler retries.
-func (h *Handler) Handle(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
-	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+//
+// The gateway is called with tx open: the per-order lock makes a
+// RefundRequested for the same order wait, and the gateway's latency is
+// small. If tx then fails to commit, the redelivery calls the gateway again
+// with the same idempotency key and gets the same authorization, never a
+// second one.
+func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+	msgs := make([]proto.Message, len(batch))
+	orders := make([]uuid.UUID, len(batch))
+	for i, d := range batch {
+		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		if err != nil {
+			return rabbit.Permanent(err)
+		}
+		var raw string
+		switch m := msg.(type) {
+		case *eventsv1.PaymentRequested:
+			raw = m.GetOrderId()
+		case *eventsv1.RefundRequested:
+			raw = m.GetOrderId()
+		default:
+			return rabbit.Permanent(fmt.Errorf("payment.requests does not handle %s", d.Type))
+		}
+		id, err := parseOrderID(raw)
+		if err != nil {
+			return rabbit.Permanent(fmt.Errorf("%s: %w", d.Type, err))
+		}
+		msgs[i], orders[i] = msg, id
+	}
+	book, err := postgres.Lock(ctx, tx, orders)
 	if err != nil {
-		return rabbit.Permanent(err)
+		return err
 	}
-	switch m := msg.(type) {
-	case *eventsv1.PaymentRequested:
-		return h.paymentRequested(ctx, tx, m)
-	case *eventsv1.RefundRequested:
-		return h.refundRequested(ctx, tx, m)
-	default:
-		return rabbit.Permanent(fmt.Errorf("payment.requests does not handle %s", d.Type))
+	var c postgres.Changes
+	for i, msg := range msgs {
+		log := h.log().With("order_id", orders[i])
+		var err error
+		switch m := msg.(type) {
+		case *eventsv1.PaymentRequested:
+			err = h.paymentRequested(batch[i].Ctx, log, book, orders[i], m, &c)
+		case *eventsv1.RefundRequested:
+			err = h.refundRequested(batch[i].Ctx, log, book, orders[i], m, &c)
+		}
+		if err != nil {
+			return err
+		}
 	}
+	return postgres.Save(ctx, tx, c)
 }
 
-// paymentRequested is saga step 4. The gateway is called with tx open: the
-// per-order lock makes a RefundRequested for the same order wait, and the
-// gateway's latency is small. If tx then fails to commit, the redelivery
-// calls the gateway again with the same idempotency key and gets the same
-// authorization, never a second one.
-func (h *Handler) paymentRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.PaymentRequested) error {
-	orderID, err := parseOrderID(m.GetOrderId())
-	if err != nil {
-		return rabbit.Permanent(fmt.Errorf("PaymentRequested: %w", err))
-	}
-	log := h.log().With("order_id", orderID)
-	if err := postgres.LockOrder(ctx, tx, orderID); err != nil {
-		return err
-	}
-	switch existing, err := postgres.ByOrder(ctx, tx, orderID); {
-	case err == nil:
-		// A duplicate request, or the order was voided before its
-		// payment ran: either way nothing is charged.
+// paymentRequested is saga step 4: charge the order unless it has a
+// payment already (a duplicate request, or an order voided before its
+// payment ran) or its deadline passed.
+func (h *Handler) paymentRequested(ctx context.Context, log *slog.Logger, book map[uuid.UUID]payment.Payment, orderID uuid.UUID, m *eventsv1.PaymentRequested, c *postgres.Changes) error {
+	if existing, ok := book[orderID]; ok {
 		log.InfoContext(ctx, "payment already handled; ignoring request", "status", existing.Status)
 		return nil
-	case !errors.Is(err, payment.ErrNotFound):
-		return err
 	}
-
 	p := &payment.Payment{
 		ID:          uuid.New(),
 		OrderID:     orderID,
@@ -133,9 +154,8 @@ func (h *Handler) paymentRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.P
 		// charge now would only have to be refunded.
 		p.Status, p.DeclineReason = payment.StatusDeclined, payment.ReasonExpired
 		log.InfoContext(ctx, "payment request expired; declining without calling the gateway", "expires_at", exp.AsTime())
-		return h.record(ctx, tx, p)
+		return record(book, p, c)
 	}
-
 	// The key is the order id whatever the message says: one order, one
 	// authorization, however many requests arrive.
 	req := gateway.AuthorizeRequest{
@@ -145,7 +165,7 @@ func (h *Handler) paymentRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.P
 		PaymentMethod:  p.Method,
 	}
 	var res gateway.AuthorizeResult
-	err = h.retry(ctx, "authorize", log, func() error {
+	err := h.retry(ctx, "authorize", log, func() error {
 		var err error
 		res, err = h.Gateway.Authorize(ctx, req)
 		return err
@@ -162,16 +182,19 @@ func (h *Handler) paymentRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.P
 		}
 	}
 	log.InfoContext(ctx, "payment decided", "status", p.Status, "reason", p.DeclineReason, "amount_cents", p.AmountCents)
-	return h.record(ctx, tx, p)
+	return record(book, p, c)
 }
 
-// record inserts p and its PaymentAuthorized or PaymentDeclined event.
-func (h *Handler) record(ctx context.Context, tx pgx.Tx, p *payment.Payment) error {
-	if err := postgres.Insert(ctx, tx, p); err != nil {
-		return err
-	}
-	var msg proto.Message
-	var key string
+// record adds p, and its PaymentAuthorized or PaymentDeclined event, to c
+// and to the book, so that a later message of the batch sees it.
+func record(book map[uuid.UUID]payment.Payment, p *payment.Payment, c *postgres.Changes) error {
+	book[p.OrderID] = *p
+	c.Payments = append(c.Payments, p)
+	at := timestamppb.Now()
+	var (
+		msg proto.Message
+		key string
+	)
 	switch p.Status {
 	case payment.StatusAuthorized:
 		key = eventsv1.RoutingKeyPaymentAuthorized
@@ -180,7 +203,7 @@ func (h *Handler) record(ctx context.Context, tx pgx.Tx, p *payment.Payment) err
 			PaymentId:    p.ID.String(),
 			AmountCents:  p.AmountCents,
 			Currency:     p.Currency,
-			AuthorizedAt: timestamppb.New(p.CreatedAt),
+			AuthorizedAt: at,
 		}
 	case payment.StatusDeclined:
 		key = eventsv1.RoutingKeyPaymentDeclined
@@ -188,41 +211,31 @@ func (h *Handler) record(ctx context.Context, tx pgx.Tx, p *payment.Payment) err
 			OrderId:    p.OrderID.String(),
 			PaymentId:  p.ID.String(),
 			Reason:     p.DeclineReason,
-			DeclinedAt: timestamppb.New(p.CreatedAt),
+			DeclinedAt: at,
 		}
 	default:
 		return nil
 	}
-	return publish(ctx, tx, p.OrderID, key, msg)
+	return publish(c, p.OrderID, key, msg)
 }
 
 // refundRequested is saga step 7: refund an authorized payment, void an
 // order whose payment has not run, and ignore the rest.
-func (h *Handler) refundRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.RefundRequested) error {
-	orderID, err := parseOrderID(m.GetOrderId())
-	if err != nil {
-		return rabbit.Permanent(fmt.Errorf("RefundRequested: %w", err))
-	}
-	log := h.log().With("order_id", orderID)
-	if err := postgres.LockOrder(ctx, tx, orderID); err != nil {
-		return err
-	}
-	p, err := postgres.ByOrder(ctx, tx, orderID)
+func (h *Handler) refundRequested(ctx context.Context, log *slog.Logger, book map[uuid.UUID]payment.Payment, orderID uuid.UUID, m *eventsv1.RefundRequested, c *postgres.Changes) error {
+	p, ok := book[orderID]
 	switch {
-	case errors.Is(err, payment.ErrNotFound):
+	case !ok:
 		// The order was cancelled before its payment ran (or while the
 		// payment service was down). The marker makes a later
 		// PaymentRequested charge nothing.
 		log.InfoContext(ctx, "refund requested before any payment; voiding the order's payment")
-		return postgres.Insert(ctx, tx, &payment.Payment{
+		return record(book, &payment.Payment{
 			ID:          uuid.New(),
 			OrderID:     orderID,
 			AmountCents: max(m.GetAmountCents(), 0),
 			Currency:    m.GetCurrency(),
 			Status:      payment.StatusVoided,
-		})
-	case err != nil:
-		return err
+		}, c)
 	case p.Status != payment.StatusAuthorized:
 		log.InfoContext(ctx, "nothing to refund", "status", p.Status)
 		return nil
@@ -236,7 +249,7 @@ func (h *Handler) refundRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.Re
 		Currency:       p.Currency,
 	}
 	var res gateway.RefundResult
-	err = h.retry(ctx, "refund", log, func() error {
+	err := h.retry(ctx, "refund", log, func() error {
 		var err error
 		res, err = h.Gateway.Refund(ctx, req)
 		return err
@@ -251,17 +264,17 @@ func (h *Handler) refundRequested(ctx context.Context, tx pgx.Tx, m *eventsv1.Re
 		Currency:         p.Currency,
 		GatewayReference: res.Reference,
 	}
-	if err := postgres.Refund(ctx, tx, r); err != nil {
-		return err
-	}
+	p.Status = payment.StatusRefunded
+	book[orderID] = p
+	c.Refunds = append(c.Refunds, r)
 	log.InfoContext(ctx, "payment refunded", "payment_id", p.ID, "amount_cents", r.AmountCents)
-	return publish(ctx, tx, orderID, eventsv1.RoutingKeyPaymentRefunded, &eventsv1.PaymentRefunded{
+	return publish(c, orderID, eventsv1.RoutingKeyPaymentRefunded, &eventsv1.PaymentRefunded{
 		OrderId:     orderID.String(),
 		PaymentId:   p.ID.String(),
 		RefundId:    r.ID.String(),
 		AmountCents: r.AmountCents,
 		Currency:    r.Currency,
-		RefundedAt:  timestamppb.New(r.CreatedAt),
+		RefundedAt:  timestamppb.Now(),
 	})
 }
 
@@ -304,14 +317,15 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// publish adds msg to the outbox in tx, on the payment exchange, with the
-// order as its aggregate.
-func publish(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, routingKey string, msg proto.Message) error {
+// publish adds msg to c's events, on the payment exchange, with the order
+// as its aggregate.
+func publish(c *postgres.Changes, orderID uuid.UUID, routingKey string, msg proto.Message) error {
 	ev, err := outbox.NewEvent(eventsv1.ExchangePayment, routingKey, orderID.String(), msg)
 	if err != nil {
 		return err
 	}
-	return outbox.Add(ctx, tx, ev)
+	c.Events = append(c.Events, ev)
+	return nil
 }
 
 func parseOrderID(s string) (uuid.UUID, error) {

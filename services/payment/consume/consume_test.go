@@ -580,3 +580,43 @@ func TestUndecodableMessagesArePermanent(t *testing.T) {
 		t.Errorf("%d rows written for rejected messages, want 0", n)
 	}
 }
+
+// A batch is decided message by message, in order, against the payments
+// as they stand after the messages before it: a refund right behind its
+// charge refunds it, a request behind a void charges nothing, and a
+// duplicate in the same batch charges once.
+func TestBatchDecidesInOrder(t *testing.T) {
+	t.Parallel()
+	h := newTestHarness(t)
+	charged, voided, expired := uuid.New(), uuid.New(), uuid.New()
+	old := paymentRequested(expired, gateway.MethodOK, 500)
+	old.ExpiresAt = timestamppb.New(time.Now().Add(-time.Second))
+	var batch []rabbit.Delivery
+	for _, m := range []proto.Message{
+		paymentRequested(charged, gateway.MethodOK, 1200),
+		paymentRequested(charged, gateway.MethodOK, 1200), // a duplicate request
+		refundRequested(charged, 1200),
+		refundRequested(voided, 800),
+		paymentRequested(voided, gateway.MethodOK, 800),
+		old,
+	} {
+		batch = append(batch, rabbit.Delivery{Ctx: context.Background(), Delivery: mustDelivery(t, m)})
+	}
+	for i, err := range h.handler.Consumer(h.pool)(context.Background(), batch) {
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	want := map[uuid.UUID]string{charged: "refunded", voided: "voided", expired: "declined"}
+	for id, status := range want {
+		if got := h.payments(t, id); len(got) != 1 || got[0].Status != status {
+			t.Errorf("payments of %s = %+v, want one %s", id, got, status)
+		}
+	}
+	if a, r := h.gw.authorizes.Load(), h.gw.refunds.Load(); a != 1 || r != 1 {
+		t.Errorf("gateway calls: %d authorizations and %d refunds, want 1 and 1", a, r)
+	}
+	if evs := h.events(t, charged); len(evs) != 2 {
+		t.Errorf("events of the charged order = %v, want PaymentAuthorized and PaymentRefunded", evs)
+	}
+}

@@ -90,7 +90,9 @@ func (s *server) mustInsert(status payment.Status, amount int64) payment.Payment
 	case payment.StatusAuthorized, payment.StatusRefunded:
 		p.GatewayReference = "sim_auth_test"
 	}
-	err := pg.Transact(context.Background(), s.pool, func(tx pgx.Tx) error { return postgres.Insert(context.Background(), tx, &p) })
+	err := pg.Transact(context.Background(), s.pool, func(tx pgx.Tx) error {
+		return postgres.Save(context.Background(), tx, postgres.Changes{Payments: []*payment.Payment{&p}})
+	})
 	if err != nil {
 		s.tb.Fatalf("insert payment: %v", err)
 	}

@@ -7,32 +7,53 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/payment/payment"
 )
 
-// LockOrder takes a lock on orderID's payment that tx holds until it ends,
-// whether or not a payment row exists yet. Handlers of the same order then
-// run one after the other, even across replicas: a RefundRequested waits for
-// a PaymentRequested being authorized and then sees its row, instead of
-// voiding an order whose charge is about to commit. It returns an error only
-// when the database fails.
-func LockOrder(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) error {
+// Lock takes, for the rest of tx, a lock on the payment of each of orders
+// — whether or not a payment row exists yet — and returns their payments,
+// keyed by order. Handlers of the same order then run one after the
+// other, even across replicas: a RefundRequested waits for a
+// PaymentRequested being authorized and then sees its row, instead of
+// voiding an order whose charge is about to commit. Locks are taken in
+// order-id order, as every transaction here takes them, so two batches
+// cannot wait for each other in a cycle. It returns an error only when the
+// database fails.
+func Lock(ctx context.Context, tx pgx.Tx, orders []uuid.UUID) (map[uuid.UUID]payment.Payment, error) {
+	ids := slices.Clone(orders)
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	ids = slices.Compact(ids)
+	out := make(map[uuid.UUID]payment.Payment, len(ids))
+	b := &pgx.Batch{}
 	// The one-key advisory lock space is apart from the two-key one the
-	// outbox relay uses for its partitions.
-	const q = `SELECT pg_advisory_xact_lock(hashtextextended('payment:' || $1::text, 0))`
-	if _, err := tx.Exec(ctx, q, orderID); err != nil {
-		return fmt.Errorf("lock order %s: %w", orderID, err)
+	// outbox relay uses for its partitions. unnest keeps the array's order.
+	const lock = `SELECT pg_advisory_xact_lock(hashtextextended('payment:' || id::text, 0)) FROM unnest($1::uuid[]) AS id`
+	b.Queue(lock, ids)
+	b.Queue(`SELECT `+columns+` FROM payments WHERE order_id = ANY($1) FOR UPDATE`, ids).Query(func(rows pgx.Rows) error {
+		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (payment.Payment, error) { return scan(r) })
+		for _, p := range list {
+			out[p.OrderID] = p
+		}
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("lock payments of %d orders: %w", len(ids), err)
 	}
-	return nil
+	return out, nil
 }
 
 const columns = `id, order_id, customer_id, amount_cents, currency, payment_method, status,
@@ -45,62 +66,75 @@ func scan(row pgx.Row) (payment.Payment, error) {
 	return p, err
 }
 
-// ByOrder returns orderID's payment, locked for update until tx ends. It
-// returns payment.ErrNotFound when the order has none.
-func ByOrder(ctx context.Context, tx pgx.Tx, orderID uuid.UUID) (payment.Payment, error) {
-	q := `SELECT ` + columns + ` FROM payments WHERE order_id = $1 FOR UPDATE`
-	p, err := scan(tx.QueryRow(ctx, q, orderID))
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return payment.Payment{}, fmt.Errorf("payment of order %s: %w", orderID, payment.ErrNotFound)
-	case err != nil:
-		return payment.Payment{}, fmt.Errorf("payment of order %s: %w", orderID, err)
-	}
-	return p, nil
+// Changes is what a group of payment steps writes: new payments
+// (authorized, declined or voided), refunds of authorized payments (which
+// become refunded), and the events that describe them.
+type Changes struct {
+	Payments []*payment.Payment
+	Refunds  []*payment.Refund
+	Events   []outbox.Event
 }
 
-// Insert writes p, filling in its CreatedAt and UpdatedAt. It returns
-// payment.ErrExists when the order already has a payment.
-func Insert(ctx context.Context, tx pgx.Tx, p *payment.Payment) error {
-	const q = `
-INSERT INTO payments (id, order_id, customer_id, amount_cents, currency, payment_method, status,
-  decline_reason, gateway_reference)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING created_at, updated_at`
-	err := tx.QueryRow(ctx, q, p.ID, p.OrderID, p.CustomerID, p.AmountCents, p.Currency, p.Method, p.Status,
-		p.DeclineReason, p.GatewayReference).Scan(&p.CreatedAt, &p.UpdatedAt)
-	switch {
-	case pg.IsUniqueViolation(err):
-		return fmt.Errorf("insert payment of order %s: %w", p.OrderID, payment.ErrExists)
-	case err != nil:
-		return fmt.Errorf("insert payment of order %s: %w", p.OrderID, err)
-	}
-	return nil
-}
-
-// ErrNotAuthorized is returned by Refund when the payment is not (or no
-// longer) authorized.
+// ErrNotAuthorized is returned by Save when a payment to refund is not (or
+// no longer) authorized.
 var ErrNotAuthorized = errors.New("payment is not authorized")
 
-// Refund records r and marks its payment refunded, filling in r.CreatedAt.
-// It returns ErrNotAuthorized when the payment is not authorized, in which
-// case nothing is written.
-func Refund(ctx context.Context, tx pgx.Tx, r *payment.Refund) error {
-	const mark = `UPDATE payments SET status = 'refunded', updated_at = now() WHERE id = $1 AND status = 'authorized'`
-	tag, err := tx.Exec(ctx, mark, r.PaymentID)
-	if err != nil {
-		return fmt.Errorf("refund payment %s: %w", r.PaymentID, err)
+// Save writes c in tx, in one round trip, filling in the times of the new
+// payments and refunds. It returns an error matching payment.ErrExists when
+// an order already has a payment (a second one would be a second charge),
+// and ErrNotAuthorized when a refunded payment is not authorized; the caller
+// then rolls tx back.
+func Save(ctx context.Context, tx pgx.Tx, c Changes) error {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	b := &pgx.Batch{}
+	if n := len(c.Payments); n > 0 {
+		ids, orders := make([]uuid.UUID, n), make([]uuid.UUID, n)
+		customers, currencies, methods, statuses, reasons, refs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		amounts := make([]int64, n)
+		for i, p := range c.Payments {
+			p.CreatedAt, p.UpdatedAt = now, now
+			ids[i], orders[i], customers[i], amounts[i], currencies[i] = p.ID, p.OrderID, p.CustomerID, p.AmountCents, p.Currency
+			methods[i], statuses[i], reasons[i], refs[i] = p.Method, string(p.Status), p.DeclineReason, p.GatewayReference
+		}
+		const q = `
+INSERT INTO payments (id, order_id, customer_id, amount_cents, currency, payment_method, status,
+  decline_reason, gateway_reference, created_at, updated_at)
+SELECT *, $10, $10 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`
+		b.Queue(q, ids, orders, customers, amounts, currencies, methods, statuses, reasons, refs, now)
 	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("refund payment %s: %w", r.PaymentID, ErrNotAuthorized)
+	if n := len(c.Refunds); n > 0 {
+		ids, payments := make([]uuid.UUID, n), make([]uuid.UUID, n)
+		amounts, currencies, refs := make([]int64, n), make([]string, n), make([]string, n)
+		for i, r := range c.Refunds {
+			r.CreatedAt = now
+			ids[i], payments[i], amounts[i], currencies[i], refs[i] = r.ID, r.PaymentID, r.AmountCents, r.Currency, r.GatewayReference
+		}
+		const mark = `UPDATE payments SET status = 'refunded', updated_at = $2 WHERE id = ANY($1) AND status = 'authorized'`
+		b.Queue(mark, payments, now).Exec(func(tag pgconn.CommandTag) error {
+			if tag.RowsAffected() != int64(n) {
+				return ErrNotAuthorized
+			}
+			return nil
+		})
+		const q = `
+INSERT INTO refunds (id, payment_id, amount_cents, currency, gateway_reference, created_at)
+SELECT *, $6 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[])`
+		b.Queue(q, ids, payments, amounts, currencies, refs, now)
 	}
-	const q = `
-INSERT INTO refunds (id, payment_id, amount_cents, currency, gateway_reference)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING created_at`
-	err = tx.QueryRow(ctx, q, r.ID, r.PaymentID, r.AmountCents, r.Currency, r.GatewayReference).Scan(&r.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("record refund of payment %s: %w", r.PaymentID, err)
+	if err := outbox.Queue(ctx, b, c.Events...); err != nil {
+		return err
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	err := tx.SendBatch(ctx, b).Close()
+	switch {
+	case pg.IsUniqueViolation(err):
+		return fmt.Errorf("save payments: %w", payment.ErrExists)
+	case errors.Is(err, ErrNotAuthorized):
+		return fmt.Errorf("save refunds: %w", err)
+	case err != nil:
+		return fmt.Errorf("save payments: %w", err)
 	}
 	return nil
 }

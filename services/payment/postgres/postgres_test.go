@@ -37,33 +37,35 @@ func authorized(orderID uuid.UUID) *payment.Payment {
 	}
 }
 
-func TestInsertRefusesSecondPaymentOfAnOrder(t *testing.T) {
+// insert saves one payment in its own transaction.
+func insert(tb testing.TB, pool *pgxpool.Pool, p *payment.Payment) error {
+	tb.Helper()
+	return inTx(tb, pool, func(ctx context.Context, tx pgx.Tx) error {
+		return postgres.Save(ctx, tx, postgres.Changes{Payments: []*payment.Payment{p}})
+	})
+}
+
+func TestSaveRefusesSecondPaymentOfAnOrder(t *testing.T) {
 	t.Parallel()
 	pool := newTestDB(t)
 	order := uuid.New()
-	if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, authorized(order)) }); err != nil {
-		t.Fatalf("Insert: %v", err)
+	if err := insert(t, pool, authorized(order)); err != nil {
+		t.Fatalf("Save: %v", err)
 	}
-	err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, authorized(order)) })
-	if !errors.Is(err, payment.ErrExists) {
-		t.Errorf("second Insert = %v, want ErrExists", err)
+	if err := insert(t, pool, authorized(order)); !errors.Is(err, payment.ErrExists) {
+		t.Errorf("second Save = %v, want ErrExists", err)
 	}
-	err = inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
-		p, err := postgres.ByOrder(ctx, tx, order)
-		if err == nil && (p.Status != payment.StatusAuthorized || p.AmountCents != 700 || p.CreatedAt.IsZero()) {
-			t.Errorf("ByOrder = %+v", p)
-		}
+	var book map[uuid.UUID]payment.Payment
+	err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		book, err = postgres.Lock(ctx, tx, []uuid.UUID{uuid.New(), order, order})
 		return err
 	})
 	if err != nil {
-		t.Errorf("ByOrder: %v", err)
+		t.Fatalf("Lock: %v", err)
 	}
-	err = inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := postgres.ByOrder(ctx, tx, uuid.New())
-		return err
-	})
-	if !errors.Is(err, payment.ErrNotFound) {
-		t.Errorf("ByOrder of an unknown order = %v, want ErrNotFound", err)
+	if p, ok := book[order]; len(book) != 1 || !ok || p.Status != payment.StatusAuthorized || p.AmountCents != 700 || p.CreatedAt.IsZero() {
+		t.Errorf("Lock = %+v, want the one authorized payment", book)
 	}
 }
 
@@ -73,13 +75,13 @@ func TestRefundOnlyFromAuthorized(t *testing.T) {
 	p := authorized(uuid.New())
 	refund := func() error {
 		return inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
-			return postgres.Refund(ctx, tx, &payment.Refund{
+			return postgres.Save(ctx, tx, postgres.Changes{Refunds: []*payment.Refund{{
 				ID: uuid.New(), PaymentID: p.ID, AmountCents: p.AmountCents, Currency: p.Currency, GatewayReference: "sim_refund_x",
-			})
+			}}})
 		})
 	}
-	if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, p) }); err != nil {
-		t.Fatalf("Insert: %v", err)
+	if err := insert(t, pool, p); err != nil {
+		t.Fatalf("Save: %v", err)
 	}
 	if err := refund(); err != nil {
 		t.Fatalf("Refund: %v", err)
@@ -103,8 +105,8 @@ func TestSchemaRejectsInconsistentRows(t *testing.T) {
 		{ID: uuid.New(), OrderID: uuid.New(), Currency: "EUR", Status: payment.StatusAuthorized, AmountCents: -1},
 	}
 	for _, p := range bad {
-		if err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.Insert(ctx, tx, p) }); err == nil {
-			t.Errorf("Insert(%+v) = nil, want a constraint violation", p)
+		if err := insert(t, pool, p); err == nil {
+			t.Errorf("Save(%+v) = nil, want a constraint violation", p)
 		}
 	}
 }
