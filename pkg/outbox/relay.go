@@ -178,6 +178,25 @@ func (r *Relay) session(ctx context.Context) error {
 			case <-time.After(r.Linger):
 			}
 		}
+		if err == nil {
+			skipReceived(conn)
+		}
+	}
+}
+
+// skipReceived drops the notifications conn has already received: they
+// are of commits that happened before the fetch about to run, which sees
+// their events. Without it, the commits that landed while the relay was
+// busy would each wake it once more for a fetch that finds nothing new.
+func skipReceived(conn *pgx.Conn) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		// With a context already done, only notifications read earlier
+		// are returned; the connection itself is not touched.
+		if _, err := conn.WaitForNotification(done); err != nil {
+			return
+		}
 	}
 }
 
