@@ -13,7 +13,6 @@ package stack
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -256,24 +255,36 @@ func (p *Process) Exit(tb testing.TB, d time.Duration) int {
 	return -1
 }
 
-// Buffer is a bytes.Buffer safe for a process's writes and a test's reads
-// at once.
+// Buffer keeps what a process writes, safe for the process's writes and a
+// test's reads at once. It keeps the last bufferLimit bytes at most (the
+// start of a service's log, where it says where it listens, is read long
+// before that), so that a service logging for minutes under load does not
+// grow the test's memory without bound.
 type Buffer struct {
 	mu  sync.Mutex
-	buf bytes.Buffer
+	buf []byte
 }
+
+// bufferLimit bounds what a Buffer keeps.
+const bufferLimit = 8 << 20
 
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	if len(b.buf)+len(p) > bufferLimit {
+		// Keep the newer half: one copy per bufferLimit/2 bytes written.
+		keep := b.buf[len(b.buf)-min(len(b.buf), bufferLimit/2):]
+		b.buf = append(b.buf[:0], keep...)
+	}
+	b.buf = append(b.buf, p...)
+	return len(p), nil
 }
 
-// String returns everything written so far.
+// String returns what is kept of the output so far.
 func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.String()
+	return string(b.buf)
 }
 
 // Tail returns at most the last n bytes written, from a line start.
