@@ -27,9 +27,10 @@ const ListenerAppName = "orderly-notification-listener"
 
 // notificationPayload is the SQL expression, over a status_feed row, of
 // what Apply announces: a JSON array [order_id, seq, status, reason, at],
-// e.g. ["0190a6b4-…",3,"cancelled","timeout","2026-03-01T12:00:03.123456+00:00"]
-// (reason null when there is none). An array rather than an object keeps
-// it short (~110 bytes; NOTIFY allows 8,000); decodeNotification reads it.
+// e.g. ["0190a6b4-…", 3, "cancelled", "timeout", "2026-03-01T12:00:03.123456+00:00"]
+// (reason null when there is none; at in the session's time zone). An
+// array rather than an object keeps it short (~110 bytes; NOTIFY allows
+// 8,000); decodeNotification reads it.
 const notificationPayload = `json_build_array(f.order_id, f.seq, f.status, f.reason, f.at)::text`
 
 // ErrBadNotification is wrapped by the error of a payload on Channel that
