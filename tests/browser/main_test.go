@@ -178,10 +178,10 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}).ServeHTTP(w, r)
 }
 
-// startReplica starts another notification replica of s, on the same
-// database and vhost as s.Notification, with its own instance id, and
-// returns its base URL once it is ready. It is stopped when t ends.
-func startReplica(t *testing.T, s *stack.Stack, instance string) (string, *stack.Process) {
+// startReplica starts another notification replica of s, called name in
+// the test's messages, on the same database and vhost as s.Notification,
+// and returns its base URL once it is ready. It is stopped when t ends.
+func startReplica(t *testing.T, s *stack.Stack, name string) (string, *stack.Process) {
 	t.Helper()
 	p := stack.StartProcess(t, stack.Binary(t, "notification"),
 		"DATABASE_URL="+s.Notification.DBURL,
@@ -191,11 +191,10 @@ func startReplica(t *testing.T, s *stack.Stack, instance string) (string, *stack
 		"SHUTDOWN_TIMEOUT=10s",
 		"SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",
-		"NOTIFICATION_INSTANCE_ID="+instance,
 	)
 	base := "http://" + p.Addr(t)
 	c := http.Client{Timeout: 2 * time.Second}
-	stack.Eventually(t, time.Minute, "replica "+instance+" /readyz to answer 200", func() error {
+	stack.Eventually(t, time.Minute, "replica "+name+" /readyz to answer 200", func() error {
 		resp, err := c.Get(base + "/readyz") //nolint:noctx // bounded by the client's timeout
 		if err != nil {
 			return err

@@ -145,12 +145,9 @@ func showing(t *testing.T, ctx context.Context, state string, want ...string) vi
 // indicator at "final". Then it checks the Server-Sent Events fallback
 // behind a proxy that refuses WebSockets, and a link with a bad token.
 func TestTrackingPage(t *testing.T) {
-	// Stable instance ids, as a StatefulSet gives: a restarted replica
-	// picks up its own queue with what was published while it was down.
 	s := stack.New(t, stack.Options{
 		Notification:   true,
 		GatewayLatency: time.Second, // keeps "reserved" on screen for a while
-		Env:            []string{"NOTIFICATION_INSTANCE_ID=replica-a"},
 	})
 	replicaB, _ := startReplica(t, s, "replica-b")
 	lb := newBalancer(t)

@@ -25,55 +25,11 @@ import (
 // manifests are the objects a kustomization builds, decoded into the
 // Kubernetes API types and keyed by name.
 type manifests struct {
-	deployments  map[string]*appsv1.Deployment
-	statefulSets map[string]*appsv1.StatefulSet
-	services     map[string]*corev1.Service
-	configMaps   map[string]*corev1.ConfigMap
-	secrets      map[string]*corev1.Secret
-	pdbs         map[string]*policyv1.PodDisruptionBudget
-}
-
-// statefulServices run as a StatefulSet, with the environment variable that
-// carries the pod's stable name. The notification service names its own
-// RabbitMQ queue after NOTIFICATION_INSTANCE_ID, and a new id per pod would
-// leave that queue's companions behind on every rollout
-// (docs/decisions/0008-live-tracking.md, "Queues").
-var statefulServices = map[string]string{"notification": "NOTIFICATION_INSTANCE_ID"}
-
-// workload is what the checks read of a Deployment or a StatefulSet.
-type workload struct {
-	kind      string
-	namespace string
-	replicas  *int32
-	selector  *metav1.LabelSelector
-	template  corev1.PodTemplateSpec
-	// podName is a name one of its pods gets, which the downward API's
-	// metadata.name gives the container.
-	podName string
-}
-
-// mustWorkload returns the service's StatefulSet if statefulServices names
-// it, else its Deployment; the other kind under that name is an error.
-func (m manifests) mustWorkload(tb testing.TB, name string) (workload, bool) {
-	tb.Helper()
-	_, stateful := statefulServices[name]
-	d, isDeployment := m.deployments[name]
-	s, isStatefulSet := m.statefulSets[name]
-	switch {
-	case stateful && isDeployment:
-		tb.Errorf("%s runs as a Deployment, want a StatefulSet", name)
-	case !stateful && isStatefulSet:
-		tb.Errorf("%s runs as a StatefulSet, want a Deployment", name)
-	}
-	switch {
-	case stateful && isStatefulSet:
-		return workload{kind: "StatefulSet", namespace: s.Namespace, replicas: s.Spec.Replicas,
-			selector: s.Spec.Selector, template: s.Spec.Template, podName: s.Name + "-0"}, true
-	case !stateful && isDeployment:
-		return workload{kind: "Deployment", namespace: d.Namespace, replicas: d.Spec.Replicas,
-			selector: d.Spec.Selector, template: d.Spec.Template, podName: d.Name + "-5d9c7b8f4-x7kq2"}, true
-	}
-	return workload{}, false
+	deployments map[string]*appsv1.Deployment
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	secrets     map[string]*corev1.Secret
+	pdbs        map[string]*policyv1.PodDisruptionBudget
 }
 
 // mustBuild runs kustomize on dir, as `kubectl apply -k dir` does, and
@@ -87,12 +43,11 @@ func mustBuild(tb testing.TB, dir string) manifests {
 		tb.Fatalf("kustomize build %s: %v", dir, err)
 	}
 	m := manifests{
-		deployments:  map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{},
-		services:     map[string]*corev1.Service{},
-		configMaps:   map[string]*corev1.ConfigMap{},
-		secrets:      map[string]*corev1.Secret{},
-		pdbs:         map[string]*policyv1.PodDisruptionBudget{},
+		deployments: map[string]*appsv1.Deployment{},
+		services:    map[string]*corev1.Service{},
+		configMaps:  map[string]*corev1.ConfigMap{},
+		secrets:     map[string]*corev1.Secret{},
+		pdbs:        map[string]*policyv1.PodDisruptionBudget{},
 	}
 	for _, r := range rm.Resources() {
 		raw, err := r.AsYAML()
@@ -103,8 +58,6 @@ func mustBuild(tb testing.TB, dir string) manifests {
 		switch kind {
 		case "Deployment":
 			m.deployments[name] = decodeStrict[appsv1.Deployment](tb, raw, kind, name)
-		case "StatefulSet":
-			m.statefulSets[name] = decodeStrict[appsv1.StatefulSet](tb, raw, kind, name)
 		case "Service":
 			m.services[name] = decodeStrict[corev1.Service](tb, raw, kind, name)
 		case "ConfigMap":
@@ -123,7 +76,6 @@ func mustBuild(tb testing.TB, dir string) manifests {
 // apiVersions are the API versions of the kinds the base deploys.
 var apiVersions = map[string]string{
 	"Deployment":          "apps/v1",
-	"StatefulSet":         "apps/v1",
 	"Service":             "v1",
 	"ConfigMap":           "v1",
 	"Secret":              "v1",
@@ -148,11 +100,11 @@ func decodeStrict[T any](tb testing.TB, raw []byte, kind, name string) *T {
 	return obj
 }
 
-// mustContainerEnv resolves the environment a container of the pod podName
-// gets: envFrom ConfigMaps and Secrets, then env (literals, keys of
-// ConfigMaps and Secrets, the pod's metadata.name), as the kubelet does. A
-// reference to a missing object or key is an error: the pod would not start.
-func mustContainerEnv(tb testing.TB, m manifests, podName string, c corev1.Container) map[string]string {
+// mustContainerEnv resolves the environment a container gets: envFrom
+// ConfigMaps and Secrets, then env (literals and keys of ConfigMaps and
+// Secrets), as the kubelet does. A reference to a missing object or key is
+// an error: the pod would not start.
+func mustContainerEnv(tb testing.TB, m manifests, c corev1.Container) map[string]string {
 	tb.Helper()
 	env := make(map[string]string)
 	for _, from := range c.EnvFrom {
@@ -208,8 +160,6 @@ func mustContainerEnv(tb testing.TB, m manifests, podName string, c corev1.Conta
 				tb.Errorf("container %s: %s: ConfigMap %s has no key %s", c.Name, e.Name, ref.Name, ref.Key)
 			}
 			env[e.Name] = v
-		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env[e.Name] = podName
 		default:
 			tb.Errorf("container %s: %s: a valueFrom this test does not follow", c.Name, e.Name)
 		}
@@ -236,17 +186,17 @@ func TestKustomizeBase(t *testing.T) {
 
 	for _, svc := range mustAppServices(t) {
 		t.Run(svc.name, func(t *testing.T) {
-			w, ok := m.mustWorkload(t, svc.name)
+			d, ok := m.deployments[svc.name]
 			if !ok {
-				t.Fatalf("no Deployment or StatefulSet %s", svc.name)
+				t.Fatalf("no Deployment %s", svc.name)
 			}
-			if w.replicas == nil || *w.replicas < 2 {
-				t.Errorf("replicas %s, want at least 2", replicasString(w.replicas))
+			if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+				t.Errorf("replicas %s, want at least 2", replicasString(d.Spec.Replicas))
 			}
-			pod := w.template
+			pod := d.Spec.Template
 			podLabels := labels.Set(pod.Labels)
-			if !selects(t, w.selector, podLabels) {
-				t.Errorf("the %s's selector does not select its own pods", w.kind)
+			if !selects(t, d.Spec.Selector, podLabels) {
+				t.Errorf("the Deployment's selector does not select its own pods")
 			}
 			if sc := pod.Spec.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 				t.Errorf("pods do not set runAsNonRoot (the image runs as nonroot)")
@@ -289,8 +239,8 @@ func TestKustomizeBase(t *testing.T) {
 			// The settings, as the service parses them. The base's
 			// placeholder secret must be refused; with a real one the
 			// service starts.
-			env := mustContainerEnv(t, m, w.podName, c)
-			checkKnownVars(t, w.kind+" "+svc.name, svc, env)
+			env := mustContainerEnv(t, m, c)
+			checkKnownVars(t, "Deployment "+svc.name, svc, env)
 			if _, err := loadConfig(svc, env); err == nil || !strings.Contains(err.Error(), "AUTH_JWT_SECRET") {
 				t.Errorf("the base's placeholder AUTH_JWT_SECRET is not refused (LoadConfig error: %v)", err)
 			}
@@ -333,7 +283,7 @@ func TestKustomizeBase(t *testing.T) {
 			case !ok:
 				t.Errorf("no Service %s", svc.name)
 			case !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) || len(s.Spec.Selector) == 0:
-				t.Errorf("Service %s does not select the %s's pods", svc.name, w.kind)
+				t.Errorf("Service %s does not select the Deployment's pods", svc.name)
 			case len(s.Spec.Ports) == 0 || containerPort(c, s.Spec.Ports[0].TargetPort) != svc.port:
 				t.Errorf("Service %s does not target port %d", svc.name, svc.port)
 			}
@@ -344,52 +294,15 @@ func TestKustomizeBase(t *testing.T) {
 				t.Fatalf("no PodDisruptionBudget %s", svc.name)
 			}
 			if !selects(t, pdb.Spec.Selector, podLabels) {
-				t.Errorf("PodDisruptionBudget %s does not select the %s's pods", svc.name, w.kind)
+				t.Errorf("PodDisruptionBudget %s does not select the Deployment's pods", svc.name)
 			}
-			if err := checkBudget(pdb.Spec, int(*w.replicas)); err != nil {
+			if err := checkBudget(pdb.Spec, int(*d.Spec.Replicas)); err != nil {
 				t.Errorf("PodDisruptionBudget %s: %v", svc.name, err)
 			}
-
-			if idVar, ok := statefulServices[svc.name]; ok {
-				checkStatefulSet(t, m, m.statefulSets[svc.name], c, idVar, env[idVar], w.podName)
+			if err := checkRollout(d.Spec.Strategy, int(*d.Spec.Replicas)); err != nil {
+				t.Errorf("Deployment %s: %v", svc.name, err)
 			}
 		})
-	}
-}
-
-// checkStatefulSet checks what a stable identity per pod needs: the pod's
-// name reaches the container as idVar, the pods start and update without
-// waiting for each other, and the governing Service is a headless Service
-// that selects them.
-func checkStatefulSet(tb testing.TB, m manifests, s *appsv1.StatefulSet, c corev1.Container, idVar, id, podName string) {
-	tb.Helper()
-	var from *corev1.EnvVarSource
-	for _, e := range c.Env {
-		if e.Name == idVar {
-			from = e.ValueFrom
-		}
-	}
-	if from == nil || from.FieldRef == nil || from.FieldRef.FieldPath != "metadata.name" {
-		tb.Errorf("%s does not come from the pod's metadata.name", idVar)
-	} else if id != podName {
-		tb.Errorf("%s is %q in pod %s", idVar, id, podName)
-	}
-	if s.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
-		tb.Errorf("podManagementPolicy %q, want %s: the replicas need no order", s.Spec.PodManagementPolicy, appsv1.ParallelPodManagement)
-	}
-	if u := s.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateStatefulSetStrategyType {
-		tb.Errorf("updateStrategy %q, want %s", u.Type, appsv1.RollingUpdateStatefulSetStrategyType)
-	} else if u.RollingUpdate != nil && u.RollingUpdate.Partition != nil && *u.RollingUpdate.Partition != 0 {
-		tb.Errorf("updateStrategy partition %d: a rollout would leave pods on the old version", *u.RollingUpdate.Partition)
-	}
-	h, ok := m.services[s.Spec.ServiceName]
-	switch {
-	case s.Spec.ServiceName == "" || !ok:
-		tb.Errorf("serviceName %q is not a Service of the base", s.Spec.ServiceName)
-	case h.Spec.ClusterIP != corev1.ClusterIPNone:
-		tb.Errorf("Service %s (the StatefulSet's serviceName) is not headless (clusterIP: None)", h.Name)
-	case len(h.Spec.Selector) == 0 || !labels.SelectorFromSet(h.Spec.Selector).Matches(labels.Set(s.Spec.Template.Labels)):
-		tb.Errorf("Service %s (the StatefulSet's serviceName) does not select the StatefulSet's pods", h.Name)
 	}
 }
 
@@ -493,6 +406,38 @@ func checkBudget(spec policyv1.PodDisruptionBudgetSpec, replicas int) error {
 	return nil
 }
 
+// checkRollout returns an error unless an update starts each new pod before
+// it stops an old one (a rolling update with no pod unavailable and a surge
+// of at least one): no replica slot may sit empty while a rollout waits
+// for a pod to start, and the replicas hold no identity that two pods could
+// not share for a while (notification's replicas included: they share one
+// queue, docs/decisions/0008-live-tracking.md).
+func checkRollout(s appsv1.DeploymentStrategy, replicas int) error {
+	if s.Type != "" && s.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		return fmt.Errorf("strategy %s, want %s", s.Type, appsv1.RollingUpdateDeploymentStrategyType)
+	}
+	// Kubernetes' defaults: 25% of each.
+	unavailable, surge := intstr.FromString("25%"), intstr.FromString("25%")
+	if r := s.RollingUpdate; r != nil && r.MaxUnavailable != nil {
+		unavailable = *r.MaxUnavailable
+	}
+	if r := s.RollingUpdate; r != nil && r.MaxSurge != nil {
+		surge = *r.MaxSurge
+	}
+	u, err := intstr.GetScaledValueFromIntOrPercent(&unavailable, replicas, false)
+	if err != nil {
+		return err
+	}
+	g, err := intstr.GetScaledValueFromIntOrPercent(&surge, replicas, true)
+	if err != nil {
+		return err
+	}
+	if u != 0 || g < 1 {
+		return fmt.Errorf("a rollout may take %d of %d pods down and start %d extra; want 0 down and at least 1 extra", u, replicas, g)
+	}
+	return nil
+}
+
 // checkURLPath reports a URL whose path is not path.
 func checkURLPath(tb testing.TB, key, raw, path string) {
 	tb.Helper()
@@ -583,24 +528,19 @@ images:
 
 	m := mustBuild(t, dir)
 	for _, svc := range svcs {
-		w, ok := m.mustWorkload(t, svc.name)
+		d, ok := m.deployments[svc.name]
 		if !ok {
-			t.Errorf("no Deployment or StatefulSet %s", svc.name)
+			t.Errorf("no Deployment %s", svc.name)
 			continue
 		}
-		if w.namespace != "shop" {
-			t.Errorf("%s %s in namespace %q, want shop", w.kind, svc.name, w.namespace)
+		if d.Namespace != "shop" {
+			t.Errorf("Deployment %s in namespace %q, want shop", svc.name, d.Namespace)
 		}
-		if s, ok := m.statefulSets[svc.name]; ok {
-			if h, ok := m.services[s.Spec.ServiceName]; !ok || h.Namespace != "shop" {
-				t.Errorf("StatefulSet %s: serviceName %q is not a Service in namespace shop", svc.name, s.Spec.ServiceName)
-			}
-		}
-		c := w.template.Spec.Containers[0]
+		c := d.Spec.Template.Spec.Containers[0]
 		if want := "registry.example.com/orderly/" + svc.name + ":1.2.3"; c.Image != want {
-			t.Errorf("%s %s runs %s, want %s", w.kind, svc.name, c.Image, want)
+			t.Errorf("Deployment %s runs %s, want %s", svc.name, c.Image, want)
 		}
-		cfg, err := loadConfig(svc, mustContainerEnv(t, m, w.podName, c))
+		cfg, err := loadConfig(svc, mustContainerEnv(t, m, c))
 		if err != nil {
 			t.Errorf("%s would not start with the overlay's secrets: %v", svc.name, err)
 			continue
@@ -621,7 +561,7 @@ func mustWrite(tb testing.TB, path, content string) {
 	}
 }
 
-// replicasString formats a workload's replicas, nil as the default.
+// replicasString formats a Deployment's replicas, nil as the default.
 func replicasString(r *int32) string {
 	if r == nil {
 		return "unset (1)"

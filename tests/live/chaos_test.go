@@ -52,7 +52,7 @@ func TestChaosLiveBrokerRestart(t *testing.T) {
 	if os.Getenv("ORDERLY_CHAOS") == "" {
 		t.Skip("stops the broker: runs in the serialized chaos step (ORDERLY_CHAOS=1)")
 	}
-	shoppers := runChaos(t, func(t *testing.T) {
+	shoppers, _ := runChaos(t, func(t *testing.T) {
 		rabbittest.Ctl(t, "stop_app")
 		restarted := false
 		t.Cleanup(func() {
@@ -75,12 +75,15 @@ func TestChaosLiveBrokerRestart(t *testing.T) {
 // TestChaosLiveDatabaseRestart restarts PostgreSQL while changes are being
 // published. A shopper may be disconnected meanwhile (a snapshot or a gap
 // fill needs the database); it then resumes with since, as the API tells
-// clients to, and still gets every change once, in order.
+// clients to, and still gets every change once, in order. The restart also
+// cuts the connection on which the service listens for stored changes:
+// what was stored before it listened again reaches the shoppers through
+// its resync.
 func TestChaosLiveDatabaseRestart(t *testing.T) {
 	if os.Getenv("ORDERLY_CHAOS") == "" {
 		t.Skip("restarts PostgreSQL: runs in the serialized chaos step (ORDERLY_CHAOS=1)")
 	}
-	shoppers := runChaos(t, restartPostgres)
+	shoppers, notif := runChaos(t, restartPostgres)
 	reconnects, failedDials := 0, 0
 	for _, s := range shoppers {
 		conns, failed, ends := s.connections()
@@ -91,14 +94,20 @@ func TestChaosLiveDatabaseRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d reconnects and %d failed dials over %d shoppers", reconnects, failedDials, len(shoppers))
+	resyncs := metric(t, notif.url, "notification_listener_resyncs_total", "")
+	t.Logf("the listener heard %v notifications and resynced %v times", metric(t, notif.url, "notification_listener_notifications_total", ""), resyncs)
+	if resyncs < 2 {
+		t.Errorf("the listener resynced %v times, want at least 2 (at start, and after the restart cut its connection)", resyncs)
+	}
 }
 
 // runChaos starts the notification binary on a fresh database and vhost,
 // connects a shopper per order, publishes every order's changes a round at
 // a time and calls disrupt once every shopper has seq chaosCut, while the
 // rounds go on. It checks that every shopper ended with a normal close
-// after exactly the changes published, in order, and returns them.
-func runChaos(t *testing.T, disrupt func(*testing.T)) []*shopper {
+// after exactly the changes published, in order, and returns them and the
+// binary.
+func runChaos(t *testing.T, disrupt func(*testing.T)) ([]*shopper, *replica) {
 	secretRaw := make([]byte, 32)
 	_, _ = rand.Read(secretRaw)
 	secret := []byte(hex.EncodeToString(secretRaw))
@@ -181,7 +190,7 @@ func runChaos(t *testing.T, disrupt func(*testing.T)) []*shopper {
 	if t.Failed() {
 		t.Logf("notification log (tail):\n%s", notif.p.Stdout.Tail(32<<10))
 	}
-	return shoppers
+	return shoppers, notif
 }
 
 // chaosCheck returns what is wrong with what order i's shopper got, or ""

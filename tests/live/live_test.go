@@ -146,25 +146,26 @@ type replica struct {
 	url string
 }
 
-// startReplica runs another notification binary on the stack's database
-// and vhost, with env added, and waits until it is ready.
-func startReplica(tb testing.TB, s *stack.Stack, instance string, env ...string) *replica {
+// startReplica runs another notification binary, called name in the
+// test's messages, on the stack's database and vhost, with env added, and
+// waits until it is ready.
+func startReplica(tb testing.TB, s *stack.Stack, name string, env ...string) *replica {
 	tb.Helper()
 	p := stack.StartProcess(tb, stack.Binary(tb, "notification"), append([]string{
 		"DATABASE_URL=" + s.Notification.DBURL, "AMQP_URL=" + s.AMQPURL, "HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(s.Secret), "SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s",
-		"RATE_LIMIT_RPS=10000", "NOTIFICATION_INSTANCE_ID=" + instance,
+		"RATE_LIMIT_RPS=10000",
 	}, env...)...)
 	r := &replica{p: p, url: "http://" + p.Addr(tb)}
 	tb.Cleanup(func() {
 		if p.Running() {
 			p.Signal(tb, syscall.SIGTERM)
 			if code := p.Exit(tb, 20*time.Second); code != 0 {
-				tb.Errorf("replica %s exited with %d\n%s", instance, code, p.Stderr.String())
+				tb.Errorf("replica %s exited with %d\n%s", name, code, p.Stderr.String())
 			}
 		}
 	})
-	stack.Eventually(tb, time.Minute, "replica "+instance+" to be ready", func() error {
+	stack.Eventually(tb, time.Minute, "replica "+name+" to be ready", func() error {
 		resp, err := http.Get(r.url + "/readyz") //nolint:noctx // bounded by Eventually
 		if err != nil {
 			return err

@@ -1,21 +1,17 @@
-// Package consume applies the order service's OrderStatusChanged events to
-// the notification service's tables and hands them to this replica's live
-// connections.
+// Package consume records the order service's OrderStatusChanged events in
+// the notification service's tables.
 //
-// Two queues carry the same events (docs/decisions/0008-live-tracking.md):
-//
-//   - notification.status, shared by the replicas (competing consumers,
-//     durable), so that every change reaches the database even while no
-//     replica runs;
-//   - notification.status.<instance>, one per replica, expiring ten minutes
-//     after its replica went away, so that every replica sees every change
-//     and can push it to the shoppers connected to it.
+// The replicas share one durable queue, notification.status (competing
+// consumers), so each change is consumed and stored once, by whichever
+// replica takes it, and reaches the database even while no replica runs.
+// The replicas do not learn of changes here: storing a change announces it
+// through PostgreSQL (postgres.Apply, postgres.Listener), and every
+// replica, this one included, pushes it to its shoppers from there
+// (docs/decisions/0008-live-tracking.md).
 //
 // Writing a change twice is harmless (status_feed keeps the first copy,
-// order_status only moves forward), so either queue may deliver first, a
-// redelivery needs no inbox, and both queues' handlers share one
-// postgres.Writer, which commits the changes of concurrent handlers
-// together.
+// order_status only moves forward, and only the first copy is announced),
+// so a redelivery needs no inbox.
 package consume
 
 import (
@@ -35,52 +31,42 @@ import (
 // QueueShared is the queue the replicas share.
 const QueueShared = "notification.status"
 
-// InstanceExpiry is how long a replica's own queue outlives the replica.
-const InstanceExpiry = 10 * time.Minute
-
-var bindings = []rabbit.Binding{{Exchange: eventsv1.ExchangeOrder, Key: eventsv1.RoutingKeyOrderStatusChanged}}
-
 // SharedQueue is the durable queue that records every change in the
 // database, whichever replica takes it.
 func SharedQueue() rabbit.Queue {
-	return rabbit.Queue{Name: QueueShared, Bindings: bindings, RetryDelays: rabbit.DefaultRetryDelays}
-}
-
-// InstanceQueue is replica instance's own queue, notification.status.<instance>.
-func InstanceQueue(instance string) rabbit.Queue {
 	return rabbit.Queue{
-		Name:        QueueShared + "." + instance,
-		Bindings:    bindings,
+		Name:        QueueShared,
+		Bindings:    []rabbit.Binding{{Exchange: eventsv1.ExchangeOrder, Key: eventsv1.RoutingKeyOrderStatusChanged}},
 		RetryDelays: rabbit.DefaultRetryDelays,
-		Expires:     InstanceExpiry,
 	}
 }
 
-// Publisher receives each change after it committed; *live.Hub is one.
-type Publisher interface {
-	Publish(status.Change)
-}
-
-// Handler returns the handler of a queue: it records each change through w
-// and, when pub is not nil (a replica's own queue), hands the change to
-// pub once it is committed — even when another queue or replica stored it
-// first, since this replica's clients still need it (they skip what they
-// have). A failed write is retried on the spot for a while (see apply)
-// before the message goes to the consumer's delayed retry. An unknown
-// type, a corrupt body or an invalid event is dead-lettered.
-func Handler(w *postgres.Writer, pub Publisher) rabbit.Handler {
-	return func(ctx context.Context, d *amqp.Delivery) error {
-		c, err := decode(d)
-		if err != nil {
-			return rabbit.Permanent(err)
+// Handler returns the batch handler of SharedQueue: it records the changes
+// of a consumer lane's batch (the messages that waited on the lane; an
+// order's messages share a lane, in queue order) through w with one call,
+// so that they share a commit with each other and with the other lanes'.
+// A failed write is retried on the spot for a while (see apply) before
+// its message goes to the consumer's delayed retry. An unknown type, a
+// corrupt body or an invalid event is dead-lettered; the batch's other
+// messages are not held back by it.
+func Handler(w *postgres.Writer) rabbit.BatchHandler {
+	return func(ctx context.Context, batch []rabbit.Delivery) []error {
+		errs := make([]error, len(batch))
+		cs := make([]status.Change, 0, len(batch))
+		at := make([]int, 0, len(batch)) // the message of cs[i] is batch[at[i]]
+		for i, d := range batch {
+			c, err := decode(d.Delivery)
+			if err != nil {
+				errs[i] = rabbit.Permanent(err)
+				continue
+			}
+			cs = append(cs, c)
+			at = append(at, i)
 		}
-		if err := apply(ctx, w, c); err != nil {
-			return err
+		for i, err := range apply(ctx, w, cs) {
+			errs[at[i]] = err
 		}
-		if pub != nil {
-			pub.Publish(c)
-		}
-		return nil
+		return errs
 	}
 }
 
@@ -89,27 +75,44 @@ func Handler(w *postgres.Writer, pub Publisher) rabbit.Handler {
 // retry.
 const retryInPlace = 20 * time.Second
 
-// apply records c through w, retrying on the spot for up to retryInPlace
-// (a restarting database, connections it cut). The consumer would move a
-// failed message to a delayed retry queue, and the order's next change,
-// behind it on the same lane, would then be stored and pushed first: the
-// hub never sends a seq at or below the last one it sent, and the feed
-// cannot fill the gap (the change is not stored yet), so the shoppers
-// connected meanwhile would never get the failed change. Retrying here
-// keeps an order's changes in order through a short outage.
-func apply(ctx context.Context, w *postgres.Writer, c status.Change) error {
+// apply records cs through w and returns each change's error, retrying
+// the failed ones on the spot for up to retryInPlace (a restarting
+// database, connections it cut). The consumer would move a failed message
+// to a delayed retry queue, and the order's next change, behind it on the
+// same lane, would then be stored and announced first: every connection
+// watching the order would hold that change back while it waits for the
+// missing one to appear in the feed (live.Options.GapWait), and after that
+// wait send it without the missing one, which they would then never send.
+// Retrying here keeps an order's changes in order through a short outage.
+func apply(ctx context.Context, w *postgres.Writer, cs []status.Change) []error {
+	errs := make([]error, len(cs))
+	todo := make([]int, len(cs)) // indexes into cs of the changes not stored yet
+	for i := range todo {
+		todo[i] = i
+	}
 	deadline := time.Now().Add(retryInPlace)
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		err := w.Apply(ctx, c)
-		if err == nil || time.Now().Add(backoff).After(deadline) {
-			return err
+	for backoff := 50 * time.Millisecond; len(todo) > 0; backoff = min(2*backoff, time.Second) {
+		batch := make([]status.Change, len(todo))
+		for k, i := range todo {
+			batch[k] = cs[i]
+		}
+		failed := todo[:0]
+		for k, err := range w.Apply(ctx, batch...) {
+			if errs[todo[k]] = err; err != nil {
+				failed = append(failed, todo[k])
+			}
+		}
+		todo = failed
+		if len(todo) == 0 || time.Now().Add(backoff).After(deadline) {
+			break
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return errs
 		case <-time.After(backoff):
 		}
 	}
+	return errs
 }
 
 // ErrUnexpectedType is the permanent error of a message that is not an

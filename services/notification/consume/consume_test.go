@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,10 +15,12 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
@@ -29,22 +32,22 @@ import (
 	"github.com/orderly/orderly/services/notification/status"
 )
 
-// recorder is a Publisher that remembers what it was handed, and passes
-// it on to next when set.
+// recorder is the hub of a listener: it remembers what it was handed and
+// passes it on to the replica's live.Hub.
 type recorder struct {
-	mu   sync.Mutex
-	got  []status.Change
-	next consume.Publisher
+	mu  sync.Mutex
+	got []status.Change
+	hub *live.Hub
 }
 
 func (r *recorder) Publish(c status.Change) {
 	r.mu.Lock()
 	r.got = append(r.got, c)
 	r.mu.Unlock()
-	if r.next != nil {
-		r.next.Publish(c)
-	}
+	r.hub.Publish(c)
 }
+
+func (r *recorder) Orders() []string { return r.hub.Orders() }
 
 func (r *recorder) seqs(order string) []int64 {
 	r.mu.Lock()
@@ -58,15 +61,12 @@ func (r *recorder) seqs(order string) []int64 {
 	return out
 }
 
-// env is a database, a vhost, both consumers of one replica, and its hub
-// behind an HTTP server.
+// env is a database and a vhost with the service's queue, shared by the
+// replicas a test starts on them.
 type env struct {
 	pool *pgxpool.Pool
 	conn *rabbit.Conn
 	pub  *rabbit.Publisher
-	rec  *recorder
-	hub  *live.Hub
-	url  string
 }
 
 func newEnv(tb testing.TB) *env {
@@ -75,46 +75,69 @@ func newEnv(tb testing.TB) *env {
 	amqpURL := rabbittest.NewVhost(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	log := slog.New(slog.DiscardHandler)
-	conn, err := rabbit.Dial(ctx, amqpURL, rabbit.WithLogger(log))
+	conn, err := rabbit.Dial(ctx, amqpURL, rabbit.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = conn.Close() })
-	hub, err := live.NewHub(live.Options{Store: postgres.New(pool), Log: log, MaxPerOrder: 100, SendQueue: 1000})
+	if err := conn.Declare(ctx, rabbit.Topology{Exchanges: []string{eventsv1.ExchangeOrder}, Queues: []rabbit.Queue{consume.SharedQueue()}}); err != nil {
+		tb.Fatal(err)
+	}
+	e := &env{pool: pool, conn: conn, pub: conn.NewPublisher()}
+	tb.Cleanup(func() { _ = e.pub.Close() })
+	return e
+}
+
+// replica is one notification replica as cmd/notification wires it: the
+// queue's consumer storing through a Writer, a Listener handing what is
+// announced to a hub, and the hub behind an HTTP server.
+type replica struct {
+	writer   *postgres.Writer
+	listener *postgres.Listener
+	rec      *recorder
+	hub      *live.Hub
+	url      string
+}
+
+// newReplica starts a replica on e; listenerBackoff, when positive, is
+// its listener's pause before reconnecting.
+func (e *env) newReplica(tb testing.TB, listenerBackoff time.Duration) *replica {
+	tb.Helper()
+	log := slog.New(slog.DiscardHandler)
+	hub, err := live.NewHub(live.Options{Store: postgres.New(e.pool), Log: log, MaxPerOrder: 100, SendQueue: 1000})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &env{pool: pool, conn: conn, pub: conn.NewPublisher(), rec: &recorder{next: hub}, hub: hub}
-	exchanges := []string{eventsv1.ExchangeOrder}
-	shared, own := consume.SharedQueue(), consume.InstanceQueue("test-"+uuid.NewString()[:8])
-	if err := conn.Declare(ctx, rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{shared, own}}); err != nil {
-		tb.Fatal(err)
+	r := &replica{writer: postgres.NewWriter(e.pool), rec: &recorder{hub: hub}, hub: hub}
+	r.listener = postgres.NewListener(e.pool, r.rec, log)
+	if listenerBackoff > 0 {
+		r.listener.Backoff = listenerBackoff
 	}
-	writer := postgres.NewWriter(pool)
+	consumer := &rabbit.Consumer{Conn: e.conn, Queue: consume.SharedQueue(), Exchanges: []string{eventsv1.ExchangeOrder}, Batch: consume.Handler(r.writer), Log: log}
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for _, c := range []*rabbit.Consumer{
-		{Conn: conn, Queue: shared, Exchanges: exchanges, Handler: consume.Handler(writer, nil), Log: log},
-		{Conn: conn, Queue: own, Exchanges: exchanges, Handler: consume.Handler(writer, e.rec), Log: log},
-	} {
-		wg.Go(func() { _ = c.Run(runCtx) })
+	for name, run := range map[string]func(context.Context) error{"consumer": consumer.Run, "listener": r.listener.Run, "hub": hub.Run} {
+		wg.Go(func() {
+			if err := run(runCtx); err != nil {
+				tb.Errorf("%s: %v", name, err)
+			}
+		})
 	}
-	wg.Go(func() { _ = hub.Run(runCtx) })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{order}", func(w http.ResponseWriter, r *http.Request) {
 		wt := live.Watch{OrderID: r.PathValue("order"), Key: "k", Since: -1}
-		if r.URL.Query().Get("since") == "0" {
-			wt.Since = 0
+		if s := r.URL.Query().Get("since"); s != "" {
+			wt.Since, _ = strconv.ParseInt(s, 10, 64)
 		}
 		if err := hub.ServeWS(w, r, wt); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		}
 	})
 	srv := httptest.NewServer(mux)
-	e.url = "ws" + strings.TrimPrefix(srv.URL, "http")
-	tb.Cleanup(func() { stop(); wg.Wait(); srv.Close(); _ = e.pub.Close() })
-	return e
+	r.url = "ws" + strings.TrimPrefix(srv.URL, "http")
+	tb.Cleanup(func() { stop(); wg.Wait(); srv.Close() })
+	poll.Until(tb, 10*time.Second, "the listener to listen", func() bool { return r.listener.Stats().Resyncs >= 1 })
+	return r
 }
 
 func message(tb testing.TB, id, order string, seq int64, st eventsv1.OrderStatus) rabbit.Message {
@@ -153,15 +176,17 @@ func (e *env) count(tb testing.TB, q string, args ...any) int {
 }
 
 // TestRedeliveryAndStaleChangesHaveNoEffect: a message delivered twice and
-// a change older than the latest change nothing in the database, and a
-// client watching sees each status once, in order.
+// a change older than the latest change nothing in the database, each
+// stored change is announced once (the duplicate not at all), and a client
+// watching sees each status once, in order.
 func TestRedeliveryAndStaleChangesHaveNoEffect(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	r := e.newReplica(t, 0)
 	order := uuid.NewString()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, e.url+"/ws/"+order, nil) //nolint:bodyclose // coder/websocket closes it
+	c, _, err := websocket.Dial(ctx, r.url+"/ws/"+order, nil) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,10 +206,9 @@ func TestRedeliveryAndStaleChangesHaveNoEffect(t *testing.T) {
 		t.Errorf("latest = %s/%d (%v), want cancelled/4", st, seq, err)
 	}
 
-	// The hub may be handed a change more than once (both copies of the
-	// duplicate, and each replica queue's copy); the client must not see
-	// one twice. Whether it sees 2 depends on whether 2 was stored when 3
-	// arrived (the gap is filled from the feed) or came after 3 (skipped).
+	// The client must not see a change twice. Whether it sees 2 depends on
+	// whether 2 was stored when 3 arrived (the gap is filled from the
+	// feed) or came after 3 (skipped).
 	var got []int64
 	for {
 		_, b, err := c.Read(ctx)
@@ -201,14 +225,21 @@ func TestRedeliveryAndStaleChangesHaveNoEffect(t *testing.T) {
 	if s := fmt.Sprint(got); s != "[1 2 3 4]" && s != "[1 3 4]" {
 		t.Errorf("client saw %s, want [1 2 3 4] or [1 3 4]", s)
 	}
-	if n := len(e.rec.seqs(order)); n < 4 {
-		t.Errorf("hub was handed %d changes, want at least 4", n)
+	// Four changes stored, four announced: the duplicate, stored once,
+	// is announced once; the late seq 2 is new to the feed, so it is.
+	poll.Until(t, 10*time.Second, "four changes handed to the hub", func() bool { return len(r.rec.seqs(order)) >= 4 })
+	if got := r.rec.seqs(order); len(got) != 4 {
+		t.Errorf("hub was handed seqs %v, want each of the four stored changes once", got)
+	}
+	if n := r.listener.Stats().Notifications; n != 4 {
+		t.Errorf("listener heard %d notifications, want 4", n)
 	}
 }
 
 func TestInvalidEventsAreDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	e.newReplica(t, 0)
 	bad := message(t, uuid.NewString(), "not-a-uuid", 1, eventsv1.OrderStatus_ORDER_STATUS_PENDING)
 	corrupt := message(t, uuid.NewString(), uuid.NewString(), 1, eventsv1.OrderStatus_ORDER_STATUS_PENDING)
 	corrupt.Body = []byte{0xff, 0xff}
@@ -225,13 +256,15 @@ func TestInvalidEventsAreDeadLettered(t *testing.T) {
 }
 
 // TestClientsConnectingWhileChangesFlow is the subscribe-before-snapshot
-// race on the real path: changes go through the broker, the inbox and the
-// database, and are published after their commit, while clients connect.
+// race on the real path: changes go through the broker and the database,
+// and are announced by their commit and published by the listener, while
+// clients connect.
 // Every client must see each seq from its first one on exactly once, in
 // order, up to the terminal status and a normal close.
 func TestClientsConnectingWhileChangesFlow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	r := e.newReplica(t, 0)
 	order := uuid.NewString()
 	const n = 60
 	var wg sync.WaitGroup
@@ -251,7 +284,7 @@ func TestClientsConnectingWhileChangesFlow(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, _, err := websocket.Dial(ctx, e.url+"/ws/"+order+q, nil) //nolint:bodyclose // coder/websocket closes it
+			c, _, err := websocket.Dial(ctx, r.url+"/ws/"+order+q, nil) //nolint:bodyclose // coder/websocket closes it
 			if err != nil {
 				results <- result{err: err}
 				return
@@ -301,5 +334,177 @@ func TestClientsConnectingWhileChangesFlow(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// readSeqs reads c until it closes and returns the seqs it got and the
+// close code (-1 when it broke without one).
+func readSeqs(ctx context.Context, c *websocket.Conn) ([]int64, websocket.StatusCode, error) {
+	var got []int64
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			code := websocket.CloseStatus(err)
+			if code == -1 {
+				return got, code, err
+			}
+			return got, code, nil
+		}
+		var m struct{ Seq int64 }
+		if err := json.Unmarshal(b, &m); err != nil {
+			return got, -1, fmt.Errorf("message %s: %w", b, err)
+		}
+		got = append(got, m.Seq)
+	}
+}
+
+// wsDial opens a WebSocket on r for order with query.
+func (r *replica) wsDial(tb testing.TB, order, query string) *websocket.Conn {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, r.url+"/ws/"+order+query, nil) //nolint:bodyclose // coder/websocket closes it
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.CloseNow() })
+	return c
+}
+
+// TestTwoReplicasSharingTheQueueBothPushEveryChange: two replicas consume
+// the one queue, each change is stored once by whichever took it, and the
+// clients of both replicas get every change of their order once, in order
+// — half of them taken by the other replica.
+func TestTwoReplicasSharingTheQueueBothPushEveryChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	replicas := []*replica{e.newReplica(t, 0), e.newReplica(t, 0)}
+	const orders, n = 4, 30
+	type client struct {
+		replica int
+		order   string
+		c       *websocket.Conn
+	}
+	var clients []client
+	ids := make([]string, orders)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		for k, r := range replicas {
+			clients = append(clients, client{k, ids[i], r.wsDial(t, ids[i], "?since=0")})
+		}
+	}
+	poll.Until(t, 10*time.Second, "every client subscribed", func() bool {
+		return replicas[0].hub.Stats().WebSocket == orders && replicas[1].hub.Stats().WebSocket == orders
+	})
+	var msgs []rabbit.Message
+	for seq := int64(1); seq <= n; seq++ {
+		st := eventsv1.OrderStatus_ORDER_STATUS_CONFIRMED
+		if seq == n {
+			st = eventsv1.OrderStatus_ORDER_STATUS_DELIVERED
+		}
+		for _, id := range ids {
+			msgs = append(msgs, message(t, uuid.NewString(), id, seq, st))
+		}
+	}
+	e.publish(t, msgs...)
+
+	want := make([]int64, n)
+	for i := range want {
+		want[i] = int64(i + 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, cl := range clients {
+		got, code, err := readSeqs(ctx, cl.c)
+		if err != nil || code != websocket.StatusNormalClosure || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("replica %d, order %s: got %v, close %v (%v); want 1..%d once each, then 1000", cl.replica, cl.order, got, code, err, n)
+		}
+	}
+	var stored int64
+	for k, r := range replicas {
+		s := r.writer.Stats()
+		stored += s.Changes
+		if s.Changes == 0 {
+			t.Errorf("replica %d stored nothing: the queue's messages did not go to both", k)
+		}
+		if heard := r.listener.Stats().Notifications; heard != orders*n {
+			t.Errorf("replica %d heard %d notifications, want %d (every change, stored by either)", k, heard, orders*n)
+		}
+	}
+	if stored != orders*n {
+		t.Errorf("the replicas stored %d changes, want %d: each consumed and written once", stored, orders*n)
+	}
+}
+
+// TestListenerResyncsAfterItsConnectionIsKilled: the listener's connection
+// is terminated, and two changes are stored before it can listen again, so
+// no notification of them reaches it. Once it listens again, it publishes
+// the order's latest status, and the watching client gets both changes
+// (the first from the feed), then what follows, once each and in order.
+func TestListenerResyncsAfterItsConnectionIsKilled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// A listener that waits a second before reconnecting: the changes
+	// below are committed well before it listens again.
+	r := e.newReplica(t, time.Second)
+	order := uuid.NewString()
+	c := r.wsDial(t, order, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.publish(t, message(t, uuid.NewString(), order, 1, eventsv1.OrderStatus_ORDER_STATUS_PENDING))
+	if _, b, err := c.Read(ctx); err != nil || !strings.Contains(string(b), `"seq":1`) {
+		t.Fatalf("first message %s (%v), want seq 1", b, err)
+	}
+
+	// Terminating the listener's backend and storing the changes in one
+	// transaction: they commit right after the backend is gone, a second
+	// before the listener tries again.
+	err := pg.Transact(ctx, e.pool, func(tx pgx.Tx) error {
+		// pg_terminate_backend in the select list, not the WHERE clause,
+		// whose conditions PostgreSQL may evaluate in any order.
+		const q = `SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = $1`
+		rows, err := tx.Query(ctx, q, postgres.ListenerAppName)
+		if err != nil {
+			return err
+		}
+		killed, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+		if err != nil {
+			return err
+		}
+		if len(killed) != 1 || !killed[0] {
+			return fmt.Errorf("terminated listener backends: %v, want one", killed)
+		}
+		at := time.Now()
+		_, err = postgres.Apply(ctx, tx,
+			status.Change{OrderID: order, CustomerID: "alice", Status: "reserved", Seq: 2, At: at},
+			status.Change{OrderID: order, CustomerID: "alice", Status: "confirmed", Seq: 3, At: at})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both arrive with nothing more stored: from the resync alone.
+	var got []int64
+	for len(got) < 2 {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("after seq 1 the client got %v, then %v; want 2 and 3 from the resync", got, err)
+		}
+		var m struct{ Seq int64 }
+		_ = json.Unmarshal(b, &m)
+		got = append(got, m.Seq)
+	}
+	if fmt.Sprint(got) != "[2 3]" {
+		t.Errorf("after seq 1 the client got %v, want [2 3]", got)
+	}
+	e.publish(t, message(t, uuid.NewString(), order, 4, eventsv1.OrderStatus_ORDER_STATUS_CANCELLED))
+	got, code, err := readSeqs(ctx, c)
+	if err != nil || code != websocket.StatusNormalClosure || fmt.Sprint(got) != "[4]" {
+		t.Errorf("then the client got %v, close %v (%v); want [4], then 1000", got, code, err)
+	}
+	s := r.listener.Stats()
+	if s.Notifications != 2 || s.Resyncs != 2 {
+		t.Errorf("listener stats %+v, want 2 notifications (seqs 1 and 4; 2 and 3 came while it was away) and 2 resyncs", s)
 	}
 }

@@ -107,9 +107,13 @@ type conn struct {
 
 // offer queues it and wakes the writer. A full queue closes the connection
 // with 1013 instead: the client is too slow, and will resume with since.
+// A status at or below the last seq sent is dropped at once (pop would drop
+// it anyway): a resync publishes the latest status of every watched order,
+// which most connections have sent, and waking a writer goroutine for each
+// of thousands of them would be work for nothing.
 func (c *conn) offer(it item) {
 	c.mu.Lock()
-	if c.closeCode != 0 || c.gone {
+	if c.closeCode != 0 || c.gone || (it.msg != nil && it.msg.seq <= c.last) {
 		c.mu.Unlock()
 		return
 	}

@@ -1,12 +1,17 @@
 // Package live streams order statuses to shoppers over WebSocket and
 // Server-Sent Events.
 //
-// A Hub knows, per order, the connections watching it. The consumer calls
-// Publish after each status change has committed; the hub hands the change
-// to every connection of the order. Each connection subscribes before it
-// reads its snapshot from the database (the current status, or the feed
-// after a given seq), and drops anything at or below the last seq it sent,
-// so a change that lands between the two is sent exactly once.
+// A Hub knows, per order, the connections watching it. Publish is called
+// for each status change once it has committed (by postgres.Listener, which
+// hears of every change any replica stores); the hub hands the change to
+// every connection of the order. Each connection subscribes before it reads
+// its snapshot from the database (the current status, or the feed after a
+// given seq), and drops anything at or below the last seq it sent, so a
+// change that lands between the two is sent exactly once. A change that
+// skips seqs the connection has not sent makes it send those from the feed
+// first, so publishing an order's latest status is enough to bring every
+// connection of the order up to date (the listener does that after it
+// reconnects, for Orders).
 //
 // Idle WebSocket connections are cheap: no buffered reader or writer is
 // kept, nothing is queued, and a writer goroutine exists only while there
@@ -188,7 +193,9 @@ func (h *Hub) Stats() Stats {
 
 // Publish hands c to every connection watching its order on this replica.
 // Call it after c has committed to the database, so that a connection
-// whose snapshot missed it gets it here. It never blocks on a client.
+// whose snapshot missed it gets it here; a connection that already sent c
+// drops it, and one that has not sent the seqs before c sends them from
+// the store first. It never blocks on a client.
 func (h *Hub) Publish(c status.Change) {
 	h.mu.Lock()
 	targets := slices.Clone(h.orders[c.OrderID])
@@ -200,6 +207,18 @@ func (h *Hub) Publish(c status.Change) {
 	for _, t := range targets {
 		t.offer(item{msg: m})
 	}
+}
+
+// Orders returns the orders that have at least one connection on this
+// replica, in no particular order.
+func (h *Hub) Orders() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.orders))
+	for id := range h.orders {
+		out = append(out, id)
+	}
+	return out
 }
 
 // subscribe registers a connection for w before anything is written to

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,13 +260,16 @@ func TestWebSocketFillsAGapFromTheStore(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{})
 	c := dial(t, h.wsURL(orderA, ""))
-	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
-	// Seq 2 reached the database through another replica; this one only
-	// hears of seq 3.
+	// The snapshot (seq 1) is out first: being subscribed is not enough,
+	// the snapshot is read after that.
+	first := readN(t, c, 1)
+	// Seq 2 was stored while this replica heard nothing of it (its
+	// listener was reconnecting); it hears of seq 3 only.
 	store.add(change(orderA, 2, "reserved"))
 	store.add(change(orderA, 3, "cancelled"))
 	h.Publish(change(orderA, 3, "cancelled"))
-	if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
+	rest, code := readAll(t, c, 10*time.Second)
+	if got := append(first, rest...); fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
 		t.Errorf("got seqs %v, close %v; want [1 2 3], 1000", seqs(got), code)
 	}
 }
@@ -280,7 +284,9 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{})
 	early := dial(t, h.wsURL(orderA, ""))
-	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	// The early client's snapshot (seq 1) is out before seq 3 is stored:
+	// being subscribed is not enough, the snapshot is read after that.
+	earlyFirst := readN(t, early, 1)
 	store.add(change(orderA, 3, "cancelled"))
 	h.Publish(change(orderA, 3, "cancelled"))
 	replay := dial(t, h.wsURL(orderA, "since=0"))
@@ -289,7 +295,11 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	store.add(change(orderA, 2, "reserved"))
 	h.Publish(change(orderA, 2, "reserved"))
 	for name, c := range map[string]*websocket.Conn{"early": early, "since=0": replay} {
-		if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
+		got, code := readAll(t, c, 10*time.Second)
+		if c == early {
+			got = append(earlyFirst, got...)
+		}
+		if fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
 			t.Errorf("%s client got seqs %v, close %v; want [1 2 3], 1000", name, seqs(got), code)
 		}
 	}
@@ -303,10 +313,13 @@ func TestWebSocketGivesUpWaitingAfterGapWait(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{GapWait: 300 * time.Millisecond})
 	c := dial(t, h.wsURL(orderA, ""))
-	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().WebSocket == 1 })
+	// The snapshot (seq 1) is out before seq 3 is stored: being
+	// subscribed is not enough, the snapshot is read after that.
+	first := readN(t, c, 1)
 	store.add(change(orderA, 3, "cancelled"))
 	h.Publish(change(orderA, 3, "cancelled"))
-	if got, code := readAll(t, c, 10*time.Second); fmt.Sprint(seqs(got)) != "[1 3]" || code != websocket.StatusNormalClosure {
+	rest, code := readAll(t, c, 10*time.Second)
+	if got := append(first, rest...); fmt.Sprint(seqs(got)) != "[1 3]" || code != websocket.StatusNormalClosure {
 		t.Errorf("got seqs %v, close %v; want [1 3], 1000", seqs(got), code)
 	}
 }
@@ -559,6 +572,25 @@ func TestCapsPerOrderAndPerCustomer(t *testing.T) {
 	if n := h.counter(t, "notification.connections.refused"); n != 2 {
 		t.Errorf("refused = %d, want 2", n)
 	}
+}
+
+// TestOrdersListsTheWatchedOrders: Orders names each order with a
+// connection once, and forgets it when its last connection is gone.
+func TestOrdersListsTheWatchedOrders(t *testing.T) {
+	t.Parallel()
+	h := newTestHub(t, newMemStore(), live.Options{})
+	other := "0190a6b4-0000-7000-8000-00000000000b"
+	a1, a2, b := dial(t, h.wsURL(orderA, "")), dial(t, h.wsURL(orderA, "")), dial(t, h.wsURL(other, ""))
+	poll.Until(t, 5*time.Second, "three connections", func() bool { return h.Stats().WebSocket == 3 })
+	got := h.Orders()
+	slices.Sort(got)
+	if want := []string{orderA, other}; !slices.Equal(got, want) {
+		t.Errorf("Orders() = %v, want %v", got, want)
+	}
+	for _, c := range []*websocket.Conn{a1, a2, b} {
+		_ = c.Close(websocket.StatusNormalClosure, "")
+	}
+	poll.Until(t, 5*time.Second, "no order watched", func() bool { return len(h.Orders()) == 0 })
 }
 
 // TestSlowClientIsClosedWith1013 has a client with a tiny receive buffer

@@ -38,7 +38,15 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Apply records changes in tx with one statement, idempotently: the feed
 // keeps the first copy of each (order, seq), and an order's latest status
 // moves only to a higher seq, so a redelivered or late change leaves both as
-// they were. It returns how many orders' latest status moved.
+// they were. It returns how many orders' latest status moved, or the
+// database's error (nothing is then written once tx rolls back).
+//
+// Each change the statement newly adds to the feed is also announced on
+// Channel (pg_notify, in (order, seq) order; see notificationPayload):
+// PostgreSQL delivers the announcements only when tx commits, and never for
+// a change that was already stored, so every Listener hears of each stored
+// change once. That is how every replica learns of the changes any replica
+// stores.
 //
 // Rows are written in (order, seq) order, so two replicas applying
 // overlapping batches lock them in the same order and cannot deadlock on
@@ -58,7 +66,11 @@ func Apply(ctx context.Context, tx pgx.Tx, changes ...status.Change) (moved int6
 		ids[i], customers[i], statuses[i], reasons[i], seqs[i], ats[i] = c.OrderID, c.CustomerID, c.Status, c.Reason, c.Seq, c.At
 	}
 	// The latest status takes the highest seq of each order in the batch:
-	// one statement may not update a row twice.
+	// one statement may not update a row twice. announced is joined (it is
+	// one row) only so that it runs: a CTE that nothing reads is skipped
+	// unless it modifies data. Its subquery sorts the new feed rows, whose
+	// RETURNING order is not guaranteed, so that they are announced in
+	// (order, seq) order.
 	const q = `
 WITH c AS (
   SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
@@ -66,10 +78,14 @@ WITH c AS (
 feed AS (
   INSERT INTO status_feed (order_id, seq, status, reason, at)
   SELECT order_id, seq, status, NULLIF(reason, ''), at FROM c ORDER BY n
-  ON CONFLICT (order_id, seq) DO NOTHING)
+  ON CONFLICT (order_id, seq) DO NOTHING
+  RETURNING order_id, seq, status, reason, at),
+announced AS (
+  SELECT count(pg_notify('` + Channel + `', ` + notificationPayload + `)) AS n
+  FROM (SELECT * FROM feed ORDER BY order_id, seq) f)
 INSERT INTO order_status AS s (order_id, customer_id, status, reason, seq, at)
 SELECT DISTINCT ON (order_id) order_id, customer_id, status, NULLIF(reason, ''), seq, at
-FROM c ORDER BY order_id, seq DESC
+FROM c CROSS JOIN announced ORDER BY order_id, seq DESC
 ON CONFLICT (order_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, reason = EXCLUDED.reason,
     seq = EXCLUDED.seq, at = EXCLUDED.at, updated_at = now()

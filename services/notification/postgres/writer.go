@@ -14,7 +14,8 @@ import (
 	"github.com/orderly/orderly/services/notification/status"
 )
 
-// MaxBatch bounds the changes a Writer commits in one transaction.
+// MaxBatch bounds the changes a Writer commits in one transaction. A
+// caller's changes are never split, so one caller with more goes alone.
 const MaxBatch = 500
 
 // writeTimeout bounds one batch's transaction. A batch carries the changes
@@ -27,7 +28,7 @@ const writeTimeout = 10 * time.Second
 // load a change is written at once, alone; under load a transaction carries
 // tens of changes, and a replica spends one commit (and one WAL flush) on
 // them instead of one each — which is what let one replica keep up with
-// 1,000 changes/s from two queues on two cores (docs/benchmarks.md).
+// 1,000 changes/s on two cores (docs/benchmarks.md).
 //
 // There is no goroutine of its own: the first caller to find no batch in
 // progress writes one, and hands the turn to a waiting caller when it is
@@ -50,33 +51,36 @@ type Stats struct{ Commits, Changes int64 }
 func (w *Writer) Stats() Stats { return Stats{Commits: w.commits.Load(), Changes: w.changes.Load()} }
 
 type request struct {
-	change status.Change
-	done   chan error // buffered: the writer never waits for the caller
+	changes []status.Change
+	errs    []error   // one per change, set before done is sent false
+	done    chan bool // buffered: true hands the caller the turn, false says errs is set
 }
-
-// errYourTurn tells a waiting caller that it writes the next batch.
-var errYourTurn = errors.New("postgres: write the next batch")
 
 // NewWriter returns a Writer on pool.
 func NewWriter(pool *pgxpool.Pool) *Writer { return &Writer{pool: pool} }
 
-// Apply records c (see the package's Apply) and returns once it is
-// committed, with c alone or with other callers' changes.
-func (w *Writer) Apply(ctx context.Context, c status.Change) error {
-	r := &request{change: c, done: make(chan error, 1)}
+// Apply records cs (see the package's Apply) and returns once they are
+// committed, alone or with other callers' changes. It returns one error
+// per change of cs, nil for each change committed: when the database
+// refuses the shared transaction while it is reachable, each change is
+// tried alone, so one change it refuses fails only itself.
+func (w *Writer) Apply(ctx context.Context, cs ...status.Change) []error {
+	if len(cs) == 0 {
+		return nil
+	}
+	r := &request{changes: cs, done: make(chan bool, 1)}
 	w.mu.Lock()
 	w.queue = append(w.queue, r)
 	lead := !w.writing
 	w.writing = true
 	w.mu.Unlock()
-	if !lead {
-		// Waiting is not cut short by ctx: a caller given the turn must
-		// take it, and the write has its own timeout.
-		if err := <-r.done; !errors.Is(err, errYourTurn) {
-			return err
-		}
+	// Waiting is not cut short by ctx: a caller given the turn must take
+	// it, and the write has its own timeout.
+	if !lead && !<-r.done {
+		return r.errs
 	}
-	return w.writeBatch(ctx, r)
+	w.writeBatch(ctx, r)
+	return r.errs
 }
 
 // errWriterPanicked is what the callers of a batch get when writing it
@@ -84,33 +88,39 @@ func (w *Writer) Apply(ctx context.Context, c status.Change) error {
 var errWriterPanicked = errors.New("postgres: writing the batch panicked")
 
 // writeBatch writes what is queued (r among it), tells each caller how its
-// change fared, and passes the turn on — even if writing panics, or every
+// changes fared, and passes the turn on — even if writing panics, or every
 // later caller would wait for a turn that never comes.
-func (w *Writer) writeBatch(ctx context.Context, r *request) (err error) {
+func (w *Writer) writeBatch(ctx context.Context, r *request) {
 	w.mu.Lock()
 	// r is at the head of the queue: the queue is empty when a caller
 	// leads, and the turn goes to the head.
-	n := min(len(w.queue), MaxBatch)
+	n, size := 0, 0
+	for n < len(w.queue) && (n == 0 || size+len(w.queue[n].changes) <= MaxBatch) {
+		size += len(w.queue[n].changes)
+		n++
+	}
 	batch := w.queue[:n:n]
 	w.queue = w.queue[n:]
 	w.mu.Unlock()
 
-	var errs []error
+	var errs [][]error
 	defer func() {
 		for i, b := range batch {
-			e := errWriterPanicked
 			if errs != nil {
-				e = errs[i]
+				b.errs = errs[i]
+			} else {
+				b.errs = make([]error, len(b.changes))
+				for k := range b.errs {
+					b.errs[k] = errWriterPanicked
+				}
 			}
-			if b == r {
-				err = e
-				continue
+			if b != r {
+				b.done <- false
 			}
-			b.done <- e
 		}
 		w.mu.Lock()
 		if len(w.queue) > 0 {
-			w.queue[0].done <- errYourTurn
+			w.queue[0].done <- true
 		} else {
 			w.writing = false
 			w.queue = nil // let the backing array go
@@ -120,30 +130,33 @@ func (w *Writer) writeBatch(ctx context.Context, r *request) (err error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	errs = w.write(wctx, batch)
-	return nil // set by the deferred function
 }
 
-// write commits batch in one transaction and returns each change's error.
-// When the shared transaction fails for a reason other than the database
-// being unreachable, each change is tried alone, so that one change the
-// database refuses does not fail the others.
-func (w *Writer) write(ctx context.Context, batch []*request) []error {
-	errs := make([]error, len(batch))
-	cs := make([]status.Change, len(batch))
-	for i, b := range batch {
-		cs[i] = b.change
+// write commits batch in one transaction and returns each change's error,
+// by request. When the shared transaction fails for a reason other than
+// the database being unreachable, each change is tried alone, so that one
+// change the database refuses does not fail the others.
+func (w *Writer) write(ctx context.Context, batch []*request) [][]error {
+	var cs []status.Change
+	for _, b := range batch {
+		cs = append(cs, b.changes...)
 	}
+	errs := make([]error, len(cs))
 	err := w.apply(ctx, cs...)
-	if err == nil || len(batch) == 1 || ctx.Err() != nil || w.pool.Ping(ctx) != nil {
+	if err == nil || len(cs) == 1 || ctx.Err() != nil || w.pool.Ping(ctx) != nil {
 		for i := range errs {
 			errs[i] = err
 		}
-		return errs
+	} else {
+		for i := range cs {
+			errs[i] = w.apply(ctx, cs[i])
+		}
 	}
-	for i := range batch {
-		errs[i] = w.apply(ctx, cs[i])
+	out := make([][]error, len(batch))
+	for i, b := range batch {
+		out[i], errs = errs[:len(b.changes):len(b.changes)], errs[len(b.changes):]
 	}
-	return errs
+	return out
 }
 
 func (w *Writer) apply(ctx context.Context, cs ...status.Change) error {

@@ -4,9 +4,9 @@
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8083, DATABASE_URL to the orderly_notification database),
-// plus NOTIFICATION_INSTANCE_ID (hostname-pid), NOTIFICATION_ALLOWED_ORIGINS
-// (http://localhost:8083,http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER
-// (20), NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
+// plus NOTIFICATION_ALLOWED_ORIGINS (http://localhost:8083,
+// http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER (20),
+// NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
 // NOTIFICATION_HEARTBEAT (25s), NOTIFICATION_SSE_HEARTBEAT (15s),
 // NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h) and
 // CONSUMER_WORKERS (16). It stops gracefully on SIGTERM or SIGINT, closing
@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -43,11 +41,6 @@ func main() { boot.Main("notification", start) }
 // and its own.
 type config struct {
 	boot.Config
-	// InstanceID names this replica's own queue,
-	// notification.status.<instance>; it defaults to hostname-pid. A
-	// stable id per replica slot (a StatefulSet pod name) lets a restarted
-	// replica pick up its queue again.
-	InstanceID string `env:"NOTIFICATION_INSTANCE_ID"`
 	// AllowedOrigins may open streams from a browser, besides the
 	// service's own origin.
 	AllowedOrigins []string `env:"NOTIFICATION_ALLOWED_ORIGINS" envDefault:"http://localhost:8083,http://127.0.0.1:8083" envSeparator:","`
@@ -68,9 +61,6 @@ type config struct {
 	Retention time.Duration `env:"NOTIFICATION_RETENTION" envDefault:"720h"`
 }
 
-// instanceID is what a queue name may carry.
-var instanceID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
-
 // loadConfig reads the configuration from environ. It returns an error
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
@@ -82,15 +72,8 @@ func loadConfig(environ []string) (config, error) {
 	if err := boot.Parse(environ, &cfg); err != nil {
 		return config{}, err
 	}
-	if cfg.InstanceID == "" {
-		host, _ := os.Hostname()
-		cfg.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
 	var msgs []string
 	bad := func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) }
-	if !instanceID.MatchString(cfg.InstanceID) {
-		bad("NOTIFICATION_INSTANCE_ID: %q must be 1 to 100 letters, digits, '.', '_' or '-'", cfg.InstanceID)
-	}
 	for i, o := range cfg.AllowedOrigins {
 		o = strings.TrimSpace(o)
 		cfg.AllowedOrigins[i] = o
@@ -115,8 +98,11 @@ func loadConfig(environ []string) (config, error) {
 		}
 	}
 	// More workers than the other services' 4: a worker mostly waits for
-	// the shared commit of postgres.Writer, and the more changes wait
-	// together, the fewer commits they cost.
+	// the shared commit of postgres.Writer (a goroutine, nothing more), and
+	// a lane that retries a failed write in place (consume.apply, up to
+	// 20 s) holds back only the orders hashed to it, 1/16 of them. Each
+	// lane's batch is what waited behind its previous one, so the commits
+	// grow with the load either way.
 	if cfg.ConsumerWorkers == 0 {
 		cfg.ConsumerWorkers = 16
 	}
@@ -137,7 +123,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		return nil, err
 	}
 	svc.Log.InfoContext(ctx, "notification settings",
-		"instance_id", cfg.InstanceID, "allowed_origins", cfg.AllowedOrigins,
+		"allowed_origins", cfg.AllowedOrigins,
 		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer, "send_queue", cfg.SendQueue,
 		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
 		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String())
@@ -165,16 +151,20 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.OnHTTPShutdown(hub.Shutdown)
 	svc.Go("live hub", hub.Run)
 
+	// Every change is consumed once, by one replica, and stored; storing it
+	// announces it (NOTIFY), and each replica's listener hands it to its
+	// own hub (docs/decisions/0008-live-tracking.md).
 	exchanges := []string{eventsv1.ExchangeOrder}
-	shared, own := consume.SharedQueue(), consume.InstanceQueue(cfg.InstanceID)
-	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{shared, own}}
+	queue := consume.SharedQueue()
+	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{queue}}
 	writer := postgres.NewWriter(svc.Pool)
-	if err := observeWriter(meter, writer); err != nil {
+	listener := postgres.NewListener(svc.Pool, hub, svc.Log.With("component", "status-listener"))
+	if err := observeStore(meter, writer, listener); err != nil {
 		_ = svc.Close()
 		return nil, err
 	}
-	svc.AddConsumer(&rabbit.Consumer{Queue: shared, Exchanges: exchanges, Handler: consume.Handler(writer, nil)})
-	svc.AddConsumer(&rabbit.Consumer{Queue: own, Exchanges: exchanges, Handler: consume.Handler(writer, hub)})
+	svc.AddConsumer(&rabbit.Consumer{Queue: queue, Exchanges: exchanges, Batch: consume.Handler(writer)})
+	svc.Go("status listener", listener.Run)
 
 	purgeLog := svc.Log.With("component", "retention-purge")
 	svc.Go("retention purge", func(ctx context.Context) error {
@@ -194,26 +184,42 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	return svc, nil
 }
 
-// observeWriter exports w's counts as notification_store_commits_total and
-// notification_store_changes_total: their ratio is the mean batch, which
-// grows with the load.
-func observeWriter(meter metric.Meter, w *postgres.Writer) error {
+// observeStore exports w's counts as notification_store_commits_total and
+// notification_store_changes_total (their ratio is the mean batch, which
+// grows with the load), and l's as
+// notification_listener_notifications_total (changes announced by any
+// replica and heard here) and notification_listener_resyncs_total (one at
+// start and one per reconnect of the listening connection). It returns an
+// error when a metric cannot be created.
+func observeStore(meter metric.Meter, w *postgres.Writer, l *postgres.Listener) error {
 	commits, err := meter.Int64ObservableCounter("notification.store.commits",
 		metric.WithDescription("Transactions that stored status changes."))
 	if err != nil {
 		return fmt.Errorf("metric: %w", err)
 	}
 	changes, err := meter.Int64ObservableCounter("notification.store.changes",
-		metric.WithDescription("Status changes stored (from both queues, repeats included)."))
+		metric.WithDescription("Status changes stored (redeliveries included)."))
+	if err != nil {
+		return fmt.Errorf("metric: %w", err)
+	}
+	heard, err := meter.Int64ObservableCounter("notification.listener.notifications",
+		metric.WithDescription("Status changes announced by the database (stored by any replica) and received by this replica's listener."))
+	if err != nil {
+		return fmt.Errorf("metric: %w", err)
+	}
+	resyncs, err := meter.Int64ObservableCounter("notification.listener.resyncs",
+		metric.WithDescription("Times the listener (re)started listening and republished the latest status of every watched order: once at start, then once per reconnect."))
 	if err != nil {
 		return fmt.Errorf("metric: %w", err)
 	}
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := w.Stats()
+		s, ls := w.Stats(), l.Stats()
 		o.ObserveInt64(commits, s.Commits)
 		o.ObserveInt64(changes, s.Changes)
+		o.ObserveInt64(heard, ls.Notifications)
+		o.ObserveInt64(resyncs, ls.Resyncs)
 		return nil
-	}, commits, changes)
+	}, commits, changes, heard, resyncs)
 	if err != nil {
 		return fmt.Errorf("metric: %w", err)
 	}

@@ -28,16 +28,16 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if cfg.HTTPAddr != ":8083" || cfg.Service != "notification" || cfg.MaxPerOrder != 20 || cfg.MaxPerCustomer != 50 ||
 		cfg.SendQueue != 32 || cfg.Heartbeat != 25*time.Second || cfg.SSEHeartbeat != 15*time.Second ||
-		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" || cfg.InstanceID == "" ||
+		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" ||
 		cfg.ConsumerWorkers != 16 {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"NOTIFICATION_INSTANCE_ID=notification-0", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8"})
-	if err != nil || cfg.InstanceID != "notification-0" || cfg.SendQueue != 8 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
+	cfg, err = loadConfig([]string{"NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8"})
+	if err != nil || cfg.SendQueue != 8 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
 	for _, bad := range []string{
-		"NOTIFICATION_INSTANCE_ID=a b", "NOTIFICATION_ALLOWED_ORIGINS=shop.example", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example/path",
+		"NOTIFICATION_ALLOWED_ORIGINS=shop.example", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example/path",
 		"NOTIFICATION_MAX_PER_ORDER=0", "NOTIFICATION_MAX_PER_CUSTOMER=-1", "NOTIFICATION_SEND_QUEUE=none",
 		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=257",
 	} {
@@ -51,13 +51,14 @@ func TestLoadConfig(t *testing.T) {
 
 // TestServiceEndToEnd runs the wired service on a fresh database and vhost:
 // an OrderStatusChanged published on order.events reaches a WebSocket
-// opened with the order's tracking token, and a shutdown closes that
+// opened with the order's tracking token (consumed, stored, announced by
+// PostgreSQL and pushed by the listener), and a shutdown closes that
 // WebSocket with 1012 and stops cleanly.
 func TestServiceEndToEnd(t *testing.T) {
 	t.Parallel()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "NOTIFICATION_INSTANCE_ID=main-test")
+	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s")
 	base := boottest.Serve(t, ctx, start, environ)
 
 	order := uuid.NewString()
@@ -89,6 +90,8 @@ func TestServiceEndToEnd(t *testing.T) {
 		{"/track/" + order, "<!doctype html"},
 		{"/metrics", "notification_connections_open"},
 		{"/metrics", "notification_store_commits_total"},
+		{"/metrics", "notification_listener_notifications_total"},
+		{"/metrics", "notification_listener_resyncs_total"},
 	} {
 		path, want := get.path, get.want
 		resp, err := http.Get(base + path) //nolint:noctx // test
