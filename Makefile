@@ -8,6 +8,9 @@
 #   make bench           run benchmarks
 #   make bench-ws        live tracking benchmark: 19,000 WebSockets on one notification replica (minutes)
 #   make bench-e2e       end-to-end load benchmark: shoppers' orders at rising rates through all four services (minutes)
+#   make bench-overload  end-to-end overload: twice a sustainable rate for a minute, then recovery (minutes)
+#   make bench-history   end-to-end rate on fresh databases, then with months of history preloaded (minutes)
+#   make bench-soak      end-to-end soak: half a sustainable rate for ten minutes, growth over time (minutes)
 #   make tools           install the development tools (protoc, golangci-lint)
 
 SHELL := bash
@@ -123,6 +126,39 @@ bench-ws:
 .PHONY: bench-e2e
 bench-e2e:
 	cd tests && ORDERLY_BENCH_E2E=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestEndToEnd$$' ./e2ebench/
+
+## bench-overload: the end-to-end stack past saturation (tests/e2ebench,
+## TestOverload): ORDERLY_OVERLOAD_RATE (360/s) for ORDERLY_OVERLOAD_DURATION
+## (60s), then ORDERLY_RECOVERY_RATE (60/s) for ORDERLY_RECOVERY_DURATION
+## (60s); a timeline of 201s, 503s, latencies, RSS and goroutines, the time
+## back to normal latency, and checks that every order taken ended and every
+## 503 carried Retry-After. Rewrites the bench-overload section of
+## docs/benchmarks.md. Not part of `make test`: about 5 minutes of the whole
+## machine, so run it on an otherwise idle machine.
+.PHONY: bench-overload
+bench-overload:
+	cd tests && ORDERLY_BENCH_OVERLOAD=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 30m -run '^TestOverload$$' ./e2ebench/
+
+## bench-history: one offered rate (ORDERLY_HISTORY_RATE, 150/s, for
+## ORDERLY_E2E_DURATION) on fresh databases, then again after preloading what
+## months of traffic leave (1,000,000 sent outbox events, 1,000,000 inbox
+## records, 100,000 finished orders; ORDERLY_HISTORY_SCALE scales them), with
+## table sizes before and after (tests/e2ebench, TestHistory). Rewrites the
+## bench-history section of docs/benchmarks.md. Not part of `make test`:
+## 5–15 minutes of the whole machine and a few GB of database.
+.PHONY: bench-history
+bench-history:
+	cd tests && ORDERLY_BENCH_HISTORY=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 60m -run '^TestHistory$$' ./e2ebench/
+
+## bench-soak: ORDERLY_SOAK_RATE (90/s) for ORDERLY_SOAK_DURATION (10m),
+## sampled every ORDERLY_SOAK_SAMPLE (30s): latency, CPU per order, RSS,
+## goroutines and table sizes over time, with the slope of each
+## (tests/e2ebench, TestSoak). Rewrites the bench-soak section of
+## docs/benchmarks.md. Not part of `make test`: the whole machine for
+## 10 minutes and more.
+.PHONY: bench-soak
+bench-soak:
+	cd tests && ORDERLY_BENCH_SOAK=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestSoak$$' ./e2ebench/
 
 ## tools: protoc (apt, if missing), the pinned protoc-gen-go, golangci-lint.
 tools: golangci-lint

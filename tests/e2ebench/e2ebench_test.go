@@ -1,41 +1,98 @@
 // Package e2ebench measures the whole system as shoppers use it: the four
 // real service binaries on the real PostgreSQL and RabbitMQ, driven by the
 // open-loop generator of tests/loadgen (place an order, follow it on its
-// WebSocket until confirmed), over a ladder of offered rates. It is not
-// part of `make test`; run it with
+// WebSocket until confirmed). None of it is part of `make test`: each mode
+// is a test that skips unless its variable is set, run by its make target,
+// which also rewrites the mode's section of docs/benchmarks.md (between
+// <!-- <target>:begin --> and <!-- <target>:end -->) with the run's date,
+// command, machine and figures. Each loads the whole machine for minutes:
+// nothing else should run meanwhile.
 //
-//	make bench-e2e
-//
-// which is, in tests/,
+// The ladder, TestEndToEnd (`make bench-e2e`, ORDERLY_BENCH_E2E=1), offers
+// rising rates, each for a while. For each rate it reports the achieved
+// rate (confirmed orders per second), placed→confirmed and POST latencies,
+// errors by kind, and what each confirmed order cost: CPU milliseconds per
+// process group (the four services, PostgreSQL, RabbitMQ, the generator),
+// database transactions, and broker messages published and delivered. A
+// step is measured from its first POST until the system has drained: every
+// order ended, every outbox empty and no consumer busy. In tests/,
 //
 //	ORDERLY_BENCH_E2E=1 ORDERLY_E2E_WRITE_DOCS=1 go test -v -count=1 -timeout 90m -run '^TestEndToEnd$' ./e2ebench/
 //
-// For each rate it reports the achieved rate (confirmed orders per second),
-// placed→confirmed and POST latencies, errors by kind, and what each
-// confirmed order cost: CPU milliseconds per process group (the four
-// services, PostgreSQL, RabbitMQ, the generator), database transactions, and
-// broker messages published and delivered. A step is measured from its
-// first POST until the system has drained: every order ended, every outbox
-// empty and no consumer busy.
+// Overload, TestOverload (`make bench-overload`, ORDERLY_BENCH_OVERLOAD=1),
+// offers twice a sustainable rate for a minute, then a light rate for a
+// minute, and reports a timeline window by window: orders offered, POSTs
+// answered 201 and 503 (the order service's admission control) and
+// otherwise, POST latency, confirmations, placed→confirmed latency of the
+// orders placed in the window, and every service's RSS and goroutines. It
+// reports how long after the overload the latency was back under twice the
+// recovery phase's final p99 and each service's largest RSS. It fails only
+// on a broken invariant: an order created (201) that did not end confirmed,
+// or cancelled with a reason, in the order database; a 503 without a
+// positive integer Retry-After (or not of type …/overloaded); any other 5xx.
 //
-// Settings (environment):
+// History, TestHistory (`make bench-history`, ORDERLY_BENCH_HISTORY=1),
+// measures one rate on the fresh stack, then preloads the databases with
+// what months of traffic leave behind (1,000,000 sent outbox events, which
+// the relay deletes, so dead rows until vacuumed; 1,000,000 inbox records
+// of the last 6 days; 100,000 finished orders with their items, history,
+// idempotency keys, reservations, payments, refunds, statuses and feed),
+// runs ANALYZE on them and waits for the services' own vacuum of the
+// outbox, and measures the same rate again. It reports both steps as the
+// ladder does, their ratios, and the tables' sizes before and after.
+//
+// Soak, TestSoak (`make bench-soak`, ORDERLY_BENCH_SOAK=1), offers half a
+// sustainable rate for ten minutes and reports, sample window by window,
+// orders offered and confirmed, placed→confirmed latency, CPU per
+// confirmed order, every service's RSS and goroutines, and the sizes of
+// the tables with churn or retention, then the first against the last
+// window with the slope of each figure. It fails only when an order the
+// order service created did not end.
+//
+// Settings (environment), for every mode:
+//
+//   - ORDERLY_E2E_DEADLINE: one order's deadline, POST to terminal status
+//     (default 60s).
+//   - ORDERLY_E2E_ENV: extra settings for every service, space-separated
+//     KEY=VALUE pairs (e.g. "CONSUMER_WORKERS=8").
+//   - ORDERLY_E2E_WRITE_DOCS=1: rewrite the mode's section of
+//     docs/benchmarks.md with this run (the make targets set it); a run
+//     that failed leaves the docs alone.
+//   - ORDERLY_E2E_REPORT=<file>: write the raw results as JSON.
+//
+// The ladder:
 //
 //   - ORDERLY_E2E_RATES: offered rates, orders per second (default
 //     25,50,100,150,200,250,300). The ladder stops after the second
 //     consecutive saturated step: fewer than 99 % of the orders confirmed
 //     within their deadline, or an achieved rate under 95 % of the offered.
 //   - ORDERLY_E2E_DURATION: how long each rate is offered (default 30s).
-//   - ORDERLY_E2E_DEADLINE: one order's deadline, POST to terminal status
-//     (default 60s).
-//   - ORDERLY_E2E_ENV: extra settings for every service, space-separated
-//     KEY=VALUE pairs (e.g. "CONSUMER_WORKERS=8").
-//   - ORDERLY_E2E_WRITE_DOCS=1: rewrite the bench-e2e section of
-//     docs/benchmarks.md with this run (`make bench-e2e` sets it).
-//   - ORDERLY_E2E_REPORT=<file>: write the raw results as JSON.
 //   - ORDERLY_E2E_PROFILE=<dir>: serve net/http/pprof from every service
 //     (PPROF_ADDR) and save a CPU profile of each, taken during the step at
 //     ORDERLY_E2E_PROFILE_RATE (default: the second step), as
 //     <dir>/<service>-<rate>.pprof.
+//
+// Overload:
+//
+//   - ORDERLY_OVERLOAD_RATE: the overload's rate (default 360/s, twice a
+//     sustainable 180/s), offered for ORDERLY_OVERLOAD_DURATION (60s).
+//   - ORDERLY_RECOVERY_RATE: the rate offered right after (default 60/s),
+//     for ORDERLY_RECOVERY_DURATION (60s).
+//   - ORDERLY_OVERLOAD_WINDOW: the timeline's window (default 5s; services
+//     are sampled every second, a window shows the largest sample).
+//
+// History:
+//
+//   - ORDERLY_HISTORY_RATE: the rate measured before and after the
+//     preload (default 150/s), each time for ORDERLY_E2E_DURATION (30s).
+//   - ORDERLY_HISTORY_SCALE: multiplies the preloaded counts (default 1;
+//     0.05 for a quick try).
+//
+// Soak:
+//
+//   - ORDERLY_SOAK_RATE: the rate offered (default 90/s, half a
+//     sustainable 180/s), for ORDERLY_SOAK_DURATION (10m).
+//   - ORDERLY_SOAK_SAMPLE: the sample window (default 30s).
 //
 // PostgreSQL's and RabbitMQ's CPU is machine-wide (every postgres and
 // beam.smp process): nothing else should run on the machine meanwhile.
@@ -44,11 +101,7 @@ package e2ebench
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,14 +115,11 @@ import (
 
 func TestMain(m *testing.M) { stack.Main(m) }
 
-// params are the run's settings, from the environment.
+// params are the ladder's settings, from the environment.
 type params struct {
+	common
 	rates       []float64
 	duration    time.Duration
-	deadline    time.Duration
-	env         []string
-	writeDocs   bool
-	report      string
 	profileDir  string
 	profileRate float64 // 0: the second step
 }
@@ -77,12 +127,9 @@ type params struct {
 func loadParams(tb testing.TB) params {
 	tb.Helper()
 	p := params{
+		common:     loadCommon(tb),
 		rates:      []float64{25, 50, 100, 150, 200, 250, 300},
-		duration:   30 * time.Second,
-		deadline:   60 * time.Second,
-		env:        strings.Fields(os.Getenv("ORDERLY_E2E_ENV")),
-		writeDocs:  os.Getenv("ORDERLY_E2E_WRITE_DOCS") == "1",
-		report:     os.Getenv("ORDERLY_E2E_REPORT"),
+		duration:   envDuration(tb, "ORDERLY_E2E_DURATION", 30*time.Second),
 		profileDir: os.Getenv("ORDERLY_E2E_PROFILE"),
 	}
 	if v := os.Getenv("ORDERLY_E2E_RATES"); v != "" {
@@ -91,18 +138,6 @@ func loadParams(tb testing.TB) params {
 			tb.Fatalf("ORDERLY_E2E_RATES: %v", err)
 		}
 		p.rates = rates
-	}
-	for _, d := range []struct {
-		name string
-		dst  *time.Duration
-	}{{"ORDERLY_E2E_DURATION", &p.duration}, {"ORDERLY_E2E_DEADLINE", &p.deadline}} {
-		if v := os.Getenv(d.name); v != "" {
-			x, err := time.ParseDuration(v)
-			if err != nil || x <= 0 {
-				tb.Fatalf("%s=%q: want a positive duration", d.name, v)
-			}
-			*d.dst = x
-		}
 	}
 	if v := os.Getenv("ORDERLY_E2E_PROFILE_RATE"); v != "" {
 		r, err := strconv.ParseFloat(v, 64)
@@ -127,110 +162,26 @@ func parseRates(s string) ([]float64, error) {
 	return rates, nil
 }
 
-// Seeded catalog: enough stock that no order of the whole ladder is
-// refused for want of it.
-const (
-	skuCount = 20
-	skuStock = 100_000_000
-)
-
-// settle is how long a step waits, once drained, before reading
-// pg_stat_database. A backend reports its counts at most once a second,
-// and one that goes idle with counts it could not report yet (it reported
-// less than a second before) reports them only after PGSTAT_IDLE_INTERVAL,
-// 10 s, in PostgreSQL 15. Measured: 1.5 s after the drain, 3–4 % of a
-// step's commits were still unreported; they showed up between 1.5 and 12 s
-// (and would have been counted in the next step). The wait adds the
-// services' idle commits (~8 per second: deadline sweeps, relay polls), a
-// fraction of a percent of a step's.
-const settle = 11 * time.Second
-
-// drainPoll is how often the drain check scrapes the services' metrics:
-// each scrape costs the services a little CPU, so not at poll.Interval.
-const drainPoll = 250 * time.Millisecond
-
-// bench is the running benchmark: the stack, the generator and the
-// measuring instruments.
-type bench struct {
-	p      params
-	s      *stack.Stack
-	gen    *loadgen.Generator
-	pg     *pgStats
-	client *http.Client // metrics and profiles
-	pprof  map[string]string
-	svcs   []*stack.Service
-	report Report
-}
+// ladderDrainLimit bounds one step's drain.
+const ladderDrainLimit = 10 * time.Minute
 
 func TestEndToEnd(t *testing.T) {
-	if os.Getenv("ORDERLY_BENCH_E2E") != "1" {
+	if os.Getenv(modeLadder.gate) != "1" {
 		t.Skip("end-to-end load benchmark (minutes, the whole machine): run `make bench-e2e`")
 	}
 	p := loadParams(t)
-	b := &bench{p: p, client: &http.Client{Timeout: time.Minute}}
-	b.report = Report{Date: time.Now().UTC(), Command: command(os.Environ()), Duration: p.duration.Seconds(), Deadline: p.deadline.Seconds()}
-	b.report.Machine.LoadAverage = loadAverage()
-
-	opts := stack.Options{
-		Notification:   true,
-		RateLimitRPS:   1_000_000,
-		ReserveTimeout: 30 * time.Second,
-		PaymentTimeout: 30 * time.Second,
-		SweepInterval:  time.Second,
-		Env:            p.env,
-	}
 	if p.profileDir != "" {
 		if err := os.MkdirAll(p.profileDir, 0o750); err != nil {
 			t.Fatalf("ORDERLY_E2E_PROFILE: %v", err)
 		}
-		b.pprof = map[string]string{}
-		opts.ServiceEnv = map[string][]string{}
-		for _, name := range stack.Services {
-			addr := freeAddr(t)
-			b.pprof[name] = addr
-			opts.ServiceEnv[name] = []string{"PPROF_ADDR=" + addr}
-		}
 	}
-	b.s = stack.New(t, opts)
-	b.svcs = []*stack.Service{b.s.Order, b.s.Inventory, b.s.Payment, b.s.Notification}
-	b.pg = newPGStats(t, b.s)
-	b.report.Machine.fill(t, b.pg)
-
-	products := make([]stack.Product, skuCount)
-	skus := make([]string, skuCount)
-	for i := range products {
-		skus[i] = fmt.Sprintf("E2E-%02d", i+1)
-		products[i] = stack.Product{SKU: skus[i], PriceCents: int64(100 * (i + 1)), Currency: "EUR", Stock: skuStock}
-	}
-	b.s.Seed(t, products...)
-	gen, err := loadgen.New(loadgen.Config{
-		OrderURL:        b.s.Order.URL(),
-		NotificationURL: b.s.Notification.URL(),
-		Secret:          b.s.Secret,
-		SKUs:            skus,
-		Deadline:        p.deadline,
-		Seed:            uint64(time.Now().UnixNano()), //nolint:gosec // any seed will do
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.gen = gen
-	defer gen.Close()
+	b := newBench(t, modeLadder, p.common, p.profileDir != "")
+	report := Report{Run: b.run, Duration: p.duration.Seconds(), Deadline: p.deadline.Seconds()}
 
 	// Whatever happened, say what was measured; the docs only change after
 	// a run that completed.
 	defer func() {
-		t.Log("\n" + b.report.Tables())
-		if p.report != "" {
-			if err := b.report.WriteJSON(p.report); err != nil {
-				t.Errorf("ORDERLY_E2E_REPORT: %v", err)
-			}
-		}
-		if p.writeDocs && !t.Failed() && len(b.report.Steps) > 0 {
-			if err := b.report.WriteDocs(); err != nil {
-				t.Errorf("rewrite docs/benchmarks.md: %v", err)
-			}
-		}
+		finish(t, modeLadder, p.common, &report, len(report.Steps) > 0, report.Tables, report.Section)
 	}()
 
 	profileStep := min(1, len(p.rates)-1)
@@ -239,8 +190,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	saturated := 0
 	for i, rate := range p.rates {
-		st := b.step(t, rate, p.profileDir != "" && i == profileStep)
-		b.report.Steps = append(b.report.Steps, st)
+		st := b.step(t, p, rate, p.profileDir != "" && i == profileStep)
+		report.Steps = append(report.Steps, st)
 		t.Logf("%g/s: %d sent, %d confirmed (%.1f %%), achieved %.1f/s, placed→confirmed p50 %s p99 %s; drained %.1f s after the last order ended%s",
 			rate, st.Sent, st.Confirmed, 100*st.ConfirmedShare, st.Achieved, fmtMS(st.ToConfirmed.P50), fmtMS(st.ToConfirmed.P99), st.DrainS, satNote(st.Saturated))
 		if st.Saturated {
@@ -262,174 +213,25 @@ func satNote(sat bool) string {
 	return ""
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago (a service binds it soon after).
-func freeAddr(tb testing.TB) string {
+// step offers rate for the ladder's duration, waits until the system has
+// drained, and returns what the step measured. With profile it also saves
+// a CPU profile of every service taken during the step.
+func (b *bench) step(tb testing.TB, p params, rate float64, profile bool) Step {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
-}
-
-// pids maps the services' current process ids to their names.
-func (b *bench) pids() map[int]string {
-	m := map[int]string{}
-	for _, svc := range b.svcs {
-		m[svc.PID()] = svc.Name
-	}
-	return m
-}
-
-// bases are the services' base URLs.
-func (b *bench) bases() []string {
-	var u []string
-	for _, svc := range b.svcs {
-		u = append(u, svc.URL())
-	}
-	return u
-}
-
-func (b *bench) scrape(tb testing.TB) metrics {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m, err := scrape(ctx, b.client, b.bases())
-	if err != nil {
-		tb.Fatalf("scrape metrics: %v", err)
-	}
-	return m
-}
-
-// step offers rate for the duration, waits until the system has drained,
-// and returns what the step measured. With profile it also saves a CPU
-// profile of every service taken during the step.
-func (b *bench) step(tb testing.TB, rate float64, profile bool) Step {
-	tb.Helper()
-	pids, dbs := b.pids(), b.pg.databases()
-	m0 := b.scrape(tb)
-	x0 := b.pg.commits(tb)
-	c0 := sampleCPU(tb, pids, dbs)
-
 	var profiles sync.WaitGroup
 	defer profiles.Wait() // also when the step fails: they report on tb
 	if profile {
-		secs := min(20, int(b.p.duration.Seconds())-5)
+		secs := min(20, int(p.duration.Seconds())-5)
 		secs = max(secs, 1)
 		for name, addr := range b.pprof {
-			profiles.Go(func() { b.saveProfile(tb, name, addr, rate, secs) })
+			profiles.Go(func() { b.saveProfile(tb, p.profileDir, name, addr, rate, secs) })
 		}
 	}
-	res, err := b.gen.Run(context.Background(), rate, b.p.duration)
+	st, _, err := b.measure(tb, ladderDrainLimit, func(ctx context.Context) (*loadgen.Result, error) {
+		return b.gen.Run(ctx, rate, p.duration)
+	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m1 := b.waitDrained(tb, res)
-	c1 := sampleCPU(tb, pids, dbs)
-	profiles.Wait()
-	time.Sleep(settle) // pg_stat_database's reporting lag: a fixed time, not an event to poll for
-	x1 := b.pg.commits(tb)
-	return newStep(res, c0, c1, m0, m1, x1-x0)
-}
-
-// waitDrained polls until the system has nothing left to do for the
-// step's orders: every order ended (the generator returned), no outbox
-// holds an unpublished event, and neither the published nor the consumed
-// counter moved for two polls in a row (no consumer is working on
-// anything). When some order was created but not seen to end (it timed out
-// on the client, or its WebSocket failed), it also waits until the order
-// database holds no pending or reserved order; that check's queries are
-// the only transactions the benchmark adds to the stack's databases. It
-// returns the metrics at that moment and fails tb after ten minutes.
-func (b *bench) waitDrained(tb testing.TB, res *loadgen.Result) metrics {
-	tb.Helper()
-	checkDB := false
-	for _, o := range res.Orders {
-		if o.ID != "" && o.Outcome != loadgen.Confirmed && o.Outcome != loadgen.Cancelled {
-			checkDB = true
-			break
-		}
-	}
-	deadline := time.Now().Add(10 * time.Minute)
-	var (
-		prev  metrics
-		quiet = -1 // polls in a row with nothing moving; -1 before the first
-		why   string
-	)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		m, err := scrape(ctx, b.client, b.bases())
-		cancel()
-		switch {
-		case err != nil:
-			quiet, why = -1, err.Error()
-		case m.pending > 0:
-			quiet, why = 0, fmt.Sprintf("%g events in outboxes", m.pending)
-		case quiet >= 0 && m.published == prev.published && m.consumed == prev.consumed:
-			quiet++
-		default:
-			quiet, why = 0, "messages still flowing"
-		}
-		prev = m
-		if quiet >= 2 {
-			open := 0
-			if checkDB {
-				open = b.openOrders(tb)
-			}
-			if open == 0 {
-				return m
-			}
-			why = fmt.Sprintf("%d orders pending or reserved", open)
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("the system did not drain within 10 minutes: %s", why)
-		}
-		time.Sleep(drainPoll) // the poll's interval
-	}
-}
-
-// openOrders returns how many orders are neither confirmed nor cancelled.
-func (b *bench) openOrders(tb testing.TB) int {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var n int
-	if err := b.s.Order.DB.QueryRow(ctx, "SELECT count(*) FROM orders WHERE status IN ('pending', 'reserved')").Scan(&n); err != nil {
-		tb.Fatalf("count open orders: %v", err)
-	}
-	return n
-}
-
-// saveProfile fetches a CPU profile of secs seconds from a service's pprof
-// listener and writes it to <dir>/<service>-<rate>.pprof. A failure is
-// reported on tb but does not stop the run.
-func (b *bench) saveProfile(tb testing.TB, name, addr string, rate float64, secs int) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
-	defer cancel()
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		tb.Errorf("profile %s: %v", name, err)
-		return
-	}
-	resp, err := b.client.Do(req)
-	if err != nil {
-		tb.Errorf("profile %s: %v", name, err)
-		return
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		tb.Errorf("profile %s: status %d, %v", name, resp.StatusCode, err)
-		return
-	}
-	path := filepath.Join(b.p.profileDir, fmt.Sprintf("%s-%g.pprof", name, rate))
-	if err := os.WriteFile(path, body, 0o600); err != nil {
-		tb.Errorf("profile %s: %v", name, err)
-		return
-	}
-	tb.Logf("CPU profile of %s (%d s during the %g/s step): %s", name, secs, rate, path)
+	return st
 }

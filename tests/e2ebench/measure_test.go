@@ -70,24 +70,33 @@ type cpuSample struct {
 	machine uint64
 }
 
-// sampleCPU reads /proc for the stack's service processes (services maps
-// pid → name), this process (the generator), PostgreSQL (its backends
-// split by whether they serve one of dbs) and RabbitMQ. A process that
-// vanishes while it is read is left out. It fails tb when /proc cannot be
-// listed.
+// sampleCPU is readCPU that fails tb on an error.
 func sampleCPU(tb testing.TB, services map[int]string, dbs map[string]bool) cpuSample {
 	tb.Helper()
+	s, err := readCPU(services, dbs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// readCPU reads /proc for the stack's service processes (services maps
+// pid → name), this process (the generator), PostgreSQL (its backends
+// split by whether they serve one of dbs) and RabbitMQ. A process that
+// vanishes while it is read is left out. It returns an error when /proc
+// cannot be listed or a stat line cannot be parsed.
+func readCPU(services map[int]string, dbs map[string]bool) (cpuSample, error) {
 	s := cpuSample{at: time.Now(), ticks: map[procKey]uint64{}, group: map[procKey]string{}}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		tb.Fatalf("read /proc/stat: %v", err)
+		return cpuSample{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
 	if s.machine, err = machineBusy(string(b)); err != nil {
-		tb.Fatalf("/proc/stat: %v", err)
+		return cpuSample{}, fmt.Errorf("/proc/stat: %w", err)
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		tb.Fatalf("list /proc: %v", err)
+		return cpuSample{}, fmt.Errorf("list /proc: %w", err)
 	}
 	self := os.Getpid()
 	for _, e := range entries {
@@ -121,7 +130,7 @@ func sampleCPU(tb testing.TB, services map[int]string, dbs map[string]bool) cpuS
 		}
 		st, err := parseStat(string(stat))
 		if err != nil {
-			tb.Fatalf("/proc/%d/stat: %v", pid, err)
+			return cpuSample{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
 		k := procKey{pid: pid, start: st.start}
 		children := group
@@ -146,7 +155,7 @@ func sampleCPU(tb testing.TB, services map[int]string, dbs map[string]bool) cpuS
 			s.ticks[ck], s.group[ck] = st.cutime+st.cstime, children
 		}
 	}
-	return s
+	return s, nil
 }
 
 // pgDatabase returns the database a PostgreSQL process serves, from its
@@ -287,24 +296,9 @@ const (
 func scrape(ctx context.Context, client *http.Client, bases []string) (metrics, error) {
 	var m metrics
 	for _, base := range bases {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		sums, err := scrapeService(ctx, client, base, metricPending, metricPublished, metricConsumed)
 		if err != nil {
 			return metrics{}, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return metrics{}, err
-		}
-		var sums map[string]series
-		if resp.StatusCode == http.StatusOK {
-			sums, err = sumSeries(resp.Body, metricPending, metricPublished, metricConsumed)
-		} else {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if err != nil {
-			return metrics{}, fmt.Errorf("%s/metrics: %w", base, err)
 		}
 		m.pending += sums[metricPending].sum
 		m.published += sums[metricPublished].sum
@@ -312,6 +306,32 @@ func scrape(ctx context.Context, client *http.Client, bases []string) (metrics, 
 		m.hasConsumed = m.hasConsumed || sums[metricConsumed].found
 	}
 	return m, nil
+}
+
+// scrapeService fetches one service's /metrics and sums the series names
+// (see sumSeries). It returns an error when the service does not answer
+// 200.
+func scrapeService(ctx context.Context, client *http.Client, base string, names ...string) (map[string]series, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var sums map[string]series
+	if resp.StatusCode == http.StatusOK {
+		sums, err = sumSeries(resp.Body, names...)
+	} else {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s/metrics: %w", base, err)
+	}
+	return sums, nil
 }
 
 // series is the sum of every sample of one metric name.
@@ -449,4 +469,83 @@ func (p *pgStats) version(tb testing.TB) string {
 	}
 	v, _, _ = strings.Cut(v, " on ")
 	return v
+}
+
+// readRSS returns a process's resident set size in bytes, from
+// /proc/<pid>/status. It returns an error when the process is gone.
+func readRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	return parseVMRSS(string(b))
+}
+
+// parseVMRSS returns the VmRSS line of a /proc/<pid>/status in bytes. It
+// returns an error when the line is missing or not in kB.
+func parseVMRSS(status string) (int64, error) {
+	for line := range strings.Lines(status) {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("VmRSS line %q", strings.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmRSS line %q: %w", strings.TrimSpace(line), err)
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("no VmRSS line")
+}
+
+// tracked are the tables whose size the benchmarks follow, by service:
+// the ones with churn (outbox, inbox), retention (idempotency keys, the
+// notification service's status and feed) or that grow with every order.
+// The notification service has no outbox or inbox (its status updates are
+// idempotent by seq).
+var tracked = []struct{ service, table string }{
+	{"order", "outbox"}, {"order", "inbox"}, {"order", "orders"}, {"order", "order_items"},
+	{"order", "order_history"}, {"order", "idempotency_keys"},
+	{"inventory", "outbox"}, {"inventory", "inbox"}, {"inventory", "reservations"}, {"inventory", "reservation_lines"},
+	{"payment", "outbox"}, {"payment", "inbox"}, {"payment", "payments"}, {"payment", "refunds"},
+	{"notification", "order_status"}, {"notification", "status_feed"},
+}
+
+// tableSizes returns pg_total_relation_size (table, indexes and TOAST) of
+// every tracked table, keyed "service.table". It returns the first error.
+func tableSizes(ctx context.Context, svcs []*stack.Service) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, svc := range svcs {
+		var names []string
+		for _, t := range tracked {
+			if t.service == svc.Name {
+				names = append(names, t.table)
+			}
+		}
+		const q = `
+SELECT c.relname, pg_total_relation_size(c.oid)
+FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname = ANY($1)`
+		rows, err := svc.DB.Query(ctx, q, names)
+		if err != nil {
+			return nil, fmt.Errorf("sizes of %s's tables: %w", svc.Name, err)
+		}
+		for rows.Next() {
+			var name string
+			var size int64
+			if err := rows.Scan(&name, &size); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sizes of %s's tables: %w", svc.Name, err)
+			}
+			out[svc.Name+"."+name] = size
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sizes of %s's tables: %w", svc.Name, err)
+		}
+	}
+	return out, nil
 }

@@ -18,6 +18,42 @@ func Count(rate float64, d time.Duration) int {
 	return int(math.Round(rate * d.Seconds()))
 }
 
+// Phase is one stretch of a run: Rate orders per second offered for
+// Duration.
+type Phase struct {
+	Rate     float64       `json:"rate"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Slot is when one order of a run is due, from the run's start, and which
+// phase it belongs to.
+type Slot struct {
+	Due   time.Duration
+	Phase int
+}
+
+// Schedule returns the slots of a run made of phases, and the run's whole
+// window. Phase p sends Count(rate, duration) orders, its order j due
+// j/rate after the phase's start (as At schedules them); its window is
+// that count over its rate, and the next phase starts when it ends. The
+// schedule never depends on how earlier orders fared.
+func Schedule(phases ...Phase) ([]Slot, time.Duration) {
+	total := 0
+	for _, p := range phases {
+		total += Count(p.Rate, p.Duration)
+	}
+	slots := make([]Slot, 0, total)
+	var start time.Duration
+	for i, p := range phases {
+		n := Count(p.Rate, p.Duration)
+		for j := range n {
+			slots = append(slots, Slot{Due: start + time.Duration(float64(j)*float64(time.Second)/p.Rate), Phase: i})
+		}
+		start += time.Duration(float64(n) / p.Rate * float64(time.Second))
+	}
+	return slots, start
+}
+
 // MaxLines is the most lines an order has.
 const MaxLines = 3
 

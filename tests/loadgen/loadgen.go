@@ -11,10 +11,14 @@
 // request bodies by appending bytes, and holds one WebSocket per order and
 // nothing else.
 //
+// A run offers one rate for a while, or several phases one after the other
+// on the same open-loop schedule (RunPhases: an overload, then a recovery).
 // Per order it records the POST latency (request sent → whole 201
 // response read), the placed→confirmed latency (request sent → the
-// confirmed message read from the WebSocket) and how the order ended; a
-// Result sums them up. Benchmarks and fault tests share it.
+// confirmed message read from the WebSocket), how the order ended and, for
+// a refused POST, its status, Retry-After and problem type; a Result sums
+// them up, over the whole run or (Timeline) window by window. Benchmarks
+// and fault tests share it.
 package loadgen
 
 import (
@@ -26,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -134,7 +139,7 @@ func New(cfg Config) (*Generator, error) {
 	exp := time.Now().Add(cfg.TokenTTL)
 	g.auth = make([]string, cfg.Customers)
 	for i := range g.auth {
-		tok, err := authn.Issue(cfg.Secret, authn.Claims{Subject: fmt.Sprintf("loadgen-%d-%04d", cfg.Seed, i), ExpiresAt: exp}, "", "")
+		tok, err := authn.Issue(cfg.Secret, authn.Claims{Subject: customerID(cfg.Seed, i), ExpiresAt: exp}, "", "")
 		if err != nil {
 			return nil, fmt.Errorf("loadgen: mint token: %w", err)
 		}
@@ -158,6 +163,20 @@ func New(cfg Config) (*Generator, error) {
 	return g, nil
 }
 
+// CustomerIDs returns the ids of the customers the orders are placed by
+// (the subjects of their tokens, which the order service stores as the
+// orders' customer_id), in the order Pick.Customer indexes them.
+func (g *Generator) CustomerIDs() []string {
+	ids := make([]string, g.cfg.Customers)
+	for i := range ids {
+		ids[i] = customerID(g.cfg.Seed, i)
+	}
+	return ids
+}
+
+// customerID is customer i's id under seed.
+func customerID(seed uint64, i int) string { return fmt.Sprintf("loadgen-%d-%04d", seed, i) }
+
 // Close closes the idle keep-alive connections.
 func (g *Generator) Close() { g.transport.CloseIdleConnections() }
 
@@ -167,14 +186,34 @@ func (g *Generator) Close() { g.transport.CloseIdleConnections() }
 // stops the schedule and ends the orders in flight as Aborted. It returns
 // an error only for a rate or duration that is not positive.
 func (g *Generator) Run(ctx context.Context, rate float64, d time.Duration) (*Result, error) {
-	n := Count(rate, d)
-	if rate <= 0 || d <= 0 || n == 0 {
-		return nil, fmt.Errorf("loadgen: rate %v for %v offers no order", rate, d)
+	return g.RunPhases(ctx, Phase{Rate: rate, Duration: d})
+}
+
+// RunPhases offers the phases one after the other, each as Run offers its
+// rate for its duration, on one open-loop schedule (see Schedule): a phase
+// starts when the previous one's window ends, whatever its orders are
+// doing. It returns once every order of every phase has ended; Order.Phase
+// says which phase an order belonged to. Cancelling ctx stops the schedule
+// and ends the orders in flight as Aborted. It returns an error only when
+// there is no phase or a phase offers no order.
+func (g *Generator) RunPhases(ctx context.Context, phases ...Phase) (*Result, error) {
+	if len(phases) == 0 {
+		return nil, errors.New("loadgen: no phase to run")
 	}
+	for _, p := range phases {
+		if p.Rate <= 0 || p.Duration <= 0 || Count(p.Rate, p.Duration) == 0 {
+			return nil, fmt.Errorf("loadgen: rate %v for %v offers no order", p.Rate, p.Duration)
+		}
+	}
+	slots, window := Schedule(phases...)
+	n := len(slots)
 	base := int(g.next.Add(int64(n))) - n
-	res := &Result{Rate: rate, Window: time.Duration(float64(n) / rate * float64(time.Second)), Orders: make([]Order, n)}
+	res := &Result{Rate: phases[0].Rate, Window: window, Phases: append([]Phase(nil), phases...), Orders: make([]Order, n)}
+	if len(phases) > 1 {
+		res.Rate = float64(n) / window.Seconds() // the average
+	}
 	for i := range res.Orders {
-		res.Orders[i].Index = i
+		res.Orders[i].Index, res.Orders[i].Phase = i, slots[i].Phase
 	}
 
 	var wg sync.WaitGroup
@@ -183,7 +222,7 @@ func (g *Generator) Run(ctx context.Context, rate float64, d time.Duration) (*Re
 	res.Start = time.Now()
 schedule:
 	for i := range n {
-		if wait := time.Until(At(res.Start, i, rate)); wait > 0 {
+		if wait := time.Until(res.Start.Add(slots[i].Due)); wait > 0 {
 			// The schedule is the only wait: nothing here depends on how
 			// earlier orders are doing.
 			timer.Reset(wait)
@@ -239,12 +278,14 @@ func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
 	}
 	o.HTTPStatus = resp.StatusCode
 	if resp.StatusCode != http.StatusCreated {
+		o.Problem = problemType(resp)
 		_, _ = io.Copy(io.Discard, resp.Body) // so the connection is reused
 		_ = resp.Body.Close()
 		o.POST = time.Since(o.Sent)
 		o.Outcome, o.Kind = HTTPError, "http "+strconv.Itoa(resp.StatusCode)
+		o.RetryAfter = resp.Header.Get("Retry-After")
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			if resp.Header.Get("Retry-After") != "" {
+			if o.RetryAfter != "" {
 				o.Kind += " (Retry-After)"
 			} else {
 				o.Kind += " (no Retry-After)"
@@ -267,6 +308,21 @@ func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
 	}
 	o.ID = c.ID
 	g.watch(ctx, octx, o, c, deadline)
+}
+
+// problemType returns the type of an application/problem+json answer
+// (read from at most 4 KiB of its body), or "" for any other answer.
+func problemType(resp *http.Response) string {
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/problem+json" {
+		return ""
+	}
+	var p struct {
+		Type string `json:"type"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&p) != nil {
+		return ""
+	}
+	return p.Type
 }
 
 // failPOST records a POST that got no (whole) answer.

@@ -1,8 +1,12 @@
 package loadgen
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +306,151 @@ func TestOutcomeJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"outcome":"ws refused"`) {
 		t.Errorf("order JSON %s lacks the outcome's name", b)
+	}
+}
+
+func TestPhaseSchedule(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		phases     []Phase
+		wantDue    []time.Duration
+		wantPhase  []int
+		wantWindow time.Duration
+	}{
+		{
+			name:       "one phase is At's schedule",
+			phases:     []Phase{{Rate: 4, Duration: time.Second}},
+			wantDue:    []time.Duration{0, ms(250), ms(500), ms(750)},
+			wantPhase:  []int{0, 0, 0, 0},
+			wantWindow: time.Second,
+		},
+		{
+			name:       "the second phase starts when the first one's window ends",
+			phases:     []Phase{{Rate: 2, Duration: time.Second}, {Rate: 1, Duration: 2 * time.Second}},
+			wantDue:    []time.Duration{0, ms(500), time.Second, 2 * time.Second},
+			wantPhase:  []int{0, 0, 1, 1},
+			wantWindow: 3 * time.Second,
+		},
+		{
+			name:       "a rounded count makes the window",
+			phases:     []Phase{{Rate: 2.5, Duration: 3 * time.Second}, {Rate: 10, Duration: ms(100)}},
+			wantDue:    []time.Duration{0, ms(400), ms(800), ms(1200), ms(1600), ms(2000), ms(2400), ms(2800), ms(3200)},
+			wantPhase:  []int{0, 0, 0, 0, 0, 0, 0, 0, 1},
+			wantWindow: ms(3300), // 8 orders at 2.5/s, then 1 at 10/s
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			slots, window := Schedule(tt.phases...)
+			var due []time.Duration
+			var phase []int
+			for _, s := range slots {
+				due, phase = append(due, s.Due), append(phase, s.Phase)
+			}
+			if diff := cmp.Diff(tt.wantDue, due); diff != "" {
+				t.Errorf("due (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantPhase, phase); diff != "" {
+				t.Errorf("phases (-want +got):\n%s", diff)
+			}
+			if window != tt.wantWindow {
+				t.Errorf("window = %v, want %v", window, tt.wantWindow)
+			}
+		})
+	}
+	// A single phase is exactly what At schedules.
+	start := time.Now()
+	slots, _ := Schedule(Phase{Rate: 300, Duration: 30 * time.Second})
+	for i, s := range slots {
+		if got, want := start.Add(s.Due), At(start, i, 300); !got.Equal(want) {
+			t.Fatalf("slot %d due at %v, At says %v", i, got, want)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	r := &Result{Start: t0, Orders: []Order{
+		// Window 0: two confirmed (one of them only in window 2), a 503.
+		{Sent: at(ms(100)), HTTPStatus: 201, POST: ms(10), Outcome: Confirmed, ToConfirmed: ms(200)},
+		{Sent: at(ms(900)), HTTPStatus: 201, POST: ms(30), Outcome: Confirmed, ToConfirmed: ms(1500)},
+		{Sent: at(ms(950)), HTTPStatus: 503, POST: ms(1), Outcome: HTTPError, Kind: "http 503 (Retry-After)", RetryAfter: "5"},
+		// Window 1: a cancelled order, a transport error, a 500.
+		{Sent: at(ms(1000)), HTTPStatus: 201, POST: ms(20), Outcome: Cancelled, Kind: "cancelled: timeout", Reason: "timeout"},
+		{Sent: at(ms(1200)), Outcome: TransportError, Kind: "transport"},
+		{Sent: at(ms(1300)), HTTPStatus: 500, Outcome: HTTPError, Kind: "http 500"},
+		// Never sent.
+		{Outcome: Aborted, Kind: "aborted"},
+	}}
+	got := r.Timeline(time.Second)
+	want := []Bucket{
+		{Start: 0, Width: time.Second, Sent: 3, Created: 2, Refused: 1,
+			POST: Latency{P50: ms(10), P90: ms(30), P99: ms(30), Max: ms(30)}, Confirmed: 1,
+			PlacedConfirmed: 2, ToConfirmed: Latency{P50: ms(200), P90: ms(1500), P99: ms(1500), Max: ms(1500)}},
+		{Start: time.Second, Width: time.Second, Sent: 3, Created: 1, Failed: 2,
+			POST: Latency{P50: ms(20), P90: ms(20), P99: ms(20), Max: ms(20)}, PlacedCancelled: 1},
+		{Start: 2 * time.Second, Width: time.Second, Confirmed: 1}, // 0.9 s + 1.5 s
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Timeline mismatch (-want +got):\n%s", diff)
+	}
+	if got := (&Result{Start: t0}).Timeline(time.Second); got != nil {
+		t.Errorf("timeline of an empty run = %+v, want nil", got)
+	}
+	if got := r.Timeline(0); got != nil {
+		t.Errorf("timeline of width 0 = %+v, want nil", got)
+	}
+}
+
+// TestRefusalsRecorded runs the generator against a stand-in order service
+// that refuses every order, and checks what a refusal leaves in the result.
+func TestRefusalsRecorded(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/orders" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "7")
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"type":"https://orderly.example/problems/overloaded","title":"Overloaded","status":503,"detail":"later"}`)
+	}))
+	t.Cleanup(srv.Close)
+	g, err := New(Config{OrderURL: srv.URL, NotificationURL: srv.URL, Secret: []byte("s"), SKUs: []string{"A"}, Customers: 3, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	res, err := g.RunPhases(context.Background(), Phase{Rate: 100, Duration: ms(50)}, Phase{Rate: 50, Duration: ms(60)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 8 || res.Errors["http 503 (Retry-After)"] != 8 {
+		t.Fatalf("sent %d, errors %v; want 8 refused with Retry-After", res.Sent, res.Errors)
+	}
+	for _, o := range res.Orders {
+		if o.RetryAfter != "7" || o.Problem != "https://orderly.example/problems/overloaded" || o.HTTPStatus != 503 {
+			t.Errorf("order %d: status %d, Retry-After %q, problem %q", o.Index, o.HTTPStatus, o.RetryAfter, o.Problem)
+		}
+	}
+	if res.Orders[4].Phase != 0 || res.Orders[5].Phase != 1 {
+		t.Errorf("phases of orders 4 and 5: %d, %d; want 0, 1", res.Orders[4].Phase, res.Orders[5].Phase)
+	}
+	if want := []Phase{{100, ms(50)}, {50, ms(60)}}; !cmp.Equal(res.Phases, want) {
+		t.Errorf("Phases = %v, want %v", res.Phases, want)
+	}
+	if got, want := g.CustomerIDs(), []string{"loadgen-9-0000", "loadgen-9-0001", "loadgen-9-0002"}; !cmp.Equal(got, want) {
+		t.Errorf("CustomerIDs = %v, want %v", got, want)
+	}
+	if _, err := g.RunPhases(context.Background()); err == nil {
+		t.Error("RunPhases without a phase: no error")
+	}
+	if _, err := g.RunPhases(context.Background(), Phase{Rate: 10, Duration: time.Second}, Phase{Rate: 1, Duration: ms(100)}); err == nil {
+		t.Error("RunPhases with a phase that offers no order: no error")
 	}
 }

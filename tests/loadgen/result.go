@@ -60,15 +60,23 @@ func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil 
 
 // Order is what happened to one order of a run.
 type Order struct {
-	// Index is the order's number in its run; it was due at
-	// At(Result.Start, Index, Result.Rate).
+	// Index is the order's number in its run; it was due at Result.Start
+	// plus its slot's Due (see Schedule): At(Result.Start, Index,
+	// Result.Rate) for a run of one phase.
 	Index int `json:"index"`
+	// Phase is the index of the order's phase in Result.Phases.
+	Phase int `json:"phase,omitempty"`
 	// ID is the order's id, once the order service returned one.
 	ID string `json:"id,omitempty"`
 	// Sent is when the POST was sent.
 	Sent time.Time `json:"sent"`
 	// HTTPStatus is the POST's status code, 0 when no answer came.
 	HTTPStatus int `json:"http_status,omitempty"`
+	// RetryAfter is the Retry-After header of an answer other than 201, as
+	// sent ("" when there was none), and Problem the type of its
+	// application/problem+json body ("" for another body).
+	RetryAfter string `json:"retry_after,omitempty"`
+	Problem    string `json:"problem,omitempty"`
 	// POST is from sending the POST to having read its whole response.
 	POST time.Duration `json:"post_ns,omitempty"`
 	// ToConfirmed is from sending the POST to reading the confirmed
@@ -93,11 +101,14 @@ type Order struct {
 
 // Result is one run of the generator.
 type Result struct {
-	// Rate is the offered rate (orders per second), Start when order 0 was
-	// due, and Window the offered window (Sent / Rate).
+	// Rate is the offered rate (orders per second; over several phases,
+	// their average), Start when order 0 was due, and Window the offered
+	// window (Sent / Rate).
 	Rate   float64       `json:"rate"`
 	Start  time.Time     `json:"start"`
 	Window time.Duration `json:"window_ns"`
+	// Phases are the run's phases, one for Run.
+	Phases []Phase `json:"phases"`
 	// Orders has every order of the run, by Index.
 	Orders []Order `json:"-"`
 
