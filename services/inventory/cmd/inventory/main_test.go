@@ -24,11 +24,12 @@ const testSecret = "inventory-main-test-secret-0123456789"
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
+	// One worker by default: its batches lock the same product rows.
 	cfg, err := loadConfig(nil)
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.SweepInterval != 5*time.Second || cfg.ConsumerWorkers != 0 || cfg.Service != "inventory" {
+	if cfg.HTTPAddr != ":8081" || cfg.SweepInterval != 5*time.Second || cfg.ConsumerWorkers != 1 || cfg.Service != "inventory" {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	cfg, err = loadConfig([]string{"RESERVATION_SWEEP_INTERVAL=1s", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
