@@ -37,14 +37,15 @@ func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*p
 
 // TxBeginner is what Transact needs: a pool or a single connection.
 type TxBeginner interface {
-	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // maxAttempts bounds retries of serialization and deadlock failures; past it
 // the last error is returned so the caller (or the broker) retries later.
 const maxAttempts = 12
 
-// Transact runs fn in a transaction and commits it when fn returns nil. When
+// Transact runs fn in a transaction and commits it when fn returns nil. The
+// transaction's BEGIN travels with its first statement. When
 // the transaction fails with a serialization failure (40001) or a deadlock
 // (40P01) the whole closure runs again with a short jittered backoff, so fn
 // must have no effects outside tx. It returns fn's error, or the commit error.
@@ -74,10 +75,7 @@ func TransactOpts(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn fun
 }
 
 func transactOnce(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn func(pgx.Tx) error) (err error) {
-	tx, err := db.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("pg: begin: %w", err)
-	}
+	tx := &lazyTx{db: db, opts: opts}
 	defer func() {
 		if err != nil {
 			// The rollback error is secondary: the connection is released either way.
