@@ -12,9 +12,7 @@ import (
 const maxInFlight = 4
 
 // pipeline settles sent batches in order on its own goroutine: it waits for
-// each batch's confirms and deletes the confirmed events. The ids of
-// unsettled batches are excluded from fetches so nothing is sent twice by
-// one relay while its confirm is pending.
+// each batch's confirms and deletes the confirmed events.
 type pipeline struct {
 	r     *Relay
 	queue chan *inflight
@@ -22,22 +20,18 @@ type pipeline struct {
 
 	mu      sync.Mutex
 	settled *sync.Cond
-	ids     map[int64]struct{}
 	batches int
 	err     error
 }
 
 func (r *Relay) startPipeline(ctx context.Context, conn *pgx.Conn) *pipeline {
-	p := &pipeline{r: r, queue: make(chan *inflight, maxInFlight-1), done: make(chan struct{}), ids: map[int64]struct{}{}}
+	p := &pipeline{r: r, queue: make(chan *inflight, maxInFlight-1), done: make(chan struct{})}
 	p.settled = sync.NewCond(&p.mu)
 	go func() {
 		defer close(p.done)
 		for b := range p.queue {
 			err := r.settle(ctx, conn, b)
 			p.mu.Lock()
-			for _, id := range b.ids {
-				delete(p.ids, id)
-			}
 			p.batches--
 			if err != nil && p.err == nil {
 				p.err = err
@@ -52,23 +46,9 @@ func (r *Relay) startPipeline(ctx context.Context, conn *pgx.Conn) *pipeline {
 // push hands a sent batch to the settler, waiting while too many are in flight.
 func (p *pipeline) push(b *inflight) {
 	p.mu.Lock()
-	for _, id := range b.ids {
-		p.ids[id] = struct{}{}
-	}
 	p.batches++
 	p.mu.Unlock()
 	p.queue <- b
-}
-
-// inFlight returns the ids of events sent but not settled.
-func (p *pipeline) inFlight() []int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ids := make([]int64, 0, len(p.ids))
-	for id := range p.ids {
-		ids = append(ids, id)
-	}
-	return ids
 }
 
 // failed reports whether a settled batch failed since the last flush.

@@ -272,15 +272,21 @@ type inflight struct {
 // backlog fetching the next full batch overlaps the broker confirming the
 // previous ones. After a failed batch it waits for the pipeline to empty and
 // returns the failure.
+//
+// Within a drain the next batch starts after the last id sent: what is in
+// flight is not fetched again. An event that took a smaller id but committed
+// only after a fetch is not lost: its commit wakes the relay, and the next
+// drain, with nothing in flight, starts from the first pending event.
 func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error {
 	if err := pipe.flush(); err != nil {
 		return err
 	}
+	var after int64
 	for len(r.owned) > 0 && ctx.Err() == nil {
 		if pipe.failed() {
 			return pipe.flush()
 		}
-		b, err := r.send(ctx, conn, pipe.inFlight())
+		b, err := r.send(ctx, conn, after)
 		if err != nil || b == nil {
 			return err
 		}
@@ -288,16 +294,17 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error
 		if len(b.ids) < r.BatchSize {
 			return nil
 		}
+		after = b.ids[len(b.ids)-1]
 	}
 	return nil
 }
 
-// send fetches the next batch, skipping events in flight, and sends it. It
-// returns nil when nothing is pending.
-func (r *Relay) send(ctx context.Context, conn *pgx.Conn, skip []int64) (*inflight, error) {
+// send fetches the next batch, of events with an id above after, and sends
+// it. It returns nil when nothing is pending.
+func (r *Relay) send(ctx context.Context, conn *pgx.Conn, after int64) (*inflight, error) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
-	rows, err := r.fetch(fctx, conn, skip)
+	rows, err := r.fetch(fctx, conn, after)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -342,14 +349,14 @@ func (r *Relay) settle(parent context.Context, conn *pgx.Conn, b *inflight) erro
 	return nil
 }
 
-func (r *Relay) fetch(ctx context.Context, conn *pgx.Conn, skip []int64) ([]row, error) {
+func (r *Relay) fetch(ctx context.Context, conn *pgx.Conn, after int64) ([]row, error) {
 	const q = `
 SELECT id, event_id, exchange, routing_key, event_type, aggregate_id, payload, headers, created_at
 FROM outbox
-WHERE partition = ANY($1) AND id <> ALL($3)
+WHERE partition = ANY($1) AND id > $3
 ORDER BY id
 LIMIT $2`
-	rs, err := conn.Query(ctx, q, r.owned, r.BatchSize, skip)
+	rs, err := conn.Query(ctx, q, r.owned, r.BatchSize, after)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: fetch: %w", err)
 	}
