@@ -128,7 +128,7 @@ bench-e2e:
 	cd tests && ORDERLY_BENCH_E2E=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestEndToEnd$$' ./e2ebench/
 
 ## bench-overload: the end-to-end stack past saturation (tests/e2ebench,
-## TestOverload): ORDERLY_OVERLOAD_RATE (360/s) for ORDERLY_OVERLOAD_DURATION
+## TestOverload): ORDERLY_OVERLOAD_RATE (400/s) for ORDERLY_OVERLOAD_DURATION
 ## (60s), then ORDERLY_RECOVERY_RATE (60/s) for ORDERLY_RECOVERY_DURATION
 ## (60s); a timeline of 201s, 503s, latencies, RSS and goroutines, the time
 ## back to normal latency, and checks that every order taken ended and every
@@ -139,7 +139,7 @@ bench-e2e:
 bench-overload:
 	cd tests && ORDERLY_BENCH_OVERLOAD=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 30m -run '^TestOverload$$' ./e2ebench/
 
-## bench-history: one offered rate (ORDERLY_HISTORY_RATE, 150/s, for
+## bench-history: one offered rate (ORDERLY_HISTORY_RATE, 180/s, for
 ## ORDERLY_E2E_DURATION) on fresh databases, then again after preloading what
 ## months of traffic leave (1,000,000 sent outbox events, 1,000,000 inbox
 ## records, 100,000 finished orders; ORDERLY_HISTORY_SCALE scales them), with
@@ -150,7 +150,7 @@ bench-overload:
 bench-history:
 	cd tests && ORDERLY_BENCH_HISTORY=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 60m -run '^TestHistory$$' ./e2ebench/
 
-## bench-soak: ORDERLY_SOAK_RATE (90/s) for ORDERLY_SOAK_DURATION (10m),
+## bench-soak: ORDERLY_SOAK_RATE (100/s) for ORDERLY_SOAK_DURATION (10m),
 ## sampled every ORDERLY_SOAK_SAMPLE (30s): latency, CPU per order, RSS,
 ## goroutines and table sizes over time, with the slope of each
 ## (tests/e2ebench, TestSoak). Rewrites the bench-soak section of

@@ -74,8 +74,9 @@
 //
 // Overload:
 //
-//   - ORDERLY_OVERLOAD_RATE: the overload's rate (default 360/s, twice a
-//     sustainable 180/s), offered for ORDERLY_OVERLOAD_DURATION (60s).
+//   - ORDERLY_OVERLOAD_RATE: the overload's rate (default 400/s, twice the
+//     200/s this machine sustains), offered for ORDERLY_OVERLOAD_DURATION
+//     (60s).
 //   - ORDERLY_RECOVERY_RATE: the rate offered right after (default 60/s),
 //     for ORDERLY_RECOVERY_DURATION (60s).
 //   - ORDERLY_OVERLOAD_WINDOW: the timeline's window (default 5s; services
@@ -84,14 +85,14 @@
 // History:
 //
 //   - ORDERLY_HISTORY_RATE: the rate measured before and after the
-//     preload (default 150/s), each time for ORDERLY_E2E_DURATION (30s).
+//     preload (default 180/s), each time for ORDERLY_E2E_DURATION (30s).
 //   - ORDERLY_HISTORY_SCALE: multiplies the preloaded counts (default 1;
 //     0.05 for a quick try).
 //
 // Soak:
 //
-//   - ORDERLY_SOAK_RATE: the rate offered (default 90/s, half a
-//     sustainable 180/s), for ORDERLY_SOAK_DURATION (10m).
+//   - ORDERLY_SOAK_RATE: the rate offered (default 100/s, half the 200/s
+//     this machine sustains), for ORDERLY_SOAK_DURATION (10m).
 //   - ORDERLY_SOAK_SAMPLE: the sample window (default 30s).
 //
 // PostgreSQL's and RabbitMQ's CPU is machine-wide (every postgres and

@@ -23,7 +23,7 @@ func loadHistoryParams(tb testing.TB) historyParams {
 	tb.Helper()
 	return historyParams{
 		common:   loadCommon(tb),
-		rate:     envFloat(tb, "ORDERLY_HISTORY_RATE", 150),
+		rate:     envFloat(tb, "ORDERLY_HISTORY_RATE", 180),
 		duration: envDuration(tb, "ORDERLY_E2E_DURATION", 30*time.Second),
 		scale:    envFloat(tb, "ORDERLY_HISTORY_SCALE", 1),
 	}

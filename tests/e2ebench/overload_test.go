@@ -27,7 +27,7 @@ func loadOverloadParams(tb testing.TB) overloadParams {
 	return overloadParams{
 		common: loadCommon(tb),
 		overload: loadgen.Phase{
-			Rate:     envFloat(tb, "ORDERLY_OVERLOAD_RATE", 360),
+			Rate:     envFloat(tb, "ORDERLY_OVERLOAD_RATE", 400),
 			Duration: envDuration(tb, "ORDERLY_OVERLOAD_DURATION", 60*time.Second),
 		},
 		recovery: loadgen.Phase{

@@ -23,7 +23,7 @@ func loadSoakParams(tb testing.TB) soakParams {
 	tb.Helper()
 	return soakParams{
 		common:   loadCommon(tb),
-		rate:     envFloat(tb, "ORDERLY_SOAK_RATE", 90),
+		rate:     envFloat(tb, "ORDERLY_SOAK_RATE", 100),
 		duration: envDuration(tb, "ORDERLY_SOAK_DURATION", 10*time.Minute),
 		sample:   envDuration(tb, "ORDERLY_SOAK_SAMPLE", 30*time.Second),
 	}
