@@ -1,12 +1,15 @@
 // Package admission keeps the order service healthy past saturation: a Gate
 // measures the saga's backlog a few times a second and, while the saga lags
-// more than order.Admission allows, has POST /v1/orders refuse new orders
-// with 503 and Retry-After instead of taking orders that would time out.
+// more than order.Admission allows, has POST /v1/orders refuse a share of
+// new orders with 503 and Retry-After instead of taking orders that would
+// time out.
 package admission
 
 import (
 	"context"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -36,21 +39,31 @@ type Gate struct {
 	// Meter gets order.saga.lag (seconds) and order.admission.refused.
 	Meter metric.Meter
 
-	retryAfter atomic.Int64 // nanoseconds; 0 admits
+	// The policy's last answer: the share of new orders refused (float64
+	// bits, so that the zero value takes all) and their Retry-After.
+	shed       atomic.Uint64
+	retryAfter atomic.Int64
 	refused    metric.Int64Counter
 }
 
 // Admit reports whether a new order is taken now and, when not, after how
-// long the client should retry. It never blocks.
+// long the client should retry. It never blocks; while the gate sheds a
+// share of orders, which ones is left to chance.
 func (g *Gate) Admit(ctx context.Context) (bool, time.Duration) {
-	d := time.Duration(g.retryAfter.Load())
-	if d == 0 {
+	shed := math.Float64frombits(g.shed.Load())
+	if shed == 0 || rand.Float64() >= shed { //nolint:gosec // load shedding, not a secret
 		return true, 0
 	}
 	if g.refused != nil {
 		g.refused.Add(ctx, 1)
 	}
-	return false, d
+	return false, time.Duration(g.retryAfter.Load())
+}
+
+// set records the policy's answer: the share of orders to take.
+func (g *Gate) set(share float64, retryAfter time.Duration) {
+	g.retryAfter.Store(int64(retryAfter))
+	g.shed.Store(math.Float64bits(1 - min(max(share, 0), 1)))
 }
 
 // Run measures the backlog at once and then every Interval until ctx ends,
@@ -66,6 +79,11 @@ func (g *Gate) Run(ctx context.Context) error {
 	m := g.Meter
 	if m == nil {
 		m = noop.NewMeterProvider().Meter("")
+	}
+	shareGauge, err := m.Float64Gauge("order.admission.share",
+		metric.WithDescription("Share of new orders the order service takes now: 1 while the saga keeps up, less as it falls behind."))
+	if err != nil {
+		return err
 	}
 	lag, err := m.Float64Gauge("order.saga.lag", metric.WithUnit("s"),
 		metric.WithDescription("How long the orders waiting longest for inventory and payment have waited, summed: what a new order would wait."))
@@ -87,10 +105,11 @@ func (g *Gate) Run(ctx context.Context) error {
 			g.Log.WarnContext(ctx, "saga backlog measurement failed; keeping the last admission decision", "error", err)
 		case err == nil:
 			lag.Record(ctx, b.Lag().Seconds())
-			ok, retry := g.Policy.Admit(b)
-			g.retryAfter.Store(int64(retry))
-			if !ok != refusing {
-				refusing = !ok
+			share, retry := g.Policy.Admit(b)
+			shareGauge.Record(ctx, share)
+			g.set(share, retry)
+			if (share < 1) != refusing {
+				refusing = share < 1
 				g.Log.WarnContext(ctx, "order admission changed", "refusing", refusing, "lag", b.Lag().String(),
 					"reserve_wait", b.Reserve.String(), "payment_wait", b.Payment.String())
 			}

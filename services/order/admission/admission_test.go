@@ -55,3 +55,29 @@ func TestGateFollowsTheBacklog(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// Between the limit and twice the limit the gate sheds a share of orders,
+// not all of them.
+func TestGateShedsAShare(t *testing.T) {
+	t.Parallel()
+	store := &backlog{}
+	store.lag.Store(int64(7500 * time.Millisecond)) // half-way: take half
+	g := &admission.Gate{Store: store, Policy: order.Admission{MaxLag: 5 * time.Second}, Interval: time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	poll.Until(t, 5*time.Second, "the gate to shed", func() bool { ok, _ := g.Admit(ctx); return !ok })
+	taken := 0
+	for range 4000 {
+		if ok, _ := g.Admit(ctx); ok {
+			taken++
+		}
+	}
+	if taken < 1600 || taken > 2400 {
+		t.Errorf("took %d of 4000 orders at half-way past the limit, want about half", taken)
+	}
+}

@@ -18,11 +18,14 @@ type Backlog struct {
 // backlog of each step ahead of it.
 func (b Backlog) Lag() time.Duration { return b.Reserve + b.Payment }
 
-// Admission decides whether the order service takes a new order, so that
+// Admission decides how many new orders the order service takes, so that
 // past saturation it refuses orders it could not finish in time rather than
-// accept them only for them to time out: while the saga lags more than
-// MaxLag behind, POST /v1/orders answers 503 with Retry-After, and the
-// orders already taken drain. MaxLag bounds what a taken order waits under
+// accept them only for them to time out. Up to MaxLag of saga lag every
+// order is taken; from MaxLag to twice MaxLag the share taken falls
+// linearly to none, and the refused get 503 with Retry-After. Shedding a
+// share, rather than everything the moment the lag passes MaxLag, keeps the
+// saga fed while its backlog drains instead of swinging between taking all
+// and nothing. MaxLag bounds roughly what a taken order waits under
 // overload; keep it well under the saga's deadlines.
 type Admission struct {
 	MaxLag time.Duration
@@ -31,14 +34,15 @@ type Admission struct {
 // maxRetryAfter caps the wait a refused client is asked for.
 const maxRetryAfter = 30 * time.Second
 
-// Admit reports whether a new order is taken given the backlog b and, when
-// it is not, after how long (whole seconds, at least one) the client should
-// try again: about the time the backlog takes to drain.
-func (a Admission) Admit(b Backlog) (ok bool, retryAfter time.Duration) {
+// Admit returns the share of new orders to take given the backlog b, from
+// 1 (all) to 0 (none), and the wait (whole seconds, at least one) to ask
+// of a client that is refused: about the time the backlog takes to drain.
+func (a Admission) Admit(b Backlog) (share float64, retryAfter time.Duration) {
 	lag := b.Lag()
 	if a.MaxLag <= 0 || lag <= a.MaxLag {
-		return true, 0
+		return 1, 0
 	}
+	share = max(0, 1-float64(lag-a.MaxLag)/float64(a.MaxLag))
 	s := math.Ceil(min(lag, maxRetryAfter).Seconds())
-	return false, time.Duration(max(s, 1)) * time.Second
+	return share, time.Duration(max(s, 1)) * time.Second
 }

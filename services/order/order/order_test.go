@@ -98,24 +98,25 @@ func TestParseStatus(t *testing.T) {
 
 func TestAdmission(t *testing.T) {
 	t.Parallel()
-	a := order.Admission{MaxLag: 5 * time.Second}
+	a := order.Admission{MaxLag: 4 * time.Second}
 	for _, tt := range []struct {
 		name       string
 		a          order.Admission
 		b          order.Backlog
-		ok         bool
+		share      float64
 		retryAfter time.Duration
 	}{
-		{"idle", a, order.Backlog{}, true, 0},
-		{"at the limit", a, order.Backlog{Reserve: 3 * time.Second, Payment: 2 * time.Second}, true, 0},
-		{"just over", a, order.Backlog{Reserve: 3 * time.Second, Payment: 2100 * time.Millisecond}, false, 6 * time.Second},
-		{"payment behind", a, order.Backlog{Payment: 9 * time.Second}, false, 9 * time.Second},
-		{"far behind: capped", a, order.Backlog{Reserve: 2 * time.Minute}, false, 30 * time.Second},
-		{"off", order.Admission{}, order.Backlog{Reserve: time.Hour}, true, 0},
+		{"idle", a, order.Backlog{}, 1, 0},
+		{"at the limit", a, order.Backlog{Reserve: 3 * time.Second, Payment: time.Second}, 1, 0},
+		{"a quarter over", a, order.Backlog{Reserve: 3 * time.Second, Payment: 2 * time.Second}, 0.75, 5 * time.Second},
+		{"half over", a, order.Backlog{Payment: 5500 * time.Millisecond, Reserve: 500 * time.Millisecond}, 0.5, 6 * time.Second},
+		{"twice the limit", a, order.Backlog{Reserve: 8 * time.Second}, 0, 8 * time.Second},
+		{"far behind: capped", a, order.Backlog{Reserve: 2 * time.Minute}, 0, 30 * time.Second},
+		{"off", order.Admission{}, order.Backlog{Reserve: time.Hour}, 1, 0},
 	} {
-		ok, retry := tt.a.Admit(tt.b)
-		if ok != tt.ok || retry != tt.retryAfter {
-			t.Errorf("%s: Admit(%+v) = %v, %v; want %v, %v", tt.name, tt.b, ok, retry, tt.ok, tt.retryAfter)
+		share, retry := tt.a.Admit(tt.b)
+		if share != tt.share || retry != tt.retryAfter {
+			t.Errorf("%s: Admit(%+v) = %v, %v; want %v, %v", tt.name, tt.b, share, retry, tt.share, tt.retryAfter)
 		}
 	}
 }
