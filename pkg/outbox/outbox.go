@@ -26,7 +26,7 @@ const Partitions = 32
 
 // Event is one message to publish.
 type Event struct {
-	ID          uuid.UUID // the AMQP message_id; generated when zero
+	ID          uuid.UUID // the AMQP message_id; generated (version 7) when zero
 	Exchange    string
 	RoutingKey  string
 	Type        string // the AMQP type: the payload's protobuf full name
@@ -42,13 +42,25 @@ func NewEvent(exchange, routingKey, aggregateID string, msg proto.Message) (Even
 		return Event{}, fmt.Errorf("outbox: marshal %T: %w", msg, err)
 	}
 	return Event{
-		ID:          uuid.New(),
+		ID:          newID(),
 		Exchange:    exchange,
 		RoutingKey:  routingKey,
 		Type:        string(msg.ProtoReflect().Descriptor().FullName()),
 		AggregateID: aggregateID,
 		Payload:     b,
 	}, nil
+}
+
+// newID returns a time-ordered (version 7) event id. Consumers record
+// message ids in their inbox's primary key; ids that grow with time are
+// inserted at the end of its index, where random ones would scatter over
+// every page of an index that grows with seven days of messages.
+func newID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New() // the clock or randomness failed: any unique id will do
+	}
+	return id
 }
 
 // Partition is the outbox partition of an aggregate.
@@ -105,7 +117,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smal
 	parts, payloads := make([]int16, n), make([][]byte, n)
 	for i, e := range events {
 		if e.ID == uuid.Nil {
-			e.ID = uuid.New()
+			e.ID = newID()
 		}
 		if e.Exchange == "" || e.RoutingKey == "" || e.Type == "" || e.AggregateID == "" {
 			return "", nil, fmt.Errorf("outbox: event %d lacks exchange, routing key, type or aggregate id", i)
