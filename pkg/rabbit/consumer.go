@@ -256,12 +256,12 @@ func (c *Consumer) record(ctx context.Context, outcome string, start time.Time) 
 	c.duration.Record(ctx, time.Since(start).Seconds(), attrs)
 }
 
-// take returns first and what else is waiting in lane, up to max messages
+// take returns first and what else is waiting in lane, up to limit messages
 // in all. It never waits: under light load a message is handled alone and
 // at once, under load batches grow by themselves.
-func take(first amqp.Delivery, lane <-chan amqp.Delivery, max int) []amqp.Delivery {
+func take(first amqp.Delivery, lane <-chan amqp.Delivery, limit int) []amqp.Delivery {
 	batch := []amqp.Delivery{first}
-	for len(batch) < max {
+	for len(batch) < limit {
 		select {
 		case d, ok := <-lane:
 			if !ok {

@@ -127,7 +127,7 @@ FOR UPDATE OF r`
 }
 
 // save writes what the steps changed in book, and their events, in one
-// round trip. The checks on products stay the last line of defence: a move
+// round trip. The checks on products stay the last line of defense: a move
 // that would take reserved above stock or below zero fails the whole
 // transaction.
 func save(ctx context.Context, tx pgx.Tx, book *stock.Book, events []outbox.Event) error {

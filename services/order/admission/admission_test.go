@@ -68,7 +68,9 @@ func TestGateShedsAShare(t *testing.T) {
 	go func() { done <- g.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
 	}()
 	poll.Until(t, 5*time.Second, "the gate to shed", func() bool { ok, _ := g.Admit(ctx); return !ok })
 	taken := 0
