@@ -8,10 +8,11 @@
 // A service's main is boot.Main("order", start), and its start reads:
 //
 //	cfg, err := boot.LoadConfig(environ, "order", ":8080")
-//	svc, err := boot.Start(ctx, cfg, boot.Messaging)
-//	svc.Topology.Exchanges = []string{eventsv1.ExchangeOrder}
-//	svc.Relay = svc.NewRelay()
-//	svc.Router.Get("/v1/…", …)
+//	svc, err := boot.Start(ctx, cfg, boot.Messaging, ownMigrations)
+//	svc.Publishes(eventsv1.ExchangeOrder)
+//	svc.AddConsumers(consume.New(store, svc.Log).Consumers()...)
+//	svc.Every("deadline sweep", time.Second, sweeper.Once)
+//	httpapi.New(httpapi.Options{…}).Routes(svc.Router)
 //	return svc, nil
 package boot
 
@@ -24,7 +25,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,14 +42,22 @@ import (
 	"github.com/orderly/orderly/pkg/telemetry"
 )
 
-// Messaging is the migration set of the outbox and inbox tables that every
-// service database carries; pass it to Start along with the service's own.
-var Messaging = pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"}
+// Messaging is the migration set of the outbox and inbox tables, for the
+// services that publish or consume through them; pass it to Start along
+// with the service's own. Its upkeep forgets message ids past
+// inbox.Retention, hourly.
+var Messaging = pg.Migration{
+	FS:    migrations.Messaging,
+	Table: "goose_messaging",
+	Upkeep: &pg.Upkeep{Name: "inbox purge", Interval: time.Hour, Run: func(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+		return inbox.Purge(ctx, pool, inbox.Retention)
+	}},
+}
 
 // Service is a started service: its resources are open and its HTTP router
 // answers health and metrics. Between Start and Run the service adds its
-// routes to Router, its exchanges and queues to Topology, its consumers and
-// background work, and an outbox relay if it publishes. Fields set by Start
+// routes to Router, the exchanges it publishes to (Publishes), its consumers
+// (AddConsumers) and its background work (Go, Every). Fields set by Start
 // must not be replaced.
 type Service struct {
 	// Config is what the service was started with.
@@ -67,12 +75,15 @@ type Service struct {
 	// Router already serves /healthz, /readyz and /metrics.
 	Router *chi.Mux
 
-	// Topology is declared by Run before anything else starts: the
-	// exchanges the service publishes to and any queues it needs up front.
-	Topology rabbit.Topology
-	// Relay, when set, publishes the outbox; see NewRelay. It stops last,
-	// after the consumers, so that events they wrote while draining go out.
-	Relay *outbox.Relay
+	// topology is declared by Run before anything else starts, so that no
+	// event is unroutable once the services run: the exchanges of
+	// Publishes and the consumers' queues.
+	topology rabbit.Topology
+	// relay publishes the outbox when the service Publishes; it stops
+	// last, after the consumers, so that events they wrote while draining
+	// go out, and then publisher is closed.
+	relay     *outbox.Relay
+	publisher *rabbit.Publisher
 
 	workers []worker
 	onHTTP  []func()
@@ -190,12 +201,10 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		}
 		s.onClose("pprof listener", stop)
 	}
-	// A database with the messaging tables has an inbox: forget old
-	// message ids.
-	if slices.ContainsFunc(sets, func(m pg.Migration) bool { return m.Table == Messaging.Table }) {
-		s.Go("inbox purge", func(ctx context.Context) error {
-			return inbox.PurgeEvery(ctx, s.Pool, inbox.Retention, time.Hour, s.Log)
-		})
+	for _, set := range sets {
+		if u := set.Upkeep; u != nil {
+			s.Every(u.Name, u.Interval, func(ctx context.Context) (int64, error) { return u.Run(ctx, s.Pool) })
+		}
 	}
 	return s, nil
 }
@@ -252,23 +261,38 @@ func migrationsApplied(pool *pgxpool.Pool, sets []pg.Migration) func(context.Con
 	}
 }
 
-// NewRelay returns an outbox relay on the service's pool, publishing through
-// its own confirm channel on the service's broker connection. Assign it to
-// Relay; Run starts it and closes its publisher after it stopped.
-func (s *Service) NewRelay() *outbox.Relay {
-	return &outbox.Relay{
+// Publishes declares exchanges at Run and has Run run an outbox relay: the
+// service's outbox is published through its own confirm channel on the
+// service's broker connection.
+func (s *Service) Publishes(exchanges ...string) {
+	s.topology.Exchanges = append(s.topology.Exchanges, exchanges...)
+	if s.relay != nil {
+		return
+	}
+	s.publisher = s.Rabbit.NewPublisher()
+	s.relay = &outbox.Relay{
 		Pool:      s.Pool,
-		Publisher: s.Rabbit.NewPublisher(),
+		Publisher: s.publisher,
 		Log:       s.Log.With("component", "outbox-relay"),
 		Meter:     s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/outbox"),
 	}
 }
 
-// AddConsumer has Run run c, filling in the broker connection and logger when
-// c leaves them nil, and its workers from CONSUMER_WORKERS when c.Workers is
-// 0 (both 0: rabbit.Consumer's default). Consumers stop after the HTTP
-// server has drained and finish the messages they hold.
+// AddConsumers has Run declare each consumer's queue and then run it (see
+// AddConsumer).
+func (s *Service) AddConsumers(cs ...*rabbit.Consumer) {
+	for _, c := range cs {
+		s.AddConsumer(c)
+	}
+}
+
+// AddConsumer has Run declare c's queue and then run c, filling in the
+// broker connection and logger when c leaves them nil, and its workers from
+// CONSUMER_WORKERS when c.Workers is 0 (both 0: rabbit.Consumer's
+// default). Consumers stop after the HTTP server has drained and finish the
+// messages they hold.
 func (s *Service) AddConsumer(c *rabbit.Consumer) {
+	s.topology.Queues = append(s.topology.Queues, c.Queue)
 	if c.Conn == nil {
 		c.Conn = s.Rabbit
 	}
@@ -290,6 +314,30 @@ func (s *Service) AddConsumer(c *rabbit.Consumer) {
 // service stops, is a failure that shuts the service down.
 func (s *Service) Go(name string, fn func(ctx context.Context) error) {
 	s.workers = append(s.workers, worker{name: name, run: fn})
+}
+
+// Every has Run run fn at start and then every interval, until the service
+// drains: the one loop of periodic work (sweeps, purges). A failure is
+// logged and tried again at the next tick, since it only delays the work;
+// a positive count is logged as what the run did.
+func (s *Service) Every(name string, interval time.Duration, fn func(ctx context.Context) (int64, error)) {
+	log := s.Log.With("component", name)
+	s.Go(name, func(ctx context.Context) error {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			if n, err := fn(ctx); err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, name+" failed", "error", err)
+			} else if n > 0 {
+				log.InfoContext(ctx, name+" done", "count", n)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
 }
 
 // OnHTTPShutdown registers f to run when the HTTP server starts shutting

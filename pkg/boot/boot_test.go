@@ -94,8 +94,7 @@ func TestRunServesHealthAndDrainsInOrder(t *testing.T) {
 		seen.mark("worker cancelled")
 		return nil
 	})
-	svc.Topology.Exchanges = []string{"boottest.events"}
-	svc.Relay = svc.NewRelay()
+	svc.Publishes("boottest.events")
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

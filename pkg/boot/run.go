@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -30,9 +29,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("boot: Run called twice")
 	}
-	if len(s.Topology.Exchanges)+len(s.Topology.Queues) > 0 {
+	if len(s.topology.Exchanges)+len(s.topology.Queues) > 0 {
 		dctx, cancel := context.WithTimeout(ctx, s.Config.ConnectTimeout)
-		err := s.Rabbit.Declare(dctx, s.Topology)
+		err := s.Rabbit.Declare(dctx, s.topology)
 		cancel()
 		if err != nil {
 			return errors.Join(fmt.Errorf("declare topology: %w", err), s.Close())
@@ -62,10 +61,10 @@ func (s *Service) Run(ctx context.Context) error {
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRelay()
 	var relaying sync.WaitGroup
-	if s.Relay != nil {
-		relaying.Go(func() { failures <- stopped(relayCtx, "outbox relay", s.Relay.Run(relayCtx)) })
+	if s.relay != nil {
+		relaying.Go(func() { failures <- stopped(relayCtx, "outbox relay", s.relay.Run(relayCtx)) })
 	}
-	s.Log.InfoContext(ctx, "service ready", "workers", len(s.workers), "relay", s.Relay != nil)
+	s.Log.InfoContext(ctx, "service ready", "workers", len(s.workers), "relay", s.relay != nil)
 
 	var cause error
 	select {
@@ -105,8 +104,8 @@ func (s *Service) Run(ctx context.Context) error {
 	step("consumers and workers stopped", wait(sctx, &working))
 	stopRelay()
 	err = wait(sctx, &relaying)
-	if c, ok := s.relayPublisher(); ok && err == nil {
-		err = c.Close()
+	if s.publisher != nil && err == nil {
+		err = s.publisher.Close()
 	}
 	step("relay stopped", err)
 	step("resources closed", s.closeAll(sctx))
@@ -144,16 +143,6 @@ func stopped(ctx context.Context, name string, err error) error {
 		return fmt.Errorf("%s: stopped unexpectedly", name)
 	}
 	return nil
-}
-
-// relayPublisher returns the relay's publisher when it has a channel to
-// close (a *rabbit.Publisher from NewRelay).
-func (s *Service) relayPublisher() (io.Closer, bool) {
-	if s.Relay == nil {
-		return nil, false
-	}
-	c, ok := s.Relay.Publisher.(io.Closer)
-	return c, ok
 }
 
 // wait waits for wg until ctx ends.

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -146,23 +145,3 @@ DELETE FROM inbox WHERE (consumer, message_id) IN (
 
 // Retention is how long the inbox remembers a message id by default.
 const Retention = 7 * 24 * time.Hour
-
-// PurgeEvery purges records older than retention at start and then every
-// interval until ctx ends, when it returns nil. A failed purge is logged and
-// tried again at the next tick: it only delays the cleanup.
-func PurgeEvery(ctx context.Context, pool *pgxpool.Pool, retention, interval time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if n, err := Purge(ctx, pool, retention); err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "inbox purge failed", "error", err)
-		} else if n > 0 {
-			log.InfoContext(ctx, "inbox purged", "records", n)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}

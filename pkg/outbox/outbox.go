@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orderly/orderly/pkg/telemetry"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
 
 // Partitions is how many lanes the outbox is split into, by a hash of the
@@ -34,18 +35,25 @@ type Event struct {
 	Payload     []byte
 }
 
-// NewEvent marshals msg into an Event for exchange and routingKey, typed with
-// msg's full protobuf name. It fails only if msg cannot be marshaled.
-func NewEvent(exchange, routingKey, aggregateID string, msg proto.Message) (Event, error) {
+// NewEvent marshals msg into an Event of aggregateID, on the exchange and
+// routing key the contract gives msg's type (eventsv1.RouteOf): the one
+// table of routes decides where every event goes, so no service spells an
+// exchange or a key out. It fails if msg is not a published message of the
+// contract or cannot be marshaled.
+func NewEvent(aggregateID string, msg proto.Message) (Event, error) {
+	r, ok := eventsv1.RouteOf(msg)
+	if !ok {
+		return Event{}, fmt.Errorf("outbox: %T is not a published message (eventsv1.Routes)", msg)
+	}
 	b, err := proto.Marshal(msg)
 	if err != nil {
 		return Event{}, fmt.Errorf("outbox: marshal %T: %w", msg, err)
 	}
 	return Event{
 		ID:          newID(),
-		Exchange:    exchange,
-		RoutingKey:  routingKey,
-		Type:        string(msg.ProtoReflect().Descriptor().FullName()),
+		Exchange:    r.Exchange,
+		RoutingKey:  r.RoutingKey,
+		Type:        r.Type,
 		AggregateID: aggregateID,
 		Payload:     b,
 	}, nil

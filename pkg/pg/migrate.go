@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -18,6 +19,17 @@ import (
 type Migration struct {
 	FS    fs.FS
 	Table string
+	// Upkeep, when set, is periodic work the set's tables need to stay the
+	// same size (a purge of old rows); the service runs it with its own.
+	Upkeep *Upkeep
+}
+
+// Upkeep is one periodic job on a database: Run returns how many rows it
+// touched.
+type Upkeep struct {
+	Name     string
+	Interval time.Duration
+	Run      func(ctx context.Context, pool *pgxpool.Pool) (int64, error)
 }
 
 // Migrate applies every pending migration of each set in order. A Postgres

@@ -88,8 +88,6 @@ type Consumer struct {
 	// handles what a worker finds waiting, up to MaxBatch messages.
 	Handler Handler
 	Batch   BatchHandler
-	// Exchanges the queue's bindings need; declared with the queue.
-	Exchanges []string
 	// Workers handle messages concurrently (default 4); Prefetch bounds the
 	// unacknowledged messages held (default 4 per worker, or MaxBatch per
 	// worker with Batch, so that batches can fill under load).
@@ -175,7 +173,7 @@ func (c *Consumer) session(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = ch.Close() }()
-	if err := declare(ch, Topology{Exchanges: c.Exchanges, Queues: []Queue{c.Queue}}); err != nil {
+	if err := declare(ch, Topology{Queues: []Queue{c.Queue}}); err != nil {
 		return err
 	}
 	if err := ch.Qos(c.Prefetch, 0, false); err != nil {

@@ -75,7 +75,7 @@ func msg(i int, agg string) rabbit.Message {
 
 func startConsumer(tb testing.TB, conn *rabbit.Conn, q rabbit.Queue, h rabbit.Handler) {
 	tb.Helper()
-	run(tb, conn, &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Exchanges: []string{"test.events"}, Workers: 4})
+	run(tb, conn, &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Workers: 4})
 }
 
 // run declares c's topology and runs c until tb ends.
@@ -83,7 +83,7 @@ func run(tb testing.TB, conn *rabbit.Conn, c *rabbit.Consumer) {
 	tb.Helper()
 	// Services declare their topology before they start consuming or
 	// publishing, so nothing is published before its bindings exist.
-	if err := conn.Declare(context.Background(), rabbit.Topology{Exchanges: c.Exchanges, Queues: []rabbit.Queue{c.Queue}}); err != nil {
+	if err := conn.Declare(context.Background(), rabbit.Topology{Queues: []rabbit.Queue{c.Queue}}); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -183,7 +183,7 @@ func TestBatchConsumerTakesBacklogInBatchesAndSettlesEachMessage(t *testing.T) {
 		mu      sync.Mutex
 		biggest int
 	)
-	run(t, conn, &rabbit.Consumer{Conn: conn, Queue: q, Exchanges: []string{"test.events"}, Workers: 2, MaxBatch: 16,
+	run(t, conn, &rabbit.Consumer{Conn: conn, Queue: q, Workers: 2, MaxBatch: 16,
 		Batch: func(_ context.Context, batch []rabbit.Delivery) []error {
 			mu.Lock()
 			biggest = max(biggest, len(batch))

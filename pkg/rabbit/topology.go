@@ -35,7 +35,9 @@ type Binding struct {
 	Key      string
 }
 
-// Topology is what a service declares at start and after every reconnect.
+// Topology is what a service declares at start and after every reconnect:
+// the exchanges it publishes to, and the queues it reads (with the exchanges
+// their bindings name).
 type Topology struct {
 	Exchanges []string
 	Queues    []Queue
@@ -125,7 +127,17 @@ func declareQueue(ch *amqp.Channel, q Queue) error {
 			return fmt.Errorf("rabbit: declare %s: %w", name, err)
 		}
 	}
+	declared := map[string]bool{}
 	for _, b := range q.Bindings {
+		// A binding needs its exchange; declaring it here, rather than in a
+		// list kept beside the queue, makes the bindings the only place
+		// that names it. Declaring an existing exchange is a no-op.
+		if !declared[b.Exchange] {
+			if err := ch.ExchangeDeclare(b.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+				return fmt.Errorf("rabbit: declare exchange %s: %w", b.Exchange, err)
+			}
+			declared[b.Exchange] = true
+		}
 		if err := ch.QueueBind(q.Name, b.Key, b.Exchange, false, nil); err != nil {
 			return fmt.Errorf("rabbit: bind %s to %s/%s: %w", q.Name, b.Exchange, b.Key, err)
 		}

@@ -133,7 +133,7 @@ func (h *handled) times(id string) int {
 func startConsumer(tb testing.TB, conn *rabbit.Conn, q rabbit.Queue, h rabbit.Handler) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Exchanges: []string{exchange}, Workers: 2,
+	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Workers: 2,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

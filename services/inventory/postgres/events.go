@@ -16,7 +16,7 @@ import (
 // the order service sees them in order; product events have the SKU.
 
 func productUpserted(p stock.Product) (outbox.Event, error) {
-	return outbox.NewEvent(eventsv1.ExchangeInventory, eventsv1.RoutingKeyProductUpserted, p.SKU, &eventsv1.ProductUpserted{
+	return outbox.NewEvent(p.SKU, &eventsv1.ProductUpserted{
 		Sku:        p.SKU,
 		Name:       p.Name,
 		PriceCents: p.PriceCents,
@@ -27,7 +27,7 @@ func productUpserted(p stock.Product) (outbox.Event, error) {
 }
 
 func stockReserved(orderID uuid.UUID, lines []stock.Line, at time.Time) (outbox.Event, error) {
-	return outbox.NewEvent(eventsv1.ExchangeInventory, eventsv1.RoutingKeyStockReserved, orderID.String(), &eventsv1.StockReserved{
+	return outbox.NewEvent(orderID.String(), &eventsv1.StockReserved{
 		OrderId:    orderID.String(),
 		Items:      stockLines(lines),
 		ReservedAt: timestamppb.New(at),
@@ -39,11 +39,11 @@ func stockRejected(orderID uuid.UUID, shortages []stock.Shortage, at time.Time) 
 	for _, s := range shortages {
 		msg.Shortages = append(msg.Shortages, &eventsv1.StockShortage{Sku: s.SKU, Requested: s.Requested, Available: s.Available})
 	}
-	return outbox.NewEvent(eventsv1.ExchangeInventory, eventsv1.RoutingKeyStockRejected, orderID.String(), msg)
+	return outbox.NewEvent(orderID.String(), msg)
 }
 
 func reservationCommitted(orderID uuid.UUID, lines []stock.Line, at time.Time) (outbox.Event, error) {
-	return outbox.NewEvent(eventsv1.ExchangeInventory, eventsv1.RoutingKeyReservationCommitted, orderID.String(), &eventsv1.ReservationCommitted{
+	return outbox.NewEvent(orderID.String(), &eventsv1.ReservationCommitted{
 		OrderId:     orderID.String(),
 		Items:       stockLines(lines),
 		CommittedAt: timestamppb.New(at),
@@ -51,7 +51,7 @@ func reservationCommitted(orderID uuid.UUID, lines []stock.Line, at time.Time) (
 }
 
 func reservationReleased(orderID uuid.UUID, lines []stock.Line, at time.Time) (outbox.Event, error) {
-	return outbox.NewEvent(eventsv1.ExchangeInventory, eventsv1.RoutingKeyReservationReleased, orderID.String(), &eventsv1.ReservationReleased{
+	return outbox.NewEvent(orderID.String(), &eventsv1.ReservationReleased{
 		OrderId:    orderID.String(),
 		Items:      stockLines(lines),
 		ReleasedAt: timestamppb.New(at),

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -275,29 +274,3 @@ FOR UPDATE SKIP LOCKED`
 
 // expireBatch is how many expired reservations one transaction releases.
 const expireBatch = 100
-
-// sweepBatch bounds one sweep, so a huge backlog cannot hold the sweeper for
-// long between ticks (it continues at the next one).
-const sweepBatch = 1000
-
-// ReleaseExpiredEvery runs ReleaseExpired at start and then every interval
-// until ctx ends, when it returns nil. A failed sweep is logged and tried
-// again at the next tick.
-func (s *Store) ReleaseExpiredEvery(ctx context.Context, interval time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		n, err := s.ReleaseExpired(ctx, sweepBatch)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.WarnContext(ctx, "reservation sweep failed", "error", err, "released", n)
-		case n > 0:
-			log.InfoContext(ctx, "expired reservations released", "released", n)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}

@@ -571,31 +571,6 @@ func TestReleaseExpired(t *testing.T) {
 	}
 }
 
-// TestReleaseExpiredEvery runs the sweeper loop and waits for it to release
-// a reservation that expires while it runs.
-func TestReleaseExpiredEvery(t *testing.T) {
-	t.Parallel()
-	s, pool := newTestStore(t)
-	mustPut(t, s, "A", 3)
-	id := uuid.New()
-	if _, err := reserve(t, s, pool, id, time.Now().Add(300*time.Millisecond), stock.Line{SKU: "A", Quantity: 3}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ReleaseExpiredEvery(ctx, 100*time.Millisecond, discardLogger()) }()
-	poll.Until(t, 10*time.Second, "the expired reservation to be released", func() bool {
-		return mustLevels(t, s, "A")[1] == 0
-	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("ReleaseExpiredEvery = %v, want nil after cancel", err)
-	}
-	if got := reservationStatus(t, pool, id); got != stock.StatusReleased {
-		t.Errorf("status = %s, want released", got)
-	}
-}
-
 // Several steps in one Apply run in order on one view of the inventory:
 // units released by one step are available to the next, a late OrderPlaced
 // after its release reserves nothing, and what changed is written with one

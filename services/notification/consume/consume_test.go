@@ -113,7 +113,7 @@ func (e *env) newReplica(tb testing.TB, listenerBackoff time.Duration) *replica 
 	if listenerBackoff > 0 {
 		r.listener.Backoff = listenerBackoff
 	}
-	consumer := &rabbit.Consumer{Conn: e.conn, Queue: consume.SharedQueue(), Exchanges: []string{eventsv1.ExchangeOrder}, Batch: consume.Handler(r.writer), Log: log}
+	consumer := &rabbit.Consumer{Conn: e.conn, Queue: consume.SharedQueue(), Batch: consume.Handler(r.writer), Log: log}
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{"consumer": consumer.Run, "listener": r.listener.Run, "hub": hub.Run} {

@@ -389,8 +389,8 @@ func TestConsumersOverRabbitMQ(t *testing.T) {
 	h := &consume.Handlers{Store: f.store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	exchanges := []string{eventsv1.ExchangeInventory, eventsv1.ExchangePayment}
 	consumers := []*rabbit.Consumer{
-		{Conn: conn, Queue: consume.SagaQueue(), Batch: h.Saga(), Exchanges: exchanges},
-		{Conn: conn, Queue: consume.CatalogQueue(), Batch: h.Catalog(), Exchanges: exchanges},
+		{Conn: conn, Queue: consume.SagaQueue(), Batch: h.Saga()},
+		{Conn: conn, Queue: consume.CatalogQueue(), Batch: h.Catalog()},
 	}
 	stopped := make(chan error, len(consumers))
 	for _, c := range consumers {

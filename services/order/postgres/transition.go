@@ -373,11 +373,7 @@ func transitionEvents(o order.Order, prev order.Status, t order.Transition, now 
 func newEvents(orderID string, msgs ...proto.Message) ([]outbox.Event, error) {
 	out := make([]outbox.Event, 0, len(msgs))
 	for _, m := range msgs {
-		r, ok := eventsv1.RouteOf(m)
-		if !ok {
-			return nil, fmt.Errorf("no route for %T", m)
-		}
-		e, err := outbox.NewEvent(r.Exchange, r.RoutingKey, orderID, m)
+		e, err := outbox.NewEvent(orderID, m)
 		if err != nil {
 			return nil, err
 		}

@@ -2,8 +2,6 @@ package sweep_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/services/order/internal/ordertest"
 	"github.com/orderly/orderly/services/order/order"
-	"github.com/orderly/orderly/services/order/postgres"
 	"github.com/orderly/orderly/services/order/sweep"
 )
 
@@ -34,15 +31,20 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 
 	reader := sdkmetric.NewManualReader()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	d := &sweep.Deadlines{Store: store, Interval: 20 * time.Millisecond, Batch: 2, Meter: meter,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	go func() { done <- d.Run(ctx) }()
-
-	poll.Until(t, 10*time.Second, "every overdue order to be cancelled", func() bool {
-		return ordertest.Count(t, pool, `SELECT count(*) FROM orders WHERE status = 'cancelled' AND reason = 'timeout'`) == 3
-	})
+	d, err := sweep.NewDeadlines(store, 2, meter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A batch of 2 cancels the three in two transactions of one sweep.
+	if n, err := d.Once(context.Background()); n != 3 || err != nil {
+		t.Fatalf("Once = %d, %v; want 3 orders cancelled", n, err)
+	}
+	if n := ordertest.Count(t, pool, `SELECT count(*) FROM orders WHERE status = 'cancelled' AND reason = 'timeout'`); n != 3 {
+		t.Errorf("%d orders cancelled with reason timeout, want 3", n)
+	}
+	if n, err := d.Once(context.Background()); n != 0 || err != nil {
+		t.Errorf("second Once = %d, %v; want nothing left to cancel", n, err)
+	}
 	poll.Until(t, 5*time.Second, "order.timeouts to reach 3", func() bool {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -57,39 +59,10 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 		}
 		return false
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run = %v, want nil after cancel", err)
-	}
 	for _, id := range ids {
 		o, err := store.Get(context.Background(), id, "c")
 		if err != nil || o.Version != 2 || len(o.History) != 2 {
 			t.Errorf("order %s = v%d with %d history entries, %v", id, o.Version, len(o.History), err)
 		}
-	}
-}
-
-func TestPurgeKeysEvery(t *testing.T) {
-	t.Parallel()
-	clock := ordertest.NewClock()
-	store, pool := ordertest.NewStore(t, clock)
-	ordertest.SeedCatalog(t, pool, order.Product{SKU: "A", Name: "A", PriceCents: 1, Currency: "EUR"})
-	k := postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")}
-	req := order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"}
-	if _, _, err := store.CreateOnce(context.Background(), req, k, func(order.Order) ([]byte, error) { return []byte(`{}`), nil }); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(postgres.IdempotencyTTL)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sweep.PurgeKeysEvery(ctx, store, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	poll.Until(t, 10*time.Second, "the expired key to be purged at start", func() bool {
-		return ordertest.Count(t, pool, `SELECT count(*) FROM idempotency_keys`) == 0
-	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("PurgeKeysEvery = %v", err)
 	}
 }

@@ -191,13 +191,9 @@ func record(book map[uuid.UUID]payment.Payment, p *payment.Payment, c *postgres.
 	book[p.OrderID] = *p
 	c.Payments = append(c.Payments, p)
 	at := timestamppb.Now()
-	var (
-		msg proto.Message
-		key string
-	)
+	var msg proto.Message
 	switch p.Status {
 	case payment.StatusAuthorized:
-		key = eventsv1.RoutingKeyPaymentAuthorized
 		msg = &eventsv1.PaymentAuthorized{
 			OrderId:      p.OrderID.String(),
 			PaymentId:    p.ID.String(),
@@ -206,7 +202,6 @@ func record(book map[uuid.UUID]payment.Payment, p *payment.Payment, c *postgres.
 			AuthorizedAt: at,
 		}
 	case payment.StatusDeclined:
-		key = eventsv1.RoutingKeyPaymentDeclined
 		msg = &eventsv1.PaymentDeclined{
 			OrderId:    p.OrderID.String(),
 			PaymentId:  p.ID.String(),
@@ -216,7 +211,7 @@ func record(book map[uuid.UUID]payment.Payment, p *payment.Payment, c *postgres.
 	default:
 		return nil
 	}
-	return publish(c, p.OrderID, key, msg)
+	return publish(c, p.OrderID, msg)
 }
 
 // refundRequested is saga step 7: refund an authorized payment, void an
@@ -268,7 +263,7 @@ func (h *Handler) refundRequested(ctx context.Context, log *slog.Logger, book ma
 	book[orderID] = p
 	c.Refunds = append(c.Refunds, r)
 	log.InfoContext(ctx, "payment refunded", "payment_id", p.ID, "amount_cents", r.AmountCents)
-	return publish(c, orderID, eventsv1.RoutingKeyPaymentRefunded, &eventsv1.PaymentRefunded{
+	return publish(c, orderID, &eventsv1.PaymentRefunded{
 		OrderId:     orderID.String(),
 		PaymentId:   p.ID.String(),
 		RefundId:    r.ID.String(),
@@ -317,10 +312,9 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// publish adds msg to c's events, on the payment exchange, with the order
-// as its aggregate.
-func publish(c *postgres.Changes, orderID uuid.UUID, routingKey string, msg proto.Message) error {
-	ev, err := outbox.NewEvent(eventsv1.ExchangePayment, routingKey, orderID.String(), msg)
+// publish adds msg to c's events, with the order as its aggregate.
+func publish(c *postgres.Changes, orderID uuid.UUID, msg proto.Message) error {
+	ev, err := outbox.NewEvent(orderID.String(), msg)
 	if err != nil {
 		return err
 	}

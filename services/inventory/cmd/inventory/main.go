@@ -19,6 +19,7 @@ import (
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/rabbit"
+	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/inventory/consume"
 	"github.com/orderly/orderly/services/inventory/httpapi"
 	"github.com/orderly/orderly/services/inventory/postgres"
@@ -77,18 +78,16 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"reservation_sweep_interval", cfg.SweepInterval.String())
 	store := postgres.New(svc.Pool)
 
-	// Exchanges and the queue exist before anything is published, so no
-	// event of this service or of order is unroutable once both started.
-	svc.Topology = rabbit.Topology{Exchanges: consume.Exchanges(), Queues: []rabbit.Queue{consume.Queue()}}
-	svc.Relay = svc.NewRelay()
+	svc.Publishes(eventsv1.ExchangeInventory)
 	svc.AddConsumer(&rabbit.Consumer{
-		Queue:     consume.Queue(),
-		Exchanges: consume.Exchanges(),
-		Batch:     consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
+		Queue: consume.Queue(),
+		Batch: consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
 	})
-	sweepLog := svc.Log.With("component", "reservation-sweeper")
-	svc.Go("reservation sweeper", func(ctx context.Context) error {
-		return store.ReleaseExpiredEvery(ctx, cfg.SweepInterval, sweepLog)
+	// A sweep releases at most 1000, so that a huge backlog cannot hold
+	// it for long between ticks; it continues at the next one.
+	svc.Every("reservation sweep", cfg.SweepInterval, func(ctx context.Context) (int64, error) {
+		n, err := store.ReleaseExpired(ctx, 1000)
+		return int64(n), err
 	})
 	httpapi.New(store, cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
 	return svc, nil

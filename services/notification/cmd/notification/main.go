@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -27,7 +26,6 @@ import (
 
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/rabbit"
-	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/notification/consume"
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
@@ -154,21 +152,17 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	// Every change is consumed once, by one replica, and stored; storing it
 	// announces it (NOTIFY), and each replica's listener hands it to its
 	// own hub (docs/decisions/0008-live-tracking.md).
-	exchanges := []string{eventsv1.ExchangeOrder}
-	queue := consume.SharedQueue()
-	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{queue}}
 	writer := postgres.NewWriter(svc.Pool)
 	listener := postgres.NewListener(svc.Pool, hub, svc.Log.With("component", "status-listener"))
 	if err := observeStore(meter, writer, listener); err != nil {
 		_ = svc.Close()
 		return nil, err
 	}
-	svc.AddConsumer(&rabbit.Consumer{Queue: queue, Exchanges: exchanges, Batch: consume.Handler(writer)})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SharedQueue(), Batch: consume.Handler(writer)})
 	svc.Go("status listener", listener.Run)
 
-	purgeLog := svc.Log.With("component", "retention-purge")
-	svc.Go("retention purge", func(ctx context.Context) error {
-		return purgeEvery(ctx, store, cfg.Retention, time.Hour, purgeLog)
+	svc.Every("retention purge", time.Hour, func(ctx context.Context) (int64, error) {
+		return store.PurgeFinished(ctx, cfg.Retention)
 	})
 
 	httpapi.New(httpapi.Options{
@@ -224,24 +218,4 @@ func observeStore(meter metric.Meter, w *postgres.Writer, l *postgres.Listener) 
 		return fmt.Errorf("metric: %w", err)
 	}
 	return nil
-}
-
-// purgeEvery deletes finished orders older than retention at start and then
-// every interval, until ctx ends; it returns nil. A failed purge is logged
-// and tried again at the next tick.
-func purgeEvery(ctx context.Context, store *postgres.Store, retention, interval time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if n, err := store.PurgeFinished(ctx, retention); err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "purge of finished orders failed", "err", err)
-		} else if n > 0 {
-			log.InfoContext(ctx, "finished orders purged", "orders", n)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
 }

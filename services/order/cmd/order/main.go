@@ -91,27 +91,19 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"order_sweep_interval", cfg.SweepInterval.String(), "order_admission_max_lag", cfg.AdmissionMaxLag.String())
 	store := postgres.New(svc.Pool, postgres.Options{ReserveTimeout: cfg.ReserveTimeout, PaymentTimeout: cfg.PaymentTimeout})
 
-	// The exchanges and queues exist before anything is published, so no
-	// answer of inventory or payment is unroutable once the services run.
-	exchanges := []string{eventsv1.ExchangeOrder, eventsv1.ExchangeInventory, eventsv1.ExchangePayment}
-	svc.Topology = rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{consume.SagaQueue(), consume.CatalogQueue()}}
-	svc.Relay = svc.NewRelay()
+	svc.Publishes(eventsv1.ExchangeOrder)
 	handlers := &consume.Handlers{Store: store, Log: svc.Log.With("component", "saga")}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Exchanges: exchanges, Batch: handlers.Saga()})
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Exchanges: exchanges, Batch: handlers.Catalog()})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Batch: handlers.Saga()})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Batch: handlers.Catalog()})
 
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
-	deadlines := &sweep.Deadlines{
-		Store:    store,
-		Interval: cfg.SweepInterval,
-		Log:      svc.Log.With("component", "deadline-sweeper"),
-		Meter:    meter,
+	deadlines, err := sweep.NewDeadlines(store, 100, meter)
+	if err != nil {
+		_ = svc.Close()
+		return nil, err
 	}
-	svc.Go("deadline sweeper", deadlines.Run)
-	purgeLog := svc.Log.With("component", "idempotency-purge")
-	svc.Go("idempotency key purge", func(ctx context.Context) error {
-		return sweep.PurgeKeysEvery(ctx, store, time.Hour, purgeLog)
-	})
+	svc.Every("deadline sweep", cfg.SweepInterval, deadlines.Once)
+	svc.Every("idempotency key purge", time.Hour, store.PurgeKeys)
 
 	gate := &admission.Gate{
 		Store:  store,

@@ -76,22 +76,12 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Log.InfoContext(ctx, "payment settings",
 		"payment_gateway", "simulated", "payment_gateway_latency", cfg.GatewayLatency.String())
 
-	// The exchanges and the queue exist before anything is published, so
-	// no event of this service or of order is unroutable once both started.
-	svc.Topology = rabbit.Topology{
-		Exchanges: append([]string{eventsv1.ExchangePayment}, consume.Exchanges()...),
-		Queues:    []rabbit.Queue{consume.Queue()},
-	}
-	svc.Relay = svc.NewRelay()
+	svc.Publishes(eventsv1.ExchangePayment)
 	handler := &consume.Handler{
 		Gateway: gateway.NewSimulated(cfg.GatewayLatency),
 		Log:     svc.Log.With("component", "payments"),
 	}
-	svc.AddConsumer(&rabbit.Consumer{
-		Queue:     consume.Queue(),
-		Exchanges: consume.Exchanges(),
-		Batch:     handler.Consumer(svc.Pool),
-	})
+	svc.AddConsumer(&rabbit.Consumer{Queue: consume.Queue(), Batch: handler.Consumer(svc.Pool)})
 	httpapi.New(postgres.NewStore(svc.Pool), cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
 	return svc, nil
 }
