@@ -27,7 +27,7 @@ func decodeHandler(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, nil, err, nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, "application/json", o)
+	WriteJSON(w, http.StatusOK, o)
 }
 
 func TestDecodeJSON(t *testing.T) {

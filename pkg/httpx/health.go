@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -70,7 +71,7 @@ func (h *Health) Draining() bool { return h.draining.Load() }
 // Postgres or RabbitMQ never makes Kubernetes restart every replica.
 func (h *Health) Live() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, "application/json", healthStatus{Status: "ok"})
+		WriteJSON(w, http.StatusOK, healthStatus{Status: "ok"})
 	})
 }
 
@@ -105,11 +106,11 @@ func (h *Health) Ready() http.Handler {
 			}
 		}
 		if len(failing) == 0 {
-			writeJSON(w, http.StatusOK, "application/json", healthStatus{Status: "ok", Checks: results})
+			WriteJSON(w, http.StatusOK, healthStatus{Status: "ok", Checks: results})
 			return
 		}
 		sort.Strings(failing)
-		writeJSON(w, http.StatusServiceUnavailable, ProblemContentType, notReady{
+		body, _ := json.Marshal(notReady{
 			Problem: Problem{
 				Type:     TypeNotReady,
 				Title:    "Service not ready",
@@ -119,6 +120,7 @@ func (h *Health) Ready() http.Handler {
 			},
 			Checks: results,
 		})
+		WriteBody(w, http.StatusServiceUnavailable, ProblemContentType, append(body, '\n'))
 	})
 }
 

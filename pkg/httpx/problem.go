@@ -58,19 +58,8 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, status int, typ, title
 	if r != nil && r.URL != nil {
 		p.Instance = r.URL.Path
 	}
-	writeJSON(w, status, ProblemContentType, p)
-}
-
-// writeJSON encodes v, always one of this package's plain structs, so
-// encoding cannot fail; a write error means the client is gone and there is
-// nobody left to tell.
-func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
-	body, _ := json.Marshal(v)
-	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	body, _ := json.Marshal(p) // a plain struct of strings and an int always marshals
+	WriteBody(w, status, ProblemContentType, append(body, '\n'))
 }
 
 // ErrorMapping is one row of a service's error table: an error matched with

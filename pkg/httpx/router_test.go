@@ -92,7 +92,7 @@ func newTestRouter(tb testing.TB) *testRouter {
 			})
 		})
 		r.Get("/{id}", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, "application/json", map[string]string{"id": chi.URLParam(r, "id")})
+			WriteJSON(w, http.StatusOK, map[string]string{"id": chi.URLParam(r, "id")})
 		})
 		r.Post("/{id}/boom", func(w http.ResponseWriter, r *http.Request) { panic("nil map write in handler") })
 	})
