@@ -116,6 +116,51 @@ func LoadConfig(environ []string, service, httpAddr string) (Config, error) {
 	return cfg, nil
 }
 
+// Settings is a service's configuration struct: Config embedded, and the
+// service's own fields with `env` tags.
+type Settings interface{ base() *Config }
+
+func (c *Config) base() *Config { return c }
+
+// Load reads environ into dst for service, whose HTTP address defaults to
+// httpAddr: the shared settings (LoadConfig), then the service's own, then
+// check, which states the service's rules on dst with Problems.Require. It
+// returns one error naming every invalid variable, on a single line.
+func Load(environ []string, service, httpAddr string, dst Settings, check func(*Problems)) error {
+	base, err := LoadConfig(environ, service, httpAddr)
+	if err != nil {
+		return err
+	}
+	*dst.base() = base
+	if err := Parse(environ, dst); err != nil {
+		return err
+	}
+	var p Problems
+	if check != nil {
+		check(&p)
+	}
+	return p.Err()
+}
+
+// Problems collects what is wrong with a configuration, so that one error
+// names every offending variable rather than the first.
+type Problems []string
+
+// Require records key's problem, format and args, unless ok.
+func (p *Problems) Require(ok bool, key, format string, args ...any) {
+	if !ok {
+		*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+	}
+}
+
+// Err is nil when nothing was recorded, else the one-line error.
+func (p Problems) Err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.New("invalid configuration: " + strings.Join(p, "; "))
+}
+
 // Parse fills dst, a pointer to a struct with `env` tags (Config, or a
 // service's struct embedding it), from environ. Fields whose variable is
 // unset or empty keep their current value unless they have an envDefault,
@@ -168,72 +213,48 @@ func envKeys(t reflect.Type) map[string]string {
 // would reject later, the log level, and the production rules. It returns
 // one error naming every offending variable.
 func (c Config) Validate() error {
-	var msgs []string
-	bad := func(key, format string, args ...any) {
-		msgs = append(msgs, key+": "+fmt.Sprintf(format, args...))
-	}
-	if c.Service == "" {
-		bad("service", "name is empty")
-	}
+	var p Problems
+	p.Require(c.Service != "", "service", "name is empty")
 	if c.DatabaseURL == "" {
-		bad("DATABASE_URL", "is empty")
+		p.Require(false, "DATABASE_URL", "is empty")
 	} else if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
 		// pgconn echoes the URL, password included, in some errors.
-		bad("DATABASE_URL", "not a valid Postgres URL (%s)", redactDSN(err.Error()))
+		p.Require(false, "DATABASE_URL", "not a valid Postgres URL (%s)", redactDSN(err.Error()))
 	}
 	if _, err := amqp.ParseURI(c.AMQPURL); err != nil {
-		bad("AMQP_URL", "%v (want amqp://user:password@host:5672/vhost)", err)
+		p.Require(false, "AMQP_URL", "%v (want amqp://user:password@host:5672/vhost)", err)
 	}
-	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
-		bad("HTTP_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:0)", c.HTTPAddr)
-	}
-	if c.PprofAddr != "" {
-		if _, port, err := net.SplitHostPort(c.PprofAddr); err != nil || port == "" {
-			bad("PPROF_ADDR", "%q is not host:port (for example 127.0.0.1:6060)", c.PprofAddr)
-		}
-	}
+	p.Require(isHostPort(c.HTTPAddr), "HTTP_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:0)", c.HTTPAddr)
+	p.Require(c.PprofAddr == "" || isHostPort(c.PprofAddr), "PPROF_ADDR", "%q is not host:port (for example 127.0.0.1:6060)", c.PprofAddr)
 	switch c.Env {
 	case EnvDevelopment:
 	case EnvProduction:
-		switch {
-		case c.JWTSecret == DevelopmentJWTSecret:
-			bad("AUTH_JWT_SECRET", "the development default is refused when ORDERLY_ENV=production; set a secret of at least %d bytes", minProductionSecretLen)
-		case len(c.JWTSecret) < minProductionSecretLen:
-			bad("AUTH_JWT_SECRET", "must be at least %d bytes when ORDERLY_ENV=production", minProductionSecretLen)
-		}
+		p.Require(c.JWTSecret != DevelopmentJWTSecret, "AUTH_JWT_SECRET",
+			"the development default is refused when ORDERLY_ENV=production; set a secret of at least %d bytes", minProductionSecretLen)
+		p.Require(c.JWTSecret == DevelopmentJWTSecret || len(c.JWTSecret) >= minProductionSecretLen, "AUTH_JWT_SECRET",
+			"must be at least %d bytes when ORDERLY_ENV=production", minProductionSecretLen)
 	default:
-		bad("ORDERLY_ENV", "%q is not development or production", c.Env)
+		p.Require(false, "ORDERLY_ENV", "%q is not development or production", c.Env)
 	}
-	if c.JWTSecret == "" {
-		bad("AUTH_JWT_SECRET", "is empty")
-	}
-	if c.RateLimitRPS <= 0 {
-		bad("RATE_LIMIT_RPS", "must be positive")
-	}
-	if c.ConsumerWorkers < 0 || c.ConsumerWorkers > 256 {
-		bad("CONSUMER_WORKERS", "must be between 0 (the service's default) and 256")
-	}
+	p.Require(c.JWTSecret != "", "AUTH_JWT_SECRET", "is empty")
+	p.Require(c.RateLimitRPS > 0, "RATE_LIMIT_RPS", "must be positive")
+	p.Require(c.ConsumerWorkers >= 0 && c.ConsumerWorkers <= 256, "CONSUMER_WORKERS", "must be between 0 (the service's default) and 256")
 	if c.OTLPEndpoint != "" {
-		if u, err := url.Parse(c.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("OTEL_EXPORTER_OTLP_ENDPOINT", "%q is not an http:// or https:// URL", c.OTLPEndpoint)
-		}
+		u, err := url.Parse(c.OTLPEndpoint)
+		p.Require(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "OTEL_EXPORTER_OTLP_ENDPOINT",
+			"%q is not an http:// or https:// URL", c.OTLPEndpoint)
 	}
-	if _, err := telemetry.ParseLevel(c.LogLevel); err != nil {
-		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
-	}
-	if c.ConnectTimeout <= 0 {
-		bad("CONNECT_TIMEOUT", "must be positive")
-	}
-	if c.ShutdownTimeout <= 0 {
-		bad("SHUTDOWN_TIMEOUT", "must be positive")
-	}
-	if c.ShutdownDelay < 0 || c.ShutdownDelay >= c.ShutdownTimeout {
-		bad("SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return errors.New("invalid configuration: " + strings.Join(msgs, "; "))
+	_, err := telemetry.ParseLevel(c.LogLevel)
+	p.Require(err == nil, "LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	p.Require(c.ConnectTimeout > 0, "CONNECT_TIMEOUT", "must be positive")
+	p.Require(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT", "must be positive")
+	p.Require(c.ShutdownDelay >= 0 && c.ShutdownDelay < c.ShutdownTimeout, "SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
+	return p.Err()
+}
+
+func isHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port != ""
 }
 
 // Verifier returns the bearer-token verifier of the service's
@@ -243,8 +264,6 @@ func (c Config) Verifier() *authn.Verifier {
 	return authn.NewVerifier([]byte(c.JWTSecret), c.JWTIssuer, c.JWTAudience)
 }
 
-// Production reports whether the service runs with ORDERLY_ENV=production.
-func (c Config) Production() bool { return c.Env == EnvProduction }
 
 // LogValue is what the config looks like in logs: passwords in URLs and the
 // JWT secret are masked, so the start-up line can be shared freely.

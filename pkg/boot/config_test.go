@@ -81,8 +81,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
 	}
-	if !got.Production() {
-		t.Error("Production() = false with ORDERLY_ENV=production")
+	if got.Env != boot.EnvProduction {
+		t.Error("Env is not production with ORDERLY_ENV=production")
 	}
 }
 

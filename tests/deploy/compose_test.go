@@ -164,7 +164,7 @@ func TestComposeAppServices(t *testing.T) {
 			checkURL(t, "DATABASE_URL", cfg.DatabaseURL, "postgres", "/orderly_"+svc.name)
 			checkURL(t, "AMQP_URL", cfg.AMQPURL, "rabbitmq", "")
 			checkURL(t, "OTEL_EXPORTER_OTLP_ENDPOINT", cfg.OTLPEndpoint, "otel-collector", "")
-			if cfg.Production() || cfg.JWTSecret != boot.DevelopmentJWTSecret {
+			if cfg.Env == boot.EnvProduction || cfg.JWTSecret != boot.DevelopmentJWTSecret {
 				t.Errorf("without settings from the caller, the service runs in %s mode with secret %q; want development mode with the development secret", cfg.Env, cfg.JWTSecret)
 			}
 
@@ -227,7 +227,7 @@ func TestComposeCallerSettings(t *testing.T) {
 			t.Errorf("%s: would not start in production with the caller's secret: %v", svc.name, err)
 			continue
 		}
-		if cfg.JWTSecret != strongSecret || !cfg.Production() || cfg.LogLevel != "debug" {
+		if cfg.JWTSecret != strongSecret || cfg.Env != boot.EnvProduction || cfg.LogLevel != "debug" {
 			t.Errorf("%s: the caller's AUTH_JWT_SECRET, ORDERLY_ENV and LOG_LEVEL did not reach it", svc.name)
 		}
 	}

@@ -249,7 +249,7 @@ func TestKustomizeBase(t *testing.T) {
 			if err != nil {
 				t.Fatalf("with a real secret, the service would not start: %v", err)
 			}
-			if !cfg.Production() {
+			if cfg.Env != "production" {
 				t.Errorf("ORDERLY_ENV is %s, want production", cfg.Env)
 			}
 			if port, err := addrPort(cfg.HTTPAddr); err != nil || port != svc.port || containerPort(c, intstr.FromString("http")) != svc.port {

@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
 
 	"github.com/orderly/orderly/migrations"
@@ -39,26 +37,18 @@ type config struct {
 // loadConfig reads the configuration from environ. It returns an error
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
-	base, err := boot.LoadConfig(environ, "inventory", ":8081")
+	var cfg config
+	err := boot.Load(environ, "inventory", ":8081", &cfg, func(p *boot.Problems) {
+		p.Require(cfg.SweepInterval > 0, "RESERVATION_SWEEP_INTERVAL", "must be positive")
+	})
 	if err != nil {
 		return config{}, err
-	}
-	cfg := config{Config: base}
-	if err := boot.Parse(environ, &cfg); err != nil {
-		return config{}, err
-	}
-	var msgs []string
-	if cfg.SweepInterval <= 0 {
-		msgs = append(msgs, "RESERVATION_SWEEP_INTERVAL: must be positive")
 	}
 	// One worker by default: every batch of saga steps locks the product
 	// rows it moves, so batches of other workers would mostly wait for it;
 	// one worker takes whatever waits in one transaction instead.
 	if cfg.ConsumerWorkers == 0 {
 		cfg.ConsumerWorkers = 1
-	}
-	if len(msgs) > 0 {
-		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
 }

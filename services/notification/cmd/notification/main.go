@@ -16,7 +16,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -62,38 +61,25 @@ type config struct {
 // loadConfig reads the configuration from environ. It returns an error
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
-	base, err := boot.LoadConfig(environ, "notification", ":8083")
+	var cfg config
+	err := boot.Load(environ, "notification", ":8083", &cfg, func(p *boot.Problems) {
+		for i, o := range cfg.AllowedOrigins {
+			o = strings.TrimSpace(o)
+			cfg.AllowedOrigins[i] = o
+			u, err := url.Parse(o)
+			p.Require(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Path == "" && u.RawQuery == "",
+				"NOTIFICATION_ALLOWED_ORIGINS", "%q is not an origin (scheme://host[:port])", o)
+		}
+		p.Require(cfg.MaxPerOrder > 0, "NOTIFICATION_MAX_PER_ORDER", "must be positive")
+		p.Require(cfg.MaxPerCustomer > 0, "NOTIFICATION_MAX_PER_CUSTOMER", "must be positive")
+		p.Require(cfg.SendQueue > 0, "NOTIFICATION_SEND_QUEUE", "must be positive")
+		p.Require(cfg.Heartbeat > 0, "NOTIFICATION_HEARTBEAT", "must be positive")
+		p.Require(cfg.SSEHeartbeat > 0, "NOTIFICATION_SSE_HEARTBEAT", "must be positive")
+		p.Require(cfg.WriteTimeout > 0, "NOTIFICATION_WRITE_TIMEOUT", "must be positive")
+		p.Require(cfg.Retention > 0, "NOTIFICATION_RETENTION", "must be positive")
+	})
 	if err != nil {
 		return config{}, err
-	}
-	cfg := config{Config: base}
-	if err := boot.Parse(environ, &cfg); err != nil {
-		return config{}, err
-	}
-	var msgs []string
-	bad := func(format string, args ...any) { msgs = append(msgs, fmt.Sprintf(format, args...)) }
-	for i, o := range cfg.AllowedOrigins {
-		o = strings.TrimSpace(o)
-		cfg.AllowedOrigins[i] = o
-		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
-			bad("NOTIFICATION_ALLOWED_ORIGINS: %q is not an origin (scheme://host[:port])", o)
-		}
-	}
-	for _, n := range []struct {
-		name string
-		v    int
-	}{{"NOTIFICATION_MAX_PER_ORDER", cfg.MaxPerOrder}, {"NOTIFICATION_MAX_PER_CUSTOMER", cfg.MaxPerCustomer}, {"NOTIFICATION_SEND_QUEUE", cfg.SendQueue}} {
-		if n.v < 1 {
-			bad("%s: must be positive", n.name)
-		}
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"NOTIFICATION_HEARTBEAT", cfg.Heartbeat}, {"NOTIFICATION_SSE_HEARTBEAT", cfg.SSEHeartbeat}, {"NOTIFICATION_WRITE_TIMEOUT", cfg.WriteTimeout}, {"NOTIFICATION_RETENTION", cfg.Retention}} {
-		if d.v <= 0 {
-			bad("%s: must be positive", d.name)
-		}
 	}
 	// More workers than the other services' 4: a worker mostly waits for
 	// the shared commit of postgres.Writer (a goroutine, nothing more), and
@@ -103,9 +89,6 @@ func loadConfig(environ []string) (config, error) {
 	// grow with the load either way.
 	if cfg.ConsumerWorkers == 0 {
 		cfg.ConsumerWorkers = 16
-	}
-	if len(msgs) > 0 {
-		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
 }

@@ -12,8 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
 
 	"github.com/orderly/orderly/migrations"
@@ -50,28 +48,15 @@ type config struct {
 // loadConfig reads the configuration from environ. It returns an error
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
-	base, err := boot.LoadConfig(environ, "order", ":8080")
+	var cfg config
+	err := boot.Load(environ, "order", ":8080", &cfg, func(p *boot.Problems) {
+		p.Require(cfg.ReserveTimeout > 0, "ORDER_RESERVE_TIMEOUT", "must be positive")
+		p.Require(cfg.PaymentTimeout > 0, "ORDER_PAYMENT_TIMEOUT", "must be positive")
+		p.Require(cfg.SweepInterval > 0, "ORDER_SWEEP_INTERVAL", "must be positive")
+		p.Require(cfg.AdmissionMaxLag >= 0, "ORDER_ADMISSION_MAX_LAG", "must not be negative")
+	})
 	if err != nil {
 		return config{}, err
-	}
-	cfg := config{Config: base}
-	if err := boot.Parse(environ, &cfg); err != nil {
-		return config{}, err
-	}
-	var msgs []string
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"ORDER_RESERVE_TIMEOUT", cfg.ReserveTimeout}, {"ORDER_PAYMENT_TIMEOUT", cfg.PaymentTimeout}, {"ORDER_SWEEP_INTERVAL", cfg.SweepInterval}} {
-		if d.v <= 0 {
-			msgs = append(msgs, d.name+": must be positive")
-		}
-	}
-	if cfg.AdmissionMaxLag < 0 {
-		msgs = append(msgs, "ORDER_ADMISSION_MAX_LAG: must not be negative")
-	}
-	if len(msgs) > 0 {
-		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
 }

@@ -11,9 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/orderly/orderly/migrations"
@@ -44,20 +41,13 @@ type config struct {
 // loadConfig reads the configuration from environ. It returns an error
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
-	base, err := boot.LoadConfig(environ, "payment", ":8082")
+	var cfg config
+	err := boot.Load(environ, "payment", ":8082", &cfg, func(p *boot.Problems) {
+		p.Require(cfg.GatewayLatency >= 0 && cfg.GatewayLatency <= maxGatewayLatency, "PAYMENT_GATEWAY_LATENCY",
+			"must be between 0s and %s", maxGatewayLatency)
+	})
 	if err != nil {
 		return config{}, err
-	}
-	cfg := config{Config: base}
-	if err := boot.Parse(environ, &cfg); err != nil {
-		return config{}, err
-	}
-	var msgs []string
-	if cfg.GatewayLatency < 0 || cfg.GatewayLatency > maxGatewayLatency {
-		msgs = append(msgs, fmt.Sprintf("PAYMENT_GATEWAY_LATENCY: must be between 0s and %s", maxGatewayLatency))
-	}
-	if len(msgs) > 0 {
-		return config{}, errors.New("invalid configuration: " + strings.Join(msgs, "; "))
 	}
 	return cfg, nil
 }
