@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/tests/stack"
 )
 
 // appService is one of the repository's service binaries.
@@ -34,11 +36,6 @@ type appService struct {
 	addr string // default HTTP_ADDR, ":8080"
 	port int    // its port, 8080
 }
-
-// wantServices are the services the deployment files must run (SPEC.md,
-// "Services"); mustAppServices checks that the repository builds exactly
-// these.
-var wantServices = []string{"inventory", "notification", "order", "payment"}
 
 // runtimeVars are environment variables read by something other than
 // boot.Config (the Go runtime) that deployment files may set.
@@ -83,13 +80,21 @@ func mustAppServices(tb testing.TB) []appService {
 	for _, s := range svcs {
 		names = append(names, s.name)
 	}
-	if !reflect.DeepEqual(names, wantServices) {
-		tb.Fatalf("service binaries in services/*/cmd: %v, want %v", names, wantServices)
+	var want []string
+	for _, s := range stack.Services {
+		want = append(want, s.Name)
+		if i := slices.IndexFunc(svcs, func(a appService) bool { return a.name == s.Name }); i >= 0 && svcs[i].port != s.Port {
+			tb.Errorf("%s listens on :%d by default, but the registry (tests/stack) says :%d", s.Name, svcs[i].port, s.Port)
+		}
+	}
+	slices.Sort(want)
+	if !reflect.DeepEqual(names, want) {
+		tb.Fatalf("service binaries in services/*/cmd: %v, but the registry (tests/stack) lists %v", names, want)
 	}
 	return svcs
 }
 
-// parseMain finds the boot.LoadConfig(environ, "name", ":port") call in a
+// parseMain finds the boot.Load(environ, "name", ":port", …) call in a
 // service's main.go.
 func parseMain(path string) (appService, error) {
 	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
@@ -99,11 +104,11 @@ func parseMain(path string) (appService, error) {
 	var svc appService
 	ast.Inspect(f, func(n ast.Node) bool {
 		call, ok := n.(*ast.CallExpr)
-		if !ok || len(call.Args) != 3 {
+		if !ok || len(call.Args) < 3 {
 			return true
 		}
 		sel, ok := call.Fun.(*ast.SelectorExpr)
-		if !ok || sel.Sel.Name != "LoadConfig" {
+		if !ok || sel.Sel.Name != "Load" {
 			return true
 		}
 		if x, ok := sel.X.(*ast.Ident); !ok || x.Name != "boot" {
@@ -117,7 +122,7 @@ func parseMain(path string) (appService, error) {
 		return false
 	})
 	if svc.name == "" {
-		return appService{}, fmt.Errorf(`no boot.LoadConfig(environ, "service", ":port") call with literal arguments`)
+		return appService{}, fmt.Errorf(`no boot.Load(environ, "service", ":port", …) call with literal arguments`)
 	}
 	if want := filepath.Base(filepath.Dir(path)); svc.name != want {
 		return appService{}, fmt.Errorf("service name %q in a binary named %q", svc.name, want)

@@ -129,7 +129,7 @@ func newBench(t *testing.T, m mode, c common, pprof bool) *bench {
 	if pprof {
 		b.pprof = map[string]string{}
 		opts.ServiceEnv = map[string][]string{}
-		for _, name := range stack.Services {
+		for _, name := range stack.Names() {
 			addr := freeAddr(t)
 			b.pprof[name] = addr
 			opts.ServiceEnv[name] = []string{"PPROF_ADDR=" + addr}

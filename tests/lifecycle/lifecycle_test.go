@@ -22,7 +22,7 @@ import (
 )
 
 // services are the binaries under test, by name.
-var services = []string{"order", "inventory", "payment", "notification"}
+var services = stack.Names()
 
 // shutdownTimeout is the SHUTDOWN_TIMEOUT the services get; a clean exit
 // must come within it.

@@ -25,9 +25,6 @@ import (
 	"time"
 )
 
-// Services are the four service binaries, by name.
-var Services = []string{"order", "inventory", "payment", "notification"}
-
 // build is the state of the once-per-process build of the binaries.
 var build struct {
 	mu   sync.Mutex

@@ -57,6 +57,7 @@ type Stack struct {
 	AMQPURL string
 
 	Order, Inventory, Payment, Notification *Service
+	byName                                  map[string]*Service
 
 	client *http.Client
 	tokens sync.Map // subject → token
@@ -124,9 +125,11 @@ func New(tb testing.TB, o Options) *Stack {
 	if o.GatewayLatency > 0 {
 		extra["payment"] = []string{"PAYMENT_GATEWAY_LATENCY=" + o.GatewayLatency.String()}
 	}
-	names := []string{"order", "inventory", "payment"}
-	if o.Notification {
-		names = append(names, "notification")
+	var names []string
+	for _, n := range Names() {
+		if n != "notification" || o.Notification {
+			names = append(names, n)
+		}
 	}
 	for _, n := range names {
 		Binary(tb, n)
@@ -174,20 +177,17 @@ func New(tb testing.TB, o Options) *Stack {
 	for _, svc := range svcs {
 		svc.waitReady(tb)
 	}
+	s.byName = make(map[string]*Service, len(svcs))
 	for _, svc := range svcs {
-		switch svc.Name {
-		case "order":
-			s.Order = svc
-		case "inventory":
-			s.Inventory = svc
-		case "payment":
-			s.Payment = svc
-		case "notification":
-			s.Notification = svc
-		}
+		s.byName[svc.Name] = svc
 	}
+	s.Order, s.Inventory, s.Payment, s.Notification = s.byName["order"], s.byName["inventory"], s.byName["payment"], s.byName["notification"]
 	return s
 }
+
+// Service returns the running service named name, or nil when the stack
+// does not run it.
+func (s *Stack) Service(name string) *Service { return s.byName[name] }
 
 // URL returns the service's base URL ("http://127.0.0.1:port"). It changes
 // when the service is restarted.

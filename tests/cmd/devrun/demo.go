@@ -138,7 +138,7 @@ func waitCatalog(ctx context.Context, orderDBURL string) error {
 
 // portOf returns the port of the named service.
 func portOf(name string) string {
-	for _, s := range stack {
+	for _, s := range services {
 		if s.name == name {
 			return s.port
 		}
@@ -151,7 +151,7 @@ func portOf(name string) string {
 func banner(d demo) string {
 	var b strings.Builder
 	b.WriteString("\nOrderly is running. Every service is ready:\n\n")
-	for _, s := range stack {
+	for _, s := range services {
 		base := "http://127.0.0.1:" + s.port
 		fmt.Fprintf(&b, "  %-14s %-24s metrics %s/metrics\n", s.what, base, base)
 	}

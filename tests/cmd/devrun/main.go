@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +45,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/orderly/orderly/tests/stack"
 )
 
 // service is one binary devrun starts, with the address it listens on by
@@ -54,12 +57,14 @@ type service struct {
 	what string
 }
 
-var stack = []service{
-	{"order", "8080", "order API"},
-	{"inventory", "8081", "inventory API"},
-	{"payment", "8082", "payment API"},
-	{"notification", "8083", "live tracking"},
-}
+// services are the registry's (tests/stack), in start order.
+var services = func() []service {
+	out := make([]service, len(stack.Services))
+	for i, s := range stack.Services {
+		out[i] = service{name: s.Name, port: strconv.Itoa(s.Port), what: s.Role}
+	}
+	return out
+}()
 
 const defaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
@@ -97,7 +102,7 @@ func run(ctx context.Context, stopSignals func()) error {
 		}
 		wait = d + 10*time.Second
 	}
-	for _, s := range stack {
+	for _, s := range services {
 		if _, err := os.Stat(filepath.Join(binDir, s.name)); err != nil { //nolint:gosec // the developer's own ORDERLY_BIN_DIR
 			return fmt.Errorf("service binary: %w (run `make run`, which builds them, or set ORDERLY_BIN_DIR)", err)
 		}
@@ -110,8 +115,8 @@ func run(ctx context.Context, stopSignals func()) error {
 
 	out := &lockedWriter{w: os.Stdout}
 	var children []*child
-	exited := make(chan *child, len(stack))
-	for _, s := range stack {
+	exited := make(chan *child, len(services))
+	for _, s := range services {
 		c, err := start(s, filepath.Join(binDir, s.name), dbURLs[s.name], out, exited)
 		if err != nil {
 			stopAll(children, wait)
@@ -186,8 +191,8 @@ func createDatabases(ctx context.Context, adminURL string) (map[string]string, e
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	urls := make(map[string]string, len(stack))
-	for _, s := range stack {
+	urls := make(map[string]string, len(services))
+	for _, s := range services {
 		name := "orderly_" + s.name
 		var exists bool
 		if err := conn.QueryRow(cctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
@@ -273,8 +278,8 @@ func passthrough(environ []string) []string {
 // an error when a service exits first or ctx ends.
 func waitReady(ctx context.Context, exited <-chan *child) error {
 	client := http.Client{Timeout: 2 * time.Second}
-	pending := make(map[string]string, len(stack))
-	for _, s := range stack {
+	pending := make(map[string]string, len(services))
+	for _, s := range services {
 		pending[s.name] = "http://127.0.0.1:" + s.port + "/readyz"
 	}
 	tick := time.NewTicker(250 * time.Millisecond)
