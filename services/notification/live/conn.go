@@ -99,7 +99,6 @@ type conn struct {
 	live       bool          // the snapshot is out: queued changes may flow
 	busy       bool          // a WebSocket writer is running (or the snapshot is being sent)
 	closeCode  ws.StatusCode // a close was asked for; nothing else is sent
-	closeEcho  bool          // the close answers the client's: cut the connection after it
 	closeSent  bool
 	readerDone bool // a WebSocket's reader has stopped; the writer cuts the connection after its close
 	gone       bool // aborted and removed from the hub
@@ -135,14 +134,14 @@ func (c *conn) offer(it item) {
 }
 
 // requestClose asks for the connection to close with code, dropping what
-// is still queued. echo marks the answer to a client's close.
-func (c *conn) requestClose(code ws.StatusCode, echo bool) {
+// is still queued.
+func (c *conn) requestClose(code ws.StatusCode) {
 	c.mu.Lock()
 	if c.closeCode != 0 || c.gone {
 		c.mu.Unlock()
 		return
 	}
-	c.closeCode, c.closeEcho, c.queue = code, echo, nil
+	c.closeCode, c.queue = code, nil
 	wake := c.startWriterLocked()
 	c.mu.Unlock()
 	if wake {
@@ -222,7 +221,7 @@ func (c *conn) sent(m *message) {
 	c.mu.Unlock()
 	c.hub.m.sent(c.tr, m)
 	if m.terminal {
-		c.requestClose(closeNormal, false)
+		c.requestClose(closeNormal)
 	}
 }
 

@@ -304,7 +304,7 @@ func (h *Hub) Shutdown() {
 	}
 	h.mu.Unlock()
 	for _, c := range h.all() {
-		c.requestClose(closeServiceRestart, false)
+		c.requestClose(closeServiceRestart)
 	}
 }
 

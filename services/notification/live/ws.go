@@ -84,13 +84,13 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 	c.nc = nc
 	c.mu.Unlock()
 	if early {
-		c.requestClose(closeProtocolError, false)
+		c.requestClose(closeProtocolError)
 	}
 
 	msgs, err := c.snapshot(r.Context(), w)
 	if err != nil {
 		h.o.Log.ErrorContext(r.Context(), "websocket snapshot failed", "order_id", w.OrderID, "err", err)
-		c.requestClose(closeInternalError, false)
+		c.requestClose(closeInternalError)
 	}
 	for _, m := range msgs {
 		if c.closing() {
@@ -188,7 +188,7 @@ func (c *conn) finish(code ws.StatusCode) {
 	c.mu.Lock()
 	readerDone := c.readerDone
 	c.mu.Unlock()
-	if err != nil || c.closeEcho || readerDone {
+	if err != nil || readerDone {
 		c.abort()
 		return
 	}
@@ -261,7 +261,7 @@ func (c *conn) handOver(code ws.StatusCode) {
 		c.abort()
 		return
 	}
-	c.requestClose(code, true)
+	c.requestClose(code)
 }
 
 // serverFrame encodes one unmasked, unfragmented frame.
