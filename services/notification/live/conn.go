@@ -61,11 +61,14 @@ func newMessage(c status.Change, live bool) *message {
 }
 
 // item is one entry of a connection's send queue: a status, or (WebSocket
-// only) the answer to a client's ping.
+// only) the answer to a client's ping. pop also hands the writer the close
+// as an item, so that the writer has one thing to ask for.
 type item struct {
 	msg     *message
 	kind    itemKind
-	payload []byte // of a pong
+	cut     bool          // of a close: the reader is done, so no answer will come
+	code    ws.StatusCode // of a close
+	payload []byte        // of a pong
 }
 
 type itemKind uint8
@@ -73,12 +76,14 @@ type itemKind uint8
 const (
 	kindStatus itemKind = iota
 	kindPong
+	kindClose
 )
 
 // conn is one client watching one order. Its send queue is filled by
 // Publish (and pongs by the reader), and emptied by one writer at a time: for a
 // WebSocket a goroutine started when there is something to send, for an
-// event stream the request's own goroutine.
+// event stream the request's own goroutine. Who holds the writer role, and
+// how far the close has got, is its state (state.go).
 type conn struct {
 	hub   *Hub
 	order string
@@ -93,16 +98,19 @@ type conn struct {
 	lastWrite atomic.Int64 // unix nanoseconds of our last write
 	pingedAt  atomic.Int64 // unix nanoseconds of our last ping
 
-	mu         sync.Mutex
-	queue      []item
-	last       int64         // highest seq sent (or, before the snapshot, the client's since)
-	live       bool          // the snapshot is out: queued changes may flow
-	busy       bool          // a WebSocket writer is running (or the snapshot is being sent)
-	closeCode  ws.StatusCode // a close was asked for; nothing else is sent
-	closeEcho  bool          // the close answers the client's: cut the connection after it
-	closeSent  bool
-	readerDone bool // a WebSocket's reader has stopped; the writer cuts the connection after its close
-	gone       bool // aborted and removed from the hub
+	mu        sync.Mutex
+	queue     []item
+	last      int64         // highest seq sent (or, before the snapshot, the client's since)
+	closeCode ws.StatusCode // the close asked for first, once st is closing
+	st        state         // the zero value, stateSnapshot, is where a conn starts
+}
+
+// fire moves c to its state after e and returns what the caller must do.
+// c.mu must be held.
+func (c *conn) fire(e event) action {
+	next, act := transition(c.st, e)
+	c.st = next
+	return act
 }
 
 // offer queues it and wakes the writer. A full queue closes the connection
@@ -113,60 +121,54 @@ type conn struct {
 // of thousands of them would be work for nothing.
 func (c *conn) offer(it item) {
 	c.mu.Lock()
-	if c.closeCode != 0 || c.gone || (it.msg != nil && it.msg.seq <= c.last) {
+	if it.msg != nil && it.msg.seq <= c.last {
 		c.mu.Unlock()
 		return
 	}
+	// Decided under the lock, so that an overflow is counted once.
 	overflow := len(c.queue) >= c.hub.o.SendQueue
+	var act action
 	if overflow {
-		c.closeCode, c.queue = closeTryAgainLater, nil
-	} else {
+		act = c.closeLocked(closeTryAgainLater)
+	} else if act = c.fire(evQueue); act != actDrop {
 		c.queue = append(c.queue, it)
 	}
-	wake := c.startWriterLocked()
 	c.mu.Unlock()
+	if act == actDrop {
+		return
+	}
 	if overflow {
 		c.hub.m.dropped(c.tr)
 		c.hub.o.Log.Info("client too slow for its send queue; closing", "order_id", c.order, "transport", c.tr.String(), "queue", c.hub.o.SendQueue)
 	}
-	if wake {
+	if act == actWake {
 		c.wake()
 	}
 }
 
 // requestClose asks for the connection to close with code, dropping what
-// is still queued. echo marks the answer to a client's close.
-func (c *conn) requestClose(code ws.StatusCode, echo bool) {
+// is still queued.
+func (c *conn) requestClose(code ws.StatusCode) {
 	c.mu.Lock()
-	if c.closeCode != 0 || c.gone {
-		c.mu.Unlock()
-		return
-	}
-	c.closeCode, c.closeEcho, c.queue = code, echo, nil
-	wake := c.startWriterLocked()
+	act := c.closeLocked(code)
 	c.mu.Unlock()
-	if wake {
+	if act == actWake {
 		c.wake()
 	}
 }
 
-// startWriterLocked reports whether the writer must be woken, and for a
-// WebSocket marks it running. Until the snapshot is out, the goroutine
-// sending it is the writer and picks the queue up after it.
-func (c *conn) startWriterLocked() bool {
-	if !c.live {
-		return false
+// closeLocked fires evClose and, unless a close was asked for already
+// (whose code stands), records code and drops the queue: the client will
+// resume from what it got.
+func (c *conn) closeLocked(code ws.StatusCode) action {
+	act := c.fire(evClose)
+	if act != actDrop {
+		c.closeCode, c.queue = code, nil
 	}
-	if c.tr == transportSSE {
-		return true
-	}
-	if c.busy {
-		return false
-	}
-	c.busy = true
-	return true
+	return act
 }
 
+// wake provides the writer that actWake asks for.
 func (c *conn) wake() {
 	if c.tr == transportSSE {
 		select {
@@ -178,24 +180,30 @@ func (c *conn) wake() {
 	go c.writeLoop()
 }
 
-// pop returns the next item to write, skipping statuses at or below the
-// last seq sent, or the close code to send. ok is false when there is
-// nothing to do; a WebSocket writer then stops (and busy is cleared unless
-// the close went out).
-func (c *conn) pop() (it item, code ws.StatusCode, ok bool) {
+// pop returns the writer's next item: the close, once one was asked for,
+// or else the next in the queue, skipping statuses at or below the last seq
+// sent. ok is false when there is nothing to write: the queue is empty (the
+// writer has given its role up) or the close went out already. A WebSocket
+// writer then stops.
+func (c *conn) pop() (it item, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
-		switch {
-		case c.gone || c.closeSent:
-			return item{}, 0, false
-		case c.closeCode != 0:
-			c.closeSent = true
-			return item{}, c.closeCode, true
-		case len(c.queue) == 0:
+		ev := evNext
+		if len(c.queue) == 0 {
+			ev = evEmpty
+		}
+		switch c.fire(ev) {
+		case actDrop:
+			return item{}, false
+		case actClose:
+			return item{kind: kindClose, code: c.closeCode}, true
+		case actCloseCut:
+			return item{kind: kindClose, code: c.closeCode, cut: true}, true
+		}
+		if ev == evEmpty {
 			c.queue = nil // an idle connection holds no queue
-			c.busy = false
-			return item{}, 0, false
+			return item{}, false
 		}
 		it = c.queue[0]
 		c.queue[0] = item{}
@@ -203,7 +211,7 @@ func (c *conn) pop() (it item, code ws.StatusCode, ok bool) {
 		if it.msg != nil && it.msg.seq <= c.last {
 			continue // already sent, by the snapshot or another path
 		}
-		return it, 0, true
+		return it, true
 	}
 }
 
@@ -222,7 +230,7 @@ func (c *conn) sent(m *message) {
 	c.mu.Unlock()
 	c.hub.m.sent(c.tr, m)
 	if m.terminal {
-		c.requestClose(closeNormal, false)
+		c.requestClose(closeNormal)
 	}
 }
 
@@ -285,11 +293,11 @@ func complete(ms []*message, last, before int64) bool {
 // abort cuts the connection without ceremony and forgets it.
 func (c *conn) abort() {
 	c.mu.Lock()
-	if c.gone {
+	if c.fire(evAbort) == actDrop {
 		c.mu.Unlock()
 		return
 	}
-	c.gone, c.queue = true, nil
+	c.queue = nil
 	nc := c.nc
 	c.mu.Unlock()
 	if nc != nil {

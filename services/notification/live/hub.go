@@ -237,7 +237,7 @@ func (h *Hub) subscribe(w Watch, tr transport) (*conn, error) {
 		return nil, ErrTooManyForCustomer
 	}
 	now := time.Now().UnixNano()
-	c := &conn{hub: h, order: w.OrderID, key: w.Key, tr: tr, last: max(w.Since, 0), busy: true}
+	c := &conn{hub: h, order: w.OrderID, key: w.Key, tr: tr, last: max(w.Since, 0)}
 	c.lastRead.Store(now)
 	c.lastWrite.Store(now)
 	if tr == transportSSE {
@@ -304,7 +304,7 @@ func (h *Hub) Shutdown() {
 	}
 	h.mu.Unlock()
 	for _, c := range h.all() {
-		c.requestClose(closeServiceRestart, false)
+		c.requestClose(closeServiceRestart)
 	}
 }
 

@@ -70,9 +70,7 @@ func (h *Hub) ServeSSE(rw http.ResponseWriter, r *http.Request, w Watch) error {
 		}
 		c.sent(m)
 	}
-	c.mu.Lock()
-	c.live = true
-	c.mu.Unlock()
+	c.goLive()
 
 	keepAlive := time.NewTicker(h.o.SSEHeartbeat)
 	defer keepAlive.Stop()
@@ -99,17 +97,16 @@ func (h *Hub) ServeSSE(rw http.ResponseWriter, r *http.Request, w Watch) error {
 // asked for, or a write failed).
 func (c *conn) drainSSE() (done bool) {
 	for {
-		it, code, ok := c.pop()
+		it, ok := c.pop()
 		switch {
 		case !ok:
 			c.mu.Lock()
-			done = c.gone || c.closeSent
+			done = c.st.over()
 			c.mu.Unlock()
 			return done
-		case code != 0:
+		case it.kind == kindClose:
 			return true
-		}
-		if it.msg == nil {
+		case it.kind != kindStatus:
 			continue // control frames are WebSocket-only
 		}
 		for _, m := range c.statuses(it.msg) {

@@ -84,13 +84,13 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 	c.nc = nc
 	c.mu.Unlock()
 	if early {
-		c.requestClose(closeProtocolError, false)
+		c.requestClose(closeProtocolError)
 	}
 
 	msgs, err := c.snapshot(r.Context(), w)
 	if err != nil {
 		h.o.Log.ErrorContext(r.Context(), "websocket snapshot failed", "order_id", w.OrderID, "err", err)
-		c.requestClose(closeInternalError, false)
+		c.requestClose(closeInternalError)
 	}
 	for _, m := range msgs {
 		if c.closing() {
@@ -103,24 +103,29 @@ func (h *Hub) ServeWS(rw http.ResponseWriter, r *http.Request, w Watch) error {
 		c.sent(m)
 	}
 	go c.readLoop()
-	c.mu.Lock()
-	c.live = true
-	c.mu.Unlock()
+	c.goLive()
 	// This goroutine is still the writer: send what arrived meanwhile.
 	c.writeLoop()
 	return nil
 }
 
-// ping writes a heartbeat ping unless a writer is running (its writes keep
-// the connection alive as well), then sends whatever was queued meanwhile.
+// goLive marks the snapshot out: from now on offer wakes a writer.
+func (c *conn) goLive() {
+	c.mu.Lock()
+	c.fire(evLive)
+	c.mu.Unlock()
+}
+
+// ping writes a heartbeat ping, as the writer, when the connection is idle:
+// a running writer's writes keep the connection alive as well. It then
+// sends whatever was queued meanwhile.
 func (c *conn) ping() {
 	c.mu.Lock()
-	if c.busy || !c.live || c.gone || c.closeCode != 0 {
-		c.mu.Unlock()
+	act := c.fire(evPing)
+	c.mu.Unlock()
+	if act != actWake {
 		return
 	}
-	c.busy = true
-	c.mu.Unlock()
 	// Noted before the write, so that an answer can never look older.
 	c.pingedAt.Store(time.Now().UnixNano())
 	if err := c.write(pingFrame); err != nil {
@@ -135,7 +140,7 @@ func (c *conn) ping() {
 func (c *conn) closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closeCode != 0 || c.gone
+	return c.st.closing()
 }
 
 // write sends one frame within the write timeout.
@@ -150,16 +155,15 @@ func (c *conn) write(frame []byte) error {
 // connection has no writer goroutine.
 func (c *conn) writeLoop() {
 	for {
-		it, code, ok := c.pop()
+		it, ok := c.pop()
 		if !ok {
-			return
-		}
-		if code != 0 {
-			c.finish(code)
 			return
 		}
 		var err error
 		switch it.kind {
+		case kindClose:
+			c.finish(it.code, it.cut)
+			return
 		case kindPong:
 			err = c.write(serverFrame(ws.OpPong, it.payload))
 		default:
@@ -178,17 +182,15 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// finish sends the close frame. When the reader is done (the client
+// finish sends the close frame. When the reader is done (cut: the client
 // closed first, or broke the protocol) it then cuts the connection;
 // otherwise it half-closes and leaves the reader CloseWait to receive the
 // client's answer, so that no unread data makes the kernel reset the
-// connection before the client has read our close.
-func (c *conn) finish(code ws.StatusCode) {
-	err := c.write(closeFrames[code])
-	c.mu.Lock()
-	readerDone := c.readerDone
-	c.mu.Unlock()
-	if err != nil || c.closeEcho || readerDone {
+// connection before the client has read our close. A reader that stops
+// after pop handed out the close finds the state closed and cuts the
+// connection itself.
+func (c *conn) finish(code ws.StatusCode, cut bool) {
+	if err := c.write(closeFrames[code]); err != nil || cut {
 		c.abort()
 		return
 	}
@@ -254,14 +256,19 @@ func (c *conn) readLoop() {
 // cut now.
 func (c *conn) handOver(code ws.StatusCode) {
 	c.mu.Lock()
-	c.readerDone = true
-	sent := c.closeSent
-	c.mu.Unlock()
-	if sent {
-		c.abort()
-		return
+	act := c.closeLocked(code)
+	// Under the same lock as the close: the writer, when it takes the
+	// close, must know whether to wait for an answer.
+	if c.fire(evReaderDone) == actCut {
+		act = actCut
 	}
-	c.requestClose(code, true)
+	c.mu.Unlock()
+	switch act {
+	case actCut:
+		c.abort()
+	case actWake:
+		c.wake()
+	}
 }
 
 // serverFrame encodes one unmasked, unfragmented frame.
