@@ -103,10 +103,7 @@ func TestRunServesHealthAndDrainsInOrder(t *testing.T) {
 
 	poll.Until(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
 	base := "http://" + svc.Addr()
-	poll.Until(t, 10*time.Second, "/readyz to answer 200", func() bool {
-		code, _, err := get(base + "/readyz")
-		return err == nil && code == http.StatusOK
-	})
+	poll.Ready(t, 10*time.Second, base, nil)
 	code, body, err := get(base + "/readyz")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("GET /readyz = %d, %v", code, err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -193,18 +194,7 @@ func startReplica(t *testing.T, s *stack.Stack, name string) (string, *stack.Pro
 		"RATE_LIMIT_RPS=10000",
 	)
 	base := "http://" + p.Addr(t)
-	c := http.Client{Timeout: 2 * time.Second}
-	stack.Eventually(t, time.Minute, "replica "+name+" /readyz to answer 200", func() error {
-		resp, err := c.Get(base + "/readyz") //nolint:noctx // bounded by the client's timeout
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	poll.Ready(t, time.Minute, base, nil)
 	t.Cleanup(func() {
 		if p.Running() {
 			p.Signal(t, os.Interrupt)

@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -114,7 +115,7 @@ func statuses(v view) []string {
 func waitPage(t *testing.T, ctx context.Context, what string, cond func(view) error) view {
 	t.Helper()
 	var v view
-	stack.Eventually(t, settle, "the page to show "+what, func() error {
+	poll.UntilNil(t, settle, "the page to show "+what, func() error {
 		v = readPage(t, ctx)
 		if err := cond(v); err != nil {
 			return fmt.Errorf("%w; page shows %s %v (current %q, problem %q)", err, v.State, statuses(v), v.Current, v.Problem)

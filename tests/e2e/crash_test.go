@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -53,7 +54,7 @@ func TestServiceKilledMidSaga(t *testing.T) {
 				wg.Wait()
 				victim.Kill(t)
 			} else {
-				stack.Eventually(t, settle, "a quarter of the orders to be placed", func() error {
+				poll.UntilNil(t, settle, "a quarter of the orders to be placed", func() error {
 					if placed.Load() < n/4 {
 						return fmt.Errorf("%d placed", placed.Load())
 					}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -72,7 +73,7 @@ func waitPaymentsSettled(t *testing.T, s *stack.Stack, orderID string, quiet tim
 	t.Helper()
 	start := time.Now()
 	var ps []stack.Payment
-	stack.Eventually(t, settle, "payments of "+orderID+" to hold no authorization", func() error {
+	poll.UntilNil(t, settle, "payments of "+orderID+" to hold no authorization", func() error {
 		ps = s.Payments(t, orderID)
 		for _, p := range ps {
 			if p.Status == "authorized" {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -86,7 +87,7 @@ func TestNoOversell(t *testing.T) {
 	}
 
 	final := map[string]string{} // order id → status/reason
-	stack.Eventually(t, 3*time.Minute, "every order to settle", func() error {
+	poll.UntilNil(t, 3*time.Minute, "every order to settle", func() error {
 		for _, o := range orders {
 			if _, ok := final[o.id]; ok {
 				continue

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -227,7 +228,7 @@ func TestCustomerCancel(t *testing.T) {
 		checkHistory(t, o, "pending", "reserved", "confirmed", "cancelled")
 		s.WaitStock(t, p.SKU, before.Stock, 0)
 		var ps []stack.Payment
-		stack.Eventually(t, settle, "the payment to be refunded", func() error {
+		poll.UntilNil(t, settle, "the payment to be refunded", func() error {
 			ps = s.Payments(t, o.ID)
 			if len(ps) != 1 || ps[0].Status != "refunded" {
 				return fmt.Errorf("payments %+v", ps)
@@ -308,7 +309,7 @@ func TestPaymentServiceDown(t *testing.T) {
 	// Payment comes back to a queue holding the order's PaymentRequested
 	// (past its deadline) and RefundRequested.
 	s.Payment.Start(t)
-	stack.Eventually(t, settle, "payment.requests to drain", func() error {
+	poll.UntilNil(t, settle, "payment.requests to drain", func() error {
 		if n := s.QueueMessages(t, "payment.requests"); n > 0 {
 			return fmt.Errorf("%d messages left", n)
 		}
@@ -351,7 +352,7 @@ func TestInventoryServiceDown(t *testing.T) {
 	checkHistory(t, o, "pending", "cancelled")
 
 	s.Inventory.Start(t)
-	stack.Eventually(t, settle, "inventory.orders to drain", func() error {
+	poll.UntilNil(t, settle, "inventory.orders to drain", func() error {
 		if n := s.QueueMessages(t, "inventory.orders"); n > 0 {
 			return fmt.Errorf("%d messages left", n)
 		}

@@ -7,7 +7,6 @@ package lifecycle
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	"github.com/orderly/orderly/tests/stack"
 )
@@ -48,12 +48,12 @@ func TestLifecycle(t *testing.T) {
 			)
 			base := "http://" + p.Addr(t)
 
-			eventually(t, 30*time.Second, name+" /healthz to answer 200", func() bool {
+			poll.Until(t, 30*time.Second, name+" /healthz to answer 200", func() bool {
 				code, _, _ := get(base + "/healthz")
 				return code == http.StatusOK
 			})
 			var body string
-			eventually(t, 30*time.Second, name+" /readyz to answer 200", func() bool {
+			poll.Until(t, 30*time.Second, name+" /readyz to answer 200", func() bool {
 				var code int
 				code, body, _ = get(base + "/readyz")
 				return code == http.StatusOK
@@ -155,15 +155,4 @@ func get(url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// eventually polls cond until it holds, failing the test after d.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	stack.Eventually(tb, d, what, func() error {
-		if cond() {
-			return nil
-		}
-		return errors.New("not yet")
-	})
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -125,7 +126,7 @@ func runChaos(t *testing.T, disrupt func(*testing.T)) ([]*shopper, *replica) {
 		orders[i] = stack.NewUUID()
 		shoppers[i] = follow(ctx, t, notif.url, orders[i], authn.NewTrackingToken(secret, orders[i]))
 	}
-	stack.Eventually(t, 15*time.Second, "every shopper to be connected", func() error {
+	poll.UntilNil(t, 15*time.Second, "every shopper to be connected", func() error {
 		for _, s := range shoppers {
 			if conns, _, _ := s.connections(); conns == 0 {
 				return fmt.Errorf("order %s not yet", s.order)
@@ -145,7 +146,7 @@ func runChaos(t *testing.T, disrupt func(*testing.T)) ([]*shopper, *replica) {
 	published := make(chan error, 1)
 	go func() { published <- publishRounds(ctx, pub, orders, &round) }()
 
-	stack.Eventually(t, 20*time.Second, fmt.Sprintf("every shopper to have seq %d", chaosCut), func() error {
+	poll.UntilNil(t, 20*time.Second, fmt.Sprintf("every shopper to have seq %d", chaosCut), func() error {
 		for _, s := range shoppers {
 			if got := s.got(); len(got) == 0 || got[len(got)-1].Seq < chaosCut {
 				return fmt.Errorf("order %s: %s", s.order, trail(got))

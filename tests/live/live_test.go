@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/tests/stack"
@@ -103,7 +104,7 @@ func (w *watcher) got() []msg {
 // waitSeq waits until the watcher has received seq.
 func (w *watcher) waitSeq(tb testing.TB, seq int64) {
 	tb.Helper()
-	stack.Eventually(tb, 60*time.Second, fmt.Sprintf("seq %d on the socket", seq), func() error {
+	poll.UntilNil(tb, 60*time.Second, fmt.Sprintf("seq %d on the socket", seq), func() error {
 		got := w.got()
 		if len(got) > 0 && got[len(got)-1].Seq >= seq {
 			return nil
@@ -165,17 +166,7 @@ func startReplica(tb testing.TB, s *stack.Stack, name string, env ...string) *re
 			}
 		}
 	})
-	stack.Eventually(tb, time.Minute, "replica "+name+" to be ready", func() error {
-		resp, err := http.Get(r.url + "/readyz") //nolint:noctx // bounded by Eventually
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	poll.Ready(tb, time.Minute, r.url, nil)
 	return r
 }
 
@@ -351,7 +342,7 @@ func TestLiveTracking(t *testing.T) {
 		o, _ := e.place(t)
 		other, _ := e.place(t)
 		_, strangerToken := e.s.NewCustomer(t)
-		stack.Eventually(t, 30*time.Second, "the notification service to know the order", func() error {
+		poll.UntilNil(t, 30*time.Second, "the notification service to know the order", func() error {
 			return expectStatus(t, notif, o.ID, "Bearer "+e.admin, "", http.StatusSwitchingProtocols)
 		})
 		cases := []struct {
@@ -379,7 +370,7 @@ func TestLiveTracking(t *testing.T) {
 		order := stack.NewUUID() // an order made up here; its changes are published directly
 		conn := dialTinyBuffer(t, slow.url, order, authn.NewTrackingToken(e.s.Secret, order))
 		defer conn.Close()
-		stack.Eventually(t, 10*time.Second, "the connection to count", func() error {
+		poll.UntilNil(t, 10*time.Second, "the connection to count", func() error {
 			if n := metric(t, slow.url, "notification_connections_open", `transport="websocket"`); n != 1 {
 				return fmt.Errorf("%v open", n)
 			}
@@ -407,7 +398,7 @@ func TestLiveTracking(t *testing.T) {
 		if code != 1013 {
 			t.Errorf("close code %d after %d frames, want 1013", code, frames)
 		}
-		stack.Eventually(t, 30*time.Second, "the slow connection to be released", func() error {
+		poll.UntilNil(t, 30*time.Second, "the slow connection to be released", func() error {
 			if n := metric(t, slow.url, "notification_connections_open", `transport="websocket"`); n != 0 {
 				return fmt.Errorf("%v open", n)
 			}
@@ -552,7 +543,7 @@ func publishUntil(tb testing.TB, s *stack.Stack, order string, done func() bool)
 				tb.Fatalf("publish: %v", err)
 			}
 		}
-		stack.Eventually(tb, time.Minute, "the batch to be stored", func() error {
+		poll.UntilNil(tb, time.Minute, "the batch to be stored", func() error {
 			var n int64
 			if err := s.Notification.DB.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0) FROM order_status WHERE order_id = $1`, order).Scan(&n); err != nil {
 				return err

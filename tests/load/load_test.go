@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -174,7 +175,7 @@ func run(b *testing.B, s *stack.Stack, rate int, d time.Duration, tokens []strin
 	// and say how long that took.
 	done := time.Now()
 	after()
-	stack.Eventually(b, 10*time.Minute, "the saga to settle every order", func() error {
+	poll.UntilNil(b, 10*time.Minute, "the saga to settle every order", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var open int

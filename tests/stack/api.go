@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderly/orderly/pkg/poll"
 )
 
 // Order is an order as the order API returns it.
@@ -247,7 +249,7 @@ var terminal = []string{"confirmed", "cancelled", "delivered"}
 func (s *Stack) WaitStatus(tb testing.TB, token, id, want, reason string, d time.Duration) Order {
 	tb.Helper()
 	var o Order
-	Eventually(tb, d, "order "+id+" to become "+want, func() error {
+	poll.UntilNil(tb, d, "order "+id+" to become "+want, func() error {
 		o = s.GetOrder(tb, token, id)
 		if o.Status == want && (reason == "" || o.Reason == reason) {
 			return nil
@@ -293,7 +295,7 @@ func (s *Stack) Product(tb testing.TB, sku string) Product {
 func (s *Stack) WaitProduct(tb testing.TB, sku, what string, cond func(Product) error) Product {
 	tb.Helper()
 	var p Product
-	Eventually(tb, 30*time.Second, "product "+sku+": "+what, func() error {
+	poll.UntilNil(tb, 30*time.Second, "product "+sku+": "+what, func() error {
 		p = s.Product(tb, sku)
 		return cond(p)
 	})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
 
@@ -23,7 +24,7 @@ import (
 // one, so this looks in the order database.
 func (s *Stack) WaitCatalog(tb testing.TB, sku string, priceCents int64) {
 	tb.Helper()
-	Eventually(tb, 30*time.Second, "the order service's catalog to know "+sku, func() error {
+	poll.UntilNil(tb, 30*time.Second, "the order service's catalog to know "+sku, func() error {
 		ctx, cancel := callContext(5 * time.Second)
 		defer cancel()
 		var price int64

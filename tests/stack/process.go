@@ -23,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orderly/orderly/pkg/poll"
 )
 
 // build is the state of the once-per-process build of the binaries.
@@ -203,7 +205,7 @@ func (p *Process) Running() bool {
 func (p *Process) Addr(tb testing.TB) string {
 	tb.Helper()
 	var addr string
-	Eventually(tb, time.Minute, p.Name+" to log its listening address", func() error {
+	poll.UntilNil(tb, time.Minute, p.Name+" to log its listening address", func() error {
 		if !p.Running() {
 			tb.Fatalf("%s exited before listening: %v\nstdout:\n%s\nstderr:\n%s", p.Name, p.err, p.Stdout.Tail(64<<10), p.Stderr.String())
 		}
@@ -295,21 +297,4 @@ func (b *Buffer) Tail(n int) string {
 		s = s[i+1:]
 	}
 	return "…\n" + s
-}
-
-// Eventually calls cond every 50 ms until it returns nil, and fails tb
-// after d with what and cond's last error.
-func Eventually(tb testing.TB, d time.Duration, what string, cond func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 )
 
@@ -227,18 +228,9 @@ func (svc *Service) waitReady(tb testing.TB) {
 	tb.Helper()
 	p := svc.process()
 	base := "http://" + p.Addr(tb)
-	c := http.Client{Timeout: 2 * time.Second}
-	Eventually(tb, time.Minute, svc.Name+" /readyz to answer 200", func() error {
+	poll.Ready(tb, time.Minute, base, func() error {
 		if !p.Running() {
-			tb.Fatalf("%s exited while starting: %v\n%s\n%s", svc.Name, p.err, p.Stdout.Tail(32<<10), p.Stderr.String())
-		}
-		resp, err := c.Get(base + "/readyz") //nolint:noctx // bounded by the client's timeout
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
+			return fmt.Errorf("%s exited while starting: %v\n%s\n%s", svc.Name, p.err, p.Stdout.Tail(32<<10), p.Stderr.String())
 		}
 		return nil
 	})

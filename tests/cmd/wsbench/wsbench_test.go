@@ -76,6 +76,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
+	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -293,7 +294,7 @@ func TestLiveTracking(t *testing.T) {
 			}
 		}
 	}
-	stack.Eventually(t, 5*time.Minute, "the service to store every order's first status", func() error {
+	poll.UntilNil(t, 5*time.Minute, "the service to store every order's first status", func() error {
 		var n int
 		if err := db.QueryRow(context.Background(), "SELECT count(*) FROM order_status").Scan(&n); err != nil {
 			return err
@@ -332,7 +333,7 @@ func TestLiveTracking(t *testing.T) {
 	rep.ClientProcesses = len(procs)
 	rampStart := time.Now()
 	var peak int64
-	stack.Eventually(t, 5*time.Minute, fmt.Sprintf("%d connections to open", p.conns), func() error {
+	poll.UntilNil(t, 5*time.Minute, fmt.Sprintf("%d connections to open", p.conns), func() error {
 		peak = max(peak, srv.rssKiB())
 		open, failed := 0, int64(0)
 		for _, lp := range procs {
@@ -369,7 +370,7 @@ func TestLiveTracking(t *testing.T) {
 	// The server handles the other clients' goodbyes (close frames, socket
 	// teardown) by itself after they exit; measure once it is done, with
 	// the latency clients alone connected.
-	stack.Eventually(t, time.Minute, "the other connections to close on the server", func() error {
+	poll.UntilNil(t, time.Minute, "the other connections to close on the server", func() error {
 		if n := srv.metrics(t)["notification_connections_open"]; n > float64(p.latencyConns) {
 			return fmt.Errorf("%.0f open", n)
 		}
@@ -633,7 +634,7 @@ func startServer(t *testing.T, bin string, env []string) *server {
 			t.Logf("notification log (tail):\n%s\nstderr (tail):\n%s", s.stdout.Tail(16<<10), s.gc.other.Tail(16<<10))
 		}
 	})
-	stack.Eventually(t, time.Minute, "the notification service to listen", func() error {
+	poll.UntilNil(t, time.Minute, "the notification service to listen", func() error {
 		select {
 		case <-s.done:
 			t.Fatalf("notification exited:\n%s\n%s", s.stdout.Tail(16<<10), s.gc.other.Tail(16<<10))
@@ -651,17 +652,7 @@ func startServer(t *testing.T, bin string, env []string) *server {
 		return errors.New("no listening line yet")
 	})
 	s.base = "http://" + s.addr
-	stack.Eventually(t, time.Minute, "/readyz", func() error {
-		resp, err := http.Get(s.base + "/readyz") //nolint:noctx // local, short
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	poll.Ready(t, time.Minute, s.base, nil)
 	return s
 }
 
@@ -815,7 +806,7 @@ func (s *server) settled(t *testing.T, since time.Time, settle time.Duration) Ru
 	t.Helper()
 	waitStart := time.Now()
 	var ev gcEvent
-	stack.Eventually(t, 3*time.Minute, "a garbage collection in the server", func() error {
+	poll.UntilNil(t, 3*time.Minute, "a garbage collection in the server", func() error {
 		s.maxRSS = max(s.maxRSS, s.rssKiB())
 		var ok bool
 		ev, ok = s.gc.after(since)
