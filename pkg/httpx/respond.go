@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -21,13 +22,12 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // WriteBody writes an encoded response. Every response of the APIs carries
-// nosniff, so that a browser never reads JSON as something it could run,
-// and no-store, since most of them are one customer's data.
+// nosniff, so that a browser never reads JSON as something it could run;
+// caching headers are the handler's to set before.
 func WriteBody(w http.ResponseWriter, status int, contentType string, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	// A write error means the client is gone and there is nobody left to
 	// tell.
@@ -45,6 +45,38 @@ func ParseID(s string) (uuid.UUID, error) {
 	}
 	return id, nil
 }
+
+// ServeOpenAPI returns the handler of GET /openapi.yaml, serving a
+// service's contract.
+func ServeOpenAPI(spec []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(spec)
+	}
+}
+
+// Parameter problems: a path or query parameter that is missing or
+// malformed (400), as opposed to a bad field of a well-formed body.
+var (
+	// ErrInvalidParameter is behind every InvalidParameter error.
+	ErrInvalidParameter = errors.New("invalid parameter")
+	// TypeInvalidParameter is its problem type.
+	TypeInvalidParameter = ProblemType("invalid-parameter")
+	// ParameterErrors maps it; append it to a service's error table.
+	ParameterErrors = []ErrorMapping{
+		{Err: ErrInvalidParameter, Status: http.StatusBadRequest, Type: TypeInvalidParameter, Title: "Invalid parameter"},
+	}
+)
+
+// InvalidParameter is the error of parameter name, with problem told to
+// the client ("limit must be an integer from 1 to 100").
+func InvalidParameter(name, problem string) error { return &parameterError{name, problem} }
+
+type parameterError struct{ name, problem string }
+
+func (e *parameterError) Error() string         { return e.name + " " + e.problem }
+func (e *parameterError) ProblemDetail() string { return e.Error() }
+func (e *parameterError) Unwrap() error         { return ErrInvalidParameter }
 
 // truncate bounds what an error repeats of a client's input.
 func truncate(s string, n int) string {

@@ -2,10 +2,9 @@ package httpapi
 
 import (
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
@@ -19,21 +18,15 @@ import (
 var (
 	TypeProductNotFound    = httpx.ProblemType("product-not-found")
 	TypeInvalidProduct     = httpx.ProblemType("invalid-product")
-	TypeInvalidParameter   = httpx.ProblemType("invalid-parameter")
 	TypeStockBelowReserved = httpx.ProblemType("stock-below-reserved")
 )
 
-// errBadParameter marks a bad path or query parameter (400), as opposed to
-// a bad field of a well-formed body (422).
-var errBadParameter = errors.New("invalid parameter")
-
 // errorTable is the one mapping of the API's errors to problems.
-var errorTable = append([]httpx.ErrorMapping{
-	{Err: errBadParameter, Status: http.StatusBadRequest, Type: TypeInvalidParameter, Title: "Invalid parameter"},
+var errorTable = slices.Concat(httpx.ParameterErrors, []httpx.ErrorMapping{
 	{Err: stock.ErrNotFound, Status: http.StatusNotFound, Type: TypeProductNotFound, Title: "Product not found"},
 	{Err: stock.ErrInvalid, Status: http.StatusUnprocessableEntity, Type: TypeInvalidProduct, Title: "Invalid product"},
 	{Err: stock.ErrStockBelowReserved, Status: http.StatusConflict, Type: TypeStockBelowReserved, Title: "Stock below reserved"},
-}, authn.Errors...)
+}, authn.Errors)
 
 // Page sizes of GET /v1/products.
 const (
@@ -67,7 +60,7 @@ func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLimit {
-			a.fail(w, r, badParameter("limit", fmt.Sprintf("must be an integer from 1 to %d", maxLimit)))
+			a.fail(w, r, httpx.InvalidParameter("limit", fmt.Sprintf("must be an integer from 1 to %d", maxLimit)))
 			return
 		}
 		limit = n
@@ -95,13 +88,13 @@ func (a *API) listProducts(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Products = append(out.Products, toJSON(p))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 	sku := chi.URLParam(r, "sku")
 	if err := stock.ValidateSKU(sku); err != nil {
-		a.fail(w, r, fmt.Errorf("%w: %w", errBadParameter, err))
+		a.fail(w, r, fmt.Errorf("%w: %w", httpx.ErrInvalidParameter, err))
 		return
 	}
 	p, err := a.store.Product(r.Context(), sku)
@@ -109,7 +102,7 @@ func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toJSON(p))
+	httpx.WriteJSON(w, http.StatusOK, toJSON(p))
 }
 
 // putBody is the body of PUT /v1/products/{sku}; every field is required,
@@ -124,7 +117,7 @@ type putBody struct {
 func (a *API) putProduct(w http.ResponseWriter, r *http.Request) {
 	sku := chi.URLParam(r, "sku")
 	if err := stock.ValidateSKU(sku); err != nil {
-		a.fail(w, r, fmt.Errorf("%w: %w", errBadParameter, err))
+		a.fail(w, r, fmt.Errorf("%w: %w", httpx.ErrInvalidParameter, err))
 		return
 	}
 	var body putBody
@@ -153,15 +146,11 @@ func (a *API) putProduct(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 		w.Header().Set("Location", "/v1/products/"+p.SKU)
 	}
-	writeJSON(w, status, toJSON(p))
+	httpx.WriteJSON(w, status, toJSON(p))
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteError(w, r, a.log, err, errorTable)
-}
-
-func badParameter(name, reason string) error {
-	return fmt.Errorf("%w: %w", errBadParameter, &stock.ValidationError{Field: name, Reason: reason})
 }
 
 // encodeCursor turns the last SKU of a page into an opaque cursor.
@@ -172,16 +161,7 @@ func encodeCursor(sku string) string { return base64.RawURLEncoding.EncodeToStri
 func decodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || stock.ValidateSKU(string(b)) != nil {
-		return "", badParameter("cursor", "is not a cursor this API returned")
+		return "", httpx.InvalidParameter("cursor", "is not a cursor this API returned")
 	}
 	return string(b), nil
-}
-
-// writeJSON writes v, one of this package's plain structs, as the response.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, _ := json.Marshal(v) // plain structs of strings and integers always marshal
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
 }

@@ -52,7 +52,7 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	httpapi.New(store, authn.NewVerifier(secret, "", ""), rps, log).Routes(r)
+	httpapi.New(httpapi.Options{Store: store, Verifier: authn.NewVerifier(secret, "", ""), RateLimitRPS: rps, Log: log}).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
 	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, inventory.OpenAPI)}
@@ -168,9 +168,9 @@ func TestPublicReads(t *testing.T) {
 	}
 
 	wantProblem(t, s.do(http.MethodGet, "/v1/products/NOPE", "", ""), http.StatusNotFound, httpapi.TypeProductNotFound)
-	wantProblem(t, s.do(http.MethodGet, "/v1/products/lower", "", ""), http.StatusBadRequest, httpapi.TypeInvalidParameter)
+	wantProblem(t, s.do(http.MethodGet, "/v1/products/lower", "", ""), http.StatusBadRequest, httpx.TypeInvalidParameter)
 	for _, q := range []string{"limit=0", "limit=101", "limit=x", "cursor=%21%21", "cursor=bG93ZXI"} {
-		wantProblem(t, s.do(http.MethodGet, "/v1/products?"+q, "", ""), http.StatusBadRequest, httpapi.TypeInvalidParameter)
+		wantProblem(t, s.do(http.MethodGet, "/v1/products?"+q, "", ""), http.StatusBadRequest, httpx.TypeInvalidParameter)
 	}
 
 	empty := newTestServer(t, 0)
@@ -280,9 +280,9 @@ func TestAdminPutRefusesBadInput(t *testing.T) {
 		{"not an object", "MUG-1", admin, `[]`, "", 400, httpx.TypeInvalidBody, ""},
 		{"malformed", "MUG-1", admin, `{"name":`, "", 400, httpx.TypeInvalidBody, ""},
 		{"empty body", "MUG-1", admin, ``, "", 400, httpx.TypeInvalidBody, ""},
-		{"lower-case sku", "mug-1", admin, good, "", 400, httpapi.TypeInvalidParameter, "sku"},
-		{"sku with underscore", "MUG_1", admin, good, "", 400, httpapi.TypeInvalidParameter, "sku"},
-		{"sku too long", strings.Repeat("A", 65), admin, good, "", 400, httpapi.TypeInvalidParameter, "sku"},
+		{"lower-case sku", "mug-1", admin, good, "", 400, httpx.TypeInvalidParameter, "sku"},
+		{"sku with underscore", "MUG_1", admin, good, "", 400, httpx.TypeInvalidParameter, "sku"},
+		{"sku too long", strings.Repeat("A", 65), admin, good, "", 400, httpx.TypeInvalidParameter, "sku"},
 		{"negative stock", "MUG-1", admin, `{"name":"Mug","price_cents":1,"currency":"EUR","stock":-1}`, "", 422, httpapi.TypeInvalidProduct, "stock"},
 		{"stock too big", "MUG-1", admin, `{"name":"Mug","price_cents":1,"currency":"EUR","stock":1000000001}`, "", 422, httpapi.TypeInvalidProduct, "stock"},
 		{"negative price", "MUG-1", admin, `{"name":"Mug","price_cents":-5,"currency":"EUR","stock":1}`, "", 422, httpapi.TypeInvalidProduct, "price_cents"},

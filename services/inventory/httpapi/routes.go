@@ -6,7 +6,6 @@ package httpapi
 
 import (
 	"log/slog"
-	"net/http"
 
 	"github.com/go-chi/chi/v5"
 
@@ -16,6 +15,19 @@ import (
 	"github.com/orderly/orderly/services/inventory/postgres"
 )
 
+// Options configure an API.
+type Options struct {
+	// Store holds the catalog and stock. Required.
+	Store *postgres.Store
+	// Verifier checks the bearer tokens of admin calls. Required.
+	Verifier *authn.Verifier
+	// RateLimitRPS bounds each caller's requests per second (0 turns it
+	// off).
+	RateLimitRPS int
+	// Log gets 5xx errors and authentication failures. Required.
+	Log *slog.Logger
+}
+
 // API serves the inventory endpoints from a store.
 type API struct {
 	store    *postgres.Store
@@ -24,11 +36,9 @@ type API struct {
 	log      *slog.Logger
 }
 
-// New returns the API on store. verifier checks the bearer tokens of admin
-// calls; rps is the per-caller rate limit (0 turns it off); log gets 5xx
-// errors and authentication failures.
-func New(store *postgres.Store, verifier *authn.Verifier, rps int, log *slog.Logger) *API {
-	return &API{store: store, verifier: verifier, rps: rps, log: log}
+// New returns the API configured by o.
+func New(o Options) *API {
+	return &API{store: o.Store, verifier: o.Verifier, rps: o.RateLimitRPS, log: o.Log}
 }
 
 // Routes adds the whole API to r. One rate limiter counts every call of a
@@ -38,14 +48,9 @@ func (a *API) Routes(r chi.Router) {
 	limit := httpx.RateLimit(a.rps, authn.SubjectKey)
 	authenticate := a.verifier.Middleware(a.log)
 
-	r.Get("/openapi.yaml", serveOpenAPI)
+	r.Get("/openapi.yaml", httpx.ServeOpenAPI(inventory.OpenAPI))
 
 	r.With(limit).Get("/v1/products", a.listProducts)
 	r.With(limit).Get("/v1/products/{sku}", a.getProduct)
 	r.With(authenticate, limit, authn.RequireAdmin).Put("/v1/products/{sku}", a.putProduct)
-}
-
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(inventory.OpenAPI)
 }

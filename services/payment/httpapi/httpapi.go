@@ -4,10 +4,9 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -16,27 +15,22 @@ import (
 	"github.com/orderly/orderly/services/payment/postgres"
 )
 
-// TypeInvalidParameter is the problem type of a missing or malformed query
-// parameter (400).
-var TypeInvalidParameter = httpx.ProblemType("invalid-parameter")
-
-// errBadParameter is behind every parameterError.
-var errBadParameter = errors.New("invalid parameter")
-
 // errorTable is the one mapping of the API's errors to problems; anything
 // else is a 500.
-var errorTable = append([]httpx.ErrorMapping{
-	{Err: errBadParameter, Status: http.StatusBadRequest, Type: TypeInvalidParameter, Title: "Invalid parameter"},
-}, authn.Errors...)
+var errorTable = slices.Concat(httpx.ParameterErrors, authn.Errors)
 
-// parameterError names a bad parameter for the client.
-type parameterError struct {
-	name, problem string
+// Options configure an API.
+type Options struct {
+	// Store holds the payments. Required.
+	Store *postgres.Store
+	// Verifier checks the bearer tokens. Required.
+	Verifier *authn.Verifier
+	// RateLimitRPS bounds each caller's requests per second (0 turns it
+	// off).
+	RateLimitRPS int
+	// Log gets 5xx errors and authentication failures. Required.
+	Log *slog.Logger
 }
-
-func (e *parameterError) Error() string         { return e.name + " " + e.problem }
-func (e *parameterError) ProblemDetail() string { return e.Error() }
-func (e *parameterError) Unwrap() error         { return errBadParameter }
 
 // API serves the payment endpoints.
 type API struct {
@@ -46,11 +40,9 @@ type API struct {
 	log          *slog.Logger
 }
 
-// New returns the API reading payments from store, authenticating callers
-// with verifier and letting each make rateLimitRPS requests per second (0
-// turns limiting off). log receives 5xx errors and authentication failures.
-func New(store *postgres.Store, verifier *authn.Verifier, rateLimitRPS int, log *slog.Logger) *API {
-	return &API{store: store, verifier: verifier, rateLimitRPS: rateLimitRPS, log: log}
+// New returns the API configured by o.
+func New(o Options) *API {
+	return &API{store: o.Store, verifier: o.Verifier, rateLimitRPS: o.RateLimitRPS, log: o.Log}
 }
 
 // paymentJSON is a payment as the API shows it.
@@ -92,7 +84,10 @@ func (a *API) listPayments(w http.ResponseWriter, r *http.Request) {
 			Status:      string(p.Status),
 		})
 	}
-	writeJSON(w, http.StatusOK, out)
+	// Payment data of whichever order an operator looked up: no cache
+	// keeps it.
+	w.Header().Set("Cache-Control", "no-store")
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // orderIDParam returns the order_id query parameter, which must be given
@@ -101,31 +96,18 @@ func orderIDParam(r *http.Request) (uuid.UUID, error) {
 	values := r.URL.Query()["order_id"]
 	switch len(values) {
 	case 0:
-		return uuid.Nil, &parameterError{"order_id", "is required"}
+		return uuid.Nil, httpx.InvalidParameter("order_id", "is required")
 	case 1:
 	default:
-		return uuid.Nil, &parameterError{"order_id", "must be given once"}
+		return uuid.Nil, httpx.InvalidParameter("order_id", "must be given once")
 	}
-	if len(values[0]) != 36 {
-		return uuid.Nil, &parameterError{"order_id", "must be a UUID"}
-	}
-	id, err := uuid.Parse(values[0])
+	id, err := httpx.ParseID(values[0])
 	if err != nil {
-		return uuid.Nil, &parameterError{"order_id", "must be a UUID"}
+		return uuid.Nil, httpx.InvalidParameter("order_id", "must be a UUID")
 	}
 	return id, nil
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteError(w, r, a.log, err, errorTable)
-}
-
-// writeJSON writes v, one of this package's plain structs (so encoding
-// cannot fail), as the JSON response.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
 }

@@ -57,7 +57,7 @@ func newTestServer(tb testing.TB, rateLimitRPS int) *server {
 	if err != nil {
 		tb.Fatalf("NewRouter: %v", err)
 	}
-	httpapi.New(postgres.NewStore(pool), authn.NewVerifier(secret, issuer, audience), rateLimitRPS, log).Routes(router)
+	httpapi.New(httpapi.Options{Store: postgres.NewStore(pool), Verifier: authn.NewVerifier(secret, issuer, audience), RateLimitRPS: rateLimitRPS, Log: log}).Routes(router)
 	return &server{tb: tb, pool: pool, router: router, contract: apitest.LoadContract(tb, paymentsvc.OpenAPI)}
 }
 
@@ -215,7 +215,7 @@ func TestListPaymentsRejectsBadOrderID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := mustProblem(t, s.get("/v1/payments"+tt.query, admin), http.StatusBadRequest, httpapi.TypeInvalidParameter)
+			p := mustProblem(t, s.get("/v1/payments"+tt.query, admin), http.StatusBadRequest, httpx.TypeInvalidParameter)
 			if p.Detail != tt.detail {
 				t.Errorf("detail = %q, want %q", p.Detail, tt.detail)
 			}

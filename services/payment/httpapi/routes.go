@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"net/http"
-
 	"github.com/go-chi/chi/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
@@ -18,14 +16,9 @@ import (
 //	GET /openapi.yaml                  the API contract (public)
 //	GET /v1/payments?order_id=<uuid>   the order's payments (admin)
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", serveOpenAPI)
+	r.Get("/openapi.yaml", httpx.ServeOpenAPI(paymentsvc.OpenAPI))
 	r.Group(func(r chi.Router) {
 		r.Use(a.verifier.Middleware(a.log), httpx.RateLimit(a.rateLimitRPS, authn.SubjectKey), authn.RequireAdmin)
 		r.Get("/v1/payments", a.listPayments)
 	})
-}
-
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(paymentsvc.OpenAPI)
 }

@@ -79,6 +79,6 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		n, err := store.ReleaseExpired(ctx, 1000)
 		return int64(n), err
 	})
-	httpapi.New(store, cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
+	httpapi.New(httpapi.Options{Store: store, Verifier: cfg.Verifier(), RateLimitRPS: cfg.RateLimitRPS, Log: svc.Log}).Routes(svc.Router)
 	return svc, nil
 }

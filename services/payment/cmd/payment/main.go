@@ -72,6 +72,6 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Log:     svc.Log.With("component", "payments"),
 	}
 	svc.AddConsumer(&rabbit.Consumer{Queue: consume.Queue(), Batch: handler.Consumer(svc.Pool)})
-	httpapi.New(postgres.NewStore(svc.Pool), cfg.Verifier(), cfg.RateLimitRPS, svc.Log).Routes(svc.Router)
+	httpapi.New(httpapi.Options{Store: postgres.NewStore(svc.Pool), Verifier: cfg.Verifier(), RateLimitRPS: cfg.RateLimitRPS, Log: svc.Log}).Routes(svc.Router)
 	return svc, nil
 }
