@@ -1,5 +1,7 @@
 // Package payment is the payment service's domain: a payment of an order, the
-// states it can be in, and the errors the rest of the service reports.
+// states it can be in, the decisions on payment and refund requests (Book)
+// with the events they publish, and the errors the rest of the service
+// reports.
 //
 // An order has at most one payment. A PaymentRequested turns into an
 // authorized or declined payment; a RefundRequested turns an authorized one
