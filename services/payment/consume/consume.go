@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/orderly/orderly/pkg/inbox"
@@ -50,30 +49,35 @@ func Exchanges() []string { return []string{eventsv1.ExchangeOrder} }
 // it the handler fails and the queue's delayed retries take over.
 var DefaultBackoff = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
 
-// Handler applies payment and refund requests. Its zero value is not usable:
-// set Gateway (the rest has defaults).
+// Handler handles the payment.requests queue.
 type Handler struct {
-	// Gateway is the payment provider.
-	Gateway gateway.Gateway
 	// Backoff lists the waits between attempts of a gateway call that
-	// failed with gateway.ErrTransient; nil means DefaultBackoff, and an
-	// empty non-nil slice makes one attempt.
+	// failed with gateway.ErrTransient; New sets DefaultBackoff, and an
+	// empty list makes one attempt.
 	Backoff []time.Duration
-	// Now tells the time, for checking expiry and dating events; nil
-	// means time.Now.
+	// Now tells the time, for checking expiry and dating events; New sets
+	// time.Now.
 	Now func() time.Time
-	// Log defaults to slog.Default().
-	Log *slog.Logger
+
+	store *postgres.Store
+	log   *slog.Logger
+	gw    gateway.Gateway
 }
 
-// Consumer returns the batch handler of the payment.requests queue: Apply
-// through the inbox on pool, so that each message takes effect once, and
-// the requests waiting together in one transaction.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.Handle(pool, QueueName, h.Apply)
+// New returns the Handler that keeps payments in store and charges and
+// refunds them through gw; log gets a line per decided request.
+func New(store *postgres.Store, log *slog.Logger, gw gateway.Gateway) *Handler {
+	return &Handler{Backoff: DefaultBackoff, Now: time.Now, store: store, log: log, gw: gw}
 }
 
-// Apply handles a batch of messages in tx (an inbox.Handler): it locks the
+// Consumers returns the consumer of payment.requests: handle through the
+// inbox, so that each message takes effect once and the requests waiting
+// together commit in one transaction.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: inbox.Handle(h.store.Pool(), QueueName, h.handle)}}
+}
+
+// handle handles a batch of messages in tx (an inbox.Handler): it locks the
 // payments of their orders and has a payment.Book decide each message in
 // order against them, calling the gateway where the book asks for a charge
 // or a refund; the new payments, refunds and events are written in one
@@ -89,7 +93,7 @@ func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
 // small. If tx then fails to commit, the redelivery calls the gateway again
 // with the same idempotency key and gets the same authorization, never a
 // second one.
-func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
 	msgs := make([]proto.Message, len(batch))
 	orders := make([]uuid.UUID, len(batch))
 	for i, d := range batch {
@@ -112,13 +116,13 @@ func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		}
 		msgs[i], orders[i] = msg, id
 	}
-	locked, err := postgres.Lock(ctx, tx, orders)
+	locked, err := h.store.Lock(ctx, tx, orders)
 	if err != nil {
 		return err
 	}
 	book := payment.NewBook(locked)
 	for i, msg := range msgs {
-		log := h.log().With("order_id", orders[i])
+		log := h.log.With("order_id", orders[i])
 		var err error
 		switch m := msg.(type) {
 		case *eventsv1.PaymentRequested:
@@ -130,7 +134,7 @@ func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 			return err
 		}
 	}
-	return postgres.Save(ctx, tx, postgres.Changes{Payments: book.Payments(), Refunds: book.Refunds(), Events: book.Events()})
+	return h.store.Save(ctx, tx, postgres.Changes{Payments: book.Payments(), Refunds: book.Refunds(), Events: book.Events()})
 }
 
 func paymentRequest(orderID uuid.UUID, m *eventsv1.PaymentRequested) payment.Request {
@@ -152,7 +156,7 @@ func paymentRequest(orderID uuid.UUID, m *eventsv1.PaymentRequested) payment.Req
 // pay is saga step 4: the book decides r, and the gateway is asked only
 // when the book wants a charge.
 func (h *Handler) pay(ctx context.Context, log *slog.Logger, book *payment.Book, r payment.Request) error {
-	d, err := book.RequestPayment(r, h.now())
+	d, err := book.RequestPayment(r, h.Now())
 	if err != nil {
 		return err
 	}
@@ -164,13 +168,13 @@ func (h *Handler) pay(ctx context.Context, log *slog.Logger, book *payment.Book,
 		log.InfoContext(ctx, "payment request expired; declining without calling the gateway", "expires_at", r.ExpiresAt)
 		return nil
 	}
-	res, err := retry(ctx, log, h.backoff(), "authorize", func() (gateway.AuthorizeResult, error) {
-		return h.Gateway.Authorize(ctx, d.Authorization)
+	res, err := retry(ctx, log, h.Backoff, "authorize", func() (gateway.AuthorizeResult, error) {
+		return h.gw.Authorize(ctx, d.Authorization)
 	})
 	if err != nil {
 		return err
 	}
-	p, err := book.Authorized(d, res, h.now())
+	p, err := book.Authorized(d, res, h.Now())
 	if err != nil {
 		return err
 	}
@@ -193,13 +197,13 @@ func (h *Handler) refund(ctx context.Context, log *slog.Logger, book *payment.Bo
 		log.InfoContext(ctx, "nothing to refund", "status", d.Payment.Status)
 		return nil
 	}
-	res, err := retry(ctx, log, h.backoff(), "refund", func() (gateway.RefundResult, error) {
-		return h.Gateway.Refund(ctx, d.Refund)
+	res, err := retry(ctx, log, h.Backoff, "refund", func() (gateway.RefundResult, error) {
+		return h.gw.Refund(ctx, d.Refund)
 	})
 	if err != nil {
 		return err
 	}
-	refund, err := book.Refunded(d, res, h.now())
+	refund, err := book.Refunded(d, res, h.Now())
 	if err != nil {
 		return err
 	}
@@ -248,25 +252,4 @@ func parseOrderID(s string) (uuid.UUID, error) {
 		return uuid.Nil, fmt.Errorf("%w: %q", payment.ErrInvalidOrderID, s)
 	}
 	return id, nil
-}
-
-func (h *Handler) backoff() []time.Duration {
-	if h.Backoff != nil {
-		return h.Backoff
-	}
-	return DefaultBackoff
-}
-
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
-}
-
-func (h *Handler) log() *slog.Logger {
-	if h.Log != nil {
-		return h.Log
-	}
-	return slog.Default()
 }
