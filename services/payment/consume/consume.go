@@ -40,10 +40,6 @@ func Queue() rabbit.Queue {
 	}
 }
 
-// Exchanges are the exchanges Queue binds to; a consumer declares them with
-// the queue.
-func Exchanges() []string { return []string{eventsv1.ExchangeOrder} }
-
 // DefaultBackoff is the wait before each retry of a transient gateway
 // failure within one handler call: three attempts in all, about 300 ms. Past
 // it the handler fails and the queue's delayed retries take over.

@@ -64,8 +64,6 @@ type Refund struct {
 
 // Errors the service reports; match them with errors.Is.
 var (
-	// ErrNotFound means the order has no payment.
-	ErrNotFound = errors.New("payment not found")
 	// ErrExists means the order already has a payment: a second one would
 	// be a second charge.
 	ErrExists = errors.New("order already has a payment")
