@@ -36,8 +36,8 @@ type RefundRequest struct {
 // Action is what a request comes to once the book has looked at it.
 type Action string
 
-// The actions of a Decision. Only ActionAuthorize and ActionRefund need the
-// gateway; the book has already recorded the others.
+// The actions of a Decision. Only ActionAuthorize and ActionRefund wait for
+// the gateway; the others are complete when the book returns them.
 const (
 	// ActionIgnore: the request changes nothing. A payment request found a
 	// payment (a duplicate request, or an order voided before its payment
