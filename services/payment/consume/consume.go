@@ -1,7 +1,7 @@
 // Package consume is the payment service's message handling: the
-// payment.requests queue and the handler that turns PaymentRequested into an
-// authorized or declined payment and RefundRequested into a refund or a
-// voided marker (docs/saga.md, steps 4 and 7).
+// payment.requests queue and the handler that decodes PaymentRequested and
+// RefundRequested, has payment.Book decide them (docs/saga.md, steps 4 and
+// 7) and makes the gateway calls the book asks for.
 package consume
 
 import (
@@ -13,12 +13,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/inbox"
-	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -43,53 +40,56 @@ func Queue() rabbit.Queue {
 	}
 }
 
-// Exchanges are the exchanges Queue binds to; a consumer declares them with
-// the queue.
-func Exchanges() []string { return []string{eventsv1.ExchangeOrder} }
-
 // DefaultBackoff is the wait before each retry of a transient gateway
 // failure within one handler call: three attempts in all, about 300 ms. Past
 // it the handler fails and the queue's delayed retries take over.
 var DefaultBackoff = []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}
 
-// Handler applies payment and refund requests. Its zero value is not usable:
-// set Gateway (the rest has defaults).
+// Handler handles the payment.requests queue.
 type Handler struct {
-	// Gateway is the payment provider.
-	Gateway gateway.Gateway
 	// Backoff lists the waits between attempts of a gateway call that
-	// failed with gateway.ErrTransient; nil means DefaultBackoff, and an
-	// empty non-nil slice makes one attempt.
+	// failed with gateway.ErrTransient; New sets DefaultBackoff, and an
+	// empty list makes one attempt.
 	Backoff []time.Duration
-	// Now tells the time, for checking expiry; nil means time.Now.
+	// Now tells the time, for checking expiry and dating events; New sets
+	// time.Now.
 	Now func() time.Time
-	// Log defaults to slog.Default().
-	Log *slog.Logger
+
+	store *postgres.Store
+	log   *slog.Logger
+	gw    gateway.Gateway
 }
 
-// Consumer returns the batch handler of the payment.requests queue: Apply
-// through the inbox on pool, so that each message takes effect once, and
-// the requests waiting together in one transaction.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.Handle(pool, QueueName, h.Apply)
+// New returns the Handler that keeps payments in store and charges and
+// refunds them through gw; log gets a line per decided request.
+func New(store *postgres.Store, log *slog.Logger, gw gateway.Gateway) *Handler {
+	return &Handler{Backoff: DefaultBackoff, Now: time.Now, store: store, log: log, gw: gw}
 }
 
-// Apply applies a batch of messages in tx (an inbox.Handler): it locks the
-// payments of their orders, decides each message in order against them —
-// calling the gateway where a charge or a refund is due — and writes the
-// new payments, refunds and events in one round trip. It dispatches on the
-// AMQP type: PaymentRequested and RefundRequested. It returns a
-// rabbit.Permanent error for an unknown type, an undecodable body, a
-// malformed order id and a gateway error that retrying cannot fix, and a
-// plain error (retried later) when the database fails or the gateway is
-// still failing transiently after the in-handler retries.
+// Consumers returns the consumer of payment.requests: handle through the
+// inbox, so that each message takes effect once and the requests waiting
+// together commit in one transaction.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: inbox.Handle(h.store.Pool(), QueueName, h.handle)}}
+}
+
+// handle handles a batch of messages in tx (an inbox.Handler): it locks the
+// payments of their orders and has a payment.Book decide each message in
+// order against them, calling the gateway where the book asks for a charge
+// or a refund; the new payments, refunds and events are written in one
+// round trip. It dispatches on the AMQP type: PaymentRequested and
+// RefundRequested. It returns a rabbit.Permanent error for an unknown type,
+// an undecodable body, a malformed order id and a gateway error that
+// retrying cannot fix, and a plain error (retried later) when the database
+// fails or the gateway is still failing transiently after the in-handler
+// retries.
 //
 // The gateway is called with tx open: the per-order lock makes a
 // RefundRequested for the same order wait, and the gateway's latency is
 // small. If tx then fails to commit, the redelivery calls the gateway again
 // with the same idempotency key and gets the same authorization, never a
 // second one.
-func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
 	msgs := make([]proto.Message, len(batch))
 	orders := make([]uuid.UUID, len(batch))
 	for i, d := range batch {
@@ -112,193 +112,123 @@ func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		}
 		msgs[i], orders[i] = msg, id
 	}
-	book, err := postgres.Lock(ctx, tx, orders)
+	locked, err := h.store.Lock(ctx, tx, orders)
 	if err != nil {
 		return err
 	}
-	var c postgres.Changes
+	book := payment.NewBook(locked)
 	for i, msg := range msgs {
-		log := h.log().With("order_id", orders[i])
+		log := h.log.With("order_id", orders[i])
 		var err error
 		switch m := msg.(type) {
 		case *eventsv1.PaymentRequested:
-			err = h.paymentRequested(batch[i].Ctx, log, book, orders[i], m, &c)
+			err = h.pay(batch[i].Ctx, log, book, paymentRequest(orders[i], m))
 		case *eventsv1.RefundRequested:
-			err = h.refundRequested(batch[i].Ctx, log, book, orders[i], m, &c)
+			err = h.refund(batch[i].Ctx, log, book, payment.RefundRequest{OrderID: orders[i], AmountCents: m.GetAmountCents(), Currency: m.GetCurrency()})
 		}
 		if err != nil {
 			return err
 		}
 	}
-	return postgres.Save(ctx, tx, c)
+	return h.store.Save(ctx, tx, postgres.Changes{Payments: book.Payments(), Refunds: book.Refunds(), Events: book.Events()})
 }
 
-// paymentRequested is saga step 4: charge the order unless it has a
-// payment already (a duplicate request, or an order voided before its
-// payment ran) or its deadline passed.
-func (h *Handler) paymentRequested(ctx context.Context, log *slog.Logger, book map[uuid.UUID]payment.Payment, orderID uuid.UUID, m *eventsv1.PaymentRequested, c *postgres.Changes) error {
-	if existing, ok := book[orderID]; ok {
-		log.InfoContext(ctx, "payment already handled; ignoring request", "status", existing.Status)
-		return nil
-	}
-	p := &payment.Payment{
-		ID:          uuid.New(),
+func paymentRequest(orderID uuid.UUID, m *eventsv1.PaymentRequested) payment.Request {
+	r := payment.Request{
 		OrderID:     orderID,
 		CustomerID:  m.GetCustomerId(),
 		AmountCents: m.GetAmountCents(),
 		Currency:    m.GetCurrency(),
 		Method:      m.GetPaymentMethod(),
 	}
-	if exp := m.GetExpiresAt(); exp != nil && !h.now().Before(exp.AsTime()) {
-		// The order has timed out (or will be cancelled any moment): a
-		// charge now would only have to be refunded.
-		p.Status, p.DeclineReason = payment.StatusDeclined, payment.ReasonExpired
-		log.InfoContext(ctx, "payment request expired; declining without calling the gateway", "expires_at", exp.AsTime())
-		return record(book, p, c)
+	// An unset expires_at is no deadline, not the Unix epoch AsTime makes
+	// of it.
+	if exp := m.GetExpiresAt(); exp != nil {
+		r.ExpiresAt = exp.AsTime()
 	}
-	// The key is the order id whatever the message says: one order, one
-	// authorization, however many requests arrive.
-	req := gateway.AuthorizeRequest{
-		IdempotencyKey: orderID.String(),
-		AmountCents:    p.AmountCents,
-		Currency:       p.Currency,
-		PaymentMethod:  p.Method,
-	}
-	var res gateway.AuthorizeResult
-	err := h.retry(ctx, "authorize", log, func() error {
-		var err error
-		res, err = h.Gateway.Authorize(ctx, req)
+	return r
+}
+
+// pay is saga step 4: the book decides r, and the gateway is asked only
+// when the book wants a charge.
+func (h *Handler) pay(ctx context.Context, log *slog.Logger, book *payment.Book, r payment.Request) error {
+	d, err := book.RequestPayment(r, h.Now())
+	if err != nil {
 		return err
+	}
+	switch d.Action {
+	case payment.ActionIgnore:
+		log.InfoContext(ctx, "payment already handled; ignoring request", "status", d.Payment.Status)
+		return nil
+	case payment.ActionExpire:
+		log.InfoContext(ctx, "payment request expired; declining without calling the gateway", "expires_at", r.ExpiresAt)
+		return nil
+	}
+	res, err := retry(ctx, log, h.Backoff, "authorize", func() (gateway.AuthorizeResult, error) {
+		return h.gw.Authorize(ctx, d.Authorization)
 	})
 	if err != nil {
 		return err
 	}
-	if res.Approved {
-		p.Status, p.GatewayReference = payment.StatusAuthorized, res.Reference
-	} else {
-		p.Status, p.DeclineReason = payment.StatusDeclined, res.DeclineReason
-		if p.DeclineReason == "" {
-			p.DeclineReason = "declined"
-		}
+	p, err := book.Authorized(d, res, h.Now())
+	if err != nil {
+		return err
 	}
 	log.InfoContext(ctx, "payment decided", "status", p.Status, "reason", p.DeclineReason, "amount_cents", p.AmountCents)
-	return record(book, p, c)
+	return nil
 }
 
-// record adds p, and its PaymentAuthorized or PaymentDeclined event, to c
-// and to the book, so that a later message of the batch sees it.
-func record(book map[uuid.UUID]payment.Payment, p *payment.Payment, c *postgres.Changes) error {
-	book[p.OrderID] = *p
-	c.Payments = append(c.Payments, p)
-	at := timestamppb.Now()
-	var msg proto.Message
-	switch p.Status {
-	case payment.StatusAuthorized:
-		msg = &eventsv1.PaymentAuthorized{
-			OrderId:      p.OrderID.String(),
-			PaymentId:    p.ID.String(),
-			AmountCents:  p.AmountCents,
-			Currency:     p.Currency,
-			AuthorizedAt: at,
-		}
-	case payment.StatusDeclined:
-		msg = &eventsv1.PaymentDeclined{
-			OrderId:    p.OrderID.String(),
-			PaymentId:  p.ID.String(),
-			Reason:     p.DeclineReason,
-			DeclinedAt: at,
-		}
-	default:
-		return nil
-	}
-	return publish(c, p.OrderID, msg)
-}
-
-// refundRequested is saga step 7: refund an authorized payment, void an
-// order whose payment has not run, and ignore the rest.
-func (h *Handler) refundRequested(ctx context.Context, log *slog.Logger, book map[uuid.UUID]payment.Payment, orderID uuid.UUID, m *eventsv1.RefundRequested, c *postgres.Changes) error {
-	p, ok := book[orderID]
-	switch {
-	case !ok:
-		// The order was cancelled before its payment ran (or while the
-		// payment service was down). The marker makes a later
-		// PaymentRequested charge nothing.
-		log.InfoContext(ctx, "refund requested before any payment; voiding the order's payment")
-		return record(book, &payment.Payment{
-			ID:          uuid.New(),
-			OrderID:     orderID,
-			AmountCents: max(m.GetAmountCents(), 0),
-			Currency:    m.GetCurrency(),
-			Status:      payment.StatusVoided,
-		}, c)
-	case p.Status != payment.StatusAuthorized:
-		log.InfoContext(ctx, "nothing to refund", "status", p.Status)
-		return nil
-	}
-
-	// The whole authorization is refunded: the order was cancelled.
-	req := gateway.RefundRequest{
-		IdempotencyKey: "refund:" + orderID.String(),
-		Reference:      p.GatewayReference,
-		AmountCents:    p.AmountCents,
-		Currency:       p.Currency,
-	}
-	var res gateway.RefundResult
-	err := h.retry(ctx, "refund", log, func() error {
-		var err error
-		res, err = h.Gateway.Refund(ctx, req)
+// refund is saga step 7: the book decides r, and the gateway is asked only
+// when the book wants a refund.
+func (h *Handler) refund(ctx context.Context, log *slog.Logger, book *payment.Book, r payment.RefundRequest) error {
+	d, err := book.RequestRefund(r)
+	if err != nil {
 		return err
+	}
+	switch d.Action {
+	case payment.ActionVoid:
+		log.InfoContext(ctx, "refund requested before any payment; voiding the order's payment")
+		return nil
+	case payment.ActionIgnore:
+		log.InfoContext(ctx, "nothing to refund", "status", d.Payment.Status)
+		return nil
+	}
+	res, err := retry(ctx, log, h.Backoff, "refund", func() (gateway.RefundResult, error) {
+		return h.gw.Refund(ctx, d.Refund)
 	})
 	if err != nil {
 		return err
 	}
-	r := &payment.Refund{
-		ID:               uuid.New(),
-		PaymentID:        p.ID,
-		AmountCents:      p.AmountCents,
-		Currency:         p.Currency,
-		GatewayReference: res.Reference,
+	refund, err := book.Refunded(d, res, h.Now())
+	if err != nil {
+		return err
 	}
-	p.Status = payment.StatusRefunded
-	book[orderID] = p
-	c.Refunds = append(c.Refunds, r)
-	log.InfoContext(ctx, "payment refunded", "payment_id", p.ID, "amount_cents", r.AmountCents)
-	return publish(c, orderID, &eventsv1.PaymentRefunded{
-		OrderId:     orderID.String(),
-		PaymentId:   p.ID.String(),
-		RefundId:    r.ID.String(),
-		AmountCents: r.AmountCents,
-		Currency:    r.Currency,
-		RefundedAt:  timestamppb.Now(),
-	})
+	log.InfoContext(ctx, "payment refunded", "payment_id", refund.PaymentID, "amount_cents", refund.AmountCents)
+	return nil
 }
 
-// retry runs call up to len(Backoff)+1 times while it fails with
-// gateway.ErrTransient, waiting Backoff[i] before attempt i+2. It returns
-// nil on success; the last error when the attempts are used up or ctx ended,
-// for the queue to retry later; and a rabbit.Permanent error for a failure
-// that is not transient.
-func (h *Handler) retry(ctx context.Context, op string, log *slog.Logger, call func() error) error {
-	backoff := h.Backoff
-	if backoff == nil {
-		backoff = DefaultBackoff
-	}
+// retry runs call up to len(backoff)+1 times while it fails with
+// gateway.ErrTransient, waiting backoff[i] before attempt i+2. It returns
+// call's result on success; the last error when the attempts are used up
+// or ctx ended, for the queue to retry later; and a rabbit.Permanent error
+// for a failure that is not transient.
+func retry[T any](ctx context.Context, log *slog.Logger, backoff []time.Duration, op string, call func() (T, error)) (T, error) {
 	for attempt := 0; ; attempt++ {
-		err := call()
+		res, err := call()
 		switch {
 		case err == nil:
-			return nil
+			return res, nil
 		case !transient(err):
-			return rabbit.Permanent(fmt.Errorf("gateway %s: %w", op, err))
+			return res, rabbit.Permanent(fmt.Errorf("gateway %s: %w", op, err))
 		case attempt >= len(backoff):
-			return fmt.Errorf("gateway %s: still failing after %d attempts: %w", op, attempt+1, err)
+			return res, fmt.Errorf("gateway %s: still failing after %d attempts: %w", op, attempt+1, err)
 		}
 		log.WarnContext(ctx, "gateway call failed; retrying", "op", op, "attempt", attempt+1, "error", err)
 		t := time.NewTimer(backoff[attempt])
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("gateway %s: %w (waiting to retry: %w)", op, err, ctx.Err())
+			return res, fmt.Errorf("gateway %s: %w (waiting to retry: %w)", op, err, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -312,34 +242,10 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// publish adds msg to c's events, with the order as its aggregate.
-func publish(c *postgres.Changes, orderID uuid.UUID, msg proto.Message) error {
-	ev, err := outbox.NewEvent(orderID.String(), msg)
-	if err != nil {
-		return err
-	}
-	c.Events = append(c.Events, ev)
-	return nil
-}
-
 func parseOrderID(s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("%w: %q", payment.ErrInvalidOrderID, s)
 	}
 	return id, nil
-}
-
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
-}
-
-func (h *Handler) log() *slog.Logger {
-	if h.Log != nil {
-		return h.Log
-	}
-	return slog.Default()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/orderly/orderly/services/payment/consume"
 	"github.com/orderly/orderly/services/payment/gateway"
 	"github.com/orderly/orderly/services/payment/payment"
+	"github.com/orderly/orderly/services/payment/postgres"
 )
 
 // countingGateway is the simulated gateway with its calls counted, and an
@@ -68,6 +70,7 @@ func (g *failingGateway) Refund(context.Context, gateway.RefundRequest) (gateway
 
 type harness struct {
 	pool    *pgxpool.Pool
+	store   *postgres.Store
 	gw      *countingGateway
 	handler *consume.Handler
 	handle  rabbit.Handler
@@ -80,9 +83,21 @@ func newTestHarness(tb testing.TB) *harness {
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
 		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+	store := postgres.New(pool)
 	gw := &countingGateway{Simulated: gateway.NewSimulated(0)}
-	h := &consume.Handler{Gateway: gw}
-	return &harness{pool: pool, gw: gw, handler: h, handle: rabbittest.One(h.Consumer(pool))}
+	h := consume.New(store, slog.Default(), gw)
+	return &harness{pool: pool, store: store, gw: gw, handler: h, handle: handleOf(tb, h)}
+}
+
+// handleOf returns the handler of h's one consumer, that of
+// payment.requests, for one message at a time.
+func handleOf(tb testing.TB, h *consume.Handler) rabbit.Handler {
+	tb.Helper()
+	cs := h.Consumers()
+	if len(cs) != 1 || cs[0].Queue.Name != consume.QueueName || cs[0].Batch == nil {
+		tb.Fatalf("Consumers() = %+v, want the one batch consumer of %s", cs, consume.QueueName)
+	}
+	return rabbittest.One(cs[0].Batch)
 }
 
 // mustDelivery wraps msg in a delivery as the relay publishes it, with a
@@ -300,12 +315,12 @@ func TestPaymentRequestedGivesUpToQueueRetryWhenGatewayStaysDown(t *testing.T) {
 	t.Parallel()
 	h := newTestHarness(t)
 	gw := &failingGateway{err: fmt.Errorf("%w: 503 from provider", gateway.ErrTransient)}
-	h.handler.Gateway = gw
-	h.handler.Backoff = []time.Duration{time.Millisecond, time.Millisecond}
+	failing := consume.New(h.store, slog.Default(), gw)
+	failing.Backoff = []time.Duration{time.Millisecond, time.Millisecond}
 	order := uuid.New()
 	d := mustDelivery(t, paymentRequested(order, gateway.MethodOK, 1500))
 
-	err := h.handle(context.Background(), d)
+	err := handleOf(t, failing)(context.Background(), d)
 	if err == nil || rabbit.IsPermanent(err) || !errors.Is(err, gateway.ErrTransient) {
 		t.Fatalf("handle = %v, want a transient (retryable) error", err)
 	}
@@ -317,7 +332,6 @@ func TestPaymentRequestedGivesUpToQueueRetryWhenGatewayStaysDown(t *testing.T) {
 	}
 	// Nothing was recorded, the inbox row included: the queue's retry of
 	// the same message runs the handler again and now succeeds.
-	h.handler.Gateway = h.gw
 	h.mustHandle(t, d)
 	if got := h.payments(t, order); len(got) != 1 || got[0].Status != "authorized" {
 		t.Errorf("after the retry: payments = %+v, want one authorized", got)
@@ -328,9 +342,8 @@ func TestPaymentRequestedPermanentGatewayErrorDeadLetters(t *testing.T) {
 	t.Parallel()
 	h := newTestHarness(t)
 	gw := &failingGateway{err: fmt.Errorf("%w: bad currency", gateway.ErrInvalidRequest)}
-	h.handler.Gateway = gw
 	order := uuid.New()
-	err := h.handle(context.Background(), mustDelivery(t, paymentRequested(order, gateway.MethodOK, 1500)))
+	err := handleOf(t, consume.New(h.store, slog.Default(), gw))(context.Background(), mustDelivery(t, paymentRequested(order, gateway.MethodOK, 1500)))
 	if !rabbit.IsPermanent(err) {
 		t.Fatalf("handle = %v, want a permanent error", err)
 	}
@@ -602,7 +615,7 @@ func TestBatchDecidesInOrder(t *testing.T) {
 	} {
 		batch = append(batch, rabbit.Delivery{Ctx: context.Background(), Delivery: mustDelivery(t, m)})
 	}
-	for i, err := range h.handler.Consumer(h.pool)(context.Background(), batch) {
+	for i, err := range h.handler.Consumers()[0].Batch(context.Background(), batch) {
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}

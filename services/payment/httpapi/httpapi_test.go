@@ -57,7 +57,7 @@ func newTestServer(tb testing.TB, rateLimitRPS int) *server {
 	if err != nil {
 		tb.Fatalf("NewRouter: %v", err)
 	}
-	httpapi.New(httpapi.Options{Store: postgres.NewStore(pool), Verifier: authn.NewVerifier(secret, issuer, audience), RateLimitRPS: rateLimitRPS, Log: log}).Routes(router)
+	httpapi.New(httpapi.Options{Store: postgres.New(pool), Verifier: authn.NewVerifier(secret, issuer, audience), RateLimitRPS: rateLimitRPS, Log: log}).Routes(router)
 	return &server{tb: tb, pool: pool, router: router, contract: apitest.LoadContract(tb, paymentsvc.OpenAPI)}
 }
 
@@ -91,7 +91,7 @@ func (s *server) mustInsert(status payment.Status, amount int64) payment.Payment
 		p.GatewayReference = "sim_auth_test"
 	}
 	err := pg.Transact(context.Background(), s.pool, func(tx pgx.Tx) error {
-		return postgres.Save(context.Background(), tx, postgres.Changes{Payments: []*payment.Payment{&p}})
+		return postgres.New(s.pool).Save(context.Background(), tx, postgres.Changes{Payments: []*payment.Payment{&p}})
 	})
 	if err != nil {
 		s.tb.Fatalf("insert payment: %v", err)

@@ -1,5 +1,7 @@
 // Package payment is the payment service's domain: a payment of an order, the
-// states it can be in, and the errors the rest of the service reports.
+// states it can be in, the decisions on payment and refund requests (Book)
+// with the events they publish, and the errors the rest of the service
+// reports.
 //
 // An order has at most one payment. A PaymentRequested turns into an
 // authorized or declined payment; a RefundRequested turns an authorized one
@@ -62,8 +64,6 @@ type Refund struct {
 
 // Errors the service reports; match them with errors.Is.
 var (
-	// ErrNotFound means the order has no payment.
-	ErrNotFound = errors.New("payment not found")
 	// ErrExists means the order already has a payment: a second one would
 	// be a second charge.
 	ErrExists = errors.New("order already has a payment")

@@ -1,9 +1,8 @@
 // Package postgres stores payments and refunds in the payment service's
 // PostgreSQL database (migrations/payment).
 //
-// The functions that take a pgx.Tx run in the caller's transaction: a
-// consumer writes a payment, its inbox row and its outbox event in one. Store
-// serves the reads of the HTTP API.
+// The Store methods that take a pgx.Tx run in the caller's transaction: a
+// consumer writes a payment, its inbox row and its outbox event in one.
 package postgres
 
 import (
@@ -24,6 +23,19 @@ import (
 	"github.com/orderly/orderly/services/payment/payment"
 )
 
+// Store is the payment database. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Store on pool, whose database has the payment and messaging
+// migrations applied.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Pool is the store's pool, for the inbox to open the transactions its
+// handlers run in.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
 // Lock takes, for the rest of tx, a lock on the payment of each of orders
 // — whether or not a payment row exists yet — and returns their payments,
 // keyed by order. Handlers of the same order then run one after the
@@ -33,7 +45,7 @@ import (
 // order-id order, as every transaction here takes them, so two batches
 // cannot wait for each other in a cycle. It returns an error only when the
 // database fails.
-func Lock(ctx context.Context, tx pgx.Tx, orders []uuid.UUID) (map[uuid.UUID]payment.Payment, error) {
+func (s *Store) Lock(ctx context.Context, tx pgx.Tx, orders []uuid.UUID) (map[uuid.UUID]payment.Payment, error) {
 	ids := slices.Clone(orders)
 	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	ids = slices.Compact(ids)
@@ -84,7 +96,7 @@ var ErrNotAuthorized = errors.New("payment is not authorized")
 // an order already has a payment (a second one would be a second charge),
 // and ErrNotAuthorized when a refunded payment is not authorized; the caller
 // then rolls tx back.
-func Save(ctx context.Context, tx pgx.Tx, c Changes) error {
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, c Changes) error {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	b := &pgx.Batch{}
 	if n := len(c.Payments); n > 0 {
@@ -138,14 +150,6 @@ SELECT *, $6 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::t
 	}
 	return nil
 }
-
-// Store reads payments for the HTTP API.
-type Store struct {
-	pool *pgxpool.Pool
-}
-
-// NewStore returns a Store on pool.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // ListByOrder returns the payments of orderID that the API shows (voided
 // markers are left out), oldest first; an order has at most one, so the

@@ -41,7 +41,7 @@ func authorized(orderID uuid.UUID) *payment.Payment {
 func insert(tb testing.TB, pool *pgxpool.Pool, p *payment.Payment) error {
 	tb.Helper()
 	return inTx(tb, pool, func(ctx context.Context, tx pgx.Tx) error {
-		return postgres.Save(ctx, tx, postgres.Changes{Payments: []*payment.Payment{p}})
+		return postgres.New(pool).Save(ctx, tx, postgres.Changes{Payments: []*payment.Payment{p}})
 	})
 }
 
@@ -58,7 +58,7 @@ func TestSaveRefusesSecondPaymentOfAnOrder(t *testing.T) {
 	var book map[uuid.UUID]payment.Payment
 	err := inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
-		book, err = postgres.Lock(ctx, tx, []uuid.UUID{uuid.New(), order, order})
+		book, err = postgres.New(pool).Lock(ctx, tx, []uuid.UUID{uuid.New(), order, order})
 		return err
 	})
 	if err != nil {
@@ -75,7 +75,7 @@ func TestRefundOnlyFromAuthorized(t *testing.T) {
 	p := authorized(uuid.New())
 	refund := func() error {
 		return inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
-			return postgres.Save(ctx, tx, postgres.Changes{Refunds: []*payment.Refund{{
+			return postgres.New(pool).Save(ctx, tx, postgres.Changes{Refunds: []*payment.Refund{{
 				ID: uuid.New(), PaymentID: p.ID, AmountCents: p.AmountCents, Currency: p.Currency, GatewayReference: "sim_refund_x",
 			}}})
 		})
@@ -89,7 +89,7 @@ func TestRefundOnlyFromAuthorized(t *testing.T) {
 	if err := refund(); !errors.Is(err, postgres.ErrNotAuthorized) {
 		t.Errorf("second Refund = %v, want ErrNotAuthorized", err)
 	}
-	list, err := postgres.NewStore(pool).ListByOrder(context.Background(), p.OrderID)
+	list, err := postgres.New(pool).ListByOrder(context.Background(), p.OrderID)
 	if err != nil || len(list) != 1 || list[0].Status != payment.StatusRefunded {
 		t.Errorf("ListByOrder = %+v, %v; want one refunded payment", list, err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
-	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/consume"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -67,11 +66,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"payment_gateway", "simulated", "payment_gateway_latency", cfg.GatewayLatency.String())
 
 	svc.Publishes(eventsv1.ExchangePayment)
-	handler := &consume.Handler{
-		Gateway: gateway.NewSimulated(cfg.GatewayLatency),
-		Log:     svc.Log.With("component", "payments"),
-	}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.Queue(), Batch: handler.Consumer(svc.Pool)})
-	httpapi.New(httpapi.Options{Store: postgres.NewStore(svc.Pool), Verifier: cfg.Verifier(), RateLimitRPS: cfg.RateLimitRPS, Log: svc.Log}).Routes(svc.Router)
+	store := postgres.New(svc.Pool)
+	svc.AddConsumers(consume.New(store, svc.Log.With("component", "payments"), gateway.NewSimulated(cfg.GatewayLatency)).Consumers()...)
+	httpapi.New(httpapi.Options{Store: store, Verifier: cfg.Verifier(), RateLimitRPS: cfg.RateLimitRPS, Log: svc.Log}).Routes(svc.Router)
 	return svc, nil
 }
