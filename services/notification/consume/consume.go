@@ -5,7 +5,7 @@
 // consumers), so each change is consumed and stored once, by whichever
 // replica takes it, and reaches the database even while no replica runs.
 // The replicas do not learn of changes here: storing a change announces it
-// through PostgreSQL (postgres.Apply, postgres.Listener), and every
+// through PostgreSQL (postgres.Store.Save, postgres.Listener), and every
 // replica, this one included, pushes it to its shoppers from there
 // (docs/decisions/0008-live-tracking.md).
 //
@@ -41,33 +41,44 @@ func SharedQueue() rabbit.Queue {
 	}
 }
 
-// Handler returns the batch handler of SharedQueue: it records the changes
+// Handler records the status changes of SharedQueue.
+type Handler struct {
+	writer *postgres.Writer
+}
+
+// New returns the Handler storing changes through w.
+func New(w *postgres.Writer) *Handler { return &Handler{writer: w} }
+
+// Consumers returns the service's one consumer, of SharedQueue.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{{Queue: SharedQueue(), Batch: h.handle}}
+}
+
+// handle is the batch handler of SharedQueue: it records the changes
 // of a consumer lane's batch (the messages that waited on the lane; an
 // order's messages share a lane, in queue order) through w with one call,
 // so that they share a commit with each other and with the other lanes'.
-// A failed write is retried on the spot for a while (see apply) before
+// A failed write is retried on the spot for a while (see save) before
 // its message goes to the consumer's delayed retry. An unknown type, a
 // corrupt body or an invalid event is dead-lettered; the batch's other
 // messages are not held back by it.
-func Handler(w *postgres.Writer) rabbit.BatchHandler {
-	return func(ctx context.Context, batch []rabbit.Delivery) []error {
-		errs := make([]error, len(batch))
-		cs := make([]status.Change, 0, len(batch))
-		at := make([]int, 0, len(batch)) // the message of cs[i] is batch[at[i]]
-		for i, d := range batch {
-			c, err := decode(d.Delivery)
-			if err != nil {
-				errs[i] = rabbit.Permanent(err)
-				continue
-			}
-			cs = append(cs, c)
-			at = append(at, i)
+func (h *Handler) handle(ctx context.Context, batch []rabbit.Delivery) []error {
+	errs := make([]error, len(batch))
+	cs := make([]status.Change, 0, len(batch))
+	at := make([]int, 0, len(batch)) // the message of cs[i] is batch[at[i]]
+	for i, d := range batch {
+		c, err := decode(d.Delivery)
+		if err != nil {
+			errs[i] = rabbit.Permanent(err)
+			continue
 		}
-		for i, err := range apply(ctx, w, cs) {
-			errs[at[i]] = err
-		}
-		return errs
+		cs = append(cs, c)
+		at = append(at, i)
 	}
+	for i, err := range save(ctx, h.writer, cs) {
+		errs[at[i]] = err
+	}
+	return errs
 }
 
 // retryInPlace bounds how long a handler keeps retrying a change whose
@@ -75,7 +86,7 @@ func Handler(w *postgres.Writer) rabbit.BatchHandler {
 // retry.
 const retryInPlace = 20 * time.Second
 
-// apply records cs through w and returns each change's error, retrying
+// save records cs through w and returns each change's error, retrying
 // the failed ones on the spot for up to retryInPlace (a restarting
 // database, connections it cut). The consumer would move a failed message
 // to a delayed retry queue, and the order's next change, behind it on the
@@ -84,7 +95,7 @@ const retryInPlace = 20 * time.Second
 // missing one to appear in the feed (live.Options.GapWait), and after that
 // wait send it without the missing one, which they would then never send.
 // Retrying here keeps an order's changes in order through a short outage.
-func apply(ctx context.Context, w *postgres.Writer, cs []status.Change) []error {
+func save(ctx context.Context, w *postgres.Writer, cs []status.Change) []error {
 	errs := make([]error, len(cs))
 	todo := make([]int, len(cs)) // indexes into cs of the changes not stored yet
 	for i := range todo {
@@ -97,7 +108,7 @@ func apply(ctx context.Context, w *postgres.Writer, cs []status.Change) []error 
 			batch[k] = cs[i]
 		}
 		failed := todo[:0]
-		for k, err := range w.Apply(ctx, batch...) {
+		for k, err := range w.Save(ctx, batch...) {
 			if errs[todo[k]] = err; err != nil {
 				failed = append(failed, todo[k])
 			}

@@ -108,12 +108,12 @@ func (e *env) newReplica(tb testing.TB, listenerBackoff time.Duration) *replica 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &replica{writer: postgres.NewWriter(e.pool), rec: &recorder{hub: hub}, hub: hub}
+	r := &replica{writer: postgres.NewWriter(postgres.New(e.pool)), rec: &recorder{hub: hub}, hub: hub}
 	r.listener = postgres.NewListener(e.pool, r.rec, log)
 	if listenerBackoff > 0 {
 		r.listener.Backoff = listenerBackoff
 	}
-	consumer := &rabbit.Consumer{Conn: e.conn, Queue: consume.SharedQueue(), Batch: consume.Handler(r.writer), Log: log}
+	consumer := &rabbit.Consumer{Conn: e.conn, Queue: consume.SharedQueue(), Batch: consume.New(r.writer).Consumers()[0].Batch, Log: log}
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for name, run := range map[string]func(context.Context) error{"consumer": consumer.Run, "listener": r.listener.Run, "hub": hub.Run} {
@@ -476,7 +476,7 @@ WHERE datname = current_database() AND application_name = $1`
 			return fmt.Errorf("terminated listener backends: %v, want one", killed)
 		}
 		at := time.Now()
-		_, err = postgres.Apply(ctx, tx,
+		_, err = postgres.New(e.pool).Save(ctx, tx,
 			status.Change{OrderID: order, CustomerID: "alice", Status: "reserved", Seq: 2, At: at},
 			status.Change{OrderID: order, CustomerID: "alice", Status: "confirmed", Seq: 3, At: at})
 		return err

@@ -56,7 +56,7 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 	ctx := context.Background()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
-		_, err := postgres.Apply(ctx, tx,
+		_, err := store.Save(ctx, tx,
 			status.Change{OrderID: alicesOrder, CustomerID: "alice", Status: "pending", Seq: 1, At: at},
 			status.Change{OrderID: alicesOrder, CustomerID: "alice", Status: "reserved", Seq: 2, At: at.Add(time.Second)},
 			status.Change{OrderID: bobsOrder, CustomerID: "bob", Status: "cancelled", Reason: "payment_declined", Seq: 1, At: at})

@@ -71,7 +71,7 @@ func New(o Options) *API {
 
 // Routes adds the whole API to r.
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", serveOpenAPI)
+	r.Get("/openapi.yaml", httpx.ServeOpenAPI(notificationservice.OpenAPI))
 	if a.o.Page != nil {
 		r.Handle("/track/*", a.o.Page)
 	}
@@ -80,9 +80,4 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/v1/orders/{id}/ws", a.watchWS)
 		r.Get("/v1/orders/{id}/events", a.watchSSE)
 	})
-}
-
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(notificationservice.OpenAPI)
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
@@ -92,8 +91,8 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // way (it was just placed).
 func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, bool) {
 	raw := chi.URLParam(r, "id")
-	id, err := uuid.Parse(raw)
-	if err != nil || len(raw) != 36 {
+	id, err := httpx.ParseID(raw)
+	if err != nil {
 		a.refuse(w, r, errInvalidOrderID)
 		return live.Watch{}, false
 	}

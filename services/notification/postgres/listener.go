@@ -17,7 +17,7 @@ import (
 	"github.com/orderly/orderly/services/notification/status"
 )
 
-// Channel is the NOTIFY channel on which Apply announces the changes it
+// Channel is the NOTIFY channel on which Store.Save announces the changes it
 // stores.
 const Channel = "order_status"
 
@@ -26,7 +26,7 @@ const Channel = "order_status"
 const ListenerAppName = "orderly-notification-listener"
 
 // notificationPayload is the SQL expression, over a status_feed row, of
-// what Apply announces: a JSON array [order_id, seq, status, reason, at],
+// what Store.Save announces: a JSON array [order_id, seq, status, reason, at],
 // e.g. ["0190a6b4-…", 3, "cancelled", "timeout", "2026-03-01T12:00:03.123456+00:00"]
 // (reason null when there is none; at in the session's time zone). An
 // array rather than an object keeps it short (~110 bytes; NOTIFY allows
@@ -34,7 +34,7 @@ const ListenerAppName = "orderly-notification-listener"
 const notificationPayload = `json_build_array(f.order_id, f.seq, f.status, f.reason, f.at)::text`
 
 // ErrBadNotification is wrapped by the error of a payload on Channel that
-// is not what Apply sends.
+// is not what Store.Save sends.
 var ErrBadNotification = errors.New("postgres: not an order_status notification")
 
 // decodeNotification turns a payload of notificationPayload back into a
@@ -70,7 +70,7 @@ type Hub interface {
 	Orders() []string
 }
 
-// Listener hands every change that any replica stores (Apply's
+// Listener hands every change that any replica stores (Store.Save's
 // announcements on Channel) to this replica's hub, so that each replica
 // pushes every change to its own shoppers while a change is consumed from
 // the broker only once, by one replica.

@@ -75,7 +75,7 @@ func TestApplyAnnouncesNewChangesOnCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Out of order, and b's cancelled with a reason.
-	if _, err := postgres.Apply(ctx, tx, c(b, 2, "cancelled", "out_of_stock"), c(a, 2, "reserved", ""), c(b, 1, "pending", ""), c(a, 1, "pending", "")); err != nil {
+	if _, err := postgres.New(pool).Save(ctx, tx, c(b, 2, "cancelled", "out_of_stock"), c(a, 2, "reserved", ""), c(b, 1, "pending", ""), c(a, 1, "pending", "")); err != nil {
 		t.Fatal(err)
 	}
 	if got := notifications(t, listener, 200*time.Millisecond); len(got) != 0 {
@@ -108,7 +108,7 @@ func TestApplyAnnouncesNewChangesOnCommit(t *testing.T) {
 
 	// Rolled back: nothing.
 	err = pg.Transact(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := postgres.Apply(ctx, tx, c(a, 4, "shipped", "")); err != nil {
+		if _, err := postgres.New(pool).Save(ctx, tx, c(a, 4, "shipped", "")); err != nil {
 			return err
 		}
 		return errors.New("roll back")
@@ -189,7 +189,7 @@ func TestListenerPublishesAnnouncementsAndResyncsAfterReconnecting(t *testing.T)
 		if err := terminateListener(ctx, tx); err != nil {
 			return err
 		}
-		_, err := postgres.Apply(ctx, tx,
+		_, err := postgres.New(pool).Save(ctx, tx,
 			status.Change{OrderID: order, CustomerID: "alice", Status: "reserved", Seq: 2, At: at.Add(time.Second)},
 			status.Change{OrderID: order, CustomerID: "alice", Status: "cancelled", Reason: "timeout", Seq: 3, At: at.Add(2 * time.Second)},
 			status.Change{OrderID: other, CustomerID: "bob", Status: "pending", Seq: 1, At: at})

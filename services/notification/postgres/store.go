@@ -35,7 +35,7 @@ type Store struct {
 // applied.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Apply records changes in tx with one statement, idempotently: the feed
+// Save records changes in tx with one statement, idempotently: the feed
 // keeps the first copy of each (order, seq), and an order's latest status
 // moves only to a higher seq, so a redelivered or late change leaves both as
 // they were. It returns how many orders' latest status moved, or the
@@ -51,7 +51,7 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Rows are written in (order, seq) order, so two replicas applying
 // overlapping batches lock them in the same order and cannot deadlock on
 // each other.
-func Apply(ctx context.Context, tx pgx.Tx, changes ...status.Change) (moved int64, err error) {
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, changes ...status.Change) (moved int64, err error) {
 	cs := slices.Clone(changes)
 	slices.SortFunc(cs, func(a, b status.Change) int {
 		return cmp.Or(strings.Compare(a.OrderID, b.OrderID), cmp.Compare(a.Seq, b.Seq))

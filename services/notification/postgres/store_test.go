@@ -29,7 +29,7 @@ func mustApply(tb testing.TB, pool *pgxpool.Pool, cs ...status.Change) int64 {
 	var moved int64
 	err := pg.Transact(context.Background(), pool, func(tx pgx.Tx) error {
 		var err error
-		moved, err = postgres.Apply(context.Background(), tx, cs...)
+		moved, err = postgres.New(pool).Save(context.Background(), tx, cs...)
 		return err
 	})
 	if err != nil {

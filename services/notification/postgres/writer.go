@@ -34,7 +34,8 @@ const writeTimeout = 10 * time.Second
 // progress writes one, and hands the turn to a waiting caller when it is
 // done, so a Writer needs no start or stop.
 type Writer struct {
-	pool *pgxpool.Pool
+	store *Store
+	pool  *pgxpool.Pool
 
 	mu      sync.Mutex
 	queue   []*request
@@ -56,15 +57,15 @@ type request struct {
 	done    chan bool // buffered: true hands the caller the turn, false says errs is set
 }
 
-// NewWriter returns a Writer on pool.
-func NewWriter(pool *pgxpool.Pool) *Writer { return &Writer{pool: pool} }
+// NewWriter returns a Writer saving through store.
+func NewWriter(store *Store) *Writer { return &Writer{store: store, pool: store.pool} }
 
-// Apply records cs (see the package's Apply) and returns once they are
+// Save records cs (see Store.Save) and returns once they are
 // committed, alone or with other callers' changes. It returns one error
 // per change of cs, nil for each change committed: when the database
 // refuses the shared transaction while it is reachable, each change is
 // tried alone, so one change it refuses fails only itself.
-func (w *Writer) Apply(ctx context.Context, cs ...status.Change) []error {
+func (w *Writer) Save(ctx context.Context, cs ...status.Change) []error {
 	if len(cs) == 0 {
 		return nil
 	}
@@ -161,7 +162,7 @@ func (w *Writer) write(ctx context.Context, batch []*request) [][]error {
 
 func (w *Writer) apply(ctx context.Context, cs ...status.Change) error {
 	err := pg.Transact(ctx, w.pool, func(tx pgx.Tx) error {
-		_, err := Apply(ctx, tx, cs...)
+		_, err := w.store.Save(ctx, tx, cs...)
 		return err
 	})
 	if err == nil {

@@ -42,9 +42,9 @@ func TestWriterGroupsWaitingCallers(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewDB(t, Migration)
 	ctx := context.Background()
-	w := NewWriter(pool)
+	w := NewWriter(New(pool))
 	first := uuid.NewString()
-	if err := w.Apply(ctx, pending(first, 1))[0]; err != nil {
+	if err := w.Save(ctx, pending(first, 1))[0]; err != nil {
 		t.Fatal(err)
 	}
 
@@ -60,7 +60,7 @@ func TestWriterGroupsWaitingCallers(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	held := make(chan error, 1)
-	wg.Go(func() { held <- w.Apply(ctx, pending(first, 2))[0] })
+	wg.Go(func() { held <- w.Save(ctx, pending(first, 2))[0] })
 	w.waitQueued(t, 0) // the caller leads: nothing queued, a batch in progress
 
 	const n = 50
@@ -68,11 +68,11 @@ func TestWriterGroupsWaitingCallers(t *testing.T) {
 	orders := make([]string, n)
 	for i := range n {
 		orders[i] = uuid.NewString()
-		wg.Go(func() { errs[i] = w.Apply(ctx, pending(orders[i], 1))[0] })
+		wg.Go(func() { errs[i] = w.Save(ctx, pending(orders[i], 1))[0] })
 	}
 	bad := pending(uuid.NewString(), 1)
 	bad.Status = "lost" // refused by the table's CHECK constraint
-	wg.Go(func() { errs[n] = w.Apply(ctx, bad)[0] })
+	wg.Go(func() { errs[n] = w.Save(ctx, bad)[0] })
 	w.waitQueued(t, n+1)
 	before := w.Stats()
 	if err := lock.Rollback(ctx); err != nil {
@@ -109,7 +109,7 @@ func TestWriterBatchesUnderLoad(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewDB(t, Migration)
 	ctx := context.Background()
-	w := NewWriter(pool)
+	w := NewWriter(New(pool))
 	const callers, each = 32, 50
 	var wg sync.WaitGroup
 	errs := make(chan error, callers*each)
@@ -117,7 +117,7 @@ func TestWriterBatchesUnderLoad(t *testing.T) {
 		order := uuid.NewString()
 		wg.Go(func() {
 			for seq := int64(1); seq <= each; seq++ {
-				if err := w.Apply(ctx, pending(order, seq))[0]; err != nil {
+				if err := w.Save(ctx, pending(order, seq))[0]; err != nil {
 					errs <- err
 				}
 			}
@@ -146,9 +146,9 @@ func TestWriterCallerWithSeveralChanges(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewDB(t, Migration)
 	ctx := context.Background()
-	w := NewWriter(pool)
+	w := NewWriter(New(pool))
 	a, b := uuid.NewString(), uuid.NewString()
-	if errs := w.Apply(ctx, pending(a, 1), pending(a, 2), pending(b, 1)); fmt.Sprint(errs) != "[<nil> <nil> <nil>]" {
+	if errs := w.Save(ctx, pending(a, 1), pending(a, 2), pending(b, 1)); fmt.Sprint(errs) != "[<nil> <nil> <nil>]" {
 		t.Fatalf("Apply = %v", errs)
 	}
 	if s := w.Stats(); s != (Stats{Commits: 1, Changes: 3}) {
@@ -156,7 +156,7 @@ func TestWriterCallerWithSeveralChanges(t *testing.T) {
 	}
 	bad := pending(uuid.NewString(), 1)
 	bad.Status = "lost" // refused by order_status's CHECK constraint
-	errs := w.Apply(ctx, pending(a, 3), bad, pending(b, 2))
+	errs := w.Save(ctx, pending(a, 3), bad, pending(b, 2))
 	if len(errs) != 3 || errs[0] != nil || errs[1] == nil || errs[2] != nil {
 		t.Errorf("Apply with a refused change = %v, want it alone to fail", errs)
 	}

@@ -24,7 +24,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/orderly/orderly/pkg/boot"
-	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/services/notification/consume"
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
@@ -83,7 +82,7 @@ func loadConfig(environ []string) (config, error) {
 	}
 	// More workers than the other services' 4: a worker mostly waits for
 	// the shared commit of postgres.Writer (a goroutine, nothing more), and
-	// a lane that retries a failed write in place (consume.apply, up to
+	// a lane that retries a failed write in place (consume.save, up to
 	// 20 s) holds back only the orders hashed to it, 1/16 of them. Each
 	// lane's batch is what waited behind its previous one, so the commits
 	// grow with the load either way.
@@ -135,13 +134,13 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	// Every change is consumed once, by one replica, and stored; storing it
 	// announces it (NOTIFY), and each replica's listener hands it to its
 	// own hub (docs/decisions/0008-live-tracking.md).
-	writer := postgres.NewWriter(svc.Pool)
+	writer := postgres.NewWriter(store)
 	listener := postgres.NewListener(svc.Pool, hub, svc.Log.With("component", "status-listener"))
 	if err := observeStore(meter, writer, listener); err != nil {
 		_ = svc.Close()
 		return nil, err
 	}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SharedQueue(), Batch: consume.Handler(writer)})
+	svc.AddConsumers(consume.New(writer).Consumers()...)
 	svc.Go("status listener", listener.Run)
 
 	svc.Every("retention purge", time.Hour, func(ctx context.Context) (int64, error) {
