@@ -50,7 +50,7 @@ func mustStart(tb testing.TB, cfg boot.Config) *boot.Service {
 }
 
 func get(url string) (int, string, error) {
-	resp, err := http.Get(url) //nolint:gosec,noctx // test URL on localhost
+	resp, err := http.Get(url) //nolint:gosec // test URL on localhost
 	if err != nil {
 		return 0, "", err
 	}

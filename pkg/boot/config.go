@@ -264,7 +264,6 @@ func (c Config) Verifier() *authn.Verifier {
 	return authn.NewVerifier([]byte(c.JWTSecret), c.JWTIssuer, c.JWTAudience)
 }
 
-
 // LogValue is what the config looks like in logs: passwords in URLs and the
 // JWT secret are masked, so the start-up line can be shared freely.
 func (c Config) LogValue() slog.Value {

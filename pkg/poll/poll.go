@@ -42,7 +42,7 @@ func UntilNil(tb testing.TB, d time.Duration, what string, cond func() error) {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
 		}
-		time.Sleep(Interval) //nolint:forbidigo // this is the poll
+		time.Sleep(Interval) // this is the poll
 	}
 }
 
@@ -59,7 +59,7 @@ func Ready(tb testing.TB, d time.Duration, base string, alive func() error) {
 				tb.Fatal(err)
 			}
 		}
-		resp, err := c.Get(base + "/readyz") //nolint:noctx // bounded by the client's timeout
+		resp, err := c.Get(base + "/readyz") // bounded by the client's timeout
 		if err != nil {
 			return err
 		}

@@ -70,7 +70,7 @@ func TestLifecycle(t *testing.T) {
 				}
 			}
 
-			resp, err := http.Get(base + "/metrics") //nolint:noctx // local test server
+			resp, err := http.Get(base + "/metrics")
 			if err != nil {
 				t.Fatalf("GET /metrics: %v", err)
 			}
@@ -148,7 +148,7 @@ func newDBURL(tb testing.TB) string {
 // get returns the status and body of GET url, or 0 when it fails.
 func get(url string) (int, string, error) {
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url) //nolint:noctx // bounded by the client timeout
+	resp, err := c.Get(url) // bounded by the client timeout
 	if err != nil {
 		return 0, "", err
 	}

@@ -174,7 +174,7 @@ func startReplica(tb testing.TB, s *stack.Stack, name string, env ...string) *re
 // labels contain every one of labels ("" for any).
 func metric(tb testing.TB, base, name, labels string) float64 {
 	tb.Helper()
-	resp, err := http.Get(base + "/metrics") //nolint:noctx // local
+	resp, err := http.Get(base + "/metrics") // local
 	if err != nil {
 		tb.Fatalf("GET /metrics: %v", err)
 	}

@@ -313,7 +313,7 @@ func TestClientsConnectingWhileChangesFlow(t *testing.T) {
 			st = eventsv1.OrderStatus_ORDER_STATUS_CANCELLED
 		}
 		e.publish(t, message(t, uuid.NewString(), order, seq, st))
-		time.Sleep(5 * time.Millisecond) //nolint:forbidigo // paces the changes over the connects
+		time.Sleep(5 * time.Millisecond) // paces the changes over the connects
 	}
 	wg.Wait()
 	close(results)

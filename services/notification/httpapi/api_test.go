@@ -290,7 +290,7 @@ func TestOpenAPIAndPageAreServed(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, live.Options{})
 	for path, want := range map[string]string{"/openapi.yaml": "openapi: 3.0.3", "/track/" + alicesOrder: "page"} {
-		resp, err := http.Get(s.url + path) //nolint:noctx // test
+		resp, err := http.Get(s.url + path)
 		if err != nil {
 			t.Fatal(err)
 		}

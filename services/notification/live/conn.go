@@ -275,7 +275,7 @@ func (c *conn) fill(last, before int64) ([]*message, error) {
 				"after", last, "before", before, "stored", len(got), "waited", c.hub.o.GapWait.String())
 			return got, nil
 		}
-		time.Sleep(gapPoll) //nolint:forbidigo // polls the feed for a status still being written
+		time.Sleep(gapPoll) // polls the feed for a status still being written
 	}
 }
 

@@ -291,7 +291,7 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	h.Publish(change(orderA, 3, "cancelled"))
 	replay := dial(t, h.wsURL(orderA, "since=0"))
 
-	time.Sleep(600 * time.Millisecond) //nolint:forbidigo // the retry that stores seq 2 comes later
+	time.Sleep(600 * time.Millisecond) // the retry that stores seq 2 comes later
 	store.add(change(orderA, 2, "reserved"))
 	h.Publish(change(orderA, 2, "reserved"))
 	for name, c := range map[string]*websocket.Conn{"early": early, "since=0": replay} {
@@ -448,7 +448,7 @@ func TestShutdownClosesWebSocketsWith1012AndEndsEventStreams(t *testing.T) {
 	store.add(change(orderA, 1, "pending"))
 	h := newTestHub(t, store, live.Options{})
 	c := dial(t, h.wsURL(orderA, ""))
-	resp, err := http.Get(h.url + "/events/" + orderA) //nolint:noctx // test
+	resp, err := http.Get(h.url + "/events/" + orderA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +517,7 @@ func TestEventStreamResumesFromLastEventID(t *testing.T) {
 		store.add(change(orderA, int64(seq+1), st))
 	}
 	h := newTestHub(t, store, live.Options{SSEHeartbeat: 50 * time.Millisecond})
-	req, _ := http.NewRequest(http.MethodGet, h.url+"/events/"+orderA, nil) //nolint:noctx // test
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/events/"+orderA, nil)
 	req.Header.Set("Last-Event-ID", "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -528,7 +528,7 @@ func TestEventStreamResumesFromLastEventID(t *testing.T) {
 		t.Errorf("Content-Type = %q", ct)
 	}
 	poll.Until(t, 5*time.Second, "subscribed", func() bool { return h.Stats().SSE == 1 })
-	time.Sleep(120 * time.Millisecond) //nolint:forbidigo // lets at least one keep-alive go out
+	time.Sleep(120 * time.Millisecond) // lets at least one keep-alive go out
 	end := change(orderA, 4, "delivered")
 	store.add(end)
 	h.Publish(end)

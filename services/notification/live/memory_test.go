@@ -135,7 +135,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 		}
 	}
 	poll.Until(t, 30*time.Second, "every connection to be open", func() bool { return hub.Stats().WebSocket == n })
-	time.Sleep(3 * time.Second) //nolint:forbidigo // several heartbeats: every connection is pinged a few times
+	time.Sleep(3 * time.Second) // several heartbeats: every connection is pinged a few times
 	afterGC := rss(t, false)
 	after := rss(t, true)
 	perConn := float64(after-before) / float64(n) / 1024

@@ -31,7 +31,7 @@ func (w *Writer) waitQueued(tb testing.TB, n int) {
 		if time.Now().After(deadline) {
 			tb.Fatalf("%d callers queued, want %d", got, n)
 		}
-		time.Sleep(5 * time.Millisecond) //nolint:forbidigo // polls the writer's queue
+		time.Sleep(5 * time.Millisecond) // polls the writer's queue
 	}
 }
 

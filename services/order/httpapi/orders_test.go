@@ -557,7 +557,7 @@ func TestRateLimit(t *testing.T) {
 func TestServesContract(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, 0)
-	resp, err := http.Get(s.url + "/openapi.yaml") //nolint:noctx // test
+	resp, err := http.Get(s.url + "/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

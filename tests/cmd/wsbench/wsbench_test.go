@@ -777,7 +777,7 @@ func (s *server) fdLimit() string {
 // labeled series (for a counter, its total over the labels).
 func (s *server) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(s.base + "/metrics") //nolint:noctx // local, short
+	resp, err := http.Get(s.base + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -94,7 +94,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		{"/metrics", "notification_listener_resyncs_total"},
 	} {
 		path, want := get.path, get.want
-		resp, err := http.Get(base + path) //nolint:noctx // test
+		resp, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}
