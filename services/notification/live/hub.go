@@ -303,6 +303,10 @@ func (h *Hub) Shutdown() {
 		}
 	}
 	h.mu.Unlock()
+	// How many clients are about to reconnect elsewhere: what an operator
+	// rolling the replicas wants to see.
+	s := h.Stats()
+	h.o.Log.Info("live hub shutting down; asking every client to reconnect (1012)", "websocket", s.WebSocket, "sse", s.SSE)
 	for _, c := range h.all() {
 		c.requestClose(closeServiceRestart)
 	}
