@@ -29,7 +29,8 @@ TOOLS_BIN := $(CURDIR)/.tools/bin
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(TOOLS_BIN)/golangci-lint
 
-SERVICES := order payment inventory notification
+# Every services/<name>/cmd/<name>: adding a service needs no edit here.
+SERVICES := $(patsubst services/%/cmd,%,$(wildcard services/*/cmd))
 
 TEST_TIMEOUT ?= 12m
 CHAOS_TIMEOUT ?= 10m
