@@ -18,11 +18,8 @@ import (
 // Apply runs saga steps (docs/saga.md, steps 2, 6a, 6b and 11) in order,
 // inside tx: it loads and locks the reservations of the steps' orders and
 // the products they touch (a stock.Book), applies each step to the book,
-// and writes what changed with the events that describe it (StockReserved
-// or StockRejected, ReservationCommitted, ReservationReleased) to the
-// outbox — a handful of statements however many steps there are. Stock
-// moved by orders publishes no product event: the catalog replica needs
-// names and prices only.
+// and writes what changed with the events the book recorded to the outbox
+// — a handful of statements however many steps there are.
 //
 // Reservations are locked before products, each set in key order, as every
 // transaction here does, so concurrent groups of steps cannot deadlock.
@@ -44,20 +41,12 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, steps ...stock.Step) ([]st
 	}
 	now := time.Now()
 	changes := make([]stock.Change, len(steps))
-	var events []outbox.Event
 	for i, st := range steps {
 		if changes[i], err = book.Apply(st, now); err != nil {
 			return nil, err
 		}
-		ev, ok, err := eventOf(st.OrderID, changes[i], now)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			events = append(events, ev)
-		}
 	}
-	if err := save(ctx, tx, book, events); err != nil {
+	if err := save(ctx, tx, book); err != nil {
 		return nil, err
 	}
 	return changes, nil
@@ -129,7 +118,7 @@ FOR UPDATE OF r`
 // round trip. The checks on products stay the last line of defense: a move
 // that would take reserved above stock or below zero fails the whole
 // transaction.
-func save(ctx context.Context, tx pgx.Tx, book *stock.Book, events []outbox.Event) error {
+func save(ctx context.Context, tx pgx.Tx, book *stock.Book) error {
 	b := &pgx.Batch{}
 	if skus, moves := book.Moves(); len(skus) > 0 {
 		ds, dr := make([]int64, len(moves)), make([]int64, len(moves))
@@ -179,7 +168,7 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(order_id, status, ex
 WHERE r.order_id = u.order_id`
 		b.Queue(q, ids, statuses, expires)
 	}
-	if err := outbox.Queue(ctx, b, events...); err != nil {
+	if err := outbox.Queue(ctx, b, book.Events()...); err != nil {
 		return err
 	}
 	if b.Len() == 0 {
@@ -202,31 +191,6 @@ func columns(rs []stock.Reservation) ([]uuid.UUID, []string, []*time.Time) {
 		}
 	}
 	return ids, statuses, expires
-}
-
-// eventOf returns the event of an applied change, and false when the step
-// did nothing.
-func eventOf(orderID uuid.UUID, c stock.Change, at time.Time) (outbox.Event, bool, error) {
-	if !c.Applied {
-		return outbox.Event{}, false, nil
-	}
-	var (
-		ev  outbox.Event
-		err error
-	)
-	switch c.Status {
-	case stock.StatusReserved:
-		ev, err = stockReserved(orderID, c.Lines, at)
-	case stock.StatusRejected:
-		ev, err = stockRejected(orderID, c.Shortages, at)
-	case stock.StatusCommitted:
-		ev, err = reservationCommitted(orderID, c.Lines, at)
-	case stock.StatusReleased:
-		ev, err = reservationReleased(orderID, c.Lines, at)
-	default:
-		return outbox.Event{}, false, fmt.Errorf("order %s: no event for status %q", orderID, c.Status)
-	}
-	return ev, err == nil, err
 }
 
 // ReleaseExpired releases reservations still held past their expires_at

@@ -95,7 +95,7 @@ RETURNING ` + productColumns + `, xmax = 0`
 		if err != nil {
 			return err
 		}
-		ev, err := productUpserted(out)
+		ev, err := stock.ProductUpserted(out)
 		if err != nil {
 			return err
 		}

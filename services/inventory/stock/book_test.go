@@ -80,28 +80,28 @@ func TestBookCommitAndRelease(t *testing.T) {
 		stock.Reservation{OrderID: committed, Status: stock.StatusCommitted, Lines: []stock.Line{{SKU: "B", Quantity: 1}}},
 		stock.Reservation{OrderID: rejected, Status: stock.StatusRejected, Lines: []stock.Line{{SKU: "B", Quantity: 9}}},
 	)
-	if ch, err := b.Commit(held); err != nil || ch.Status != stock.StatusCommitted || !ch.Applied {
+	if ch, err := b.Commit(held, now); err != nil || ch.Status != stock.StatusCommitted || !ch.Applied {
 		t.Fatalf("Commit = %+v, %v", ch, err)
 	}
-	if ch, err := b.Commit(held); err != nil || ch.Applied {
+	if ch, err := b.Commit(held, now); err != nil || ch.Applied {
 		t.Errorf("second Commit = %+v, %v; want nothing done", ch, err)
 	}
-	if ch, err := b.Release(committed); err != nil || ch.Status != stock.StatusReleased || len(ch.Lines) != 1 {
+	if ch, err := b.Release(committed, now); err != nil || ch.Status != stock.StatusReleased || len(ch.Lines) != 1 {
 		t.Errorf("Release of a committed reservation = %+v, %v", ch, err)
 	}
-	if ch, err := b.Release(rejected); err != nil || ch.Applied {
+	if ch, err := b.Release(rejected, now); err != nil || ch.Applied {
 		t.Errorf("Release of a rejected reservation = %+v, %v; want nothing done", ch, err)
 	}
-	if _, err := b.Commit(rejected); !errors.Is(err, stock.ErrNotCommittable) {
+	if _, err := b.Commit(rejected, now); !errors.Is(err, stock.ErrNotCommittable) {
 		t.Errorf("Commit of a rejected reservation = %v, want ErrNotCommittable", err)
 	}
-	if _, err := b.Commit(uuid.New()); !errors.Is(err, stock.ErrNoReservation) {
+	if _, err := b.Commit(uuid.New(), now); !errors.Is(err, stock.ErrNoReservation) {
 		t.Errorf("Commit without a reservation = %v, want ErrNoReservation", err)
 	}
 	// A release overtaking its OrderPlaced leaves a tombstone: the late
 	// OrderPlaced reserves nothing.
 	late := uuid.New()
-	if ch, err := b.Release(late); err != nil || ch.Status != stock.StatusReleased || !ch.Applied || len(ch.Lines) != 0 {
+	if ch, err := b.Release(late, now); err != nil || ch.Status != stock.StatusReleased || !ch.Applied || len(ch.Lines) != 0 {
 		t.Errorf("Release before OrderPlaced = %+v, %v; want a tombstone", ch, err)
 	}
 	if ch, _ := b.Reserve(late, []stock.Line{{SKU: "A", Quantity: 1}}, expires, now); ch.Applied {
@@ -134,10 +134,10 @@ func TestBookStepsOnMissingProductsFail(t *testing.T) {
 	t.Parallel()
 	id := uuid.New()
 	b := stock.NewBook(map[string]stock.Level{}, []stock.Reservation{{OrderID: id, Status: stock.StatusReserved, Lines: []stock.Line{{SKU: "GONE", Quantity: 1}}}})
-	if _, err := b.Commit(id); !errors.Is(err, stock.ErrUnknownProduct) {
+	if _, err := b.Commit(id, now); !errors.Is(err, stock.ErrUnknownProduct) {
 		t.Errorf("Commit = %v, want ErrUnknownProduct", err)
 	}
-	if _, err := b.Release(id); !errors.Is(err, stock.ErrUnknownProduct) {
+	if _, err := b.Release(id, now); !errors.Is(err, stock.ErrUnknownProduct) {
 		t.Errorf("Release = %v, want ErrUnknownProduct", err)
 	}
 	if skus, _ := b.Moves(); len(skus) != 0 {
