@@ -1,6 +1,6 @@
-// Package consume applies the order service's commands and events to the
-// inventory: OrderPlaced reserves, CommitReservation commits and
-// ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
+// Package consume decodes the order service's commands and events into
+// steps of the stock book: OrderPlaced reserves, CommitReservation commits
+// and ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
 // run inside inbox.Handle, so each message takes effect once, together with
 // the events it publishes, and the messages waiting together are applied in
 // one transaction.
@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/orderly/orderly/pkg/inbox"
@@ -42,27 +41,22 @@ func Queue() rabbit.Queue {
 	}
 }
 
-// Exchanges are the exchanges Queue binds to and inventory publishes to.
-func Exchanges() []string {
-	return []string{eventsv1.ExchangeOrder, eventsv1.ExchangeInventory}
-}
-
-// Handler applies saga messages to the store.
+// Handler decodes saga messages into steps for the stock book.
 type Handler struct {
 	store *postgres.Store
 	log   *slog.Logger
 }
 
-// NewHandler returns a Handler on store; log gets a line per applied step.
-func NewHandler(store *postgres.Store, log *slog.Logger) *Handler {
+// New returns a Handler on store; log gets a line per applied step.
+func New(store *postgres.Store, log *slog.Logger) *Handler {
 	return &Handler{store: store, log: log}
 }
 
-// Consumer returns the batch handler of the queue: handle wrapped in
-// inbox.Handle on pool, so that every message takes effect once and the
-// messages waiting together commit in one transaction.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.Handle(pool, QueueName, h.handle)
+// Consumers returns the consumer of the inventory.orders queue: handle
+// wrapped in inbox.Handle on the store's pool, so that every message takes
+// effect once and the messages waiting together commit in one transaction.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: inbox.Handle(h.store.Pool(), QueueName, h.handle)}}
 }
 
 // handle handles a batch of deliveries inside tx (an inbox.Handler): it
