@@ -1,6 +1,6 @@
-// Package consume applies the order service's commands and events to the
-// inventory: OrderPlaced reserves, CommitReservation commits and
-// ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
+// Package consume decodes the order service's commands and events into
+// steps of the stock book: OrderPlaced reserves, CommitReservation commits
+// and ReleaseReservation releases (docs/saga.md, steps 2, 6a and 6b). Handlers
 // run inside inbox.Handle, so each message takes effect once, together with
 // the events it publishes, and the messages waiting together are applied in
 // one transaction.
@@ -11,10 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/orderly/orderly/pkg/inbox"
@@ -41,37 +41,33 @@ func Queue() rabbit.Queue {
 	}
 }
 
-// Exchanges are the exchanges Queue binds to and inventory publishes to.
-func Exchanges() []string {
-	return []string{eventsv1.ExchangeOrder, eventsv1.ExchangeInventory}
-}
-
-// Handler applies saga messages to the store.
+// Handler decodes saga messages into steps for the stock book.
 type Handler struct {
 	store *postgres.Store
 	log   *slog.Logger
 }
 
-// NewHandler returns a Handler on store; log gets a line per applied step.
-func NewHandler(store *postgres.Store, log *slog.Logger) *Handler {
+// New returns a Handler on store; log gets a line per applied step.
+func New(store *postgres.Store, log *slog.Logger) *Handler {
 	return &Handler{store: store, log: log}
 }
 
-// Consumer returns the batch handler of the queue: Apply wrapped in
-// inbox.Handle on pool, so that every message takes effect once and the
-// messages waiting together commit in one transaction.
-func (h *Handler) Consumer(pool *pgxpool.Pool) rabbit.BatchHandler {
-	return inbox.Handle(pool, QueueName, h.Apply)
+// Consumers returns the consumer of the inventory.orders queue: handle
+// wrapped in inbox.Handle on the store's pool, so that every message takes
+// effect once and the messages waiting together commit in one transaction.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: inbox.Handle(h.store.Pool(), QueueName, h.handle)}}
 }
 
-// Apply handles a batch of deliveries inside tx (an inbox.Handler): it
-// turns each into a saga step, by the AMQP type (a retried message arrives
-// through the default exchange, so the routing key says nothing), and has
-// the store apply them all at once. An unknown type, a corrupt body or a
-// message that breaks the saga contract is returned as a rabbit.Permanent
-// error, for the DLQ; database errors are returned as they are, to be
-// retried.
-func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+// handle handles a batch of deliveries inside tx (an inbox.Handler): it
+// decodes each into a saga step, by the AMQP type (a retried message
+// arrives through the default exchange, so the routing key says nothing),
+// has the store load the book of them all at once, applies the steps to it
+// in order, and has the store save it. An unknown type, a corrupt body or
+// a message that breaks the saga contract is returned as a
+// rabbit.Permanent error, for the DLQ; database errors are returned as
+// they are, to be retried.
+func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
 	steps := make([]stock.Step, len(batch))
 	for i, d := range batch {
 		var err error
@@ -79,9 +75,19 @@ func (h *Handler) Apply(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 			return err
 		}
 	}
-	changes, err := h.store.Apply(ctx, tx, steps...)
+	book, err := h.store.LockBook(ctx, tx, steps...)
 	if err != nil {
-		return permanentIf(err, stock.ErrInvalid, stock.ErrNoReservation, stock.ErrNotCommittable)
+		return err
+	}
+	now := time.Now()
+	changes := make([]stock.Change, len(steps))
+	for i, st := range steps {
+		if changes[i], err = book.Apply(st, now); err != nil {
+			return permanentIf(err, stock.ErrInvalid, stock.ErrNoReservation, stock.ErrNotCommittable)
+		}
+	}
+	if err := h.store.Save(ctx, tx, book); err != nil {
+		return err
 	}
 	for i, c := range changes {
 		h.log.InfoContext(batch[i].Ctx, "saga step", "type", batch[i].Type, "order_id", steps[i].OrderID,

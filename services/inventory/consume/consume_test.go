@@ -44,8 +44,8 @@ func newHarness(tb testing.TB) *harness {
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
 		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
 	store := postgres.New(pool)
-	h := consume.NewHandler(store, slog.New(slog.DiscardHandler))
-	return &harness{tb: tb, pool: pool, store: store, handle: rabbittest.One(h.Consumer(pool))}
+	h := consume.New(store, slog.New(slog.DiscardHandler))
+	return &harness{tb: tb, pool: pool, store: store, handle: rabbittest.One(h.Consumers()[0].Batch)}
 }
 
 func (h *harness) put(sku string, units int64) {
@@ -322,7 +322,7 @@ func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 		return n
 	}
 	before := deadlocks()
-	handle := consume.NewHandler(store, slog.New(slog.DiscardHandler)).Consumer(pool)
+	handle := consume.New(store, slog.New(slog.DiscardHandler)).Consumers()[0].Batch
 	batch := func(msgs ...proto.Message) []rabbit.Delivery {
 		out := make([]rabbit.Delivery, len(msgs))
 		for i, m := range msgs {

@@ -228,8 +228,15 @@ func TestAdminPut(t *testing.T) {
 
 	// Stock below what orders hold → 409, nothing changes.
 	err = pg.Transact(context.Background(), s.pool, func(tx pgx.Tx) error {
-		_, err := s.store.Apply(context.Background(), tx, stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "MUG-1", Quantity: 5}}})
-		return err
+		st := stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "MUG-1", Quantity: 5}}}
+		book, err := s.store.LockBook(context.Background(), tx, st)
+		if err != nil {
+			return err
+		}
+		if _, err := book.Apply(st, time.Now()); err != nil {
+			return err
+		}
+		return s.store.Save(context.Background(), tx, book)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,21 +15,12 @@ import (
 	"github.com/orderly/orderly/services/inventory/stock"
 )
 
-// Apply runs saga steps (docs/saga.md, steps 2, 6a, 6b and 11) in order,
-// inside tx: it loads and locks the reservations of the steps' orders and
-// the products they touch (a stock.Book), applies each step to the book,
-// and writes what changed with the events that describe it (StockReserved
-// or StockRejected, ReservationCommitted, ReservationReleased) to the
-// outbox — a handful of statements however many steps there are. Stock
-// moved by orders publishes no product event: the catalog replica needs
-// names and prices only.
-//
-// Reservations are locked before products, each set in key order, as every
-// transaction here does, so concurrent groups of steps cannot deadlock.
-// It returns each step's change, or the first step's error (an error
-// matching stock.ErrInvalid, ErrNoReservation, ErrNotCommittable or
-// ErrUnknownProduct), after which the caller rolls tx back.
-func (s *Store) Apply(ctx context.Context, tx pgx.Tx, steps ...stock.Step) ([]stock.Change, error) {
+// LockBook reads into a stock.Book, and locks in tx, the reservations of
+// the steps' orders and the products the steps and those reservations
+// touch (docs/saga.md, steps 2, 6a, 6b and 11). The caller applies the
+// steps to the book and writes it with Save in the same transaction: a
+// handful of statements for the whole batch, however many steps it holds.
+func (s *Store) LockBook(ctx context.Context, tx pgx.Tx, steps ...stock.Step) (*stock.Book, error) {
 	orders := make([]uuid.UUID, 0, len(steps))
 	var skus []string
 	for _, st := range steps {
@@ -38,34 +29,14 @@ func (s *Store) Apply(ctx context.Context, tx pgx.Tx, steps ...stock.Step) ([]st
 			skus = append(skus, l.SKU)
 		}
 	}
-	book, err := load(ctx, tx, orders, skus)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	changes := make([]stock.Change, len(steps))
-	var events []outbox.Event
-	for i, st := range steps {
-		if changes[i], err = book.Apply(st, now); err != nil {
-			return nil, err
-		}
-		ev, ok, err := eventOf(st.OrderID, changes[i], now)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			events = append(events, ev)
-		}
-	}
-	if err := save(ctx, tx, book, events); err != nil {
-		return nil, err
-	}
-	return changes, nil
+	return s.lockBook(ctx, tx, orders, skus)
 }
 
-// load reads and locks the reservations of orders (with their lines) and
-// then the products of skus and of those lines, into a book.
-func load(ctx context.Context, tx pgx.Tx, orders []uuid.UUID, skus []string) (*stock.Book, error) {
+// lockBook reads and locks the reservations of orders (with their lines)
+// and then the products of skus and of those lines, into a book.
+// Reservations are locked before products, each set in key order, as every
+// transaction here does, so concurrent groups of steps cannot deadlock.
+func (s *Store) lockBook(ctx context.Context, tx pgx.Tx, orders []uuid.UUID, skus []string) (*stock.Book, error) {
 	const qr = `
 SELECT r.order_id, r.status, r.expires_at,
        array(SELECT l.sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY l.sku),
@@ -125,11 +96,12 @@ FOR UPDATE OF r`
 	return stock.NewBook(levels, reservations), nil
 }
 
-// save writes what the steps changed in book, and their events, in one
-// round trip. The checks on products stay the last line of defense: a move
-// that would take reserved above stock or below zero fails the whole
-// transaction.
-func save(ctx context.Context, tx pgx.Tx, book *stock.Book, events []outbox.Event) error {
+// Save writes, in tx, what the steps applied to book (loaded by LockBook in
+// the same transaction) changed, and the events they recorded to the
+// outbox, in one round trip. The checks on products stay the last line of
+// defense: a move that would take reserved above stock or below zero fails
+// the whole transaction.
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, book *stock.Book) error {
 	b := &pgx.Batch{}
 	if skus, moves := book.Moves(); len(skus) > 0 {
 		ds, dr := make([]int64, len(moves)), make([]int64, len(moves))
@@ -179,7 +151,7 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(order_id, status, ex
 WHERE r.order_id = u.order_id`
 		b.Queue(q, ids, statuses, expires)
 	}
-	if err := outbox.Queue(ctx, b, events...); err != nil {
+	if err := outbox.Queue(ctx, b, book.Events()...); err != nil {
 		return err
 	}
 	if b.Len() == 0 {
@@ -204,35 +176,12 @@ func columns(rs []stock.Reservation) ([]uuid.UUID, []string, []*time.Time) {
 	return ids, statuses, expires
 }
 
-// eventOf returns the event of an applied change, and false when the step
-// did nothing.
-func eventOf(orderID uuid.UUID, c stock.Change, at time.Time) (outbox.Event, bool, error) {
-	if !c.Applied {
-		return outbox.Event{}, false, nil
-	}
-	var (
-		ev  outbox.Event
-		err error
-	)
-	switch c.Status {
-	case stock.StatusReserved:
-		ev, err = stockReserved(orderID, c.Lines, at)
-	case stock.StatusRejected:
-		ev, err = stockRejected(orderID, c.Shortages, at)
-	case stock.StatusCommitted:
-		ev, err = reservationCommitted(orderID, c.Lines, at)
-	case stock.StatusReleased:
-		ev, err = reservationReleased(orderID, c.Lines, at)
-	default:
-		return outbox.Event{}, false, fmt.Errorf("order %s: no event for status %q", orderID, c.Status)
-	}
-	return ev, err == nil, err
-}
-
 // ReleaseExpired releases reservations still held past their expires_at
 // (docs/saga.md, step 11), up to limit of them, expireBatch per
 // transaction, skipping those another replica or a saga step is working
-// on. It returns how many it released.
+// on. Only the picking is the store's: each is released by
+// stock.Book.Release, as a ReleaseReservation would release it. It returns
+// how many it released.
 func (s *Store) ReleaseExpired(ctx context.Context, limit int) (int, error) {
 	const pick = `
 SELECT order_id FROM reservations
@@ -253,13 +202,18 @@ FOR UPDATE SKIP LOCKED`
 				n = 0
 				return err
 			}
-			steps := make([]stock.Step, len(ids))
-			for i, id := range ids {
-				steps[i] = stock.Step{Kind: stock.StepRelease, OrderID: id}
+			book, err := s.lockBook(ctx, tx, ids, nil)
+			if err != nil {
+				return err
 			}
-			_, err = s.Apply(ctx, tx, steps...)
+			now := time.Now()
+			for _, id := range ids {
+				if _, err := book.Release(id, now); err != nil {
+					return err
+				}
+			}
 			n = len(ids)
-			return err
+			return s.Save(ctx, tx, book)
 		})
 		if err != nil {
 			return total, err

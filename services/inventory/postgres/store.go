@@ -28,6 +28,10 @@ type Store struct {
 // messaging migrations applied.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
+// Pool is the store's connection pool, for the transactions its callers
+// run (inbox.Handle) around LockBook and Save.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
 const productColumns = `sku, name, price_cents, currency, stock, reserved, version, updated_at`
 
 func scanProduct(row pgx.Row, extra ...any) (stock.Product, error) {
@@ -95,7 +99,7 @@ RETURNING ` + productColumns + `, xmax = 0`
 		if err != nil {
 			return err
 		}
-		ev, err := productUpserted(out)
+		ev, err := stock.ProductUpserted(out)
 		if err != nil {
 			return err
 		}

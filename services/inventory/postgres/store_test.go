@@ -73,12 +73,30 @@ func inTx[T any](tb testing.TB, pool *pgxpool.Pool, f func(pgx.Tx) (T, error)) (
 	return out, err
 }
 
+// apply runs saga steps inside tx as the consumer does with a batch: the
+// store locks their book, the book applies them in order, the store saves
+// it.
+func apply(ctx context.Context, s *postgres.Store, tx pgx.Tx, steps ...stock.Step) ([]stock.Change, error) {
+	book, err := s.LockBook(ctx, tx, steps...)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	changes := make([]stock.Change, len(steps))
+	for i, st := range steps {
+		if changes[i], err = book.Apply(st, now); err != nil {
+			return nil, err
+		}
+	}
+	return changes, s.Save(ctx, tx, book)
+}
+
 // step applies one saga step in its own transaction, as the consumer does
 // with a message that arrives alone.
 func step(tb testing.TB, s *postgres.Store, pool *pgxpool.Pool, st stock.Step) (stock.Change, error) {
 	tb.Helper()
 	return inTx(tb, pool, func(tx pgx.Tx) (stock.Change, error) {
-		changes, err := s.Apply(context.Background(), tx, st)
+		changes, err := apply(context.Background(), s, tx, st)
 		if err != nil {
 			return stock.Change{}, err
 		}
@@ -571,11 +589,11 @@ func TestReleaseExpired(t *testing.T) {
 	}
 }
 
-// Several steps in one Apply run in order on one view of the inventory:
+// Several steps in one book run in order on one view of the inventory:
 // units released by one step are available to the next, a late OrderPlaced
 // after its release reserves nothing, and what changed is written with one
 // event per applied step.
-func TestApplyManyStepsAtOnce(t *testing.T) {
+func TestManyStepsAtOnce(t *testing.T) {
 	t.Parallel()
 	s, pool := newTestStore(t)
 	mustPut(t, s, "A", 3)
@@ -586,7 +604,7 @@ func TestApplyManyStepsAtOnce(t *testing.T) {
 	_, mark := outboxSince(t, pool, 0)
 	next, late := uuid.New(), uuid.New()
 	changes, err := inTx(t, pool, func(tx pgx.Tx) ([]stock.Change, error) {
-		return s.Apply(context.Background(), tx,
+		return apply(context.Background(), s, tx,
 			stock.Step{Kind: stock.StepReserve, OrderID: next, Lines: []stock.Line{{SKU: "A", Quantity: 2}}}, // nothing left: rejected
 			stock.Step{Kind: stock.StepRelease, OrderID: held},                                               // gives 3 back
 			stock.Step{Kind: stock.StepReserve, OrderID: uuid.New(), Lines: []stock.Line{{SKU: "A", Quantity: 2}}},
@@ -617,7 +635,7 @@ func TestApplyManyStepsAtOnce(t *testing.T) {
 // A reservation created by another transaction after this one loaded the
 // inventory (a copy of the OrderPlaced handled by another replica) makes
 // the save fail rather than overwrite it; the retry then sees it.
-func TestApplyRefusesAReservationMadeMeanwhile(t *testing.T) {
+func TestSaveRefusesAReservationMadeMeanwhile(t *testing.T) {
 	t.Parallel()
 	s, pool := newTestStore(t)
 	mustPut(t, s, "A", 10)
@@ -628,7 +646,7 @@ func TestApplyRefusesAReservationMadeMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = first.Rollback(ctx) }()
-	if _, err := s.Apply(ctx, first, stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: []stock.Line{{SKU: "B", Quantity: 1}}}); err != nil {
+	if _, err := apply(ctx, s, first, stock.Step{Kind: stock.StepReserve, OrderID: id, Lines: []stock.Line{{SKU: "B", Quantity: 1}}}); err != nil {
 		t.Fatal(err) // rejected (no product B), which locks no product
 	}
 	done := make(chan error, 1)

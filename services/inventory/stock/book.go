@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderly/orderly/pkg/outbox"
 )
 
 // Level is a product's units: on hand, and held for orders.
@@ -26,7 +28,8 @@ type Change struct {
 	Shortages []Shortage
 	// Applied is false when the step found nothing to do: a duplicate
 	// OrderPlaced, a commit of a committed reservation, a release of a
-	// released or rejected one. Nothing is written and no event published.
+	// released or rejected one. Nothing is written and no event published;
+	// an applied step publishes one event (Events).
 	Applied bool
 }
 
@@ -37,9 +40,11 @@ const DefaultHold = 10 * time.Minute
 // Book is the part of the inventory a group of saga steps works on: the
 // levels of the products they touch and the reservations of their orders,
 // as loaded (and locked) from the store. Steps change the book in memory,
-// in order, by the rules below; the store then writes what changed in a
-// few statements for the whole group (Moves, Created, Updated), which is
-// what lets one transaction carry many orders' steps under load.
+// in order, by the rules below, and each applied one adds the event that
+// announces it; the store then writes what changed and the events in a
+// few statements for the whole group (Moves, Created, Updated, Events),
+// which is what lets one transaction carry many orders' steps under load.
+// A step that fails leaves the book as it was.
 //
 // The rules are those of docs/saga.md, steps 2, 6a, 6b and 11: a
 // reservation holds every line of an order or none; committing takes its
@@ -53,6 +58,7 @@ type Book struct {
 	moved        map[string]Level // per SKU: units added to stock and reserved
 	created      []uuid.UUID      // reservations new in this book, in order
 	updated      map[uuid.UUID]bool
+	events       []outbox.Event
 }
 
 // NewBook returns a book of the given product levels (missing products
@@ -78,9 +84,10 @@ func NewBook(levels map[string]Level, reservations []Reservation) *Book {
 // tombstone) reserves nothing. Otherwise the lines, normalized (merged and
 // sorted by SKU), are held when every one fits in its product's available
 // units, and the reservation is reserved until expiresAt (now plus
-// DefaultHold when zero); when any falls short nothing is held and the
-// reservation is rejected with every shortage. It returns an error
-// matching ErrInvalid for lines NormalizeLines refuses.
+// DefaultHold when zero), publishing StockReserved; when any falls short
+// nothing is held and the reservation is rejected with every shortage,
+// publishing StockRejected. It returns an error matching ErrInvalid for
+// lines NormalizeLines refuses.
 func (b *Book) Reserve(orderID uuid.UUID, lines []Line, expiresAt, now time.Time) (Change, error) {
 	lines, err := NormalizeLines(lines)
 	if err != nil {
@@ -95,30 +102,34 @@ func (b *Book) Reserve(orderID uuid.UUID, lines []Line, expiresAt, now time.Time
 			shortages = append(shortages, Shortage{SKU: l.SKU, Requested: l.Quantity, Available: max(avail, 0)})
 		}
 	}
-	r := &Reservation{OrderID: orderID, Lines: lines}
+	r := &Reservation{OrderID: orderID, Status: StatusRejected, Lines: lines}
+	c := Change{Status: StatusRejected, Shortages: shortages, Applied: true}
+	if len(shortages) == 0 {
+		if expiresAt.IsZero() {
+			expiresAt = now.Add(DefaultHold)
+		}
+		r.Status, r.ExpiresAt = StatusReserved, expiresAt
+		c = Change{Status: StatusReserved, Lines: lines, Applied: true}
+	}
+	if err := b.emit(orderID, c, now); err != nil {
+		return Change{}, err
+	}
 	b.reservations[orderID] = r
 	b.created = append(b.created, orderID)
-	if len(shortages) > 0 {
-		r.Status = StatusRejected
-		return Change{Status: StatusRejected, Shortages: shortages, Applied: true}, nil
-	}
-	if expiresAt.IsZero() {
-		expiresAt = now.Add(DefaultHold)
-	}
-	r.Status, r.ExpiresAt = StatusReserved, expiresAt
-	for _, l := range lines {
+	for _, l := range c.Lines {
 		b.move(l.SKU, 0, int64(l.Quantity))
 	}
-	return Change{Status: StatusReserved, Lines: lines, Applied: true}, nil
+	return c, nil
 }
 
 // Commit takes a held reservation's units off stock and reserved for good
-// (docs/saga.md, step 6a). Committing a committed reservation does
-// nothing. It returns an error matching ErrNoReservation when the order
-// holds no reservation, ErrNotCommittable when it was released or rejected
-// (both break the saga and need an operator, not a retry), and
-// ErrUnknownProduct when a held product is gone.
-func (b *Book) Commit(orderID uuid.UUID) (Change, error) {
+// (docs/saga.md, step 6a), publishing ReservationCommitted. Committing a
+// committed reservation does nothing. It returns an error matching
+// ErrNoReservation when the order holds no reservation, ErrNotCommittable
+// when it was released or rejected (both break the saga and need an
+// operator, not a retry), and ErrUnknownProduct when a held product is
+// gone.
+func (b *Book) Commit(orderID uuid.UUID, now time.Time) (Change, error) {
 	r, ok := b.reservations[orderID]
 	switch {
 	case !ok:
@@ -131,26 +142,35 @@ func (b *Book) Commit(orderID uuid.UUID) (Change, error) {
 	if err := b.known(orderID, r.Lines); err != nil {
 		return Change{}, err
 	}
+	c := Change{Status: StatusCommitted, Lines: r.Lines, Applied: true}
+	if err := b.emit(orderID, c, now); err != nil {
+		return Change{}, err
+	}
 	for _, l := range r.Lines {
 		b.move(l.SKU, -int64(l.Quantity), -int64(l.Quantity))
 	}
 	b.setStatus(r, StatusCommitted)
-	return Change{Status: StatusCommitted, Lines: r.Lines, Applied: true}, nil
+	return c, nil
 }
 
 // Release gives an order's units back (docs/saga.md, steps 6b and 11): a
 // held reservation returns its units to available stock, a committed one
 // returns them to stock (a confirmed order cancelled before shipping), and
 // an order with no reservation yet gets a released tombstone, so that a
-// late OrderPlaced reserves nothing. Releasing a released or rejected
-// reservation does nothing. It returns an error matching
-// ErrUnknownProduct when a product of the reservation is gone.
-func (b *Book) Release(orderID uuid.UUID) (Change, error) {
+// late OrderPlaced reserves nothing; each publishes ReservationReleased.
+// Releasing a released or rejected reservation does nothing. It returns an
+// error matching ErrUnknownProduct when a product of the reservation is
+// gone.
+func (b *Book) Release(orderID uuid.UUID, now time.Time) (Change, error) {
 	r, ok := b.reservations[orderID]
 	if !ok {
+		c := Change{Status: StatusReleased, Applied: true}
+		if err := b.emit(orderID, c, now); err != nil {
+			return Change{}, err
+		}
 		b.reservations[orderID] = &Reservation{OrderID: orderID, Status: StatusReleased}
 		b.created = append(b.created, orderID)
-		return Change{Status: StatusReleased, Applied: true}, nil
+		return c, nil
 	}
 	var stockDelta, reservedDelta int64
 	switch r.Status {
@@ -164,11 +184,15 @@ func (b *Book) Release(orderID uuid.UUID) (Change, error) {
 	if err := b.known(orderID, r.Lines); err != nil {
 		return Change{}, err
 	}
+	c := Change{Status: StatusReleased, Lines: r.Lines, Applied: true}
+	if err := b.emit(orderID, c, now); err != nil {
+		return Change{}, err
+	}
 	for _, l := range r.Lines {
 		b.move(l.SKU, stockDelta*int64(l.Quantity), reservedDelta*int64(l.Quantity))
 	}
 	b.setStatus(r, StatusReleased)
-	return Change{Status: StatusReleased, Lines: r.Lines, Applied: true}, nil
+	return c, nil
 }
 
 // Moves returns the units each product gained (negative: lost) in stock
@@ -201,6 +225,23 @@ func (b *Book) Updated() []Reservation {
 		out[i] = *b.reservations[id]
 	}
 	return out
+}
+
+// Events returns the events of the steps applied to the book, in the order
+// they ran, to be written to the outbox with what they changed.
+func (b *Book) Events() []outbox.Event {
+	return slices.Clone(b.events)
+}
+
+// emit records the event announcing c, an applied change to the order's
+// reservation at now.
+func (b *Book) emit(orderID uuid.UUID, c Change, now time.Time) error {
+	ev, err := eventOf(orderID, c, now)
+	if err != nil {
+		return err
+	}
+	b.events = append(b.events, ev)
+	return nil
 }
 
 func (b *Book) available(sku string) int64 {
@@ -269,9 +310,9 @@ func (b *Book) Apply(step Step, now time.Time) (Change, error) {
 	case StepReserve:
 		return b.Reserve(step.OrderID, step.Lines, step.ExpiresAt, now)
 	case StepCommit:
-		return b.Commit(step.OrderID)
+		return b.Commit(step.OrderID, now)
 	case StepRelease:
-		return b.Release(step.OrderID)
+		return b.Release(step.OrderID, now)
 	}
 	return Change{}, fmt.Errorf("%w: unknown step %q", ErrInvalid, step.Kind)
 }

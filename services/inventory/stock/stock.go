@@ -1,7 +1,8 @@
 // Package stock is the inventory domain: products with units on hand and
 // units reserved for orders, the reservations an order holds, and the rules
-// that keep them consistent. It does no I/O; the postgres package stores it
-// and enforces the same rules in SQL.
+// that keep them consistent, and the events their changes publish. It does
+// no I/O; the postgres package stores it, with its events, and enforces the
+// same rules in SQL.
 package stock
 
 import (

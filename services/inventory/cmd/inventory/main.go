@@ -16,7 +16,6 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
-	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/inventory/consume"
 	"github.com/orderly/orderly/services/inventory/httpapi"
@@ -69,10 +68,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	store := postgres.New(svc.Pool)
 
 	svc.Publishes(eventsv1.ExchangeInventory)
-	svc.AddConsumer(&rabbit.Consumer{
-		Queue: consume.Queue(),
-		Batch: consume.NewHandler(store, svc.Log.With("component", "saga")).Consumer(svc.Pool),
-	})
+	svc.AddConsumers(consume.New(store, svc.Log.With("component", "saga")).Consumers()...)
 	// A sweep releases at most 1000, so that a huge backlog cannot hold
 	// it for long between ticks; it continues at the next one.
 	svc.Every("reservation sweep", cfg.SweepInterval, func(ctx context.Context) (int64, error) {
