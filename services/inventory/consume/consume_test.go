@@ -42,7 +42,7 @@ func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+		postgres.Migration)
 	store := postgres.New(pool)
 	h := consume.New(store, slog.New(slog.DiscardHandler))
 	return &harness{tb: tb, pool: pool, store: store, handle: rabbittest.One(h.Consumers()[0].Batch)}
@@ -306,7 +306,7 @@ func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewDB(t,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+		postgres.Migration)
 	store := postgres.New(pool)
 	skus := []string{"A", "B", "C", "D", "E", "F"}
 	for _, sku := range skus {

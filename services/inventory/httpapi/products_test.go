@@ -45,7 +45,7 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+		postgres.Migration)
 	store := postgres.New(pool)
 	log := slog.New(slog.DiscardHandler)
 	r, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})

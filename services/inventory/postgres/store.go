@@ -14,10 +14,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/inventory/stock"
 )
+
+// Migration is the service's own migration set (migrations/inventory); its
+// database also carries boot.Messaging.
+var Migration = pg.Migration{FS: migrations.Of("inventory"), Table: "goose_inventory"}
 
 // Store is the inventory database. It is safe for concurrent use.
 type Store struct {

@@ -30,7 +30,7 @@ func newTestStore(tb testing.TB) (*postgres.Store, *pgxpool.Pool) {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+		postgres.Migration)
 	return postgres.New(pool), pool
 }
 
@@ -359,7 +359,7 @@ func TestNoOversellUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	_, dbURL := pgtest.NewDB(t,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Inventory, Table: "goose_inventory"})
+		postgres.Migration)
 	// Enough connections for many transactions to contend at once (the
 	// default pool has as many as there are CPUs).
 	pool, err := pg.Connect(context.Background(), dbURL+"&pool_max_conns=40")

@@ -24,14 +24,14 @@ import (
 // Migration is the service's migration set. It has no outbox and no inbox:
 // the service publishes nothing, and every write is idempotent by (order,
 // seq), so a redelivered message needs no record of having been handled.
-var Migration = pg.Migration{FS: migrations.Notification, Table: "goose_notification"}
+var Migration = pg.Migration{FS: migrations.Of("notification"), Table: "goose_notification"}
 
 // Store reads and writes the status tables.
 type Store struct {
 	pool *pgxpool.Pool
 }
 
-// New returns a Store on pool, whose database has migrations.Notification
+// New returns a Store on pool, whose database has Migration
 // applied.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 

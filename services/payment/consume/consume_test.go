@@ -82,7 +82,7 @@ func newTestHarness(tb testing.TB) *harness {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+		postgres.Migration)
 	store := postgres.New(pool)
 	gw := &countingGateway{Simulated: gateway.NewSimulated(0)}
 	h := consume.New(store, slog.Default(), gw)

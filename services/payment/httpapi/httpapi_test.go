@@ -51,7 +51,7 @@ func newTestServer(tb testing.TB, rateLimitRPS int) *server {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+		postgres.Migration)
 	log := slog.New(slog.DiscardHandler)
 	router, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})
 	if err != nil {

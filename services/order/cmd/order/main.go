@@ -67,7 +67,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, pg.Migration{FS: migrations.Order, Table: "goose_order"})
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, pg.Migration{FS: migrations.Of("order"), Table: "goose_order"})
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ import (
 )
 
 // Migration is the order service's own migration set.
-var Migration = pg.Migration{FS: migrations.Order, Table: "goose_order"}
+var Migration = pg.Migration{FS: migrations.Of("order"), Table: "goose_order"}
 
 // NewDB returns a pool on a fresh database with the messaging and order
 // migrations applied, and its URL.

@@ -13,9 +13,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
-	"github.com/orderly/orderly/pkg/pg"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/consume"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -58,7 +56,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		return nil, err
 	}
 	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging,
-		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+		postgres.Migration)
 	if err != nil {
 		return nil, err
 	}

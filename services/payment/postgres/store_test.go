@@ -20,7 +20,7 @@ func newTestDB(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
 		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
-		pg.Migration{FS: migrations.Payment, Table: "goose_payment"})
+		postgres.Migration)
 	return pool
 }
 

@@ -18,10 +18,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/payment/payment"
 )
+
+// Migration is the service's own migration set (migrations/payment); its
+// database also carries boot.Messaging.
+var Migration = pg.Migration{FS: migrations.Of("payment"), Table: "goose_payment"}
 
 // Store is the payment database. It is safe for concurrent use.
 type Store struct {
