@@ -17,8 +17,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/orderly/orderly/migrations"
-	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -41,7 +40,7 @@ type harness struct {
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	store := postgres.New(pool)
 	h := consume.New(store, slog.New(slog.DiscardHandler))
@@ -305,7 +304,7 @@ func TestCommitOfReleasedReservationIsPermanent(t *testing.T) {
 func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewDB(t,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	store := postgres.New(pool)
 	skus := []string{"A", "B", "C", "D", "E", "F"}

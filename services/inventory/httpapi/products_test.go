@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
@@ -44,7 +44,7 @@ type testServer struct {
 func newTestServer(tb testing.TB, rps int) *testServer {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	store := postgres.New(pool)
 	log := slog.New(slog.DiscardHandler)

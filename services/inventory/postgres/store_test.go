@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/orderly/orderly/migrations"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/poll"
@@ -29,7 +29,7 @@ import (
 func newTestStore(tb testing.TB) (*postgres.Store, *pgxpool.Pool) {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	return postgres.New(pool), pool
 }
@@ -358,7 +358,7 @@ func TestReserveDuplicateOrderPlaced(t *testing.T) {
 func TestNoOversellUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	_, dbURL := pgtest.NewDB(t,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	// Enough connections for many transactions to contend at once (the
 	// default pool has as many as there are CPUs).

@@ -18,8 +18,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/orderly/orderly/migrations"
-	"github.com/orderly/orderly/pkg/pg"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -81,7 +80,7 @@ type harness struct {
 func newTestHarness(tb testing.TB) *harness {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	store := postgres.New(pool)
 	gw := &countingGateway{Simulated: gateway.NewSimulated(0)}

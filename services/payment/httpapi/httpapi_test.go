@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/httpx/apitest"
 	"github.com/orderly/orderly/pkg/pg"
@@ -50,7 +50,7 @@ type server struct {
 func newTestServer(tb testing.TB, rateLimitRPS int) *server {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	log := slog.New(slog.DiscardHandler)
 	router, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/orderly/orderly/migrations"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/services/payment/payment"
@@ -19,7 +19,7 @@ import (
 func newTestDB(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	pool, _ := pgtest.NewDB(tb,
-		pg.Migration{FS: migrations.Messaging, Table: "goose_messaging"},
+		boot.Messaging,
 		postgres.Migration)
 	return pool
 }
