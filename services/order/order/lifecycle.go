@@ -3,7 +3,18 @@ package order
 import (
 	"fmt"
 	"time"
+
+	"github.com/orderly/orderly/pkg/outbox"
 )
+
+// Timeouts are how long the saga waits for each answer before the order is
+// cancelled with reason timeout: Reserve for inventory's answer to a new
+// order (ORDER_RESERVE_TIMEOUT), Payment for payment's answer to a reserved
+// one (ORDER_PAYMENT_TIMEOUT).
+type Timeouts struct {
+	Reserve time.Duration
+	Payment time.Duration
+}
 
 // Event is something that happens to an order: a saga message, a customer
 // or admin action, or its deadline passing.
@@ -123,33 +134,41 @@ func Next(from Status, on Event) (Transition, error) {
 	return Transition{}, fmt.Errorf("%s on a %s order: %w", on, from, ErrInvalidTransition)
 }
 
-// Apply moves order o by event at now, by the state machine: when the
-// transition changes the status it sets the new status, reason and update
-// time, bumps the version (the seq of the new status) and sets the deadline
-// (now plus paymentTimeout for the payment step, none once nothing is
-// awaited). paymentID, given with EventPaymentAuthorized, is recorded even
-// by a compensation, so that a refund names the payment. It returns the
-// order after the transition and the transition, or o unchanged and the
-// errors of Next.
-func (o Order) Apply(event Event, paymentID string, now time.Time, paymentTimeout time.Duration) (Order, Transition, error) {
-	t, err := Next(o.Status, event)
+// Apply moves order o by event at now, by the state machine, and returns
+// the order after the transition, the transition and the events it emits.
+// When the transition changes the status it sets the new status, reason and
+// update time, bumps the version (the seq of the new status) and sets the
+// deadline (now plus t.Payment for the payment step, none once nothing is
+// awaited); its events are OrderStatusChanged, OrderCancelled into
+// cancelled, and then its commands (PaymentRequested, CommitReservation,
+// ReleaseReservation, RefundRequested). A compensation changes nothing but
+// still sends its commands. paymentID, given with EventPaymentAuthorized, is
+// recorded even by a compensation, so that a refund names the payment. It
+// returns o unchanged, no events and the errors of Next when the state
+// machine has no such transition.
+func (o Order) Apply(event Event, paymentID string, now time.Time, t Timeouts) (Order, Transition, []outbox.Event, error) {
+	tr, err := Next(o.Status, event)
 	if err != nil {
-		return o, t, err
+		return o, tr, nil, err
 	}
+	next := o
 	if paymentID != "" && event == EventPaymentAuthorized {
-		o.PaymentID = paymentID
+		next.PaymentID = paymentID
 	}
-	if !t.Changes() {
-		return o, t, nil
+	if tr.Changes() {
+		next.Status, next.Reason, next.Version, next.UpdatedAt = tr.To, tr.Reason, o.Version+1, now
+		switch tr.Deadline {
+		case DeadlinePayment:
+			d := now.Add(t.Payment)
+			next.DeadlineAt = &d
+		case DeadlineClear:
+			next.DeadlineAt = nil
+		case DeadlineKeep:
+		}
 	}
-	o.Status, o.Reason, o.Version, o.UpdatedAt = t.To, t.Reason, o.Version+1, now
-	switch t.Deadline {
-	case DeadlinePayment:
-		d := now.Add(paymentTimeout)
-		o.DeadlineAt = &d
-	case DeadlineClear:
-		o.DeadlineAt = nil
-	case DeadlineKeep:
+	events, err := transitionEvents(next, o.Status, tr, now)
+	if err != nil {
+		return o, tr, nil, err
 	}
-	return o, t, nil
+	return next, tr, events, nil
 }

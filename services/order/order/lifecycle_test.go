@@ -142,7 +142,7 @@ func TestOrderApply(t *testing.T) {
 	deadline := created.Add(30 * time.Second)
 	pending := order.Order{ID: "o", Status: order.StatusPending, Version: 1, DeadlineAt: &deadline, CreatedAt: created, UpdatedAt: created}
 
-	reserved, tr, err := pending.Apply(order.EventStockReserved, "", now, time.Minute)
+	reserved, tr, _, err := pending.Apply(order.EventStockReserved, "", now, order.Timeouts{Payment: time.Minute})
 	if err != nil || tr.To != order.StatusReserved {
 		t.Fatalf("StockReserved = %+v, %v", tr, err)
 	}
@@ -154,7 +154,7 @@ func TestOrderApply(t *testing.T) {
 		t.Errorf("Apply changed the order it was called on: %+v", pending)
 	}
 
-	confirmed, _, err := reserved.Apply(order.EventPaymentAuthorized, "pay-1", now, time.Minute)
+	confirmed, _, _, err := reserved.Apply(order.EventPaymentAuthorized, "pay-1", now, order.Timeouts{Payment: time.Minute})
 	if err != nil || confirmed.Status != order.StatusConfirmed || confirmed.PaymentID != "pay-1" || confirmed.DeadlineAt != nil || confirmed.Version != 3 {
 		t.Errorf("confirmed order = %+v, %v; want version 3, the payment, no deadline", confirmed, err)
 	}
@@ -162,13 +162,13 @@ func TestOrderApply(t *testing.T) {
 	// A compensation keeps the status and version but records the payment.
 	cancelled := pending
 	cancelled.Status, cancelled.Reason, cancelled.DeadlineAt = order.StatusCancelled, order.ReasonTimeout, nil
-	after, tr, err := cancelled.Apply(order.EventPaymentAuthorized, "pay-2", now, time.Minute)
+	after, tr, _, err := cancelled.Apply(order.EventPaymentAuthorized, "pay-2", now, order.Timeouts{Payment: time.Minute})
 	if err != nil || tr.Changes() || after.Version != cancelled.Version || after.PaymentID != "pay-2" ||
 		len(tr.Commands) != 1 || tr.Commands[0] != order.CommandRequestRefund {
 		t.Errorf("late authorization = %+v, %+v, %v; want a refund and the payment recorded", after, tr, err)
 	}
 
-	if same, _, err := confirmed.Apply(order.EventStockReserved, "", now, time.Minute); !errors.Is(err, order.ErrInvalidTransition) || same.Version != confirmed.Version {
+	if same, _, _, err := confirmed.Apply(order.EventStockReserved, "", now, order.Timeouts{Payment: time.Minute}); !errors.Is(err, order.ErrInvalidTransition) || same.Version != confirmed.Version {
 		t.Errorf("duplicate StockReserved = %+v, %v; want ErrInvalidTransition and no change", same, err)
 	}
 }

@@ -23,10 +23,9 @@ import (
 
 // Store is the order service's database.
 type Store struct {
-	pool           *pgxpool.Pool
-	reserveTimeout time.Duration
-	paymentTimeout time.Duration
-	now            func() time.Time
+	pool     *pgxpool.Pool
+	timeouts order.Timeouts
+	now      func() time.Time
 }
 
 // Options configure a Store.
@@ -45,7 +44,7 @@ func New(pool *pgxpool.Pool, o Options) *Store {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Store{pool: pool, reserveTimeout: o.ReserveTimeout, paymentTimeout: o.PaymentTimeout, now: o.Now}
+	return &Store{pool: pool, timeouts: order.Timeouts{Reserve: o.ReserveTimeout, Payment: o.PaymentTimeout}, now: o.Now}
 }
 
 // Pool returns the store's pool, for transactions that span the store and
@@ -91,32 +90,12 @@ func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, err
 	return o, nil
 }
 
-// place prices req with catalog and writes the new order, its items,
-// history entry and events (and, with then, what then queues: the stored
+// place has the domain place req with catalog (order.Place) and writes the
+// new order, its items, history entry and events (and, with then, what then queues: the stored
 // response of an idempotent request) in one round trip. It returns the
 // order with its history.
 func (s *Store) place(ctx context.Context, tx pgx.Tx, req order.Request, catalog map[string]order.Product, then func(*pgx.Batch, order.Order) error) (order.Order, error) {
-	items, total, currency, err := order.Price(req.Lines, catalog)
-	if err != nil {
-		return order.Order{}, err
-	}
-	now := s.clock()
-	deadline := now.Add(s.reserveTimeout)
-	o := order.Order{
-		ID:            uuid.Must(uuid.NewV7()).String(),
-		CustomerID:    req.CustomerID,
-		Status:        order.StatusPending,
-		PaymentMethod: req.PaymentMethod,
-		Items:         items,
-		TotalCents:    total,
-		Currency:      currency,
-		Version:       1,
-		DeadlineAt:    &deadline,
-		CreatedAt:     now,
-		UpdatedAt:     now,
-		History:       []order.HistoryEntry{{Seq: 1, Status: order.StatusPending, At: now}},
-	}
-	events, err := placedEvents(o, now.Add(s.reserveTimeout+s.paymentTimeout+time.Minute))
+	o, events, err := order.Place(req, catalog, uuid.Must(uuid.NewV7()).String(), s.clock(), s.timeouts)
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -124,9 +103,9 @@ func (s *Store) place(ctx context.Context, tx pgx.Tx, req order.Request, catalog
 	const insOrder = `
 INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $8)`
-	b.Queue(insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, deadline, now)
-	skus, qtys, prices := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items))
-	for i, it := range items {
+	b.Queue(insOrder, o.ID, o.CustomerID, o.Status, o.PaymentMethod, o.TotalCents, o.Currency, o.DeadlineAt, o.CreatedAt)
+	skus, qtys, prices := make([]string, len(o.Items)), make([]int32, len(o.Items)), make([]int64, len(o.Items))
+	for i, it := range o.Items {
 		skus[i], qtys[i], prices[i] = it.SKU, int32(it.Quantity), it.UnitPriceCents //nolint:gosec // quantity is validated 1..1000
 	}
 	const insItems = `

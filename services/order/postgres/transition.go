@@ -9,12 +9,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
-	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/order/order"
 )
 
@@ -106,7 +103,7 @@ func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, steps ...Step) ([]Result
 			results[i].Err = fmt.Errorf("%s order %s: %w", st.Event, st.OrderID, order.ErrNotFound)
 			continue
 		}
-		next, t, err := o.Apply(st.Event, st.Facts.PaymentID, now, s.paymentTimeout)
+		next, t, evs, err := o.Apply(st.Event, st.Facts.PaymentID, now, s.timeouts)
 		results[i] = Result{Order: next, Transition: t}
 		if err != nil {
 			results[i].Err = fmt.Errorf("order %s: %w", st.OrderID, err)
@@ -117,10 +114,6 @@ func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, steps ...Step) ([]Result
 		}
 		if (t.Changes() || next.PaymentID != o.PaymentID) && !slices.Contains(changed, st.OrderID) {
 			changed = append(changed, st.OrderID)
-		}
-		evs, err := transitionEvents(next, o.Status, t, now)
-		if err != nil {
-			return nil, err
 		}
 		events = append(events, evs...)
 		orders[st.OrderID] = next
@@ -271,7 +264,7 @@ SELECT
 		}
 		return max(0, now.Sub(deadline.Add(-timeout)))
 	}
-	return order.Backlog{Reserve: waited(reserve, s.reserveTimeout), Payment: waited(payment, s.paymentTimeout)}, nil
+	return order.Backlog{Reserve: waited(reserve, s.timeouts.Reserve), Payment: waited(payment, s.timeouts.Payment)}, nil
 }
 
 // RecordRefund notes in tx that order id's payment was refunded at. It
@@ -285,109 +278,4 @@ func (s *Store) RecordRefund(ctx context.Context, tx pgx.Tx, id string, at time.
 		return fmt.Errorf("record refund of order %s: %w", id, err)
 	}
 	return nil
-}
-
-// placedEvents are the events of a new order.
-func placedEvents(o order.Order, expires time.Time) ([]outbox.Event, error) {
-	items := make([]*eventsv1.LineItem, len(o.Items))
-	for i, it := range o.Items {
-		items[i] = &eventsv1.LineItem{Sku: it.SKU, Quantity: int32(it.Quantity), UnitPriceCents: it.UnitPriceCents} //nolint:gosec // 1..1000
-	}
-	placed := &eventsv1.OrderPlaced{
-		OrderId:       o.ID,
-		CustomerId:    o.CustomerID,
-		Items:         items,
-		TotalCents:    o.TotalCents,
-		Currency:      o.Currency,
-		PaymentMethod: o.PaymentMethod,
-		PlacedAt:      timestamppb.New(o.CreatedAt),
-		ExpiresAt:     timestamppb.New(expires),
-	}
-	return newEvents(o.ID, placed, statusChanged(o))
-}
-
-func statusChanged(o order.Order) *eventsv1.OrderStatusChanged {
-	return &eventsv1.OrderStatusChanged{
-		OrderId:    o.ID,
-		CustomerId: o.CustomerID,
-		Status:     protoStatus(o.Status),
-		Reason:     protoReason(o.Reason),
-		Seq:        o.Version,
-		At:         timestamppb.New(o.UpdatedAt),
-	}
-}
-
-// transitionEvents are the events of transition t, which left order o (as
-// it is now) in status prev at now.
-func transitionEvents(o order.Order, prev order.Status, t order.Transition, now time.Time) ([]outbox.Event, error) {
-	var msgs []proto.Message
-	if t.Changes() {
-		msgs = append(msgs, statusChanged(o))
-		if o.Status == order.StatusCancelled {
-			msgs = append(msgs, &eventsv1.OrderCancelled{
-				OrderId:        o.ID,
-				CustomerId:     o.CustomerID,
-				Reason:         protoReason(o.Reason),
-				PreviousStatus: protoStatus(prev),
-				Seq:            o.Version,
-				CancelledAt:    timestamppb.New(now),
-			})
-		}
-	}
-	at := timestamppb.New(now)
-	for _, c := range t.Commands {
-		switch c {
-		case order.CommandRequestPayment:
-			msgs = append(msgs, &eventsv1.PaymentRequested{
-				OrderId:        o.ID,
-				CustomerId:     o.CustomerID,
-				AmountCents:    o.TotalCents,
-				Currency:       o.Currency,
-				PaymentMethod:  o.PaymentMethod,
-				IdempotencyKey: o.ID,
-				RequestedAt:    at,
-				ExpiresAt:      timestamppb.New(*o.DeadlineAt),
-			})
-		case order.CommandCommitReservation:
-			msgs = append(msgs, &eventsv1.CommitReservation{OrderId: o.ID, RequestedAt: at})
-		case order.CommandReleaseReservation:
-			msgs = append(msgs, &eventsv1.ReleaseReservation{OrderId: o.ID, Reason: protoReason(o.Reason), RequestedAt: at})
-		case order.CommandRequestRefund:
-			msgs = append(msgs, &eventsv1.RefundRequested{
-				OrderId:        o.ID,
-				PaymentId:      o.PaymentID,
-				AmountCents:    o.TotalCents,
-				Currency:       o.Currency,
-				Reason:         protoReason(o.Reason),
-				IdempotencyKey: "refund:" + o.ID,
-				RequestedAt:    at,
-			})
-		default:
-			return nil, fmt.Errorf("order %s: unknown command %q", o.ID, c)
-		}
-	}
-	return newEvents(o.ID, msgs...)
-}
-
-// newEvents routes msgs (see eventsv1.Routes) with the order as aggregate.
-func newEvents(orderID string, msgs ...proto.Message) ([]outbox.Event, error) {
-	out := make([]outbox.Event, 0, len(msgs))
-	for _, m := range msgs {
-		e, err := outbox.NewEvent(orderID, m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-func protoStatus(s order.Status) eventsv1.OrderStatus {
-	v, _ := eventsv1.ParseOrderStatus(string(s))
-	return v
-}
-
-func protoReason(r order.Reason) eventsv1.CancelReason {
-	v, _ := eventsv1.ParseCancelReason(string(r))
-	return v
 }
