@@ -71,12 +71,12 @@ func (h *Handlers) Catalog() rabbit.BatchHandler {
 }
 
 // saga applies answers of inventory and payment, all in one go
-// (postgres.Store.ApplyTx). A message that does not apply to the order's
+// (postgres.Store.TransitionTx). A message that does not apply to the order's
 // status (a duplicate, a late answer) is acknowledged with no change beyond
 // the compensations of the state machine; an unknown type or a corrupt body
 // is dead-lettered.
 func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
-	steps := make([]postgres.Step, 0, len(batch))
+	steps := make([]order.Step, 0, len(batch))
 	stepOf := make([]int, 0, len(batch)) // batch index of each step
 	var refunds []*eventsv1.PaymentRefunded
 	for i, d := range batch {
@@ -84,14 +84,14 @@ func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		if err != nil {
 			return rabbit.Permanent(err)
 		}
-		st := postgres.Step{}
+		st := order.Step{}
 		switch m := msg.(type) {
 		case *eventsv1.StockReserved:
 			st.OrderID, st.Event = m.GetOrderId(), order.EventStockReserved
 		case *eventsv1.StockRejected:
 			st.OrderID, st.Event = m.GetOrderId(), order.EventStockRejected
 		case *eventsv1.PaymentAuthorized:
-			st.OrderID, st.Event, st.Facts.PaymentID = m.GetOrderId(), order.EventPaymentAuthorized, m.GetPaymentId()
+			st.OrderID, st.Event, st.PaymentID = m.GetOrderId(), order.EventPaymentAuthorized, m.GetPaymentId()
 		case *eventsv1.PaymentDeclined:
 			st.OrderID, st.Event = m.GetOrderId(), order.EventPaymentDeclined
 		case *eventsv1.PaymentRefunded:
@@ -104,14 +104,14 @@ func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		}
 		steps, stepOf = append(steps, st), append(stepOf, i)
 	}
-	results, err := h.Store.ApplyTx(ctx, tx, steps...)
+	results, err := h.Store.TransitionTx(ctx, tx, steps...)
 	if err != nil {
 		return err
 	}
 	for k, r := range results {
 		d, st := batch[stepOf[k]], steps[k]
 		switch t := r.Transition; {
-		case postgres.IsIgnorable(r.Err):
+		case order.IsIgnorable(r.Err):
 			h.Log.InfoContext(d.Ctx, "message does not apply; ignored", "type", d.Type, "order_id", st.OrderID,
 				"status", r.Order.Status, "reason", ignoredWhy(r.Err))
 		case r.Err != nil:

@@ -142,7 +142,7 @@ func TestHappyPathToDelivered(t *testing.T) {
 		t.Fatalf("after PaymentAuthorized: %+v", got)
 	}
 	for _, ev := range []order.Event{order.EventShip, order.EventDeliver} {
-		if _, err := f.store.Apply(context.Background(), o.ID, ev, postgres.Facts{}); err != nil {
+		if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: ev}); err != nil {
 			t.Fatalf("%s: %v", ev, err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestStockReservedAfterCancelIsReleased(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	o := f.create()
-	if _, err := f.store.Apply(context.Background(), o.ID, order.EventCancel, postgres.Facts{Owner: "alice"}); err != nil {
+	if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	before := len(f.events(o.ID))
@@ -255,7 +255,7 @@ func TestPaymentAuthorizedAfterCancelIsRefunded(t *testing.T) {
 	f := newFixture(t)
 	o := f.create()
 	f.send(f.saga, &eventsv1.StockReserved{OrderId: o.ID, ReservedAt: now()}, o.ID)
-	if _, err := f.store.Apply(context.Background(), o.ID, order.EventCancel, postgres.Facts{}); err != nil {
+	if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
 	before := len(f.events(o.ID))
@@ -291,7 +291,7 @@ func TestCancelRacingPaymentEndsRefunded(t *testing.T) {
 		f.send(f.saga, &eventsv1.StockReserved{OrderId: o.ID, ReservedAt: now()}, o.ID)
 		done := make(chan error, 2)
 		go func() {
-			_, err := f.store.Apply(context.Background(), o.ID, order.EventCancel, postgres.Facts{})
+			_, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel})
 			done <- err
 		}()
 		go func() {

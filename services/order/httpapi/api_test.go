@@ -108,7 +108,7 @@ func (s *testServer) advance(id string, events ...order.Event) {
 	s.tb.Helper()
 	ctx := context.Background()
 	for _, ev := range events {
-		if _, err := s.store.Apply(ctx, id, ev, postgres.Facts{PaymentID: "pay-" + id}); err != nil {
+		if _, err := s.store.Transition(ctx, order.Step{OrderID: id, Event: ev, PaymentID: "pay-" + id}); err != nil {
 			s.tb.Fatalf("%s: %v", ev, err)
 		}
 	}

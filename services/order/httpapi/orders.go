@@ -336,7 +336,7 @@ func (a *API) transition(w http.ResponseWriter, r *http.Request, ev order.Event,
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.store.Apply(r.Context(), id, ev, postgres.Facts{Owner: owner(caller(r))})
+	o, err := a.store.Transition(r.Context(), order.Step{OrderID: id, Event: ev, Owner: owner(caller(r))})
 	if err != nil {
 		a.fail(w, r, err)
 		return

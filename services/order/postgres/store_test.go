@@ -143,29 +143,29 @@ func TestCreateOnceRespondErrorRollsBack(t *testing.T) {
 	}
 }
 
-func TestApplyAdminAndCustomerTransitions(t *testing.T) {
+func TestTransitionAdminAndCustomer(t *testing.T) {
 	t.Parallel()
 	store, _ := newStore(t, nil)
 	ctx := context.Background()
 	o := mustCreate(t, store, "carol")
 
-	if _, err := store.Apply(ctx, o.ID, order.EventShip, postgres.Facts{}); !errors.Is(err, order.ErrInvalidTransition) {
+	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventShip}); !errors.Is(err, order.ErrInvalidTransition) {
 		t.Errorf("ship a pending order: err = %v, want ErrInvalidTransition", err)
 	}
-	if _, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "mallory"}); !errors.Is(err, order.ErrNotFound) {
+	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "mallory"}); !errors.Is(err, order.ErrNotFound) {
 		t.Errorf("cancel someone else's order: err = %v, want ErrNotFound", err)
 	}
-	if _, err := store.Apply(ctx, uuid.NewString(), order.EventCancel, postgres.Facts{}); !errors.Is(err, order.ErrNotFound) {
+	if _, err := store.Transition(ctx, order.Step{OrderID: uuid.NewString(), Event: order.EventCancel}); !errors.Is(err, order.ErrNotFound) {
 		t.Errorf("cancel an unknown order: err = %v, want ErrNotFound", err)
 	}
-	got, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "carol"})
+	got, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"})
 	if err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	if got.Status != order.StatusCancelled || got.Reason != order.ReasonCustomerRequest || got.Version != 2 || len(got.Items) != 2 || got.DeadlineAt != nil {
 		t.Errorf("cancelled order = %+v", got)
 	}
-	if _, err := store.Apply(ctx, o.ID, order.EventCancel, postgres.Facts{Owner: "carol"}); !errors.Is(err, order.ErrNotCancellable) {
+	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"}); !errors.Is(err, order.ErrNotCancellable) {
 		t.Errorf("cancel twice: err = %v, want ErrNotCancellable", err)
 	}
 	evs := ordertest.Outbox(t, store.Pool(), o.ID)
@@ -190,7 +190,7 @@ func TestSweepDeadlinesCancelsOverdueOrders(t *testing.T) {
 
 	pending := mustCreate(t, store, "dave")
 	reserved := mustCreate(t, store, "dave")
-	if _, err := store.Apply(ctx, reserved.ID, order.EventStockReserved, postgres.Facts{}); err != nil {
+	if _, err := store.Transition(ctx, order.Step{OrderID: reserved.ID, Event: order.EventStockReserved}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(20 * time.Second)
@@ -274,7 +274,7 @@ func TestListPagesNewestFirst(t *testing.T) {
 	}
 
 	// Status filter.
-	if _, err := store.Apply(ctx, want[3], order.EventCancel, postgres.Facts{}); err != nil {
+	if _, err := store.Transition(ctx, order.Step{OrderID: want[3], Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
 	page, next, err := store.List(ctx, "erin", order.StatusCancelled, 10, nil)
@@ -436,7 +436,7 @@ func TestBacklog(t *testing.T) {
 	if b := backlog(3); b.Reserve != 3*time.Second {
 		t.Errorf("backlog skipping the 3 longest = %+v, want the 4th order's 3s", b)
 	}
-	if _, err := store.Apply(ctx, early[0].ID, order.EventStockReserved, postgres.Facts{}); err != nil {
+	if _, err := store.Transition(ctx, order.Step{OrderID: early[0].ID, Event: order.EventStockReserved}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(2 * time.Second)
@@ -445,29 +445,29 @@ func TestBacklog(t *testing.T) {
 	}
 }
 
-// Many steps in one ApplyTx run in order on one view of the orders: an
+// Many steps in one TransitionTx run in order on one view of the orders: an
 // order can go two steps at once, a duplicate and an unknown order are
 // reported without stopping the others, and a compensation records the
 // payment it refunds. Every order's events come out in the order of its
 // steps.
-func TestApplyTxManyStepsAtOnce(t *testing.T) {
+func TestTransitionTxManyStepsAtOnce(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	ctx := context.Background()
 	a, b, c := mustCreate(t, store, "kim"), mustCreate(t, store, "kim"), mustCreate(t, store, "kim")
-	if _, err := store.Apply(ctx, c.ID, order.EventCancel, postgres.Facts{}); err != nil {
+	if _, err := store.Transition(ctx, order.Step{OrderID: c.ID, Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
-	var results []postgres.Result
+	var results []order.Result
 	err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
 		var err error
-		results, err = store.ApplyTx(ctx, tx,
-			postgres.Step{OrderID: a.ID, Event: order.EventStockReserved},
-			postgres.Step{OrderID: b.ID, Event: order.EventStockRejected},
-			postgres.Step{OrderID: a.ID, Event: order.EventPaymentAuthorized, Facts: postgres.Facts{PaymentID: "pay-a"}},
-			postgres.Step{OrderID: a.ID, Event: order.EventStockReserved}, // a duplicate
-			postgres.Step{OrderID: c.ID, Event: order.EventPaymentAuthorized, Facts: postgres.Facts{PaymentID: "pay-c"}},
-			postgres.Step{OrderID: "00000000-0000-0000-0000-000000000000", Event: order.EventStockReserved},
+		results, err = store.TransitionTx(ctx, tx,
+			order.Step{OrderID: a.ID, Event: order.EventStockReserved},
+			order.Step{OrderID: b.ID, Event: order.EventStockRejected},
+			order.Step{OrderID: a.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-a"},
+			order.Step{OrderID: a.ID, Event: order.EventStockReserved}, // a duplicate
+			order.Step{OrderID: c.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-c"},
+			order.Step{OrderID: "00000000-0000-0000-0000-000000000000", Event: order.EventStockReserved},
 		)
 		return err
 	})

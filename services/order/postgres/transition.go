@@ -2,9 +2,7 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,25 +13,17 @@ import (
 	"github.com/orderly/orderly/services/order/order"
 )
 
-// Facts are what a message tells about an order besides the event itself.
-type Facts struct {
-	// Owner, when set, restricts the transition to that customer's order;
-	// another customer's order is ErrNotFound.
-	Owner string
-	// PaymentID is the authorized payment (PaymentAuthorized).
-	PaymentID string
-}
-
-// Apply runs the transition of event on order id in its own transaction (a
-// customer's cancel, an admin's ship or deliver) and returns the order
-// after it, with its items. It returns an error matching order.ErrNotFound
-// for an unknown id (or another customer's order, with f.Owner set), and
-// order.ErrInvalidTransition (and, for a cancel, order.ErrNotCancellable)
-// when the order's status does not allow event.
-func (s *Store) Apply(ctx context.Context, id string, event order.Event, f Facts) (order.Order, error) {
+// Transition runs step in its own transaction (a customer's cancel, an
+// admin's ship or deliver) and returns the order after it, with its items.
+// It returns the step's order.Result error when the step does not apply:
+// one matching order.ErrNotFound for an unknown order (or another
+// customer's, with step.Owner set), or order.ErrInvalidTransition (and,
+// for a cancel, order.ErrNotCancellable) when the order's status does not
+// allow the event.
+func (s *Store) Transition(ctx context.Context, step order.Step) (order.Order, error) {
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		rs, err := s.ApplyTx(ctx, tx, Step{OrderID: id, Event: event, Facts: f})
+		rs, err := s.TransitionTx(ctx, tx, step)
 		if err != nil {
 			return err
 		}
@@ -45,83 +35,33 @@ func (s *Store) Apply(ctx context.Context, id string, event order.Event, f Facts
 	return o, err
 }
 
-// Step is one event for one order, with what its message tells.
-type Step struct {
-	OrderID string
-	Event   order.Event
-	Facts   Facts
-}
-
-// Result is what a step did: the order after it (without items) and the
-// transition, or, in Err, why the step did nothing: an error matching
-// order.ErrNotFound (an unknown id, another customer's order with Owner
-// set) or order.ErrInvalidTransition (and, for a cancel,
-// order.ErrNotCancellable) when the order's status does not allow the
-// event.
-type Result struct {
-	Order      order.Order
-	Transition order.Transition
-	Err        error
-}
-
-// ApplyTx runs steps in order inside tx, set-wise: it loads and locks
-// their orders (in id order, as every transaction here locks them), moves
-// each order through its steps in memory by the state machine
-// (order.Order.Apply), and then writes, in one round trip, the orders that
-// changed, their history entries, and the events of every transition
-// (OrderStatusChanged, OrderCancelled and the transitions' commands) to the
-// outbox. A compensation (a transition that keeps the status) writes only
-// its commands. It returns one Result per step, and an error only when the
-// database fails (the caller then rolls back).
-func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, steps ...Step) ([]Result, error) {
-	results := make([]Result, len(steps))
+// TransitionTx runs steps inside tx, set-wise: it loads and locks their
+// orders (in id order, as every transaction here locks them), has the
+// domain run the steps on them (order.ApplySteps), and then writes, in one
+// round trip, the orders that changed, their history entries and the
+// events of every transition to the outbox. It returns one order.Result
+// per step (its order without items), and an error only when the database
+// fails (the caller then rolls back).
+func (s *Store) TransitionTx(ctx context.Context, tx pgx.Tx, steps ...order.Step) ([]order.Result, error) {
 	ids := make([]uuid.UUID, 0, len(steps))
-	for i, st := range steps {
-		id, err := uuid.Parse(st.OrderID)
-		if err != nil {
-			results[i].Err = fmt.Errorf("%s order %q: %w", st.Event, st.OrderID, order.ErrNotFound)
-			continue
+	for _, st := range steps {
+		// An id that is no UUID names no order: the domain says so.
+		if id, err := uuid.Parse(st.OrderID); err == nil {
+			ids = append(ids, id)
 		}
-		ids = append(ids, id)
 	}
 	orders, err := lockOrders(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
-	now := s.clock()
-	var (
-		changed []string // ids of orders to write, in first-change order
-		history []order.Order
-		events  []outbox.Event
-	)
-	for i, st := range steps {
-		if results[i].Err != nil {
-			continue
-		}
-		o, ok := orders[st.OrderID]
-		if !ok || (st.Facts.Owner != "" && o.CustomerID != st.Facts.Owner) {
-			results[i].Err = fmt.Errorf("%s order %s: %w", st.Event, st.OrderID, order.ErrNotFound)
-			continue
-		}
-		next, t, evs, err := o.Apply(st.Event, st.Facts.PaymentID, now, s.timeouts)
-		results[i] = Result{Order: next, Transition: t}
-		if err != nil {
-			results[i].Err = fmt.Errorf("order %s: %w", st.OrderID, err)
-			continue
-		}
-		if t.Changes() {
-			history = append(history, next)
-		}
-		if (t.Changes() || next.PaymentID != o.PaymentID) && !slices.Contains(changed, st.OrderID) {
-			changed = append(changed, st.OrderID)
-		}
-		events = append(events, evs...)
-		orders[st.OrderID] = next
+	out, err := order.ApplySteps(orders, steps, s.clock(), s.timeouts)
+	if err != nil {
+		return nil, err
 	}
 	b := &pgx.Batch{}
-	queueOrderUpdates(b, changed, orders)
-	queueHistory(b, history)
-	if err := outbox.Queue(ctx, b, events...); err != nil {
+	queueOrderUpdates(b, out.Changed)
+	queueHistory(b, out.Entered)
+	if err := outbox.Queue(ctx, b, out.Events...); err != nil {
 		return nil, err
 	}
 	if b.Len() > 0 {
@@ -129,7 +69,7 @@ func (s *Store) ApplyTx(ctx context.Context, tx pgx.Tx, steps ...Step) ([]Result
 			return nil, fmt.Errorf("save transitions: %w", err)
 		}
 	}
-	return results, nil
+	return out.Results, nil
 }
 
 // lockOrders reads and locks the orders with ids, in id order, keyed by id.
@@ -149,18 +89,17 @@ func lockOrders(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[string]ord
 	return out, nil
 }
 
-// queueOrderUpdates queues the write of the orders with ids (their state
-// after the steps) on b.
-func queueOrderUpdates(b *pgx.Batch, ids []string, orders map[string]order.Order) {
-	if len(ids) == 0 {
+// queueOrderUpdates queues the write of orders (their state after the
+// steps) on b.
+func queueOrderUpdates(b *pgx.Batch, orders []order.Order) {
+	if len(orders) == 0 {
 		return
 	}
-	n := len(ids)
-	statuses, reasons, paymentIDs := make([]string, n), make([]string, n), make([]string, n)
+	n := len(orders)
+	ids, statuses, reasons, paymentIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	versions, deadlines, updated := make([]int64, n), make([]*time.Time, n), make([]time.Time, n)
-	for i, id := range ids {
-		o := orders[id]
-		statuses[i], reasons[i], paymentIDs[i] = string(o.Status), string(o.Reason), o.PaymentID
+	for i, o := range orders {
+		ids[i], statuses[i], reasons[i], paymentIDs[i] = o.ID, string(o.Status), string(o.Reason), o.PaymentID
 		versions[i], deadlines[i], updated[i] = o.Version, o.DeadlineAt, o.UpdatedAt
 	}
 	const q = `
@@ -190,13 +129,6 @@ SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::times
 	b.Queue(q, ids, seqs, statuses, reasons, ats)
 }
 
-// IsIgnorable reports whether err from ApplyTx means the message does not
-// apply to the order (a duplicate or late message, or an order this service
-// never stored) and should be acknowledged without effects.
-func IsIgnorable(err error) bool {
-	return errors.Is(err, order.ErrInvalidTransition) || errors.Is(err, order.ErrNotFound)
-}
-
 // SweepDeadlines cancels, with reason timeout, pending and reserved orders
 // whose deadline passed, up to batch per transaction, until none is left.
 // Rows another sweeper (or a request) holds are skipped; they are taken at
@@ -221,11 +153,11 @@ FOR UPDATE SKIP LOCKED`
 			if err != nil || len(ids) == 0 {
 				return err
 			}
-			steps := make([]Step, len(ids))
+			steps := make([]order.Step, len(ids))
 			for i, id := range ids {
-				steps[i] = Step{OrderID: id.String(), Event: order.EventTimeout}
+				steps[i] = order.Step{OrderID: id.String(), Event: order.EventTimeout}
 			}
-			results, err := s.ApplyTx(ctx, tx, steps...)
+			results, err := s.TransitionTx(ctx, tx, steps...)
 			if err != nil {
 				return err
 			}
