@@ -18,6 +18,19 @@ type Backlog struct {
 // backlog of each step ahead of it.
 func (b Backlog) Lag() time.Duration { return b.Reserve + b.Payment }
 
+// Backlog is the backlog at now given the deadlines of the orders that have
+// waited longest for inventory and for payment (nil where none waits): a
+// step's deadline is when it began plus its timeout.
+func (t Timeouts) Backlog(now time.Time, reserveDeadline, paymentDeadline *time.Time) Backlog {
+	waited := func(deadline *time.Time, timeout time.Duration) time.Duration {
+		if deadline == nil {
+			return 0
+		}
+		return max(0, now.Sub(deadline.Add(-timeout)))
+	}
+	return Backlog{Reserve: waited(reserveDeadline, t.Reserve), Payment: waited(paymentDeadline, t.Payment)}
+}
+
 // Admission decides how many new orders the order service takes, so that
 // past saturation it refuses orders it could not finish in time rather than
 // accept them only for them to time out. Up to MaxLag of saga lag every

@@ -120,3 +120,26 @@ func TestAdmission(t *testing.T) {
 		}
 	}
 }
+
+func TestTimeoutsBacklog(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	timeouts := order.Timeouts{Reserve: 30 * time.Second, Payment: 45 * time.Second}
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	for _, tt := range []struct {
+		name             string
+		reserve, payment *time.Time
+		want             order.Backlog
+	}{
+		{"nothing waits", nil, nil, order.Backlog{}},
+		{"a new order placed 8s ago", at(22 * time.Second), nil, order.Backlog{Reserve: 8 * time.Second}},
+		{"a reservation 2s ago", nil, at(43 * time.Second), order.Backlog{Payment: 2 * time.Second}},
+		{"both", at(20 * time.Second), at(40 * time.Second), order.Backlog{Reserve: 10 * time.Second, Payment: 5 * time.Second}},
+		{"placed just now", at(30 * time.Second), nil, order.Backlog{}},
+		{"a deadline beyond the timeout (the timeout was shortened) is no wait", at(time.Minute), nil, order.Backlog{}},
+	} {
+		if got := timeouts.Backlog(now, tt.reserve, tt.payment); got != tt.want {
+			t.Errorf("%s: Backlog = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -189,14 +189,7 @@ SELECT
 	if err := s.pool.QueryRow(ctx, q, skip).Scan(&reserve, &payment); err != nil {
 		return order.Backlog{}, fmt.Errorf("saga backlog: %w", err)
 	}
-	now := s.clock()
-	waited := func(deadline *time.Time, timeout time.Duration) time.Duration {
-		if deadline == nil {
-			return 0
-		}
-		return max(0, now.Sub(deadline.Add(-timeout)))
-	}
-	return order.Backlog{Reserve: waited(reserve, s.timeouts.Reserve), Payment: waited(payment, s.timeouts.Payment)}, nil
+	return s.timeouts.Backlog(s.clock(), reserve, payment), nil
 }
 
 // RecordRefund notes in tx that order id's payment was refunded at. It
