@@ -21,7 +21,7 @@ import (
 
 // Store measures the backlog (*postgres.Store).
 type Store interface {
-	Backlog(ctx context.Context, skip int) (order.Backlog, error)
+	Backlog(ctx context.Context, t order.Timeouts, skip int) (order.Backlog, error)
 }
 
 // skipStuck is how many of the longest-waiting orders of each step the
@@ -31,8 +31,11 @@ const skipStuck = 10
 // Gate admits or refuses new orders. Its zero value admits everything; Run
 // keeps its decision current.
 type Gate struct {
-	Store  Store
-	Policy order.Admission
+	Store Store
+	// Timeouts are the saga's, which set the deadlines the backlog is
+	// measured from.
+	Timeouts order.Timeouts
+	Policy   order.Admission
 	// Interval between measurements (default 250ms).
 	Interval time.Duration
 	Log      *slog.Logger
@@ -99,7 +102,7 @@ func (g *Gate) Run(ctx context.Context) error {
 	defer t.Stop()
 	refusing := false
 	for {
-		b, err := g.Store.Backlog(ctx, skipStuck)
+		b, err := g.Store.Backlog(ctx, g.Timeouts, skipStuck)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			g.Log.WarnContext(ctx, "saga backlog measurement failed; keeping the last admission decision", "error", err)

@@ -16,7 +16,7 @@ import (
 // measurement.
 type backlog struct{ lag atomic.Int64 }
 
-func (b *backlog) Backlog(context.Context, int) (order.Backlog, error) {
+func (b *backlog) Backlog(context.Context, order.Timeouts, int) (order.Backlog, error) {
 	lag := time.Duration(b.lag.Load())
 	if lag < 0 {
 		return order.Backlog{}, errors.New("database down")

@@ -53,21 +53,29 @@ func CatalogQueue() rabbit.Queue {
 	}
 }
 
-// Handlers hold what the message handlers need.
-type Handlers struct {
-	Store *postgres.Store
-	Log   *slog.Logger
+// Handler decodes the messages of both queues and has the store run them
+// through the domain.
+type Handler struct {
+	store    *postgres.Store
+	timeouts order.Timeouts
+	log      *slog.Logger
 }
 
-// Saga returns the order.saga handler, wrapped in inbox.Handle: the
-// answers waiting together are applied in one transaction, set-wise.
-func (h *Handlers) Saga() rabbit.BatchHandler {
-	return inbox.Handle(h.Store.Pool(), QueueSaga, h.saga)
+// New returns the handler of the order service's queues on store; the
+// saga's steps run with timeouts.
+func New(store *postgres.Store, timeouts order.Timeouts, log *slog.Logger) *Handler {
+	return &Handler{store: store, timeouts: timeouts, log: log}
 }
 
-// Catalog returns the order.catalog handler, wrapped in inbox.Handle.
-func (h *Handlers) Catalog() rabbit.BatchHandler {
-	return inbox.Handle(h.Store.Pool(), QueueCatalog, inbox.Each(h.catalog))
+// Consumers returns a consumer per queue, each handler wrapped in
+// inbox.Handle so that a message takes effect once: order.saga applies the
+// answers waiting together in one transaction, set-wise; order.catalog
+// applies one product event at a time.
+func (h *Handler) Consumers() []*rabbit.Consumer {
+	return []*rabbit.Consumer{
+		{Queue: SagaQueue(), Batch: inbox.Handle(h.store.Pool(), QueueSaga, h.saga)},
+		{Queue: CatalogQueue(), Batch: inbox.Handle(h.store.Pool(), QueueCatalog, inbox.Each(h.catalog))},
+	}
 }
 
 // saga applies answers of inventory and payment, all in one go
@@ -75,7 +83,7 @@ func (h *Handlers) Catalog() rabbit.BatchHandler {
 // status (a duplicate, a late answer) is acknowledged with no change beyond
 // the compensations of the state machine; an unknown type or a corrupt body
 // is dead-lettered.
-func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
+func (h *Handler) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
 	steps := make([]order.Step, 0, len(batch))
 	stepOf := make([]int, 0, len(batch)) // batch index of each step
 	var refunds []*eventsv1.PaymentRefunded
@@ -95,7 +103,7 @@ func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		case *eventsv1.PaymentDeclined:
 			st.OrderID, st.Event = m.GetOrderId(), order.EventPaymentDeclined
 		case *eventsv1.PaymentRefunded:
-			h.Log.InfoContext(d.Ctx, "payment refunded", "order_id", m.GetOrderId(), "payment_id", m.GetPaymentId(),
+			h.log.InfoContext(d.Ctx, "payment refunded", "order_id", m.GetOrderId(), "payment_id", m.GetPaymentId(),
 				"refund_id", m.GetRefundId(), "amount_cents", m.GetAmountCents(), "currency", m.GetCurrency())
 			refunds = append(refunds, m)
 			continue
@@ -104,7 +112,7 @@ func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		}
 		steps, stepOf = append(steps, st), append(stepOf, i)
 	}
-	results, err := h.Store.TransitionTx(ctx, tx, steps...)
+	results, err := h.store.TransitionTx(ctx, tx, h.timeouts, steps...)
 	if err != nil {
 		return err
 	}
@@ -112,22 +120,22 @@ func (h *Handlers) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery)
 		d, st := batch[stepOf[k]], steps[k]
 		switch t := r.Transition; {
 		case order.IsIgnorable(r.Err):
-			h.Log.InfoContext(d.Ctx, "message does not apply; ignored", "type", d.Type, "order_id", st.OrderID,
+			h.log.InfoContext(d.Ctx, "message does not apply; ignored", "type", d.Type, "order_id", st.OrderID,
 				"status", r.Order.Status, "reason", ignoredWhy(r.Err))
 		case r.Err != nil:
 			return r.Err
 		case t.Changes():
-			h.Log.InfoContext(d.Ctx, "order transition", "order_id", st.OrderID, "event", st.Event, "from", t.From, "to", t.To,
+			h.log.InfoContext(d.Ctx, "order transition", "order_id", st.OrderID, "event", st.Event, "from", t.From, "to", t.To,
 				"reason", t.Reason, "seq", r.Order.Version)
 		default:
-			h.Log.InfoContext(d.Ctx, "late message compensated", "order_id", st.OrderID, "event", st.Event, "status", r.Order.Status,
+			h.log.InfoContext(d.Ctx, "late message compensated", "order_id", st.OrderID, "event", st.Event, "status", r.Order.Status,
 				"commands", t.Commands)
 		}
 	}
 	// Refunds only note the time: after the transitions, so that this
 	// transaction locks orders in id order first.
 	for _, m := range refunds {
-		if err := h.Store.RecordRefund(ctx, tx, m.GetOrderId(), m.GetRefundedAt().AsTime()); err != nil {
+		if err := h.store.RecordRefund(ctx, tx, m.GetOrderId(), m.GetRefundedAt().AsTime()); err != nil {
 			return err
 		}
 	}
@@ -142,7 +150,7 @@ func ignoredWhy(err error) string {
 }
 
 // catalog applies one ProductUpserted to the replica, if newer.
-func (h *Handlers) catalog(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
+func (h *Handler) catalog(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
 	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
 	if err != nil {
 		return rabbit.Permanent(err)
@@ -154,14 +162,14 @@ func (h *Handlers) catalog(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) err
 	if m.GetSku() == "" || m.GetCurrency() == "" || m.GetPriceCents() < 0 {
 		return rabbit.Permanent(fmt.Errorf("product event for %q lacks sku or currency, or has a negative price", m.GetSku()))
 	}
-	wrote, err := h.Store.UpsertProduct(ctx, tx, order.Product{
+	wrote, err := h.store.UpsertProduct(ctx, tx, order.Product{
 		SKU: m.GetSku(), Name: m.GetName(), PriceCents: m.GetPriceCents(), Currency: m.GetCurrency(), Version: m.GetVersion(),
 	})
 	if err != nil {
 		return err
 	}
 	if !wrote {
-		h.Log.DebugContext(ctx, "older product version ignored", "sku", m.GetSku(), "version", m.GetVersion())
+		h.log.DebugContext(ctx, "older product version ignored", "sku", m.GetSku(), "version", m.GetVersion())
 	}
 	return nil
 }

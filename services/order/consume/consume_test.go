@@ -34,13 +34,21 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	store, pool := ordertest.NewStore(t, nil)
 	ordertest.SeedCatalog(t, pool, order.Product{SKU: "WIDGET", Name: "Widget", PriceCents: 1000, Currency: "EUR"})
-	h := &consume.Handlers{Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	return &fixture{t: t, store: store, saga: rabbittest.One(h.Saga()), catalog: rabbittest.One(h.Catalog())}
+	byQueue := map[string]rabbit.Handler{}
+	for _, c := range newConsumers(store) {
+		byQueue[c.Queue.Name] = rabbittest.One(c.Batch)
+	}
+	return &fixture{t: t, store: store, saga: byQueue[consume.QueueSaga], catalog: byQueue[consume.QueueCatalog]}
+}
+
+// newConsumers returns the consumers of the service's queues on store.
+func newConsumers(store *postgres.Store) []*rabbit.Consumer {
+	return consume.New(store, ordertest.Timeouts, slog.New(slog.NewTextHandler(io.Discard, nil))).Consumers()
 }
 
 func (f *fixture) create() order.Order {
 	f.t.Helper()
-	o, err := f.store.Create(context.Background(), order.Request{
+	o, err := f.store.Create(context.Background(), ordertest.Timeouts, order.Request{
 		CustomerID: "alice", Lines: []order.Line{{SKU: "WIDGET", Quantity: 3}}, PaymentMethod: "pm_card_ok",
 	})
 	if err != nil {
@@ -142,7 +150,7 @@ func TestHappyPathToDelivered(t *testing.T) {
 		t.Fatalf("after PaymentAuthorized: %+v", got)
 	}
 	for _, ev := range []order.Event{order.EventShip, order.EventDeliver} {
-		if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: ev}); err != nil {
+		if _, err := f.store.Transition(context.Background(), ordertest.Timeouts, order.Step{OrderID: o.ID, Event: ev}); err != nil {
 			t.Fatalf("%s: %v", ev, err)
 		}
 	}
@@ -233,7 +241,7 @@ func TestStockReservedAfterCancelIsReleased(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	o := f.create()
-	if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "alice"}); err != nil {
+	if _, err := f.store.Transition(context.Background(), ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	before := len(f.events(o.ID))
@@ -255,7 +263,7 @@ func TestPaymentAuthorizedAfterCancelIsRefunded(t *testing.T) {
 	f := newFixture(t)
 	o := f.create()
 	f.send(f.saga, &eventsv1.StockReserved{OrderId: o.ID, ReservedAt: now()}, o.ID)
-	if _, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel}); err != nil {
+	if _, err := f.store.Transition(context.Background(), ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
 	before := len(f.events(o.ID))
@@ -291,7 +299,7 @@ func TestCancelRacingPaymentEndsRefunded(t *testing.T) {
 		f.send(f.saga, &eventsv1.StockReserved{OrderId: o.ID, ReservedAt: now()}, o.ID)
 		done := make(chan error, 2)
 		go func() {
-			_, err := f.store.Transition(context.Background(), order.Step{OrderID: o.ID, Event: order.EventCancel})
+			_, err := f.store.Transition(context.Background(), ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel})
 			done <- err
 		}()
 		go func() {
@@ -364,7 +372,7 @@ func TestCatalogUpsertIgnoresOlderVersions(t *testing.T) {
 		t.Errorf("newer version not applied: %+v", p)
 	}
 	// The replica prices new orders.
-	o, err := f.store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "LAMP", Quantity: 2}}, PaymentMethod: "pm"})
+	o, err := f.store.Create(context.Background(), ordertest.Timeouts, order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "LAMP", Quantity: 2}}, PaymentMethod: "pm"})
 	if err != nil || o.TotalCents != 800 {
 		t.Errorf("order from replica = %+v, %v", o, err)
 	}
@@ -386,14 +394,11 @@ func TestConsumersOverRabbitMQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	h := &consume.Handlers{Store: f.store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	exchanges := []string{eventsv1.ExchangeInventory, eventsv1.ExchangePayment}
-	consumers := []*rabbit.Consumer{
-		{Conn: conn, Queue: consume.SagaQueue(), Batch: h.Saga()},
-		{Conn: conn, Queue: consume.CatalogQueue(), Batch: h.Catalog()},
-	}
+	consumers := newConsumers(f.store)
 	stopped := make(chan error, len(consumers))
 	for _, c := range consumers {
+		c.Conn = conn
 		// Declare before publishing, as the service does at start.
 		if err := conn.Declare(ctx, rabbit.Topology{Exchanges: exchanges, Queues: []rabbit.Queue{c.Queue}}); err != nil {
 			t.Fatal(err)

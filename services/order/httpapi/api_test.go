@@ -55,8 +55,9 @@ func newTestServerWith(tb testing.TB, o httpapi.Options) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	o.Store, o.Timeouts = store, ordertest.Timeouts
 	o.Verifier, o.TrackingSecret, o.Log = authn.NewVerifier(secret, "", ""), secret, log
-	httpapi.New(store, o).Routes(r)
+	httpapi.New(o).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
 	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, orderservice.OpenAPI)}
@@ -108,7 +109,7 @@ func (s *testServer) advance(id string, events ...order.Event) {
 	s.tb.Helper()
 	ctx := context.Background()
 	for _, ev := range events {
-		if _, err := s.store.Transition(ctx, order.Step{OrderID: id, Event: ev, PaymentID: "pay-" + id}); err != nil {
+		if _, err := s.store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: id, Event: ev, PaymentID: "pay-" + id}); err != nil {
 			s.tb.Fatalf("%s: %v", ev, err)
 		}
 	}

@@ -208,7 +208,7 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 		req.Lines[i] = order.Line{SKU: it.SKU, Quantity: it.Quantity}
 	}
 	if key == "" {
-		o, err := a.store.Create(r.Context(), req)
+		o, err := a.store.Create(r.Context(), a.timeouts, req)
 		if err != nil {
 			a.fail(w, r, err)
 			return
@@ -227,7 +227,7 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	canonical, _ := json.Marshal(body)
 	sum := sha256.Sum256(canonical)
 	k := postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
-	stored, replayed, err := a.store.CreateOnce(r.Context(), req, k, func(o order.Order) ([]byte, error) {
+	stored, replayed, err := a.store.CreateOnce(r.Context(), a.timeouts, req, k, func(o order.Order) ([]byte, error) {
 		return json.Marshal(a.render(o, false))
 	})
 	if err != nil {
@@ -336,7 +336,7 @@ func (a *API) transition(w http.ResponseWriter, r *http.Request, ev order.Event,
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.store.Transition(r.Context(), order.Step{OrderID: id, Event: ev, Owner: owner(caller(r))})
+	o, err := a.store.Transition(r.Context(), a.timeouts, order.Step{OrderID: id, Event: ev, Owner: owner(caller(r))})
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -17,12 +17,14 @@ import (
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	orderservice "github.com/orderly/orderly/services/order"
+	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
 )
 
 // API serves the order endpoints from a store.
 type API struct {
 	store    *postgres.Store
+	timeouts order.Timeouts
 	verifier *authn.Verifier
 	secret   []byte
 	rps      int
@@ -38,6 +40,11 @@ type Admitter interface {
 
 // Options configure an API.
 type Options struct {
+	// Store holds the orders.
+	Store *postgres.Store
+	// Timeouts are the saga's, for the deadlines of the orders the API
+	// places and moves.
+	Timeouts order.Timeouts
 	// Verifier checks bearer tokens.
 	Verifier *authn.Verifier
 	// TrackingSecret signs the tracking_token of each order
@@ -52,9 +59,12 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// New returns the API on store.
-func New(store *postgres.Store, o Options) *API {
-	return &API{store: store, verifier: o.Verifier, secret: o.TrackingSecret, rps: o.RateLimitRPS, admit: o.Admission, log: o.Log}
+// New returns the API o describes.
+func New(o Options) *API {
+	return &API{
+		store: o.Store, timeouts: o.Timeouts, verifier: o.Verifier, secret: o.TrackingSecret,
+		rps: o.RateLimitRPS, admit: o.Admission, log: o.Log,
+	}
 }
 
 // Routes adds the whole API to r.

@@ -43,7 +43,7 @@ type StoredResponse struct {
 // order.ErrIdempotencyKeyReused when the key came first with another body,
 // and Create's errors; on any error nothing is stored, the key included, so
 // the client may retry with the body corrected.
-func (s *Store) CreateOnce(ctx context.Context, req order.Request, key IdempotencyKey, respond func(order.Order) ([]byte, error)) (resp StoredResponse, replayed bool, err error) {
+func (s *Store) CreateOnce(ctx context.Context, t order.Timeouts, req order.Request, key IdempotencyKey, respond func(order.Order) ([]byte, error)) (resp StoredResponse, replayed bool, err error) {
 	if err := req.Validate(); err != nil {
 		return StoredResponse{}, false, err
 	}
@@ -62,7 +62,7 @@ func (s *Store) CreateOnce(ctx context.Context, req order.Request, key Idempoten
 			}
 			return stored.err
 		}
-		_, err := s.place(ctx, tx, req, *catalog, func(b *pgx.Batch, o order.Order) error {
+		_, err := s.place(ctx, tx, t, req, *catalog, func(b *pgx.Batch, o order.Order) error {
 			body, err := respond(o)
 			if err != nil {
 				return err

@@ -23,29 +23,15 @@ import (
 
 // Store is the order service's database.
 type Store struct {
-	pool     *pgxpool.Pool
-	timeouts order.Timeouts
-	now      func() time.Time
-}
-
-// Options configure a Store.
-type Options struct {
-	// ReserveTimeout is how long a new order waits for inventory
-	// (ORDER_RESERVE_TIMEOUT); PaymentTimeout how long a reserved order
-	// waits for payment (ORDER_PAYMENT_TIMEOUT).
-	ReserveTimeout time.Duration
-	PaymentTimeout time.Duration
-	// Now is the clock (time.Now by default).
+	pool *pgxpool.Pool
+	// Now tells the time the store stamps on what it writes and hands the
+	// domain as the time of its decisions; nil means time.Now. Tests set
+	// it to move time on.
 	Now func() time.Time
 }
 
 // New returns a Store on pool.
-func New(pool *pgxpool.Pool, o Options) *Store {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	return &Store{pool: pool, timeouts: order.Timeouts{Reserve: o.ReserveTimeout, Payment: o.PaymentTimeout}, now: o.Now}
-}
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Pool returns the store's pool, for transactions that span the store and
 // the inbox.
@@ -60,16 +46,23 @@ type querier interface {
 
 // clock returns the store's time at the precision Postgres keeps, so a
 // value returned to a client equals the one read back later.
-func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+func (s *Store) clock() time.Time {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	return now().UTC().Truncate(time.Microsecond)
+}
 
-// Create validates req, prices it from the catalog replica and stores the
-// order as pending (history seq 1) with its OrderPlaced and
-// OrderStatusChanged events, all in one transaction, and returns it.
+// Create validates req, has the domain place it with the catalog replica's
+// prices and t (order.Place) and stores the order as pending (history seq
+// 1) with its OrderPlaced and OrderStatusChanged events, all in one
+// transaction, and returns it.
 //
 // It returns a *order.ValidationError (ErrInvalidOrder, ErrUnknownSKU,
 // ErrMixedCurrency) for a request that breaks a rule, having written
 // nothing.
-func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, error) {
+func (s *Store) Create(ctx context.Context, t order.Timeouts, req order.Request) (order.Order, error) {
 	if err := req.Validate(); err != nil {
 		return order.Order{}, err
 	}
@@ -81,7 +74,7 @@ func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, err
 			return err
 		}
 		var err error
-		o, err = s.place(ctx, tx, req, *catalog, nil)
+		o, err = s.place(ctx, tx, t, req, *catalog, nil)
 		return err
 	})
 	if err != nil {
@@ -94,8 +87,8 @@ func (s *Store) Create(ctx context.Context, req order.Request) (order.Order, err
 // new order, its items, history entry and events (and, with then, what then queues: the stored
 // response of an idempotent request) in one round trip. It returns the
 // order with its history.
-func (s *Store) place(ctx context.Context, tx pgx.Tx, req order.Request, catalog map[string]order.Product, then func(*pgx.Batch, order.Order) error) (order.Order, error) {
-	o, events, err := order.Place(req, catalog, uuid.Must(uuid.NewV7()).String(), s.clock(), s.timeouts)
+func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req order.Request, catalog map[string]order.Product, then func(*pgx.Batch, order.Order) error) (order.Order, error) {
+	o, events, err := order.Place(req, catalog, uuid.Must(uuid.NewV7()).String(), s.clock(), t)
 	if err != nil {
 		return order.Order{}, err
 	}

@@ -33,7 +33,7 @@ func newStore(t *testing.T, clock *ordertest.Clock) (*postgres.Store, func(q str
 
 func mustCreate(t *testing.T, store *postgres.Store, customer string) order.Order {
 	t.Helper()
-	o, err := store.Create(context.Background(), order.Request{
+	o, err := store.Create(context.Background(), ordertest.Timeouts, order.Request{
 		CustomerID:    customer,
 		Lines:         []order.Line{{SKU: "WIDGET", Quantity: 2}, {SKU: "GADGET", Quantity: 1}},
 		PaymentMethod: "pm_card_ok",
@@ -110,7 +110,7 @@ func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
 		{"quantity", []order.Line{{SKU: "WIDGET", Quantity: 1001}}, order.ErrInvalidOrder},
 	}
 	for _, tt := range tests {
-		_, err := store.Create(context.Background(), order.Request{CustomerID: "bob", Lines: tt.lines, PaymentMethod: "pm_card_ok"})
+		_, err := store.Create(context.Background(), ordertest.Timeouts, order.Request{CustomerID: "bob", Lines: tt.lines, PaymentMethod: "pm_card_ok"})
 		if !errors.Is(err, tt.want) {
 			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
 		}
@@ -132,7 +132,7 @@ func TestCreateOnceRespondErrorRollsBack(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	boom := errors.New("boom")
-	_, _, err := store.CreateOnce(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
+	_, _, err := store.CreateOnce(context.Background(), ordertest.Timeouts, order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
 		postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")},
 		func(order.Order) ([]byte, error) { return nil, boom })
 	if !errors.Is(err, boom) {
@@ -149,23 +149,23 @@ func TestTransitionAdminAndCustomer(t *testing.T) {
 	ctx := context.Background()
 	o := mustCreate(t, store, "carol")
 
-	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventShip}); !errors.Is(err, order.ErrInvalidTransition) {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventShip}); !errors.Is(err, order.ErrInvalidTransition) {
 		t.Errorf("ship a pending order: err = %v, want ErrInvalidTransition", err)
 	}
-	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "mallory"}); !errors.Is(err, order.ErrNotFound) {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "mallory"}); !errors.Is(err, order.ErrNotFound) {
 		t.Errorf("cancel someone else's order: err = %v, want ErrNotFound", err)
 	}
-	if _, err := store.Transition(ctx, order.Step{OrderID: uuid.NewString(), Event: order.EventCancel}); !errors.Is(err, order.ErrNotFound) {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: uuid.NewString(), Event: order.EventCancel}); !errors.Is(err, order.ErrNotFound) {
 		t.Errorf("cancel an unknown order: err = %v, want ErrNotFound", err)
 	}
-	got, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"})
+	got, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"})
 	if err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	if got.Status != order.StatusCancelled || got.Reason != order.ReasonCustomerRequest || got.Version != 2 || len(got.Items) != 2 || got.DeadlineAt != nil {
 		t.Errorf("cancelled order = %+v", got)
 	}
-	if _, err := store.Transition(ctx, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"}); !errors.Is(err, order.ErrNotCancellable) {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: o.ID, Event: order.EventCancel, Owner: "carol"}); !errors.Is(err, order.ErrNotCancellable) {
 		t.Errorf("cancel twice: err = %v, want ErrNotCancellable", err)
 	}
 	evs := ordertest.Outbox(t, store.Pool(), o.ID)
@@ -190,17 +190,17 @@ func TestSweepDeadlinesCancelsOverdueOrders(t *testing.T) {
 
 	pending := mustCreate(t, store, "dave")
 	reserved := mustCreate(t, store, "dave")
-	if _, err := store.Transition(ctx, order.Step{OrderID: reserved.ID, Event: order.EventStockReserved}); err != nil {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: reserved.ID, Event: order.EventStockReserved}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(20 * time.Second)
 	fresh := mustCreate(t, store, "dave")
 
-	if n, err := store.SweepDeadlines(ctx, 100); err != nil || n != 0 {
+	if n, err := store.SweepDeadlines(ctx, ordertest.Timeouts, 100); err != nil || n != 0 {
 		t.Fatalf("sweep before any deadline = %d, %v; want 0", n, err)
 	}
-	clock.Advance(15 * time.Second)        // pending is 35s old; reserved's payment deadline is 30s after reservation
-	n, err := store.SweepDeadlines(ctx, 1) // batches of one: the loop must go on
+	clock.Advance(15 * time.Second)                            // pending is 35s old; reserved's payment deadline is 30s after reservation
+	n, err := store.SweepDeadlines(ctx, ordertest.Timeouts, 1) // batches of one: the loop must go on
 	if err != nil || n != 2 {
 		t.Fatalf("sweep = %d, %v; want 2", n, err)
 	}
@@ -220,7 +220,7 @@ func TestSweepDeadlinesCancelsOverdueOrders(t *testing.T) {
 	if o, _ := store.Get(ctx, fresh.ID, ""); o.Status != order.StatusPending {
 		t.Errorf("order within its deadline swept: %s", o.Status)
 	}
-	if n, err := store.SweepDeadlines(ctx, 100); err != nil || n != 0 {
+	if n, err := store.SweepDeadlines(ctx, ordertest.Timeouts, 100); err != nil || n != 0 {
 		t.Errorf("second sweep = %d, %v; want 0", n, err)
 	}
 }
@@ -274,7 +274,7 @@ func TestListPagesNewestFirst(t *testing.T) {
 	}
 
 	// Status filter.
-	if _, err := store.Transition(ctx, order.Step{OrderID: want[3], Event: order.EventCancel}); err != nil {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: want[3], Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
 	page, next, err := store.List(ctx, "erin", order.StatusCancelled, 10, nil)
@@ -313,19 +313,19 @@ func TestIdempotencyKeys(t *testing.T) {
 	respond := func(o order.Order) ([]byte, error) { return []byte(`{"id": "` + o.ID + `",   "b": 2}`), nil }
 	k := postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
 
-	first, replayed, err := store.CreateOnce(ctx, req("gina"), k, respond)
+	first, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k, respond)
 	if err != nil || replayed || first.Status != 201 || first.OrderID == "" {
 		t.Fatalf("first = %+v, replayed %v, %v; want a new order", first, replayed, err)
 	}
-	again, replayed, err := store.CreateOnce(ctx, req("gina"), k, respond)
+	again, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k, respond)
 	if err != nil || !replayed || again.OrderID != first.OrderID || string(again.Body) != string(first.Body) {
 		t.Fatalf("replay = %+v, replayed %v, %v; want the first response, byte for byte", again, replayed, err)
 	}
-	if _, _, err := store.CreateOnce(ctx, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}, respond); !errors.Is(err, order.ErrIdempotencyKeyReused) {
+	if _, _, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}, respond); !errors.Is(err, order.ErrIdempotencyKeyReused) {
 		t.Errorf("key with another body: err = %v, want ErrIdempotencyKeyReused", err)
 	}
 	// Another customer's identical key is a different key.
-	if other, replayed, err := store.CreateOnce(ctx, req("hank"), postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}, respond); err != nil || replayed || other.OrderID == first.OrderID {
+	if other, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("hank"), postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}, respond); err != nil || replayed || other.OrderID == first.OrderID {
 		t.Errorf("other customer's key = %+v, replayed %v, %v; want a new order", other, replayed, err)
 	}
 	if n := count(`SELECT count(*) FROM orders`); n != 2 {
@@ -343,19 +343,19 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	k2 := postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
-	if _, _, err := store.CreateOnce(ctx, req("gina"), k2, respond); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+	if _, _, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k2, respond); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
 		t.Errorf("key in flight: err = %v, want ErrIdempotencyKeyInUse", err)
 	}
 	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, replayed, err := store.CreateOnce(ctx, req("gina"), k2, respond); err != nil || replayed {
+	if _, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k2, respond); err != nil || replayed {
 		t.Errorf("key after the first request ended = replayed %v, %v; want a new order", replayed, err)
 	}
 
 	// After the TTL a key starts afresh, and the purge removes the others.
 	clock.Advance(postgres.IdempotencyTTL + time.Second)
-	if fresh, replayed, err := store.CreateOnce(ctx, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}, respond); err != nil || replayed || fresh.OrderID == first.OrderID {
+	if fresh, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}, respond); err != nil || replayed || fresh.OrderID == first.OrderID {
 		t.Errorf("key after expiry = %+v, replayed %v, %v; want a new order", fresh, replayed, err)
 	}
 	n, err := store.PurgeKeys(ctx)
@@ -414,7 +414,7 @@ func TestBacklog(t *testing.T) {
 	ctx := context.Background()
 	backlog := func(skip int) order.Backlog {
 		t.Helper()
-		b, err := store.Backlog(ctx, skip)
+		b, err := store.Backlog(ctx, ordertest.Timeouts, skip)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +436,7 @@ func TestBacklog(t *testing.T) {
 	if b := backlog(3); b.Reserve != 3*time.Second {
 		t.Errorf("backlog skipping the 3 longest = %+v, want the 4th order's 3s", b)
 	}
-	if _, err := store.Transition(ctx, order.Step{OrderID: early[0].ID, Event: order.EventStockReserved}); err != nil {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: early[0].ID, Event: order.EventStockReserved}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(2 * time.Second)
@@ -455,13 +455,13 @@ func TestTransitionTxManyStepsAtOnce(t *testing.T) {
 	store, count := newStore(t, nil)
 	ctx := context.Background()
 	a, b, c := mustCreate(t, store, "kim"), mustCreate(t, store, "kim"), mustCreate(t, store, "kim")
-	if _, err := store.Transition(ctx, order.Step{OrderID: c.ID, Event: order.EventCancel}); err != nil {
+	if _, err := store.Transition(ctx, ordertest.Timeouts, order.Step{OrderID: c.ID, Event: order.EventCancel}); err != nil {
 		t.Fatal(err)
 	}
 	var results []order.Result
 	err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
 		var err error
-		results, err = store.TransitionTx(ctx, tx,
+		results, err = store.TransitionTx(ctx, tx, ordertest.Timeouts,
 			order.Step{OrderID: a.ID, Event: order.EventStockReserved},
 			order.Step{OrderID: b.ID, Event: order.EventStockRejected},
 			order.Step{OrderID: a.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-a"},

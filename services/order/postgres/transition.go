@@ -20,10 +20,10 @@ import (
 // customer's, with step.Owner set), or order.ErrInvalidTransition (and,
 // for a cancel, order.ErrNotCancellable) when the order's status does not
 // allow the event.
-func (s *Store) Transition(ctx context.Context, step order.Step) (order.Order, error) {
+func (s *Store) Transition(ctx context.Context, t order.Timeouts, step order.Step) (order.Order, error) {
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		rs, err := s.TransitionTx(ctx, tx, step)
+		rs, err := s.TransitionTx(ctx, tx, t, step)
 		if err != nil {
 			return err
 		}
@@ -37,12 +37,12 @@ func (s *Store) Transition(ctx context.Context, step order.Step) (order.Order, e
 
 // TransitionTx runs steps inside tx, set-wise: it loads and locks their
 // orders (in id order, as every transaction here locks them), has the
-// domain run the steps on them (order.ApplySteps), and then writes, in one
+// domain run the steps on them with t (order.ApplySteps), and then writes, in one
 // round trip, the orders that changed, their history entries and the
 // events of every transition to the outbox. It returns one order.Result
 // per step (its order without items), and an error only when the database
 // fails (the caller then rolls back).
-func (s *Store) TransitionTx(ctx context.Context, tx pgx.Tx, steps ...order.Step) ([]order.Result, error) {
+func (s *Store) TransitionTx(ctx context.Context, tx pgx.Tx, t order.Timeouts, steps ...order.Step) ([]order.Result, error) {
 	ids := make([]uuid.UUID, 0, len(steps))
 	for _, st := range steps {
 		// An id that is no UUID names no order: the domain says so.
@@ -54,7 +54,7 @@ func (s *Store) TransitionTx(ctx context.Context, tx pgx.Tx, steps ...order.Step
 	if err != nil {
 		return nil, err
 	}
-	out, err := order.ApplySteps(orders, steps, s.clock(), s.timeouts)
+	out, err := order.ApplySteps(orders, steps, s.clock(), t)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::times
 // whose deadline passed, up to batch per transaction, until none is left.
 // Rows another sweeper (or a request) holds are skipped; they are taken at
 // the next sweep if still due. It returns how many orders it cancelled.
-func (s *Store) SweepDeadlines(ctx context.Context, batch int) (int, error) {
+func (s *Store) SweepDeadlines(ctx context.Context, t order.Timeouts, batch int) (int, error) {
 	total := 0
 	for {
 		n := 0
@@ -157,7 +157,7 @@ FOR UPDATE SKIP LOCKED`
 			for i, id := range ids {
 				steps[i] = order.Step{OrderID: id.String(), Event: order.EventTimeout}
 			}
-			results, err := s.TransitionTx(ctx, tx, steps...)
+			results, err := s.TransitionTx(ctx, tx, t, steps...)
 			if err != nil {
 				return err
 			}
@@ -177,10 +177,10 @@ FOR UPDATE SKIP LOCKED`
 }
 
 // Backlog measures how far behind the saga is, from the deadlines of the
-// orders waiting in each step (a step's deadline is when it began plus its
-// timeout). It skips the skip orders that have waited longest in each step,
+// orders waiting in each step and the timeouts t that set them
+// (order.Timeouts.Backlog). It skips the skip orders that have waited longest in each step,
 // so that a few orders stuck in a delayed retry do not count as a backlog.
-func (s *Store) Backlog(ctx context.Context, skip int) (order.Backlog, error) {
+func (s *Store) Backlog(ctx context.Context, t order.Timeouts, skip int) (order.Backlog, error) {
 	const q = `
 SELECT
   (SELECT deadline_at FROM orders WHERE deadline_at IS NOT NULL AND status = 'pending' ORDER BY deadline_at OFFSET $1 LIMIT 1),
@@ -189,7 +189,7 @@ SELECT
 	if err := s.pool.QueryRow(ctx, q, skip).Scan(&reserve, &payment); err != nil {
 		return order.Backlog{}, fmt.Errorf("saga backlog: %w", err)
 	}
-	return s.timeouts.Backlog(s.clock(), reserve, payment), nil
+	return t.Backlog(s.clock(), reserve, payment), nil
 }
 
 // RecordRefund notes in tx that order id's payment was refunded at. It

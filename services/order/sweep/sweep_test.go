@@ -21,7 +21,7 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 	ordertest.SeedCatalog(t, pool, order.Product{SKU: "A", Name: "a", PriceCents: 1, Currency: "EUR"})
 	var ids []string
 	for range 3 {
-		o, err := store.Create(context.Background(), order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"})
+		o, err := store.Create(context.Background(), ordertest.Timeouts, order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "A", Quantity: 1}}, PaymentMethod: "pm"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,7 +31,7 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 
 	reader := sdkmetric.NewManualReader()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-	d, err := sweep.NewDeadlines(store, 2, meter)
+	d, err := sweep.NewDeadlines(store, ordertest.Timeouts, 2, meter)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/pg"
-	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/order/admission"
 	"github.com/orderly/orderly/services/order/consume"
@@ -74,15 +73,14 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Log.InfoContext(ctx, "order settings",
 		"order_reserve_timeout", cfg.ReserveTimeout.String(), "order_payment_timeout", cfg.PaymentTimeout.String(),
 		"order_sweep_interval", cfg.SweepInterval.String(), "order_admission_max_lag", cfg.AdmissionMaxLag.String())
-	store := postgres.New(svc.Pool, postgres.Options{ReserveTimeout: cfg.ReserveTimeout, PaymentTimeout: cfg.PaymentTimeout})
+	timeouts := order.Timeouts{Reserve: cfg.ReserveTimeout, Payment: cfg.PaymentTimeout}
+	store := postgres.New(svc.Pool)
 
 	svc.Publishes(eventsv1.ExchangeOrder)
-	handlers := &consume.Handlers{Store: store, Log: svc.Log.With("component", "saga")}
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.SagaQueue(), Batch: handlers.Saga()})
-	svc.AddConsumer(&rabbit.Consumer{Queue: consume.CatalogQueue(), Batch: handlers.Catalog()})
+	svc.AddConsumers(consume.New(store, timeouts, svc.Log.With("component", "saga")).Consumers()...)
 
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
-	deadlines, err := sweep.NewDeadlines(store, 100, meter)
+	deadlines, err := sweep.NewDeadlines(store, timeouts, 100, meter)
 	if err != nil {
 		_ = svc.Close()
 		return nil, err
@@ -91,14 +89,17 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Every("idempotency key purge", time.Hour, store.PurgeKeys)
 
 	gate := &admission.Gate{
-		Store:  store,
-		Policy: order.Admission{MaxLag: cfg.AdmissionMaxLag},
-		Log:    svc.Log.With("component", "admission"),
-		Meter:  meter,
+		Store:    store,
+		Timeouts: timeouts,
+		Policy:   order.Admission{MaxLag: cfg.AdmissionMaxLag},
+		Log:      svc.Log.With("component", "admission"),
+		Meter:    meter,
 	}
 	svc.Go("admission gate", gate.Run)
 
-	httpapi.New(store, httpapi.Options{
+	httpapi.New(httpapi.Options{
+		Store:          store,
+		Timeouts:       timeouts,
 		Verifier:       cfg.Verifier(),
 		TrackingSecret: []byte(cfg.JWTSecret),
 		RateLimitRPS:   cfg.RateLimitRPS,

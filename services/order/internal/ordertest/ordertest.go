@@ -55,16 +55,19 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// NewStore returns a store on a fresh database with 30s timeouts and the
-// given clock (the real one when nil).
+// Timeouts are the saga's timeouts under test: the service's defaults.
+var Timeouts = order.Timeouts{Reserve: 30 * time.Second, Payment: 30 * time.Second}
+
+// NewStore returns a store on a fresh database with the given clock (the
+// real one when nil).
 func NewStore(tb testing.TB, clock *Clock) (*postgres.Store, *pgxpool.Pool) {
 	tb.Helper()
 	pool, _ := NewDB(tb)
-	o := postgres.Options{ReserveTimeout: 30 * time.Second, PaymentTimeout: 30 * time.Second}
+	store := postgres.New(pool)
 	if clock != nil {
-		o.Now = clock.Now
+		store.Now = clock.Now
 	}
-	return postgres.New(pool, o), pool
+	return store, pool
 }
 
 // SeedCatalog writes products straight into the catalog replica.
