@@ -11,9 +11,11 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
 )
@@ -227,8 +229,25 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	canonical, _ := json.Marshal(body)
 	sum := sha256.Sum256(canonical)
 	k := postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
-	stored, replayed, err := a.store.CreateOnce(r.Context(), a.timeouts, req, k, func(o order.Order) ([]byte, error) {
-		return json.Marshal(a.render(o, false))
+	var (
+		stored   *postgres.StoredResponse
+		replayed bool
+	)
+	// The response is stored with the order, so this handler runs the
+	// transaction: the store locks the key and places the order, the API
+	// renders it, and the store saves both.
+	err = pg.Transact(r.Context(), a.store.Pool(), func(tx pgx.Tx) error {
+		p, err := a.store.LockKey(r.Context(), tx, a.timeouts, req, k)
+		if err != nil || p.Replay != nil {
+			stored, replayed = p.Replay, true
+			return err
+		}
+		resp, err := json.Marshal(a.render(p.Order, false))
+		if err != nil {
+			return fmt.Errorf("encode response: %w", err)
+		}
+		stored, replayed = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}, false
+		return a.store.SaveOrder(r.Context(), tx, p, resp)
 	})
 	if err != nil {
 		if errors.Is(err, order.ErrIdempotencyKeyInUse) {

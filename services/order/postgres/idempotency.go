@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/order/order"
 )
 
@@ -32,51 +31,31 @@ type StoredResponse struct {
 	Body    []byte
 }
 
-// CreateOnce is Create for a request with an Idempotency-Key: in the same
-// transaction it takes a lock on the key for the length of the transaction,
-// and stores the response that respond renders from the new order (status
-// 201) with the key. A later request with the key and the same body gets
-// that stored response (replayed true) and creates nothing.
+// statusCreated is the HTTP status of the response stored with a key: 201,
+// the order was created.
+const statusCreated = 201
+
+// LockKey starts, in tx, the placing of req sent with an Idempotency-Key:
+// in one round trip it takes the transaction's lock on key and reads what
+// an earlier request stored under it and the catalog rows of req's lines.
+// A later request with the key and the same body gets the stored response
+// in Replay and creates nothing. Otherwise the domain places req
+// (order.Place), and SaveOrder is to write the order with the response it
+// gets, in tx: the caller renders that response from the returned order in
+// between.
 //
 // It returns an error matching order.ErrIdempotencyKeyInUse while another
 // request with the key is being processed (it holds the lock), one matching
 // order.ErrIdempotencyKeyReused when the key came first with another body,
-// and Create's errors; on any error nothing is stored, the key included, so
-// the client may retry with the body corrected.
-func (s *Store) CreateOnce(ctx context.Context, t order.Timeouts, req order.Request, key IdempotencyKey, respond func(order.Order) ([]byte, error)) (resp StoredResponse, replayed bool, err error) {
+// and Create's errors, a bad request's before it looks at the key; on any
+// error the caller rolls tx back and nothing is stored, the key included,
+// so the client may retry with the body corrected.
+func (s *Store) LockKey(ctx context.Context, tx pgx.Tx, t order.Timeouts, req order.Request, key IdempotencyKey) (Placement, error) {
+	// Before any statement: bad input neither begins tx nor takes the key.
 	if err := req.Validate(); err != nil {
-		return StoredResponse{}, false, err
+		return Placement{}, err
 	}
-	err = pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		// Lock, key and catalog in one round trip: the statements run one
-		// after the other, each seeing what committed before it began.
-		b := &pgx.Batch{}
-		stored := queueLockKey(b, key, s.clock())
-		catalog := queueCatalog(b, req.Lines)
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-		if stored.err != nil || stored.resp != nil {
-			if stored.resp != nil {
-				resp, replayed = *stored.resp, true
-			}
-			return stored.err
-		}
-		_, err := s.place(ctx, tx, t, req, *catalog, func(b *pgx.Batch, o order.Order) error {
-			body, err := respond(o)
-			if err != nil {
-				return err
-			}
-			resp, replayed = StoredResponse{OrderID: o.ID, Status: 201, Body: body}, false
-			queueStoreKey(b, key, resp, o.CreatedAt)
-			return nil
-		})
-		return err
-	})
-	if err != nil {
-		return StoredResponse{}, false, fmt.Errorf("create order: %w", err)
-	}
-	return resp, replayed, nil
+	return s.place(ctx, tx, t, req, &key)
 }
 
 // keyState is what queueLockKey learns once its batch has run: the stored
@@ -88,7 +67,9 @@ type keyState struct {
 }
 
 // queueLockKey queues on b the statements that take the transaction's lock
-// on key and then read what an earlier request stored under it. After the
+// on key and then read what an earlier request stored under it; the lock,
+// key and catalog reads then travel in one round trip, each statement
+// seeing what committed before it began. After the
 // batch ran, the state holds nothing (no entry, or only an expired one: go
 // on), the stored response for the same body, an error matching
 // order.ErrIdempotencyKeyReused for another body, or one matching

@@ -68,14 +68,12 @@ func (s *Store) Create(ctx context.Context, t order.Timeouts, req order.Request)
 	}
 	var o order.Order
 	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		catalog := queueCatalog(b, req.Lines)
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		p, err := s.place(ctx, tx, t, req, nil)
+		if err != nil {
 			return err
 		}
-		var err error
-		o, err = s.place(ctx, tx, t, req, *catalog, nil)
-		return err
+		o = p.Order
+		return s.SaveOrder(ctx, tx, p, nil)
 	})
 	if err != nil {
 		return order.Order{}, fmt.Errorf("create order: %w", err)
@@ -83,15 +81,49 @@ func (s *Store) Create(ctx context.Context, t order.Timeouts, req order.Request)
 	return o, nil
 }
 
-// place has the domain place req with catalog (order.Place) and writes the
-// new order, its items, history entry and events (and, with then, what then queues: the stored
-// response of an idempotent request) in one round trip. It returns the
-// order with its history.
-func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req order.Request, catalog map[string]order.Product, then func(*pgx.Batch, order.Order) error) (order.Order, error) {
-	o, events, err := order.Place(req, catalog, uuid.Must(uuid.NewV7()).String(), s.clock(), t)
-	if err != nil {
-		return order.Order{}, err
+// Placement is a new order the domain placed, for SaveOrder to write in
+// the same transaction, or what the first request with the same
+// Idempotency-Key got.
+type Placement struct {
+	// Order is the new order, with its history.
+	Order order.Order
+	// Replay, when set, is the response stored under the key by its first
+	// request, which placed the order: there is nothing to save.
+	Replay *StoredResponse
+	events []outbox.Event
+	key    *IdempotencyKey
+}
+
+// place reads, in one round trip, the catalog rows of req's lines (after,
+// with key, the statements of queueLockKey) and has the domain place req
+// with them at the store's time (order.Place).
+func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req order.Request, key *IdempotencyKey) (Placement, error) {
+	now := s.clock()
+	b := &pgx.Batch{}
+	var stored *keyState
+	if key != nil {
+		stored = queueLockKey(b, *key, now)
 	}
+	catalog := queueCatalog(b, req.Lines)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return Placement{}, err
+	}
+	if stored != nil && (stored.err != nil || stored.resp != nil) {
+		return Placement{Replay: stored.resp}, stored.err
+	}
+	o, events, err := order.Place(req, *catalog, uuid.Must(uuid.NewV7()).String(), now, t)
+	if err != nil {
+		return Placement{}, err
+	}
+	return Placement{Order: o, events: events, key: key}, nil
+}
+
+// SaveOrder writes in tx, in one round trip, the order p placed, its items,
+// history entry and events, and, when p came with an Idempotency-Key
+// (LockKey), response under the key: the body of the 201 the request got,
+// which a later request with the key and the same body gets again.
+func (s *Store) SaveOrder(ctx context.Context, tx pgx.Tx, p Placement, response []byte) error {
+	o := p.Order
 	b := &pgx.Batch{}
 	const insOrder = `
 INSERT INTO orders (id, customer_id, status, payment_method, total_cents, currency, version, deadline_at, created_at, updated_at)
@@ -106,18 +138,16 @@ INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
 SELECT $1, l.n, l.sku, l.q, l.p FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS l(sku, q, p, n)`
 	b.Queue(insItems, o.ID, skus, qtys, prices)
 	queueHistory(b, []order.Order{o})
-	if err := outbox.Queue(ctx, b, events...); err != nil {
-		return order.Order{}, err
+	if err := outbox.Queue(ctx, b, p.events...); err != nil {
+		return err
 	}
-	if then != nil {
-		if err := then(b, o); err != nil {
-			return order.Order{}, err
-		}
+	if p.key != nil {
+		queueStoreKey(b, *p.key, StoredResponse{OrderID: o.ID, Status: statusCreated, Body: response}, o.CreatedAt)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return order.Order{}, fmt.Errorf("insert order: %w", err)
+		return fmt.Errorf("insert order: %w", err)
 	}
-	return o, nil
+	return nil
 }
 
 // queueCatalog queues the read of the catalog rows of the lines' SKUs on b;

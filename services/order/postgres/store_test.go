@@ -126,13 +126,42 @@ func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
 	}
 }
 
+// createOnce places req with key k as the API does, in one transaction:
+// LockKey, the response respond renders from the new order, SaveOrder.
+func createOnce(ctx context.Context, store *postgres.Store, req order.Request, k postgres.IdempotencyKey, respond func(order.Order) ([]byte, error)) (postgres.StoredResponse, bool, error) {
+	var (
+		got      postgres.StoredResponse
+		replayed bool
+	)
+	err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
+		p, err := store.LockKey(ctx, tx, ordertest.Timeouts, req, k)
+		if err != nil {
+			return err
+		}
+		if replayed = p.Replay != nil; replayed {
+			got = *p.Replay
+			return nil
+		}
+		body, err := respond(p.Order)
+		if err != nil {
+			return err
+		}
+		got = postgres.StoredResponse{OrderID: p.Order.ID, Status: 201, Body: body}
+		return store.SaveOrder(ctx, tx, p, body)
+	})
+	if err != nil {
+		return postgres.StoredResponse{}, false, err
+	}
+	return got, replayed, nil
+}
+
 // A failing respond (the idempotent response could not be rendered) rolls
 // the whole order back, key included.
 func TestCreateOnceRespondErrorRollsBack(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	boom := errors.New("boom")
-	_, _, err := store.CreateOnce(context.Background(), ordertest.Timeouts, order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
+	_, _, err := createOnce(context.Background(), store, order.Request{CustomerID: "c", Lines: []order.Line{{SKU: "WIDGET", Quantity: 1}}, PaymentMethod: "pm"},
 		postgres.IdempotencyKey{CustomerID: "c", Key: "k", Hash: []byte("h")},
 		func(order.Order) ([]byte, error) { return nil, boom })
 	if !errors.Is(err, boom) {
@@ -313,19 +342,19 @@ func TestIdempotencyKeys(t *testing.T) {
 	respond := func(o order.Order) ([]byte, error) { return []byte(`{"id": "` + o.ID + `",   "b": 2}`), nil }
 	k := postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h1")}
 
-	first, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k, respond)
+	first, replayed, err := createOnce(ctx, store, req("gina"), k, respond)
 	if err != nil || replayed || first.Status != 201 || first.OrderID == "" {
 		t.Fatalf("first = %+v, replayed %v, %v; want a new order", first, replayed, err)
 	}
-	again, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k, respond)
+	again, replayed, err := createOnce(ctx, store, req("gina"), k, respond)
 	if err != nil || !replayed || again.OrderID != first.OrderID || string(again.Body) != string(first.Body) {
 		t.Fatalf("replay = %+v, replayed %v, %v; want the first response, byte for byte", again, replayed, err)
 	}
-	if _, _, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}, respond); !errors.Is(err, order.ErrIdempotencyKeyReused) {
+	if _, _, err := createOnce(ctx, store, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("h2")}, respond); !errors.Is(err, order.ErrIdempotencyKeyReused) {
 		t.Errorf("key with another body: err = %v, want ErrIdempotencyKeyReused", err)
 	}
 	// Another customer's identical key is a different key.
-	if other, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("hank"), postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}, respond); err != nil || replayed || other.OrderID == first.OrderID {
+	if other, replayed, err := createOnce(ctx, store, req("hank"), postgres.IdempotencyKey{CustomerID: "hank", Key: "k1", Hash: []byte("h1")}, respond); err != nil || replayed || other.OrderID == first.OrderID {
 		t.Errorf("other customer's key = %+v, replayed %v, %v; want a new order", other, replayed, err)
 	}
 	if n := count(`SELECT count(*) FROM orders`); n != 2 {
@@ -343,19 +372,19 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	k2 := postgres.IdempotencyKey{CustomerID: "gina", Key: "k2", Hash: []byte("h")}
-	if _, _, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k2, respond); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
+	if _, _, err := createOnce(ctx, store, req("gina"), k2, respond); !errors.Is(err, order.ErrIdempotencyKeyInUse) {
 		t.Errorf("key in flight: err = %v, want ErrIdempotencyKeyInUse", err)
 	}
 	if err := hold.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), k2, respond); err != nil || replayed {
+	if _, replayed, err := createOnce(ctx, store, req("gina"), k2, respond); err != nil || replayed {
 		t.Errorf("key after the first request ended = replayed %v, %v; want a new order", replayed, err)
 	}
 
 	// After the TTL a key starts afresh, and the purge removes the others.
 	clock.Advance(postgres.IdempotencyTTL + time.Second)
-	if fresh, replayed, err := store.CreateOnce(ctx, ordertest.Timeouts, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}, respond); err != nil || replayed || fresh.OrderID == first.OrderID {
+	if fresh, replayed, err := createOnce(ctx, store, req("gina"), postgres.IdempotencyKey{CustomerID: "gina", Key: "k1", Hash: []byte("other")}, respond); err != nil || replayed || fresh.OrderID == first.OrderID {
 		t.Errorf("key after expiry = %+v, replayed %v, %v; want a new order", fresh, replayed, err)
 	}
 	n, err := store.PurgeKeys(ctx)
