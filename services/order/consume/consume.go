@@ -1,8 +1,10 @@
-// Package consume applies the messages the order service receives: the saga
-// answers of inventory and payment (queue order.saga) and the product
-// events that feed the catalog replica (queue order.catalog). Handlers run
-// inside inbox.Handle, so their effects commit with the message id, and
-// dispatch on the AMQP type property.
+// Package consume handles the messages the order service receives: the saga
+// answers of inventory and payment (queue order.saga), which it decodes into
+// steps for the domain to run on the orders the store locked (order.ApplySteps)
+// and the store to save, and the product events that feed the catalog
+// replica (queue order.catalog). Handlers run inside inbox.Handle, so their
+// effects commit with the message id, and dispatch on the AMQP type
+// property.
 package consume
 
 import (
@@ -53,17 +55,17 @@ func CatalogQueue() rabbit.Queue {
 	}
 }
 
-// Handler decodes the messages of both queues and has the store run them
-// through the domain.
+// Handler decodes the messages of both queues, has the domain decide the
+// saga's steps and the store save them.
 type Handler struct {
 	store    *postgres.Store
 	timeouts order.Timeouts
 	log      *slog.Logger
 }
 
-// New returns the handler of the order service's queues on store; the
-// saga's steps run with timeouts.
-func New(store *postgres.Store, timeouts order.Timeouts, log *slog.Logger) *Handler {
+// New returns the handler of the order service's queues on store; log gets
+// a line per message, and the saga's steps run with timeouts.
+func New(store *postgres.Store, log *slog.Logger, timeouts order.Timeouts) *Handler {
 	return &Handler{store: store, timeouts: timeouts, log: log}
 }
 
@@ -78,11 +80,12 @@ func (h *Handler) Consumers() []*rabbit.Consumer {
 	}
 }
 
-// saga applies answers of inventory and payment, all in one go
-// (postgres.Store.TransitionTx). A message that does not apply to the order's
-// status (a duplicate, a late answer) is acknowledged with no change beyond
-// the compensations of the state machine; an unknown type or a corrupt body
-// is dead-lettered.
+// saga applies answers of inventory and payment, all in one go: the store
+// locks their orders, the domain runs the steps on them and the store saves
+// the outcome in one round trip. A message that does not apply to the
+// order's status (a duplicate, a late answer) is acknowledged with no
+// change beyond the compensations of the state machine; an unknown type or
+// a corrupt body is dead-lettered.
 func (h *Handler) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
 	steps := make([]order.Step, 0, len(batch))
 	stepOf := make([]int, 0, len(batch)) // batch index of each step
@@ -112,11 +115,18 @@ func (h *Handler) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) 
 		}
 		steps, stepOf = append(steps, st), append(stepOf, i)
 	}
-	results, err := h.store.TransitionTx(ctx, tx, h.timeouts, steps...)
+	orders, err := h.store.LockOrders(ctx, tx, steps...)
 	if err != nil {
 		return err
 	}
-	for k, r := range results {
+	out, err := order.ApplySteps(orders, steps, h.store.Now(), h.timeouts)
+	if err != nil {
+		return err
+	}
+	if err := h.store.Save(ctx, tx, out); err != nil {
+		return err
+	}
+	for k, r := range out.Results {
 		d, st := batch[stepOf[k]], steps[k]
 		switch t := r.Transition; {
 		case order.IsIgnorable(r.Err):

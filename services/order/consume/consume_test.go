@@ -43,7 +43,7 @@ func newFixture(t *testing.T) *fixture {
 
 // newConsumers returns the consumers of the service's queues on store.
 func newConsumers(store *postgres.Store) []*rabbit.Consumer {
-	return consume.New(store, ordertest.Timeouts, slog.New(slog.NewTextHandler(io.Discard, nil))).Consumers()
+	return consume.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), ordertest.Timeouts).Consumers()
 }
 
 func (f *fixture) create() order.Order {

@@ -247,7 +247,7 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 			return fmt.Errorf("encode response: %w", err)
 		}
 		stored, replayed = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}, false
-		return a.store.SaveOrder(r.Context(), tx, p, resp)
+		return a.store.SavePlacement(r.Context(), tx, p, resp)
 	})
 	if err != nil {
 		if errors.Is(err, order.ErrIdempotencyKeyInUse) {

@@ -40,7 +40,7 @@ const statusCreated = 201
 // an earlier request stored under it and the catalog rows of req's lines.
 // A later request with the key and the same body gets the stored response
 // in Replay and creates nothing. Otherwise the domain places req
-// (order.Place), and SaveOrder is to write the order with the response it
+// (order.Place), and SavePlacement is to write the order with the response it
 // gets, in tx: the caller renders that response from the returned order in
 // between.
 //
@@ -139,7 +139,7 @@ DELETE FROM idempotency_keys WHERE (customer_id, key) IN (
   SELECT customer_id, key FROM idempotency_keys WHERE expires_at <= $1 LIMIT 10000)`
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, q, s.clock())
+		tag, err := s.pool.Exec(ctx, q, s.Now())
 		if err != nil {
 			return total, fmt.Errorf("purge idempotency keys: %w", err)
 		}

@@ -24,10 +24,9 @@ import (
 // Store is the order service's database.
 type Store struct {
 	pool *pgxpool.Pool
-	// Now tells the time the store stamps on what it writes and hands the
-	// domain as the time of its decisions; nil means time.Now. Tests set
-	// it to move time on.
-	Now func() time.Time
+	// Clock tells the time (see Now); nil means time.Now. Tests set it to
+	// move time on.
+	Clock func() time.Time
 }
 
 // New returns a Store on pool.
@@ -44,12 +43,13 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// clock returns the store's time at the precision Postgres keeps, so a
-// value returned to a client equals the one read back later.
-func (s *Store) clock() time.Time {
+// Now returns the time of the decisions whose outcome the store saves, at
+// the precision Postgres keeps, so that a value returned to a client or put
+// in an event equals the one read back later.
+func (s *Store) Now() time.Time {
 	now := time.Now
-	if s.Now != nil {
-		now = s.Now
+	if s.Clock != nil {
+		now = s.Clock
 	}
 	return now().UTC().Truncate(time.Microsecond)
 }
@@ -73,7 +73,7 @@ func (s *Store) Create(ctx context.Context, t order.Timeouts, req order.Request)
 			return err
 		}
 		o = p.Order
-		return s.SaveOrder(ctx, tx, p, nil)
+		return s.SavePlacement(ctx, tx, p, nil)
 	})
 	if err != nil {
 		return order.Order{}, fmt.Errorf("create order: %w", err)
@@ -81,7 +81,7 @@ func (s *Store) Create(ctx context.Context, t order.Timeouts, req order.Request)
 	return o, nil
 }
 
-// Placement is a new order the domain placed, for SaveOrder to write in
+// Placement is a new order the domain placed, for SavePlacement to write in
 // the same transaction, or what the first request with the same
 // Idempotency-Key got.
 type Placement struct {
@@ -98,7 +98,7 @@ type Placement struct {
 // with key, the statements of queueLockKey) and has the domain place req
 // with them at the store's time (order.Place).
 func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req order.Request, key *IdempotencyKey) (Placement, error) {
-	now := s.clock()
+	now := s.Now()
 	b := &pgx.Batch{}
 	var stored *keyState
 	if key != nil {
@@ -118,11 +118,11 @@ func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req orde
 	return Placement{Order: o, events: events, key: key}, nil
 }
 
-// SaveOrder writes in tx, in one round trip, the order p placed, its items,
+// SavePlacement writes in tx, in one round trip, the order p placed, its items,
 // history entry and events, and, when p came with an Idempotency-Key
 // (LockKey), response under the key: the body of the 201 the request got,
 // which a later request with the key and the same body gets again.
-func (s *Store) SaveOrder(ctx context.Context, tx pgx.Tx, p Placement, response []byte) error {
+func (s *Store) SavePlacement(ctx context.Context, tx pgx.Tx, p Placement, response []byte) error {
 	o := p.Order
 	b := &pgx.Batch{}
 	const insOrder = `

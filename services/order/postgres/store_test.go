@@ -127,7 +127,7 @@ func TestCreateRefusesBadOrdersAndWritesNothing(t *testing.T) {
 }
 
 // createOnce places req with key k as the API does, in one transaction:
-// LockKey, the response respond renders from the new order, SaveOrder.
+// LockKey, the response respond renders from the new order, SavePlacement.
 func createOnce(ctx context.Context, store *postgres.Store, req order.Request, k postgres.IdempotencyKey, respond func(order.Order) ([]byte, error)) (postgres.StoredResponse, bool, error) {
 	var (
 		got      postgres.StoredResponse
@@ -147,7 +147,7 @@ func createOnce(ctx context.Context, store *postgres.Store, req order.Request, k
 			return err
 		}
 		got = postgres.StoredResponse{OrderID: p.Order.ID, Status: 201, Body: body}
-		return store.SaveOrder(ctx, tx, p, body)
+		return store.SavePlacement(ctx, tx, p, body)
 	})
 	if err != nil {
 		return postgres.StoredResponse{}, false, err
@@ -474,12 +474,12 @@ func TestBacklog(t *testing.T) {
 	}
 }
 
-// Many steps in one TransitionTx run in order on one view of the orders: an
-// order can go two steps at once, a duplicate and an unknown order are
-// reported without stopping the others, and a compensation records the
-// payment it refunds. Every order's events come out in the order of its
-// steps.
-func TestTransitionTxManyStepsAtOnce(t *testing.T) {
+// Many steps on the orders of one LockOrders run in order on one view of
+// them and are written by one Save: an order can go two steps at once, a
+// duplicate and an unknown order are reported without stopping the others,
+// and a compensation records the payment it refunds. Every order's events
+// come out in the order of its steps.
+func TestSaveManyStepsAtOnce(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	ctx := context.Background()
@@ -489,16 +489,24 @@ func TestTransitionTxManyStepsAtOnce(t *testing.T) {
 	}
 	var results []order.Result
 	err := pg.Transact(ctx, store.Pool(), func(tx pgx.Tx) error {
-		var err error
-		results, err = store.TransitionTx(ctx, tx, ordertest.Timeouts,
-			order.Step{OrderID: a.ID, Event: order.EventStockReserved},
-			order.Step{OrderID: b.ID, Event: order.EventStockRejected},
-			order.Step{OrderID: a.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-a"},
-			order.Step{OrderID: a.ID, Event: order.EventStockReserved}, // a duplicate
-			order.Step{OrderID: c.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-c"},
-			order.Step{OrderID: "00000000-0000-0000-0000-000000000000", Event: order.EventStockReserved},
-		)
-		return err
+		steps := []order.Step{
+			{OrderID: a.ID, Event: order.EventStockReserved},
+			{OrderID: b.ID, Event: order.EventStockRejected},
+			{OrderID: a.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-a"},
+			{OrderID: a.ID, Event: order.EventStockReserved}, // a duplicate
+			{OrderID: c.ID, Event: order.EventPaymentAuthorized, PaymentID: "pay-c"},
+			{OrderID: "00000000-0000-0000-0000-000000000000", Event: order.EventStockReserved},
+		}
+		orders, err := store.LockOrders(ctx, tx, steps...)
+		if err != nil {
+			return err
+		}
+		out, err := order.ApplySteps(orders, steps, store.Now(), ordertest.Timeouts)
+		if err != nil {
+			return err
+		}
+		results = out.Results
+		return store.Save(ctx, tx, out)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -13,67 +13,17 @@ import (
 	"github.com/orderly/orderly/services/order/order"
 )
 
-// Transition runs step in its own transaction (a customer's cancel, an
-// admin's ship or deliver) and returns the order after it, with its items.
-// It returns the step's order.Result error when the step does not apply:
-// one matching order.ErrNotFound for an unknown order (or another
-// customer's, with step.Owner set), or order.ErrInvalidTransition (and,
-// for a cancel, order.ErrNotCancellable) when the order's status does not
-// allow the event.
-func (s *Store) Transition(ctx context.Context, t order.Timeouts, step order.Step) (order.Order, error) {
-	var o order.Order
-	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
-		rs, err := s.TransitionTx(ctx, tx, t, step)
-		if err != nil {
-			return err
-		}
-		if o = rs[0].Order; rs[0].Err != nil {
-			return rs[0].Err
-		}
-		return loadItems(ctx, tx, []*order.Order{&o})
-	})
-	return o, err
-}
-
-// TransitionTx runs steps inside tx, set-wise: it loads and locks their
-// orders (in id order, as every transaction here locks them), has the
-// domain run the steps on them with t (order.ApplySteps), and then writes, in one
-// round trip, the orders that changed, their history entries and the
-// events of every transition to the outbox. It returns one order.Result
-// per step (its order without items), and an error only when the database
-// fails (the caller then rolls back).
-func (s *Store) TransitionTx(ctx context.Context, tx pgx.Tx, t order.Timeouts, steps ...order.Step) ([]order.Result, error) {
+// LockOrders reads and locks in tx the orders steps name, in id order (as
+// every transaction here locks them), keyed by id, for the domain to run
+// the steps on (order.ApplySteps) and Save to write what it decided. An id
+// that is not a UUID names no order.
+func (s *Store) LockOrders(ctx context.Context, tx pgx.Tx, steps ...order.Step) (map[string]order.Order, error) {
 	ids := make([]uuid.UUID, 0, len(steps))
 	for _, st := range steps {
-		// An id that is no UUID names no order: the domain says so.
 		if id, err := uuid.Parse(st.OrderID); err == nil {
 			ids = append(ids, id)
 		}
 	}
-	orders, err := lockOrders(ctx, tx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out, err := order.ApplySteps(orders, steps, s.clock(), t)
-	if err != nil {
-		return nil, err
-	}
-	b := &pgx.Batch{}
-	queueOrderUpdates(b, out.Changed)
-	queueHistory(b, out.Entered)
-	if err := outbox.Queue(ctx, b, out.Events...); err != nil {
-		return nil, err
-	}
-	if b.Len() > 0 {
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return nil, fmt.Errorf("save transitions: %w", err)
-		}
-	}
-	return out.Results, nil
-}
-
-// lockOrders reads and locks the orders with ids, in id order, keyed by id.
-func lockOrders(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[string]order.Order, error) {
 	rows, err := tx.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("lock orders: %w", err)
@@ -87,6 +37,60 @@ func lockOrders(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[string]ord
 		out[o.ID] = o
 	}
 	return out, nil
+}
+
+// Save writes in tx, in one round trip, what a run of steps decided on
+// orders LockOrders locked: the orders that changed, their history entries
+// and the events of every transition to the outbox.
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, out order.Outcome) error {
+	b := &pgx.Batch{}
+	queueOrderUpdates(b, out.Changed)
+	queueHistory(b, out.Entered)
+	if err := outbox.Queue(ctx, b, out.Events...); err != nil {
+		return err
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("save transitions: %w", err)
+		}
+	}
+	return nil
+}
+
+// run locks the orders of steps, has the domain run the steps with t and
+// saves the outcome, in tx. It returns a Result per step.
+func (s *Store) run(ctx context.Context, tx pgx.Tx, t order.Timeouts, steps ...order.Step) ([]order.Result, error) {
+	orders, err := s.LockOrders(ctx, tx, steps...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := order.ApplySteps(orders, steps, s.Now(), t)
+	if err != nil {
+		return nil, err
+	}
+	return out.Results, s.Save(ctx, tx, out)
+}
+
+// Transition runs step with t in its own transaction (a customer's cancel,
+// an admin's ship or deliver) and returns the order after it, with its
+// items. It returns the step's order.Result error when the step does not
+// apply: one matching order.ErrNotFound for an unknown order (or another
+// customer's, with step.Owner set), or order.ErrInvalidTransition (and, for
+// a cancel, order.ErrNotCancellable) when the order's status does not allow
+// the event.
+func (s *Store) Transition(ctx context.Context, t order.Timeouts, step order.Step) (order.Order, error) {
+	var o order.Order
+	err := pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
+		rs, err := s.run(ctx, tx, t, step)
+		if err != nil {
+			return err
+		}
+		if o = rs[0].Order; rs[0].Err != nil {
+			return rs[0].Err
+		}
+		return loadItems(ctx, tx, []*order.Order{&o})
+	})
+	return o, err
 }
 
 // queueOrderUpdates queues the write of orders (their state after the
@@ -145,7 +149,7 @@ WHERE deadline_at IS NOT NULL AND deadline_at < $1 AND status IN ('pending', 're
 ORDER BY deadline_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED`
-			rows, err := tx.Query(ctx, q, s.clock(), batch)
+			rows, err := tx.Query(ctx, q, s.Now(), batch)
 			if err != nil {
 				return fmt.Errorf("sweep deadlines: %w", err)
 			}
@@ -157,7 +161,7 @@ FOR UPDATE SKIP LOCKED`
 			for i, id := range ids {
 				steps[i] = order.Step{OrderID: id.String(), Event: order.EventTimeout}
 			}
-			results, err := s.TransitionTx(ctx, tx, t, steps...)
+			results, err := s.run(ctx, tx, t, steps...)
 			if err != nil {
 				return err
 			}
@@ -189,7 +193,7 @@ SELECT
 	if err := s.pool.QueryRow(ctx, q, skip).Scan(&reserve, &payment); err != nil {
 		return order.Backlog{}, fmt.Errorf("saga backlog: %w", err)
 	}
-	return t.Backlog(s.clock(), reserve, payment), nil
+	return t.Backlog(s.Now(), reserve, payment), nil
 }
 
 // RecordRefund notes in tx that order id's payment was refunded at. It

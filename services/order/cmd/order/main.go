@@ -77,7 +77,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	store := postgres.New(svc.Pool)
 
 	svc.Publishes(eventsv1.ExchangeOrder)
-	svc.AddConsumers(consume.New(store, timeouts, svc.Log.With("component", "saga")).Consumers()...)
+	svc.AddConsumers(consume.New(store, svc.Log.With("component", "saga"), timeouts).Consumers()...)
 
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
 	deadlines, err := sweep.NewDeadlines(store, timeouts, 100, meter)

@@ -65,7 +65,7 @@ func NewStore(tb testing.TB, clock *Clock) (*postgres.Store, *pgxpool.Pool) {
 	pool, _ := NewDB(tb)
 	store := postgres.New(pool)
 	if clock != nil {
-		store.Now = clock.Now
+		store.Clock = clock.Now
 	}
 	return store, pool
 }
