@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
@@ -115,35 +114,17 @@ func owner(c authn.Claims) string {
 	return c.Subject
 }
 
-func (a *API) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		// Our own plain structs always marshal; this is a bug if it happens.
-		a.fail(w, r, fmt.Errorf("encode response: %w", err))
-		return
-	}
-	writeBody(w, status, "application/json", body)
-}
-
-func writeBody(w http.ResponseWriter, status int, contentType string, body []byte) {
-	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body) //nolint:gosec // JSON we encoded, served as JSON with nosniff: not an XSS sink
-}
-
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteError(w, r, a.log, err, errorTable)
 }
 
 // orderID returns the {id} path parameter, or errInvalidOrderID.
 func orderID(r *http.Request) (string, error) {
-	id := chi.URLParam(r, "id")
-	u, err := uuid.Parse(id)
-	if err != nil || len(id) != 36 {
-		return "", detailed(errInvalidOrderID, fmt.Sprintf("order id %q is not a UUID", truncate(id, 64)))
+	id, err := httpx.ParseID(chi.URLParam(r, "id"))
+	if err != nil {
+		return "", detailed(errInvalidOrderID, "order id "+err.Error())
 	}
-	return u.String(), nil
+	return id.String(), nil
 }
 
 func truncate(s string, n int) string {
@@ -215,12 +196,8 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
-		resp, err := json.Marshal(a.render(o, false))
-		if err != nil {
-			a.fail(w, r, fmt.Errorf("encode response: %w", err))
-			return
-		}
-		writeCreated(w, o.ID, resp)
+		w.Header().Set("Location", location(o.ID))
+		httpx.WriteJSON(w, http.StatusCreated, a.render(o, false))
 		return
 	}
 
@@ -246,6 +223,7 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return fmt.Errorf("encode response: %w", err)
 		}
+		resp = append(resp, '\n') // as httpx.WriteJSON ends a body
 		stored, replayed = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}, false
 		return a.store.SavePlacement(r.Context(), tx, p, resp)
 	})
@@ -259,15 +237,12 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeCreated(w, stored.OrderID, stored.Body)
+	w.Header().Set("Location", location(stored.OrderID))
+	httpx.WriteBody(w, http.StatusCreated, "application/json", stored.Body)
 }
 
-// writeCreated writes a create response, first or replayed: 201 with the
-// order's Location.
-func writeCreated(w http.ResponseWriter, id string, body []byte) {
-	w.Header().Set("Location", "/v1/orders/"+id)
-	writeBody(w, http.StatusCreated, "application/json", body)
-}
+// location is the path of order id, the Location of its create response.
+func location(id string) string { return "/v1/orders/" + id }
 
 // getOrder is GET /v1/orders/{id}: the order with its history. Another
 // customer's order is a 404.
@@ -282,7 +257,7 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.writeJSON(w, r, http.StatusOK, a.render(o, true))
+	httpx.WriteJSON(w, http.StatusOK, a.render(o, true))
 }
 
 // listOrders is GET /v1/orders?status=&limit=&cursor=: the caller's orders,
@@ -330,7 +305,7 @@ func (a *API) listOrders(w http.ResponseWriter, r *http.Request) {
 		s := next.String()
 		out.NextCursor = &s
 	}
-	a.writeJSON(w, r, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 // cancelOrder is POST /v1/orders/{id}/cancel: 202 with the cancelled order,
@@ -360,5 +335,5 @@ func (a *API) transition(w http.ResponseWriter, r *http.Request, ev order.Event,
 		a.fail(w, r, err)
 		return
 	}
-	a.writeJSON(w, r, status, a.render(o, false))
+	httpx.WriteJSON(w, status, a.render(o, false))
 }

@@ -9,7 +9,6 @@ package httpapi
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -69,7 +68,7 @@ func New(o Options) *API {
 
 // Routes adds the whole API to r.
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", serveOpenAPI)
+	r.Get("/openapi.yaml", httpx.ServeOpenAPI(orderservice.OpenAPI))
 
 	r.Group(func(r chi.Router) {
 		// The limiter keys on the token's subject, so it runs after
@@ -83,9 +82,4 @@ func (a *API) Routes(r chi.Router) {
 		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/ship", a.shipOrder)
 		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/deliver", a.deliverOrder)
 	})
-}
-
-func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(orderservice.OpenAPI)
 }
