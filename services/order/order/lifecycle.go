@@ -111,13 +111,6 @@ var transitions = []Transition{
 	{From: StatusCancelled, On: EventPaymentAuthorized, To: StatusCancelled, Commands: []Command{CommandRequestRefund}},
 }
 
-// Transitions returns a copy of the state machine's table.
-func Transitions() []Transition {
-	out := make([]Transition, len(transitions))
-	copy(out, transitions)
-	return out
-}
-
 // Next returns the transition for an order in status from on event on. It
 // returns an error matching ErrInvalidTransition when there is none; for
 // EventCancel that error also matches ErrNotCancellable.

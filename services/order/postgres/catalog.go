@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -26,18 +25,4 @@ WHERE catalog.version < EXCLUDED.version`
 		return false, fmt.Errorf("upsert product %s: %w", p.SKU, err)
 	}
 	return tag.RowsAffected() == 1, nil
-}
-
-// Product returns the catalog replica's row for sku, or order.ErrNotFound.
-func (s *Store) Product(ctx context.Context, sku string) (order.Product, error) {
-	var p order.Product
-	err := s.pool.QueryRow(ctx, `SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = $1`, sku).
-		Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return p, fmt.Errorf("product %s: %w", sku, order.ErrNotFound)
-	}
-	if err != nil {
-		return p, fmt.Errorf("product %s: %w", sku, err)
-	}
-	return p, nil
 }

@@ -5,6 +5,7 @@ package ordertest
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,22 @@ func SeedCatalog(tb testing.TB, pool *pgxpool.Pool, products ...order.Product) {
 			tb.Fatalf("seed catalog %s: %v", p.SKU, err)
 		}
 	}
+}
+
+// Product returns the catalog replica's row for sku, and whether there is
+// one.
+func Product(tb testing.TB, pool *pgxpool.Pool, sku string) (order.Product, bool) {
+	tb.Helper()
+	var p order.Product
+	err := pool.QueryRow(context.Background(), `SELECT sku, name, price_cents, currency, version FROM catalog WHERE sku = $1`, sku).
+		Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, false
+	}
+	if err != nil {
+		tb.Fatalf("read product %s: %v", sku, err)
+	}
+	return p, true
 }
 
 // Event is an outbox row decoded.
