@@ -215,16 +215,19 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	// renders it, and the store saves both.
 	err = pg.Transact(r.Context(), a.store.Pool(), func(tx pgx.Tx) error {
 		p, err := a.store.LockKey(r.Context(), tx, a.timeouts, req, k)
-		if err != nil || p.Replay != nil {
-			stored, replayed = p.Replay, true
+		if err != nil {
 			return err
+		}
+		if replayed = p.Replay != nil; replayed {
+			stored = p.Replay
+			return nil
 		}
 		resp, err := json.Marshal(a.render(p.Order, false))
 		if err != nil {
 			return fmt.Errorf("encode response: %w", err)
 		}
 		resp = append(resp, '\n') // as httpx.WriteJSON ends a body
-		stored, replayed = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}, false
+		stored = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}
 		return a.store.SavePlacement(r.Context(), tx, p, resp)
 	})
 	if err != nil {

@@ -1,8 +1,10 @@
 // Package order is the order service's domain: an order's statuses and cancel
 // reasons, the saga that moves an order through them (an explicit state
-// machine, see lifecycle.go), the rules a new order must satisfy, and the
-// errors the rest of the service maps to HTTP and to message handling.
-// It does no I/O.
+// machine, see lifecycle.go; a batch of steps, steps.go), the rules a new
+// order must satisfy and its placing (place.go), the events each of these
+// decisions publishes (events.go), and the errors the rest of the service
+// maps to HTTP and to message handling. It does no I/O: the time and the
+// saga's Timeouts are parameters.
 package order
 
 import (

@@ -40,9 +40,8 @@ const statusCreated = 201
 // an earlier request stored under it and the catalog rows of req's lines.
 // A later request with the key and the same body gets the stored response
 // in Replay and creates nothing. Otherwise the domain places req
-// (order.Place), and SavePlacement is to write the order with the response it
-// gets, in tx: the caller renders that response from the returned order in
-// between.
+// (order.Place), the caller renders its response from the returned order,
+// and SavePlacement writes both, in tx.
 //
 // It returns an error matching order.ErrIdempotencyKeyInUse while another
 // request with the key is being processed (it holds the lock), one matching
@@ -67,11 +66,11 @@ type keyState struct {
 }
 
 // queueLockKey queues on b the statements that take the transaction's lock
-// on key and then read what an earlier request stored under it; the lock,
-// key and catalog reads then travel in one round trip, each statement
-// seeing what committed before it began. After the
-// batch ran, the state holds nothing (no entry, or only an expired one: go
-// on), the stored response for the same body, an error matching
+// on key and then read what an earlier request stored under it (the
+// catalog read travels with them: the statements run one after the other,
+// each seeing what committed before it began). After the batch ran, the
+// state holds nothing (no entry, or only an expired one: go on), the
+// stored response for the same body, an error matching
 // order.ErrIdempotencyKeyReused for another body, or one matching
 // order.ErrIdempotencyKeyInUse when another transaction holds the lock.
 //

@@ -3,6 +3,16 @@
 // state change writes its outbox events (docs/saga.md) in the same
 // transaction, and every transition locks the order row first, so concurrent
 // messages, sweeps and requests on one order serialize.
+//
+// The decisions are the domain's (package order); the store loads what
+// they need and saves what they decided, and its methods are named for
+// that. LockOrders and Save bracket order.ApplySteps in the caller's
+// transaction (the saga consumer's); LockKey and SavePlacement bracket the
+// rendering of an idempotent POST's response, LockKey having the domain
+// place the order (order.Place). Transition (a request's step),
+// SweepDeadlines, Create and Backlog do the same in their own
+// transactions. Methods that take a pgx.Tx run in the caller's
+// transaction; the others run their own.
 package postgres
 
 import (
@@ -118,10 +128,11 @@ func (s *Store) place(ctx context.Context, tx pgx.Tx, t order.Timeouts, req orde
 	return Placement{Order: o, events: events, key: key}, nil
 }
 
-// SavePlacement writes in tx, in one round trip, the order p placed, its items,
-// history entry and events, and, when p came with an Idempotency-Key
-// (LockKey), response under the key: the body of the 201 the request got,
-// which a later request with the key and the same body gets again.
+// SavePlacement writes in tx, in one round trip, the order p placed, its
+// items, history entry and events, and, when p came with an
+// Idempotency-Key (LockKey), response under the key: the body of the 201
+// the request got, which a later request with the key and the same body
+// gets again.
 func (s *Store) SavePlacement(ctx context.Context, tx pgx.Tx, p Placement, response []byte) error {
 	o := p.Order
 	b := &pgx.Batch{}

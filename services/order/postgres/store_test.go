@@ -157,7 +157,7 @@ func createOnce(ctx context.Context, store *postgres.Store, req order.Request, k
 
 // A failing respond (the idempotent response could not be rendered) rolls
 // the whole order back, key included.
-func TestCreateOnceRespondErrorRollsBack(t *testing.T) {
+func TestIdempotentRespondErrorRollsBack(t *testing.T) {
 	t.Parallel()
 	store, count := newStore(t, nil)
 	boom := errors.New("boom")

@@ -68,7 +68,10 @@ func (s *Store) run(ctx context.Context, tx pgx.Tx, t order.Timeouts, steps ...o
 	if err != nil {
 		return nil, err
 	}
-	return out.Results, s.Save(ctx, tx, out)
+	if err := s.Save(ctx, tx, out); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
 }
 
 // Transition runs step with t in its own transaction (a customer's cancel,
@@ -182,8 +185,9 @@ FOR UPDATE SKIP LOCKED`
 
 // Backlog measures how far behind the saga is, from the deadlines of the
 // orders waiting in each step and the timeouts t that set them
-// (order.Timeouts.Backlog). It skips the skip orders that have waited longest in each step,
-// so that a few orders stuck in a delayed retry do not count as a backlog.
+// (order.Timeouts.Backlog). It skips the skip orders that have waited
+// longest in each step, so that a few orders stuck in a delayed retry do
+// not count as a backlog.
 func (s *Store) Backlog(ctx context.Context, t order.Timeouts, skip int) (order.Backlog, error) {
 	const q = `
 SELECT
