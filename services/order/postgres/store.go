@@ -26,10 +26,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/outbox"
 	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/order/order"
 )
+
+// Migration is the service's own migration set (migrations/order); its
+// database also carries boot.Messaging.
+var Migration = pg.Migration{FS: migrations.Of("order"), Table: "goose_order"}
 
 // Store is the order service's database.
 type Store struct {

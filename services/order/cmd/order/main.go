@@ -14,9 +14,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
-	"github.com/orderly/orderly/pkg/pg"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/order/admission"
 	"github.com/orderly/orderly/services/order/consume"
@@ -66,7 +64,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, pg.Migration{FS: migrations.Of("order"), Table: "goose_order"})
+	svc, err := boot.Start(ctx, cfg.Config, boot.Messaging, postgres.Migration)
 	if err != nil {
 		return nil, err
 	}

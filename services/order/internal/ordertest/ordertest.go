@@ -14,23 +14,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/orderly/orderly/migrations"
 	"github.com/orderly/orderly/pkg/boot"
-	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
 )
 
-// Migration is the order service's own migration set.
-var Migration = pg.Migration{FS: migrations.Of("order"), Table: "goose_order"}
-
 // NewDB returns a pool on a fresh database with the messaging and order
 // migrations applied, and its URL.
 func NewDB(tb testing.TB) (*pgxpool.Pool, string) {
 	tb.Helper()
-	return pgtest.NewDB(tb, boot.Messaging, Migration)
+	return pgtest.NewDB(tb, boot.Messaging, postgres.Migration)
 }
 
 // Clock is a settable clock for stores under test.
