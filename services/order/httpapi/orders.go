@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
-	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/order/order"
 	"github.com/orderly/orderly/services/order/postgres"
 )
@@ -206,29 +204,12 @@ func (a *API) createOrder(w http.ResponseWriter, r *http.Request) {
 	canonical, _ := json.Marshal(body)
 	sum := sha256.Sum256(canonical)
 	k := postgres.IdempotencyKey{CustomerID: c.Subject, Key: key, Hash: sum[:]}
-	var (
-		stored   *postgres.StoredResponse
-		replayed bool
-	)
-	// The response is stored with the order, so this handler runs the
-	// transaction: the store locks the key and places the order, the API
-	// renders it, and the store saves both.
-	err = pg.Transact(r.Context(), a.store.Pool(), func(tx pgx.Tx) error {
-		p, err := a.store.LockKey(r.Context(), tx, a.timeouts, req, k)
+	stored, replayed, err := a.store.CreateOnce(r.Context(), a.timeouts, req, k, func(o order.Order) ([]byte, error) {
+		body, err := json.Marshal(a.render(o, false))
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("encode response: %w", err)
 		}
-		if replayed = p.Replay != nil; replayed {
-			stored = p.Replay
-			return nil
-		}
-		resp, err := json.Marshal(a.render(p.Order, false))
-		if err != nil {
-			return fmt.Errorf("encode response: %w", err)
-		}
-		resp = append(resp, '\n') // as httpx.WriteJSON ends a body
-		stored = &postgres.StoredResponse{OrderID: p.Order.ID, Status: http.StatusCreated, Body: resp}
-		return a.store.SavePlacement(r.Context(), tx, p, resp)
+		return append(body, '\n'), nil // as httpx.WriteJSON ends a body
 	})
 	if err != nil {
 		if errors.Is(err, order.ErrIdempotencyKeyInUse) {

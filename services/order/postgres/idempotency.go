@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/services/order/order"
 )
 
@@ -55,6 +56,33 @@ func (s *Store) LockKey(ctx context.Context, tx pgx.Tx, t order.Timeouts, req or
 		return Placement{}, err
 	}
 	return s.place(ctx, tx, t, req, &key)
+}
+
+// CreateOnce places req sent with an Idempotency-Key in one transaction:
+// LockKey, then render turns the placed order into the body of its 201
+// (the API's JSON, a pure function of the order), then SavePlacement
+// stores order and body together. A request that repeats the key and body
+// gets the stored response, with replayed true, and creates nothing. It
+// returns LockKey's errors, render's, or the database's; none stores
+// anything.
+func (s *Store) CreateOnce(ctx context.Context, t order.Timeouts, req order.Request, key IdempotencyKey, render func(order.Order) ([]byte, error)) (resp StoredResponse, replayed bool, err error) {
+	err = pg.Transact(ctx, s.pool, func(tx pgx.Tx) error {
+		p, err := s.LockKey(ctx, tx, t, req, key)
+		if err != nil {
+			return err
+		}
+		if replayed = p.Replay != nil; replayed {
+			resp = *p.Replay
+			return nil
+		}
+		body, err := render(p.Order)
+		if err != nil {
+			return err
+		}
+		resp = StoredResponse{OrderID: p.Order.ID, Status: statusCreated, Body: body}
+		return s.SavePlacement(ctx, tx, p, body)
+	})
+	return resp, replayed, err
 }
 
 // keyState is what queueLockKey learns once its batch has run: the stored
