@@ -37,6 +37,15 @@ var (
 	TypeNotReady             = ProblemType("not-ready")
 )
 
+// Problem types of more than one service's API (the order and notification
+// services both serve /v1/orders/{id}…), defined once so that they stay
+// the same for clients.
+var (
+	TypeOrderNotFound  = ProblemType("order-not-found")
+	TypeInvalidOrderID = ProblemType("invalid-order-id")
+	TypeInvalidQuery   = ProblemType("invalid-query")
+)
+
 // Problem is an RFC 9457 problem details object, the body of every 4xx and
 // 5xx response. Clients and tests can decode error responses into it.
 type Problem struct {

@@ -16,9 +16,6 @@ import (
 
 // Problem types of the notification API, stable for clients to match on.
 var (
-	TypeOrderNotFound      = httpx.ProblemType("order-not-found")
-	TypeInvalidOrderID     = httpx.ProblemType("invalid-order-id")
-	TypeInvalidQuery       = httpx.ProblemType("invalid-query")
 	TypeForbiddenOrigin    = httpx.ProblemType("forbidden-origin")
 	TypeWebSocketRequired  = httpx.ProblemType("websocket-required")
 	TypeTooManyConnections = httpx.ProblemType("too-many-connections")
@@ -35,10 +32,10 @@ var (
 )
 
 var errorTable = []httpx.ErrorMapping{
-	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: TypeInvalidOrderID, Title: "Invalid order id"},
-	{Err: errInvalidSince, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: httpx.TypeInvalidOrderID, Title: "Invalid order id"},
+	{Err: errInvalidSince, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
 	{Err: errForbiddenOrigin, Status: http.StatusForbidden, Type: TypeForbiddenOrigin, Title: "Origin not allowed"},
-	{Err: errOrderNotFound, Status: http.StatusNotFound, Type: TypeOrderNotFound, Title: "Order not found"},
+	{Err: errOrderNotFound, Status: http.StatusNotFound, Type: httpx.TypeOrderNotFound, Title: "Order not found"},
 	{Err: live.ErrNotWebSocket, Status: http.StatusUpgradeRequired, Type: TypeWebSocketRequired, Title: "WebSocket handshake required"},
 	{Err: live.ErrTooManyForOrder, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
 	{Err: live.ErrTooManyForCustomer, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},

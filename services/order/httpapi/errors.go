@@ -17,15 +17,12 @@ var (
 
 // Problem types of the order API, stable for clients to match on.
 var (
-	TypeOrderNotFound         = httpx.ProblemType("order-not-found")
 	TypeNotCancellable        = httpx.ProblemType("order-not-cancellable")
 	TypeInvalidTransition     = httpx.ProblemType("invalid-transition")
 	TypeInvalidOrder          = httpx.ProblemType("invalid-order")
 	TypeUnknownSKU            = httpx.ProblemType("unknown-sku")
 	TypeMixedCurrency         = httpx.ProblemType("mixed-currency")
 	TypeForbiddenCustomer     = httpx.ProblemType("forbidden-customer")
-	TypeInvalidOrderID        = httpx.ProblemType("invalid-order-id")
-	TypeInvalidQuery          = httpx.ProblemType("invalid-query")
 	TypeInvalidIdempotencyKey = httpx.ProblemType("invalid-idempotency-key")
 	TypeIdempotencyKeyInUse   = httpx.ProblemType("idempotency-key-in-use")
 	TypeIdempotencyKeyReused  = httpx.ProblemType("idempotency-key-reused")
@@ -35,17 +32,17 @@ var (
 // errorTable is the one place errors become HTTP statuses. Order matters:
 // a refused cancel matches both ErrNotCancellable and ErrInvalidTransition.
 var errorTable = []httpx.ErrorMapping{
-	{Err: order.ErrNotFound, Status: http.StatusNotFound, Type: TypeOrderNotFound, Title: "Order not found"},
+	{Err: order.ErrNotFound, Status: http.StatusNotFound, Type: httpx.TypeOrderNotFound, Title: "Order not found"},
 	{Err: order.ErrNotCancellable, Status: http.StatusConflict, Type: TypeNotCancellable, Title: "Order cannot be cancelled"},
 	{Err: order.ErrInvalidTransition, Status: http.StatusConflict, Type: TypeInvalidTransition, Title: "Not allowed in the order's status"},
 	{Err: order.ErrInvalidOrder, Status: http.StatusBadRequest, Type: TypeInvalidOrder, Title: "Invalid order"},
 	{Err: order.ErrUnknownSKU, Status: http.StatusUnprocessableEntity, Type: TypeUnknownSKU, Title: "Unknown SKU"},
 	{Err: order.ErrMixedCurrency, Status: http.StatusUnprocessableEntity, Type: TypeMixedCurrency, Title: "Mixed currencies"},
 	{Err: order.ErrForbiddenCustomer, Status: http.StatusForbidden, Type: TypeForbiddenCustomer, Title: "Not your customer id"},
-	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: TypeInvalidOrderID, Title: "Invalid order id"},
-	{Err: order.ErrInvalidStatus, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
-	{Err: order.ErrInvalidCursor, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
-	{Err: errInvalidLimit, Status: http.StatusBadRequest, Type: TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: httpx.TypeInvalidOrderID, Title: "Invalid order id"},
+	{Err: order.ErrInvalidStatus, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: order.ErrInvalidCursor, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: errInvalidLimit, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
 	{Err: errInvalidIdempotencyKey, Status: http.StatusBadRequest, Type: TypeInvalidIdempotencyKey, Title: "Invalid Idempotency-Key"},
 	{Err: order.ErrIdempotencyKeyInUse, Status: http.StatusConflict, Type: TypeIdempotencyKeyInUse, Title: "Request in progress"},
 	{Err: order.ErrIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Type: TypeIdempotencyKeyReused, Title: "Idempotency-Key reused"},

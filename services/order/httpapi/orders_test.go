@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/services/order/httpapi"
 	"github.com/orderly/orderly/services/order/order"
 )
@@ -302,7 +303,7 @@ func TestSomeoneElsesOrderIsNotFound(t *testing.T) {
 	s.mustPlace(alice)
 
 	for _, r := range []response{s.get(alice, "/v1/orders/"+bobs.ID), s.post(alice, "/v1/orders/"+bobs.ID+"/cancel", "")} {
-		if r.status != http.StatusNotFound || problemOf(t, r).Type != httpapi.TypeOrderNotFound {
+		if r.status != http.StatusNotFound || problemOf(t, r).Type != httpx.TypeOrderNotFound {
 			t.Errorf("alice on bob's order = %s, want 404", r)
 		}
 	}
@@ -324,7 +325,7 @@ func TestSomeoneElsesOrderIsNotFound(t *testing.T) {
 	}
 	for _, bad := range []string{"not-a-uuid", "123", "0190a6b40000700080000000000000001"} {
 		for _, r := range []response{s.get(alice, "/v1/orders/"+bad), s.post(alice, "/v1/orders/"+bad+"/cancel", "")} {
-			if r.status != http.StatusBadRequest || problemOf(t, r).Type != httpapi.TypeInvalidOrderID {
+			if r.status != http.StatusBadRequest || problemOf(t, r).Type != httpx.TypeInvalidOrderID {
 				t.Errorf("id %q = %s, want 400", bad, r)
 			}
 		}
@@ -463,7 +464,7 @@ func TestListPages(t *testing.T) {
 	}
 	for _, q := range []string{"status=paid", "status=", "limit=0", "limit=101", "limit=x", "limit=", "cursor=garbage", "cursor=", "cursor=djEuMS4y"} {
 		r := s.get(alice, "/v1/orders?"+q)
-		if r.status != http.StatusBadRequest || problemOf(t, r).Type != httpapi.TypeInvalidQuery {
+		if r.status != http.StatusBadRequest || problemOf(t, r).Type != httpx.TypeInvalidQuery {
 			t.Errorf("?%s = %s, want 400 invalid-query", q, r)
 		}
 	}
