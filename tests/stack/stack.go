@@ -230,7 +230,7 @@ func (svc *Service) waitReady(tb testing.TB) {
 	base := "http://" + p.Addr(tb)
 	poll.Ready(tb, time.Minute, base, func() error {
 		if !p.Running() {
-			return fmt.Errorf("%s exited while starting: %v\n%s\n%s", svc.Name, p.err, p.Stdout.Tail(32<<10), p.Stderr.String())
+			return fmt.Errorf("%s exited while starting: %w\n%s\n%s", svc.Name, p.err, p.Stdout.Tail(32<<10), p.Stderr.String())
 		}
 		return nil
 	})
