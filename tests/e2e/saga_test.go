@@ -343,8 +343,10 @@ func TestInventoryServiceDown(t *testing.T) {
 
 	s.Inventory.Stop(t)
 	_, token := s.NewCustomer(t)
-	o := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 3}}, PaymentMethod: "pm_card_ok"})
+	// The deadline runs from the order's creation, inside the POST: the
+	// clock starts before it is sent, never after the answer.
 	placedAt := time.Now()
+	o := s.PlaceOrder(t, token, stack.OrderRequest{Items: []stack.Item{{SKU: p.SKU, Quantity: 3}}, PaymentMethod: "pm_card_ok"})
 	o = s.WaitStatus(t, token, o.ID, "cancelled", "timeout", settle)
 	if waited := time.Since(placedAt); waited < 3*time.Second {
 		t.Errorf("cancelled after %v, before the 3 s reservation deadline", waited)
