@@ -1,8 +1,8 @@
 // Package authn authenticates Orderly's callers: it verifies the HS256 bearer
 // JWTs of the HTTP API (Verifier, Middleware, RequireAdmin), issues them for
 // tests and tools (Issue), and signs and checks the per-order tracking tokens
-// that let a shopper watch one order without logging in (NewTrackingToken,
-// VerifyTrackingToken).
+// that let a shopper watch one order without logging in (TrackingTokens),
+// with a secret of their own.
 //
 // Every failure to authenticate wraps ErrUnauthorized and every refusal of an
 // authenticated caller wraps ErrForbidden, so services can match them with
@@ -58,19 +58,51 @@ type tokenClaims struct {
 	jwt.RegisteredClaims
 }
 
-// Verifier checks bearer JWTs against one HS256 secret and, when configured,
-// an issuer and an audience. It is safe for concurrent use.
+// DefaultMaxTTL is how far ahead of now a bearer token's "exp" may lie
+// unless WithMaxTTL says otherwise (AUTH_JWT_MAX_TTL): a stolen token is
+// worth only as long as it lives, and the identity provider's are short.
+const DefaultMaxTTL = 24 * time.Hour
+
+// Verifier checks bearer JWTs against an HS256 secret (and, during a
+// rotation, the previous one) and, when configured, an issuer and an
+// audience. It is safe for concurrent use.
 type Verifier struct {
-	secret []byte
-	parser *jwt.Parser
+	secret   []byte
+	previous []byte
+	maxTTL   time.Duration
+	parser   *jwt.Parser
+}
+
+// VerifierOption changes a default of NewVerifier.
+type VerifierOption func(*Verifier)
+
+// WithPreviousSecret makes the Verifier also accept tokens signed with
+// secret, so that the signing secret can be rotated without refusing the
+// tokens already out: sign with the new one, verify with both until the
+// old tokens have expired, then drop it. An empty secret adds nothing.
+func WithPreviousSecret(secret []byte) VerifierOption {
+	return func(v *Verifier) { v.previous = append([]byte(nil), secret...) }
+}
+
+// WithMaxTTL sets how far ahead of now (plus Leeway) a token's "exp" may
+// lie; a token meant to live longer is refused. d must be positive; other
+// values keep DefaultMaxTTL.
+func WithMaxTTL(d time.Duration) VerifierOption {
+	return func(v *Verifier) {
+		if d > 0 {
+			v.maxTTL = d
+		}
+	}
 }
 
 // NewVerifier returns a Verifier for tokens signed with secret using HS256.
 // A non-empty issuer must equal the token's "iss" and a non-empty audience
 // must be among its "aud"; empty ones are not checked. An empty secret makes
 // every Verify fail, rather than accept tokens signed with an empty key.
-func NewVerifier(secret []byte, issuer, audience string) *Verifier {
-	opts := []jwt.ParserOption{
+// Tokens whose "exp" lies more than DefaultMaxTTL ahead are refused, unless
+// an option says otherwise.
+func NewVerifier(secret []byte, issuer, audience string, opts ...VerifierOption) *Verifier {
+	popts := []jwt.ParserOption{
 		// Only HS256: this refuses "none", the RS*/ES* algorithms (whose
 		// "public key" an attacker could swap for our secret) and other
 		// HMAC sizes, before any signature is checked.
@@ -81,23 +113,30 @@ func NewVerifier(secret []byte, issuer, audience string) *Verifier {
 		jwt.WithStrictDecoding(),
 	}
 	if issuer != "" {
-		opts = append(opts, jwt.WithIssuer(issuer))
+		popts = append(popts, jwt.WithIssuer(issuer))
 	}
 	if audience != "" {
-		opts = append(opts, jwt.WithAudience(audience))
+		popts = append(popts, jwt.WithAudience(audience))
 	}
-	return &Verifier{
+	v := &Verifier{
 		secret: append([]byte(nil), secret...),
-		parser: jwt.NewParser(opts...),
+		maxTTL: DefaultMaxTTL,
+		parser: jwt.NewParser(popts...),
 	}
+	for _, o := range opts {
+		o(v)
+	}
+	return v
 }
 
 // Verify checks token (the JWT alone, without "Bearer ") and returns its
-// claims. It requires an HS256 signature with the verifier's secret, an
-// "exp" in the future (within Leeway), a non-empty "sub", and the configured
-// issuer and audience. Any failure returns an error wrapping ErrUnauthorized
-// and, where there is one, the jwt package's reason (jwt.ErrTokenExpired,
-// …); its message is for logs, not for clients.
+// claims. It requires an HS256 signature with the verifier's secret (or the
+// previous one), an "exp" in the future (within Leeway) but no further
+// ahead than the maximum lifetime, a non-empty "sub" without control
+// characters, and the configured issuer and audience. Any failure returns
+// an error wrapping ErrUnauthorized and, where there is one, the jwt
+// package's reason (jwt.ErrTokenExpired, …); its message is for logs, not
+// for clients.
 func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(v.secret) == 0 {
 		return Claims{}, fmt.Errorf("authn: %w: no secret configured", ErrUnauthorized)
@@ -109,20 +148,34 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 		if t.Method != jwt.SigningMethodHS256 {
 			return nil, fmt.Errorf("unexpected signing method %v", t.Header["alg"])
 		}
+		if len(v.previous) > 0 {
+			return jwt.VerificationKeySet{Keys: []jwt.VerificationKey{v.secret, v.previous}}, nil
+		}
 		return v.secret, nil
 	})
 	if err != nil {
 		return Claims{}, fmt.Errorf("authn: %w: %w", ErrUnauthorized, err)
 	}
-	if strings.TrimSpace(tc.Subject) == "" {
+	// The parser required exp, so ExpiresAt is set.
+	exp := tc.ExpiresAt.Time
+	if ahead := time.Until(exp); ahead > v.maxTTL+Leeway {
+		return Claims{}, fmt.Errorf("authn: %w: token expires in %s, more than the %s allowed",
+			ErrUnauthorized, ahead.Round(time.Second), v.maxTTL)
+	}
+	switch {
+	case strings.TrimSpace(tc.Subject) == "":
 		return Claims{}, fmt.Errorf("authn: %w: token has no subject", ErrUnauthorized)
+	case strings.ContainsFunc(tc.Subject, isControl):
+		// Nothing downstream stores or compares such an id safely (a NUL
+		// is refused by Postgres), so the token is invalid.
+		return Claims{}, fmt.Errorf("authn: %w: token subject has control characters", ErrUnauthorized)
 	}
-	c := Claims{Subject: tc.Subject, Role: tc.Role}
-	if tc.ExpiresAt != nil {
-		c.ExpiresAt = tc.ExpiresAt.Time
-	}
-	return c, nil
+	return Claims{Subject: tc.Subject, Role: tc.Role, ExpiresAt: exp}, nil
 }
+
+// isControl reports whether r is an ASCII control character (U+0000–U+001F
+// or U+007F).
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // Issue returns an HS256 JWT for c signed with secret, with "sub", "role"
 // (left out when empty), "exp" from c.ExpiresAt, "iat" now, and "iss" and

@@ -129,6 +129,35 @@ func TestVerify(t *testing.T) {
 		{name: "wrong audience", verifier: authn.NewVerifier(testSecret, "", "orderly-api"),
 			token: mustIssue(t, authn.Claims{Subject: "c-1", ExpiresAt: hour}, "", "billing-api")},
 		{name: "missing audience", verifier: authn.NewVerifier(testSecret, "", "orderly-api"), token: validToken},
+
+		// Lifetime: no further ahead than the maximum (24 h by default).
+		{name: "exp at the maximum lifetime", token: mustSign(t, jwt.SigningMethodHS256, with("exp", now.Add(authn.DefaultMaxTTL).Unix()), testSecret),
+			want: authn.Claims{Subject: "c-1", ExpiresAt: now.Add(authn.DefaultMaxTTL)}},
+		{name: "exp beyond the maximum lifetime", token: mustSign(t, jwt.SigningMethodHS256, with("exp", now.Add(authn.DefaultMaxTTL+time.Hour).Unix()), testSecret)},
+		{name: "exp 400 days ahead", token: mustSign(t, jwt.SigningMethodHS256, with("exp", now.Add(400*24*time.Hour).Unix()), testSecret)},
+		{name: "exp far beyond any date", token: mustSign(t, jwt.SigningMethodHS256, with("exp", int64(1)<<52), testSecret)},
+		{name: "exp within a shorter maximum", verifier: authn.NewVerifier(testSecret, "", "", authn.WithMaxTTL(2*time.Hour)),
+			token: validToken, want: authn.Claims{Subject: "c-1", ExpiresAt: hour}},
+		{name: "exp beyond a shorter maximum", verifier: authn.NewVerifier(testSecret, "", "", authn.WithMaxTTL(30*time.Minute)), token: validToken},
+
+		// Rotation: the previous secret verifies too, and only it.
+		{name: "previous secret", verifier: authn.NewVerifier([]byte("new-secret-0123456789-0123456789-abcdef"), "", "", authn.WithPreviousSecret(testSecret)),
+			token: validToken, want: authn.Claims{Subject: "c-1", ExpiresAt: hour}},
+		{name: "current secret during a rotation", verifier: authn.NewVerifier(testSecret, "", "", authn.WithPreviousSecret([]byte("old-secret-0123456789-0123456789-abcdef"))),
+			token: validToken, want: authn.Claims{Subject: "c-1", ExpiresAt: hour}},
+		{name: "neither secret during a rotation", verifier: authn.NewVerifier([]byte("new-secret-0123456789-0123456789-abcdef"), "", "", authn.WithPreviousSecret([]byte("old-secret-0123456789-0123456789-abcdef"))),
+			token: validToken},
+		{name: "previous secret once retired", verifier: authn.NewVerifier([]byte("new-secret-0123456789-0123456789-abcdef"), "", ""), token: validToken},
+		{name: "no current secret, only a previous one", verifier: authn.NewVerifier(nil, "", "", authn.WithPreviousSecret(testSecret)), token: validToken},
+
+		// A subject is an id: no control characters.
+		{name: "sub with NUL", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "c-1\x00"), testSecret)},
+		{name: "sub with newline", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "c-1\nrole=admin"), testSecret)},
+		{name: "sub with BEL", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "c\a1"), testSecret)},
+		{name: "sub with DEL", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "c-1\x7f"), testSecret)},
+		{name: "sub with unit separator", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "c\x1f1"), testSecret)},
+		{name: "sub with letters beyond ASCII", token: mustSign(t, jwt.SigningMethodHS256, with("sub", "zoë-1"), testSecret),
+			want: authn.Claims{Subject: "zoë-1", ExpiresAt: hour}},
 		{name: "issuer and audience ignored when not configured",
 			token: mustIssue(t, authn.Claims{Subject: "c-1", ExpiresAt: hour}, "anyone", "anything"),
 			want:  authn.Claims{Subject: "c-1", ExpiresAt: hour}},

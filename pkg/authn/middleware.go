@@ -22,8 +22,9 @@ var Errors = []httpx.ErrorMapping{
 	{Err: ErrForbidden, Status: http.StatusForbidden, Type: TypeForbidden, Title: "Forbidden"},
 }
 
-// maxTokenLen bounds the bearer tokens worth parsing; ours are a few hundred
-// bytes, and a huge one is only a way to make us spend CPU.
+// maxTokenLen bounds the tokens worth parsing, in the Authorization header
+// or in ?token=; ours are a few hundred bytes, and a huge one is only a way
+// to make us spend CPU.
 const maxTokenLen = 8 << 10
 
 // Client-facing details of a 401. They say what to fix without saying which
@@ -65,6 +66,17 @@ func BearerToken(r *http.Request) (token string, ok bool) {
 		return "", false
 	}
 	return token, true
+}
+
+// QueryToken returns the token of r's ?token= parameter, for the live
+// streams, which browsers open without headers. ok is false when it is
+// missing, repeated, empty, or longer than BearerToken accepts.
+func QueryToken(r *http.Request) (token string, ok bool) {
+	values := r.URL.Query()["token"]
+	if len(values) != 1 || values[0] == "" || len(values[0]) > maxTokenLen {
+		return "", false
+	}
+	return values[0], true
 }
 
 // Middleware returns middleware that requires a valid bearer JWT (see

@@ -252,3 +252,30 @@ func TestErrorsTable(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryToken(t *testing.T) {
+	t.Parallel()
+	longest := strings.Repeat("a", 8<<10)
+	tests := []struct {
+		query  string
+		want   string
+		wantOK bool
+	}{
+		{query: "token=abc", want: "abc", wantOK: true},
+		{query: "since=3&token=abc", want: "abc", wantOK: true},
+		{query: "token=" + longest, want: longest, wantOK: true},
+		{query: "token=" + longest + "a"},
+		{query: ""},
+		{query: "token="},
+		{query: "token"},
+		{query: "token=abc&token=abc"},
+		{query: "Token=abc"},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(http.MethodGet, "/v1/orders/x/ws?"+tt.query, nil)
+		got, ok := authn.QueryToken(req)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("QueryToken(?%.40s) = %.20q, %v; want %.20q, %v", tt.query, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

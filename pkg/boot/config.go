@@ -84,6 +84,18 @@ type Config struct {
 	// ShutdownDelay is how long /readyz answers 503 before the HTTP server
 	// stops accepting, so load balancers stop routing here first.
 	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"1s"`
+	// Bearer-token rules beyond the secret (issue 11): a bounded
+	// lifetime and a rotation.
+	//
+	// JWTSecretPrevious, when set, also verifies bearer tokens, so that
+	// AUTH_JWT_SECRET can be rotated: tokens are minted with the new
+	// secret while those signed with the old one stay valid until they
+	// expire (AUTH_JWT_MAX_TTL at most), then this is unset.
+	JWTSecretPrevious string `env:"AUTH_JWT_SECRET_PREVIOUS"`
+	// JWTMaxTTL is how far ahead of now a bearer token's exp may lie; a
+	// token meant to live longer is refused.
+	JWTMaxTTL time.Duration `env:"AUTH_JWT_MAX_TTL" envDefault:"24h"`
+
 	// PprofAddr, when set, serves Go's profiler (net/http/pprof) on its own
 	// listener at this address, for an operator profiling a live process.
 	// Keep it on a loopback or internal address: it is not authenticated.
@@ -237,6 +249,18 @@ func (c Config) Validate() error {
 		p.Require(false, "ORDERLY_ENV", "%q is not development or production", c.Env)
 	}
 	p.Require(c.JWTSecret != "", "AUTH_JWT_SECRET", "is empty")
+	// Bearer-token lifetime, rotation, and production's issuer and
+	// audience (issue 11). A previous secret is held to the rules of the
+	// current one, as it verifies the same tokens.
+	p.Require(c.JWTMaxTTL > 0, "AUTH_JWT_MAX_TTL", "must be positive")
+	if c.Env != EnvDevelopment && c.JWTSecretPrevious != "" {
+		p.Require(c.JWTSecretPrevious != DevelopmentJWTSecret && len(c.JWTSecretPrevious) >= minProductionSecretLen, "AUTH_JWT_SECRET_PREVIOUS",
+			"must be at least %d bytes, and not the development default, unless ORDERLY_ENV=development", minProductionSecretLen)
+	}
+	if c.Env == EnvProduction {
+		p.Require(c.JWTIssuer != "", "AUTH_JWT_ISSUER", "must be set when ORDERLY_ENV=production (the iss your identity provider puts in tokens)")
+		p.Require(c.JWTAudience != "", "AUTH_JWT_AUDIENCE", "must be set when ORDERLY_ENV=production (the aud your identity provider puts in tokens)")
+	}
 	p.Require(c.RateLimitRPS > 0, "RATE_LIMIT_RPS", "must be positive")
 	p.Require(c.ConsumerWorkers >= 0 && c.ConsumerWorkers <= 256, "CONSUMER_WORKERS", "must be between 0 (the service's default) and 256")
 	if c.OTLPEndpoint != "" {
@@ -258,10 +282,12 @@ func isHostPort(addr string) bool {
 }
 
 // Verifier returns the bearer-token verifier of the service's
-// configuration: HS256 with AUTH_JWT_SECRET, checking AUTH_JWT_ISSUER and
-// AUTH_JWT_AUDIENCE when they are set.
+// configuration: HS256 with AUTH_JWT_SECRET (or AUTH_JWT_SECRET_PREVIOUS,
+// when set), an exp no more than AUTH_JWT_MAX_TTL ahead, checking
+// AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE when they are set.
 func (c Config) Verifier() *authn.Verifier {
-	return authn.NewVerifier([]byte(c.JWTSecret), c.JWTIssuer, c.JWTAudience)
+	return authn.NewVerifier([]byte(c.JWTSecret), c.JWTIssuer, c.JWTAudience,
+		authn.WithPreviousSecret([]byte(c.JWTSecretPrevious)), authn.WithMaxTTL(c.JWTMaxTTL))
 }
 
 // LogValue is what the config looks like in logs: passwords in URLs and the
@@ -280,6 +306,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("auth_jwt_secret", secret),
 		slog.String("auth_jwt_issuer", c.JWTIssuer),
 		slog.String("auth_jwt_audience", c.JWTAudience),
+		slog.String("auth_jwt_secret_previous", maskSet(c.JWTSecretPrevious)),
+		slog.String("auth_jwt_max_ttl", c.JWTMaxTTL.String()),
 		slog.Int("rate_limit_rps", c.RateLimitRPS),
 		slog.Int("consumer_workers", c.ConsumerWorkers),
 		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
@@ -289,6 +317,14 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("pprof_addr", c.PprofAddr),
 	)
+}
+
+// maskSet is how an optional secret appears in logs: "[set]" or "".
+func maskSet(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "[set]"
 }
 
 // String formats the config with secrets masked, so that a stray %v in a log

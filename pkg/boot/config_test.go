@@ -32,6 +32,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ConnectTimeout:  15 * time.Second,
 		ShutdownTimeout: 20 * time.Second,
 		ShutdownDelay:   time.Second,
+		JWTMaxTTL:       24 * time.Hour,
 	}
 	if got != want {
 		t.Errorf("LoadConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -48,6 +49,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"AUTH_JWT_SECRET=" + secret,
 		"AUTH_JWT_ISSUER=https://id.orderly.dev/",
 		"AUTH_JWT_AUDIENCE=orderly-api",
+		"AUTH_JWT_SECRET_PREVIOUS=" + strings.Repeat("p", 32),
+		"AUTH_JWT_MAX_TTL=1h",
 		"RATE_LIMIT_RPS=250",
 		"CONSUMER_WORKERS=8",
 		"ORDERLY_ENV=production",
@@ -62,21 +65,23 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	want := boot.Config{
-		Service:         "order",
-		DatabaseURL:     "postgres://app:pw@db:5432/orders",
-		AMQPURL:         "amqp://u:p@mq:5672/prod",
-		HTTPAddr:        "127.0.0.1:0",
-		JWTSecret:       secret,
-		JWTIssuer:       "https://id.orderly.dev/",
-		JWTAudience:     "orderly-api",
-		RateLimitRPS:    250,
-		ConsumerWorkers: 8,
-		Env:             boot.EnvProduction,
-		OTLPEndpoint:    "http://collector:4318",
-		LogLevel:        "debug",
-		ConnectTimeout:  3 * time.Second,
-		ShutdownTimeout: 45 * time.Second,
-		ShutdownDelay:   5 * time.Second,
+		Service:           "order",
+		DatabaseURL:       "postgres://app:pw@db:5432/orders",
+		AMQPURL:           "amqp://u:p@mq:5672/prod",
+		HTTPAddr:          "127.0.0.1:0",
+		JWTSecret:         secret,
+		JWTIssuer:         "https://id.orderly.dev/",
+		JWTAudience:       "orderly-api",
+		RateLimitRPS:      250,
+		ConsumerWorkers:   8,
+		Env:               boot.EnvProduction,
+		OTLPEndpoint:      "http://collector:4318",
+		LogLevel:          "debug",
+		ConnectTimeout:    3 * time.Second,
+		ShutdownTimeout:   45 * time.Second,
+		ShutdownDelay:     5 * time.Second,
+		JWTSecretPrevious: strings.Repeat("p", 32),
+		JWTMaxTTL:         time.Hour,
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -108,6 +113,9 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"CONSUMER_WORKERS=-1", "CONSUMER_WORKERS"},
 		{"CONSUMER_WORKERS=257", "CONSUMER_WORKERS"},
 		{"CONSUMER_WORKERS=many", "CONSUMER_WORKERS"},
+		{"AUTH_JWT_MAX_TTL=0s", "AUTH_JWT_MAX_TTL"},
+		{"AUTH_JWT_MAX_TTL=-1h", "AUTH_JWT_MAX_TTL"},
+		{"AUTH_JWT_MAX_TTL=a day", "AUTH_JWT_MAX_TTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
@@ -194,13 +202,52 @@ func TestLoadConfigProductionRefusesDevelopmentSecret(t *testing.T) {
 	}
 }
 
+// TestLoadConfigProductionJWTRules checks the bearer-token rules of
+// production beyond the secret: an issuer and an audience to check, and a
+// previous secret as strong as the current one.
+func TestLoadConfigProductionJWTRules(t *testing.T) {
+	t.Parallel()
+	strong := "AUTH_JWT_SECRET=" + strings.Repeat("s", 40)
+	tests := []struct {
+		name    string
+		environ []string
+		wantVar string // "" for no error
+	}{
+		{"issuer and audience", []string{"AUTH_JWT_ISSUER=orderly-id", "AUTH_JWT_AUDIENCE=orderly-api"}, ""},
+		{"no issuer", []string{"AUTH_JWT_AUDIENCE=orderly-api"}, "AUTH_JWT_ISSUER"},
+		{"no audience", []string{"AUTH_JWT_ISSUER=orderly-id"}, "AUTH_JWT_AUDIENCE"},
+		{"short previous secret", []string{"AUTH_JWT_ISSUER=orderly-id", "AUTH_JWT_AUDIENCE=orderly-api", "AUTH_JWT_SECRET_PREVIOUS=short"}, "AUTH_JWT_SECRET_PREVIOUS"},
+		{"development secret as the previous one", []string{"AUTH_JWT_ISSUER=orderly-id", "AUTH_JWT_AUDIENCE=orderly-api", "AUTH_JWT_SECRET_PREVIOUS=" + boot.DevelopmentJWTSecret}, "AUTH_JWT_SECRET_PREVIOUS"},
+		{"strong previous secret", []string{"AUTH_JWT_ISSUER=orderly-id", "AUTH_JWT_AUDIENCE=orderly-api", "AUTH_JWT_SECRET_PREVIOUS=" + strings.Repeat("p", 32)}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			environ := append([]string{"ORDERLY_ENV=production", strong}, tt.environ...)
+			_, err := boot.LoadConfig(environ, "inventory", ":8081")
+			switch {
+			case tt.wantVar == "" && err != nil:
+				t.Fatalf("LoadConfig(%v): %v", environ, err)
+			case tt.wantVar != "" && (err == nil || !strings.Contains(err.Error(), tt.wantVar)):
+				t.Fatalf("LoadConfig(%v) error = %v, want one naming %s", environ, err, tt.wantVar)
+			}
+		})
+	}
+	// Development needs neither, and takes any previous secret.
+	if _, err := boot.LoadConfig([]string{"ORDERLY_ENV=development", "AUTH_JWT_SECRET_PREVIOUS=short"}, "inventory", ":8081"); err != nil {
+		t.Errorf("development without issuer and audience: %v", err)
+	}
+}
+
 func TestConfigLogMasksSecrets(t *testing.T) {
 	t.Parallel()
 	secret := "a-very-secret-production-signing-key-0123456789"
+	previous := "the-previous-production-signing-key-0123456789"
 	cfg, err := boot.LoadConfig([]string{
 		"DATABASE_URL=postgres://app:dbpass123@db:5432/orders",
 		"AMQP_URL=amqp://user:mqpass456@mq:5672/",
 		"AUTH_JWT_SECRET=" + secret,
+		"AUTH_JWT_SECRET_PREVIOUS=" + previous,
 	}, "order", ":8080")
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
@@ -208,7 +255,7 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", cfg)
 	for _, out := range []string{buf.String(), cfg.String(), strings.ReplaceAll(buf.String(), `\u0026`, "&")} {
-		for _, leak := range []string{"dbpass123", "mqpass456", secret} {
+		for _, leak := range []string{"dbpass123", "mqpass456", secret, previous} {
 			if strings.Contains(out, leak) {
 				t.Errorf("config output leaks %q: %s", leak, out)
 			}
@@ -221,11 +268,13 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 		t.Fatalf("decode log line: %v", err)
 	}
 	for key, want := range map[string]string{
-		"database_url":    "postgres://app:xxxxx@db:5432/orders",
-		"amqp_url":        "amqp://user:xxxxx@mq:5672/",
-		"auth_jwt_secret": "[set]",
-		"http_addr":       ":8080",
-		"auth_jwt_issuer": "",
+		"database_url":             "postgres://app:xxxxx@db:5432/orders",
+		"amqp_url":                 "amqp://user:xxxxx@mq:5672/",
+		"auth_jwt_secret":          "[set]",
+		"auth_jwt_secret_previous": "[set]",
+		"auth_jwt_max_ttl":         "24h0m0s",
+		"http_addr":                ":8080",
+		"auth_jwt_issuer":          "",
 	} {
 		if got := line.Config[key]; got != want {
 			t.Errorf("logged %s = %v, want %q", key, got, want)
@@ -235,11 +284,13 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 
 func TestConfigVerifier(t *testing.T) {
 	t.Parallel()
-	secret := strings.Repeat("k", 40)
+	secret, previous := strings.Repeat("k", 40), strings.Repeat("p", 40)
 	cfg, err := boot.LoadConfig([]string{
 		"AUTH_JWT_SECRET=" + secret,
+		"AUTH_JWT_SECRET_PREVIOUS=" + previous,
 		"AUTH_JWT_ISSUER=orderly-id",
 		"AUTH_JWT_AUDIENCE=orderly-api",
+		"AUTH_JWT_MAX_TTL=2h",
 	}, "order", ":8080")
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
@@ -249,17 +300,21 @@ func TestConfigVerifier(t *testing.T) {
 		name             string
 		secret           string
 		issuer, audience string
+		exp              time.Time
 		wantOK           bool
 	}{
-		{"configured secret, issuer and audience", secret, "orderly-id", "orderly-api", true},
-		{"other issuer", secret, "someone-else", "orderly-api", false},
-		{"other audience", secret, "orderly-id", "other-api", false},
-		{"development secret", boot.DevelopmentJWTSecret, "orderly-id", "orderly-api", false},
+		{"configured secret, issuer and audience", secret, "orderly-id", "orderly-api", exp, true},
+		{"previous secret", previous, "orderly-id", "orderly-api", exp, true},
+		{"other issuer", secret, "someone-else", "orderly-api", exp, false},
+		{"other audience", secret, "orderly-id", "other-api", exp, false},
+		{"development secret", boot.DevelopmentJWTSecret, "orderly-id", "orderly-api", exp, false},
+		{"exp within AUTH_JWT_MAX_TTL", secret, "orderly-id", "orderly-api", time.Now().Add(2 * time.Hour), true},
+		{"exp beyond AUTH_JWT_MAX_TTL", secret, "orderly-id", "orderly-api", time.Now().Add(3 * time.Hour), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tok, err := authn.Issue([]byte(tt.secret), authn.Claims{Subject: "c-1", ExpiresAt: exp}, tt.issuer, tt.audience)
+			tok, err := authn.Issue([]byte(tt.secret), authn.Claims{Subject: "c-1", ExpiresAt: tt.exp}, tt.issuer, tt.audience)
 			if err != nil {
 				t.Fatalf("Issue: %v", err)
 			}

@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,9 @@ import (
 	"github.com/felixge/httpsnoop"
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -26,12 +29,23 @@ import (
 // them or logging them at info level would drown the real traffic.
 var probePaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
-// Trace returns middleware that continues the caller's W3C trace (or starts
-// one) and wraps each request in a server span named "METHOD /route/{pattern}"
-// once chi has routed it. Probe and metrics endpoints are not traced. A nil
-// tp or prop falls back to the OpenTelemetry globals.
+// Trace returns middleware that wraps each request in a server span named
+// "METHOD /route/{pattern}" once chi has routed it. Probe and metrics
+// endpoints are not traced. A nil tp or prop falls back to the
+// OpenTelemetry globals.
+//
+// Every service's HTTP API faces the public internet, so a caller's
+// traceparent and baggage are not trusted: each request starts a new root
+// trace, which our sampler alone decides to record, linked to the caller's
+// span context (if any) for whoever can correlate them; the caller's
+// baggage is dropped rather than passed on to our messages.
 func Trace(tp trace.TracerProvider, prop propagation.TextMapPropagator) func(http.Handler) http.Handler {
+	if prop == nil {
+		prop = otel.GetTextMapPropagator()
+	}
 	opts := []otelhttp.Option{
+		otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return true }),
+		otelhttp.WithPropagators(publicPropagator{prop}),
 		// Request metrics come from Instrument, which knows the full chi
 		// route; otelhttp's own would duplicate them with a coarser route.
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
@@ -46,10 +60,19 @@ func Trace(tp trace.TracerProvider, prop propagation.TextMapPropagator) func(htt
 	if tp != nil {
 		opts = append(opts, otelhttp.WithTracerProvider(tp))
 	}
-	if prop != nil {
-		opts = append(opts, otelhttp.WithPropagators(prop))
-	}
 	return otelhttp.NewMiddleware("http.server", opts...)
+}
+
+// publicPropagator extracts what a request from the public internet
+// carries: its span context, which Trace only links to, and none of its
+// baggage, which would otherwise ride along on every message the request
+// causes.
+type publicPropagator struct{ propagation.TextMapPropagator }
+
+// Extract returns ctx with the carrier's span context and ctx's own
+// baggage.
+func (p publicPropagator) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	return baggage.ContextWithBaggage(p.TextMapPropagator.Extract(ctx, carrier), baggage.FromContext(ctx))
 }
 
 // routePattern returns the chi route that matched r, or "" before routing or

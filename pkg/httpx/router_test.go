@@ -12,11 +12,13 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly/orderly/pkg/telemetry"
 )
@@ -182,8 +184,14 @@ func TestRouterTracesLogsAndMeasures(t *testing.T) {
 		t.Fatalf("got %d spans, want 1", len(ended))
 	}
 	span := ended[0]
-	if got := span.SpanContext().TraceID().String(); got != traceID {
-		t.Errorf("span trace id %s, want the caller's %s", got, traceID)
+	// A public endpoint: the caller's sampled traceparent starts no trace
+	// of ours, it is only linked to.
+	gotTraceID := span.SpanContext().TraceID().String()
+	if gotTraceID == traceID || span.Parent().IsValid() {
+		t.Errorf("span trace id %s, parent %v: want a new root, not the caller's %s", gotTraceID, span.Parent(), traceID)
+	}
+	if links := span.Links(); len(links) != 1 || links[0].SpanContext.TraceID().String() != traceID {
+		t.Errorf("span links %+v, want one to the caller's trace %s", links, traceID)
 	}
 	if span.Name() != "GET /v1/orders/{id}" {
 		t.Errorf("span name %q", span.Name())
@@ -195,7 +203,7 @@ func TestRouterTracesLogsAndMeasures(t *testing.T) {
 			line = l
 		}
 	}
-	if line["trace_id"] != traceID || line["route"] != "/v1/orders/{id}" || line["status"] != float64(200) || line["path"] != "/v1/orders/42" {
+	if line["trace_id"] != gotTraceID || line["route"] != "/v1/orders/{id}" || line["status"] != float64(200) || line["path"] != "/v1/orders/42" {
 		t.Errorf("request log line = %v", line)
 	}
 
@@ -220,6 +228,40 @@ func TestRouterTracesLogsAndMeasures(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no duration data point for GET /v1/orders/{id} 200 in %+v", rm)
+	}
+}
+
+// TestTraceDistrustsThePublic sends what an outsider could: a sampled
+// traceparent and baggage. Neither may decide what we record or reach our
+// handlers (and from them, our messages).
+func TestTraceDistrustsThePublic(t *testing.T) {
+	t.Parallel()
+	spans := tracetest.NewSpanRecorder()
+	// Sample only what a trusted parent sampled, as an operator keeping
+	// costs down would: a caller's sampled flag must not count as one.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0))))
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	var sawBaggage string
+	var sawSpan trace.SpanContext
+	h := Trace(tp, prop)(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		sawBaggage = baggage.FromContext(r.Context()).String()
+		sawSpan = trace.SpanContextFromContext(r.Context())
+	}))
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req := httptest.NewRequest(http.MethodGet, "/v1/orders", nil)
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	req.Header.Set("Baggage", "tenant=evil,debug=true")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+
+	if sawBaggage != "" {
+		t.Errorf("handler saw the caller's baggage %q", sawBaggage)
+	}
+	if sawSpan.TraceID().String() == traceID {
+		t.Errorf("handler runs in the caller's trace %s", traceID)
+	}
+	if sawSpan.IsSampled() || len(spans.Ended()) != 0 {
+		t.Errorf("the caller's sampled flag decided: sampled %v, %d spans recorded", sawSpan.IsSampled(), len(spans.Ended()))
 	}
 }
 

@@ -189,6 +189,7 @@ func startReplica(t *testing.T, s *stack.Stack, name string) (string, *stack.Pro
 		"AMQP_URL="+s.AMQPURL,
 		"HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET="+string(s.Secret),
+		"TRACKING_SECRET="+string(s.TrackingSecret),
 		"SHUTDOWN_TIMEOUT=10s",
 		"SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",

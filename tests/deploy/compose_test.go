@@ -154,7 +154,7 @@ func TestComposeAppServices(t *testing.T) {
 					t.Errorf("%s is not set", k)
 				}
 			}
-			cfg, err := loadConfig(svc, env)
+			cfg, err := loadConfig(t, svc, env)
 			if err != nil {
 				t.Fatalf("the service would not start: %v", err)
 			}
@@ -217,18 +217,22 @@ func deref(s *string) string {
 func TestComposeCallerSettings(t *testing.T) {
 	t.Parallel()
 	p := mustLoadCompose(t, map[string]string{
-		"AUTH_JWT_SECRET": strongSecret,
-		"ORDERLY_ENV":     "production",
-		"LOG_LEVEL":       "debug",
+		"AUTH_JWT_SECRET":   strongSecret,
+		"AUTH_JWT_ISSUER":   productionIdentity["AUTH_JWT_ISSUER"],
+		"AUTH_JWT_AUDIENCE": productionIdentity["AUTH_JWT_AUDIENCE"],
+		"TRACKING_SECRET":   strongTrackingSecret,
+		"ORDERLY_ENV":       "production",
+		"LOG_LEVEL":         "debug",
 	})
 	for _, svc := range mustAppServices(t) {
-		cfg, err := loadConfig(svc, composeEnv(t, p.Services[svc.name]))
+		cfg, err := loadConfig(t, svc, composeEnv(t, p.Services[svc.name]))
 		if err != nil {
 			t.Errorf("%s: would not start in production with the caller's secret: %v", svc.name, err)
 			continue
 		}
-		if cfg.JWTSecret != strongSecret || cfg.Env != boot.EnvProduction || cfg.LogLevel != "debug" {
-			t.Errorf("%s: the caller's AUTH_JWT_SECRET, ORDERLY_ENV and LOG_LEVEL did not reach it", svc.name)
+		if cfg.JWTSecret != strongSecret || cfg.Env != boot.EnvProduction || cfg.LogLevel != "debug" ||
+			cfg.JWTIssuer != productionIdentity["AUTH_JWT_ISSUER"] || cfg.JWTAudience != productionIdentity["AUTH_JWT_AUDIENCE"] {
+			t.Errorf("%s: the caller's AUTH_JWT_SECRET, AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE, ORDERLY_ENV and LOG_LEVEL did not reach it", svc.name)
 		}
 	}
 }

@@ -41,8 +41,16 @@ type appService struct {
 // boot.Config (the Go runtime) that deployment files may set.
 var runtimeVars = map[string]bool{"GOMEMLIMIT": true, "GOMAXPROCS": true, "GODEBUG": true}
 
-// strongSecret is a JWT secret production mode accepts.
-const strongSecret = "test-secret-0123456789abcdef0123456789abcdef"
+// strongSecret is a JWT secret production mode accepts, and
+// strongTrackingSecret a tracking secret.
+const (
+	strongSecret         = "test-secret-0123456789abcdef0123456789abcdef"
+	strongTrackingSecret = "test-tracking-secret-0123456789abcdef0123456789"
+)
+
+// productionIdentity is what production mode requires beyond the secret:
+// the identity provider's issuer and audience.
+var productionIdentity = map[string]string{"AUTH_JWT_ISSUER": "https://id.example.com/", "AUTH_JWT_AUDIENCE": "orderly-api"}
 
 // repoRoot returns the repository's root directory.
 func repoRoot(tb testing.TB) string {
@@ -194,7 +202,25 @@ func serviceVars(tb testing.TB, svc appService) map[string]bool {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if usesTracking(tb, svc) {
+		for f := range reflect.TypeFor[boot.TrackingConfig]().Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			vars[name] = true
+		}
+	}
 	return vars
+}
+
+// usesTracking reports whether svc's config embeds boot.TrackingConfig, the
+// tracking-token settings only the services that mint or check tracking
+// tokens read.
+func usesTracking(tb testing.TB, svc appService) bool {
+	tb.Helper()
+	src, err := os.ReadFile(filepath.Join(repoRoot(tb), "services", svc.name, "cmd", svc.name, "main.go"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return regexp.MustCompile(`(?m)^\s+boot\.TrackingConfig$`).Match(src)
 }
 
 // checkKnownVars reports every variable in env that neither boot.Config,
@@ -210,15 +236,24 @@ func checkKnownVars(tb testing.TB, where string, svc appService, env map[string]
 	}
 }
 
-// loadConfig runs env through boot.LoadConfig, as the service svc does at
-// start.
-func loadConfig(svc appService, env map[string]string) (boot.Config, error) {
+// loadConfig runs env through boot.LoadConfig, and the tracking-token
+// settings' checks when svc reads them, as the service svc does at start.
+func loadConfig(tb testing.TB, svc appService, env map[string]string) (boot.Config, error) {
+	tb.Helper()
 	environ := make([]string, 0, len(env))
 	for k, v := range env {
 		environ = append(environ, k+"="+v)
 	}
 	sort.Strings(environ)
-	return boot.LoadConfig(environ, svc.name, svc.addr)
+	if !usesTracking(tb, svc) {
+		return boot.LoadConfig(environ, svc.name, svc.addr)
+	}
+	var cfg struct {
+		boot.Config
+		boot.TrackingConfig
+	}
+	err := boot.Load(environ, svc.name, svc.addr, &cfg, func(p *boot.Problems) { cfg.CheckTracking(p, cfg.Config) })
+	return cfg.Config, err
 }
 
 // checkPinned reports an image reference that has neither a digest nor a

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -241,13 +242,26 @@ func TestKustomizeBase(t *testing.T) {
 			// service starts.
 			env := mustContainerEnv(t, m, c)
 			checkKnownVars(t, "Deployment "+svc.name, svc, env)
-			if _, err := loadConfig(svc, env); err == nil || !strings.Contains(err.Error(), "AUTH_JWT_SECRET") {
+			if _, err := loadConfig(t, svc, env); err == nil || !strings.Contains(err.Error(), "AUTH_JWT_SECRET") {
 				t.Errorf("the base's placeholder AUTH_JWT_SECRET is not refused (LoadConfig error: %v)", err)
 			}
 			env["AUTH_JWT_SECRET"] = strongSecret
-			cfg, err := loadConfig(svc, env)
+			if _, err := loadConfig(t, svc, env); err == nil || !strings.Contains(err.Error(), "AUTH_JWT_ISSUER") {
+				t.Errorf("production without the identity provider's issuer is not refused (LoadConfig error: %v)", err)
+			}
+			maps.Copy(env, productionIdentity)
+			// Only the services that mint or check tracking tokens get
+			// their secret, and its placeholder is refused too.
+			if _, has := env["TRACKING_SECRET"]; has != usesTracking(t, svc) {
+				t.Errorf("TRACKING_SECRET set: %v; the service reads it: %v", has, usesTracking(t, svc))
+			}
+			if _, err := loadConfig(t, svc, env); usesTracking(t, svc) && (err == nil || !strings.Contains(err.Error(), "TRACKING_SECRET")) {
+				t.Errorf("the base's placeholder TRACKING_SECRET is not refused (LoadConfig error: %v)", err)
+			}
+			env["TRACKING_SECRET"] = strongTrackingSecret
+			cfg, err := loadConfig(t, svc, env)
 			if err != nil {
-				t.Fatalf("with a real secret, the service would not start: %v", err)
+				t.Fatalf("with real secrets and an issuer and audience, the service would not start: %v", err)
 			}
 			if cfg.Env != "production" {
 				t.Errorf("ORDERLY_ENV is %s, want production", cfg.Env)
@@ -505,7 +519,7 @@ func TestKustomizeOverlay(t *testing.T) {
 	}
 
 	var images, secrets strings.Builder
-	fmt.Fprintf(&secrets, "AUTH_JWT_SECRET=%s\nAMQP_URL=amqp://orderly:s3cret@orderly-rabbitmq:5672/\n", strongSecret)
+	fmt.Fprintf(&secrets, "AUTH_JWT_SECRET=%s\nTRACKING_SECRET=%s\nAMQP_URL=amqp://orderly:s3cret@orderly-rabbitmq:5672/\n", strongSecret, strongTrackingSecret)
 	for _, svc := range svcs {
 		fmt.Fprintf(&images, "  - name: orderly/%s\n    newName: registry.example.com/orderly/%[1]s\n    newTag: 1.2.3\n", svc.name)
 		fmt.Fprintf(&secrets, "%s_DATABASE_URL=postgres://orderly_%s:s3cret@db.example.com:5432/orderly_%[2]s?sslmode=verify-full\n",
@@ -517,12 +531,18 @@ namespace: shop
 resources:
   - %s
 images:
-%ssecretGenerator:
+%sconfigMapGenerator:
+  - name: orderly-config
+    behavior: merge
+    literals:
+      - AUTH_JWT_ISSUER=%s
+      - AUTH_JWT_AUDIENCE=%s
+secretGenerator:
   - name: orderly-secrets
     behavior: replace
     envs:
       - secrets.env
-`, filepath.ToSlash(rel), images.String())
+`, filepath.ToSlash(rel), images.String(), productionIdentity["AUTH_JWT_ISSUER"], productionIdentity["AUTH_JWT_AUDIENCE"])
 	mustWrite(t, filepath.Join(dir, "kustomization.yaml"), kustomization)
 	mustWrite(t, filepath.Join(dir, "secrets.env"), secrets.String())
 
@@ -540,7 +560,7 @@ images:
 		if want := "registry.example.com/orderly/" + svc.name + ":1.2.3"; c.Image != want {
 			t.Errorf("Deployment %s runs %s, want %s", svc.name, c.Image, want)
 		}
-		cfg, err := loadConfig(svc, mustContainerEnv(t, m, c))
+		cfg, err := loadConfig(t, svc, mustContainerEnv(t, m, c))
 		if err != nil {
 			t.Errorf("%s would not start with the overlay's secrets: %v", svc.name, err)
 			continue

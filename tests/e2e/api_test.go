@@ -204,6 +204,9 @@ func TestAuthorization(t *testing.T) {
 			"no sub":                hmacToken(t, s.Secret, "HS256", map[string]any{"exp": now.Add(time.Hour).Unix()}),
 			"not a JWT":             "not-a-jwt",
 			"tampered payload":      tamper(s.Token(t, stack.NewUUID()), alice),
+			"400 days to live":      hmacToken(t, s.Secret, "HS256", map[string]any{"sub": alice, "exp": now.Add(400 * 24 * time.Hour).Unix()}),
+			"NUL in sub":            hmacToken(t, s.Secret, "HS256", map[string]any{"sub": alice + "\x00", "exp": now.Add(time.Hour).Unix()}),
+			"newline in sub":        hmacToken(t, s.Secret, "HS256", map[string]any{"sub": alice + "\nrole: admin", "exp": now.Add(time.Hour).Unix()}),
 		}
 		routes := []struct{ method, base, path string }{
 			{http.MethodGet, s.Order.URL(), "/v1/orders/" + order.ID},

@@ -2,8 +2,6 @@ package live
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
@@ -109,14 +106,11 @@ func TestChaosLiveDatabaseRestart(t *testing.T) {
 // after exactly the changes published, in order, and returns them and the
 // binary.
 func runChaos(t *testing.T, disrupt func(*testing.T)) ([]*shopper, *replica) {
-	secretRaw := make([]byte, 32)
-	_, _ = rand.Read(secretRaw)
-	secret := []byte(hex.EncodeToString(secretRaw))
 	amqpURL := rabbittest.NewVhost(t)
 	_, dbURL := pgtest.NewDB(t) // empty: the binary migrates it
 	// startReplica reads no more of a stack than this.
-	notif := startReplica(t, &stack.Stack{Secret: secret, AMQPURL: amqpURL, Notification: &stack.Service{DBURL: dbURL}},
-		"chaos")
+	st := &stack.Stack{Secret: stack.NewSecret(), TrackingSecret: stack.NewSecret(), AMQPURL: amqpURL, Notification: &stack.Service{DBURL: dbURL}}
+	notif := startReplica(t, st, "chaos")
 
 	ctx, cancel := context.WithTimeout(context.Background(), chaosLimit+30*time.Second)
 	t.Cleanup(cancel)
@@ -124,7 +118,7 @@ func runChaos(t *testing.T, disrupt func(*testing.T)) ([]*shopper, *replica) {
 	shoppers := make([]*shopper, chaosOrders)
 	for i := range orders {
 		orders[i] = stack.NewUUID()
-		shoppers[i] = follow(ctx, t, notif.url, orders[i], authn.NewTrackingToken(secret, orders[i]))
+		shoppers[i] = follow(ctx, t, notif.url, orders[i], st.TrackingToken(orders[i]))
 	}
 	poll.UntilNil(t, 15*time.Second, "every shopper to be connected", func() error {
 		for _, s := range shoppers {

@@ -30,7 +30,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
@@ -58,16 +57,29 @@ type watcher struct {
 	done chan struct{}
 }
 
-// watch connects to base's WebSocket for order with token and query.
+// watch connects to base's WebSocket for order with a tracking token (in
+// ?token=, as the tracking page does) and query.
 func watch(tb testing.TB, base, order, token, query string) *watcher {
 	tb.Helper()
-	url := "ws" + strings.TrimPrefix(base, "http") + "/v1/orders/" + order + "/ws?token=" + token
-	if query != "" {
-		url += "&" + query
+	return dialWatcher(tb, base, order, "token="+token, query, nil)
+}
+
+// watchAs connects to base's WebSocket for order with a bearer JWT (in the
+// Authorization header, the only place a JWT is taken) and query.
+func watchAs(tb testing.TB, base, order, jwt, query string) *watcher {
+	tb.Helper()
+	return dialWatcher(tb, base, order, "", query, http.Header{"Authorization": {"Bearer " + jwt}})
+}
+
+func dialWatcher(tb testing.TB, base, order, token, query string, header http.Header) *watcher {
+	tb.Helper()
+	url := "ws" + strings.TrimPrefix(base, "http") + "/v1/orders/" + order + "/ws"
+	if q := strings.Trim(token+"&"+query, "&"); q != "" {
+		url += "?" + q
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, resp, err := websocket.Dial(ctx, url, nil) //nolint:bodyclose // coder/websocket closes it
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header}) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		tb.Fatalf("dial %s: %v (%v)", base, err, resp)
 	}
@@ -154,7 +166,8 @@ func startReplica(tb testing.TB, s *stack.Stack, name string, env ...string) *re
 	tb.Helper()
 	p := stack.StartProcess(tb, stack.Binary(tb, "notification"), append([]string{
 		"DATABASE_URL=" + s.Notification.DBURL, "AMQP_URL=" + s.AMQPURL, "HTTP_ADDR=127.0.0.1:0",
-		"AUTH_JWT_SECRET=" + string(s.Secret), "SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s",
+		"AUTH_JWT_SECRET=" + string(s.Secret), "TRACKING_SECRET=" + string(s.TrackingSecret),
+		"SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",
 	}, env...)...)
 	r := &replica{p: p, url: "http://" + p.Addr(tb)}
@@ -241,7 +254,7 @@ func TestLiveTracking(t *testing.T) {
 		// JWT as soon as the service knows whose order it is.
 		early := watch(t, notif, o.ID, o.TrackingToken, "since=0")
 		early.waitSeq(t, 1)
-		byJWT := watch(t, notif, o.ID, customerToken, "since=0")
+		byJWT := watchAs(t, notif, o.ID, customerToken, "since=0")
 		early.waitSeq(t, 3) // confirmed
 		// Late: connects after confirmed, wants the current state first.
 		late := watch(t, notif, o.ID, o.TrackingToken, "")
@@ -339,7 +352,7 @@ func TestLiveTracking(t *testing.T) {
 	})
 
 	t.Run("refused before the upgrade", func(t *testing.T) {
-		o, _ := e.place(t)
+		o, ownerToken := e.place(t)
 		other, _ := e.place(t)
 		_, strangerToken := e.s.NewCustomer(t)
 		poll.UntilNil(t, 30*time.Second, "the notification service to know the order", func() error {
@@ -350,6 +363,9 @@ func TestLiveTracking(t *testing.T) {
 			want               int
 		}{
 			{"no token", "", "", http.StatusUnauthorized},
+			{"the owner's JWT in ?token=", "?token=" + ownerToken, "", http.StatusUnauthorized},
+			{"an admin's JWT in ?token=", "?token=" + e.admin, "", http.StatusUnauthorized},
+			{"the tracking token in ?token=", "?token=" + o.TrackingToken, "", http.StatusSwitchingProtocols},
 			{"someone else's JWT", "Bearer " + strangerToken, "", http.StatusNotFound},
 			{"another order's tracking token", "Bearer " + other.TrackingToken, "", http.StatusUnauthorized},
 			{"a forged tracking token", "Bearer " + strings.Repeat("A", 43), "", http.StatusUnauthorized},
@@ -368,7 +384,7 @@ func TestLiveTracking(t *testing.T) {
 	t.Run("a client too slow is cut off with 1013 and released", func(t *testing.T) {
 		slow := startReplica(t, e.s, "slow", "NOTIFICATION_SEND_QUEUE=4", "NOTIFICATION_WRITE_TIMEOUT=20s")
 		order := stack.NewUUID() // an order made up here; its changes are published directly
-		conn := dialTinyBuffer(t, slow.url, order, authn.NewTrackingToken(e.s.Secret, order))
+		conn := dialTinyBuffer(t, slow.url, order, e.s.TrackingToken(order))
 		defer conn.Close()
 		poll.UntilNil(t, 10*time.Second, "the connection to count", func() error {
 			if n := metric(t, slow.url, "notification_connections_open", `transport="websocket"`); n != 1 {
@@ -409,10 +425,15 @@ func TestLiveTracking(t *testing.T) {
 
 // expectStatus makes a WebSocket handshake with auth and origin (either
 // may be "") and checks the status; a refusal must be a problem document
-// and no upgrade.
+// and no upgrade. An auth starting with "?" is the query (?token=…), any
+// other the Authorization header.
 func expectStatus(tb testing.TB, base, order, auth, origin string, want int) error {
 	tb.Helper()
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, base+"/v1/orders/"+order+"/ws", nil)
+	url := base + "/v1/orders/" + order + "/ws"
+	if strings.HasPrefix(auth, "?") {
+		url, auth = url+auth, ""
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
 	for k, v := range map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} {
 		req.Header.Set(k, v)
 	}

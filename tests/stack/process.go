@@ -169,6 +169,8 @@ var serviceEnv = map[string]bool{
 	"SHUTDOWN_TIMEOUT": true, "SHUTDOWN_DELAY": true, "RATE_LIMIT_RPS": true,
 	"ORDER_RESERVE_TIMEOUT": true, "ORDER_PAYMENT_TIMEOUT": true, "ORDER_SWEEP_INTERVAL": true,
 	"PAYMENT_GATEWAY_LATENCY": true, "PPROF_ADDR": true,
+	"AUTH_JWT_SECRET_PREVIOUS": true, "AUTH_JWT_MAX_TTL": true,
+	"TRACKING_SECRET": true, "TRACKING_SECRET_PREVIOUS": true, "TRACKING_TOKEN_TTL": true,
 }
 
 // FilterEnv returns environ without the variables the services read, so

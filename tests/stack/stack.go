@@ -54,6 +54,9 @@ type Options struct {
 type Stack struct {
 	// Secret is the AUTH_JWT_SECRET every service shares.
 	Secret []byte
+	// TrackingSecret is the TRACKING_SECRET of order (which mints tracking
+	// tokens) and notification (which checks them).
+	TrackingSecret []byte
 	// AMQPURL is the stack's vhost.
 	AMQPURL string
 
@@ -97,11 +100,10 @@ func New(tb testing.TB, o Options) *Stack {
 	if o.RateLimitRPS == 0 {
 		o.RateLimitRPS = 10000
 	}
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
 	s := &Stack{
-		Secret:  []byte(hex.EncodeToString(secret)),
-		AMQPURL: rabbittest.NewVhost(tb),
+		Secret:         NewSecret(),
+		TrackingSecret: NewSecret(),
+		AMQPURL:        rabbittest.NewVhost(tb),
 		client: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second},
@@ -121,7 +123,9 @@ func New(tb testing.TB, o Options) *Stack {
 			"ORDER_RESERVE_TIMEOUT=" + o.ReserveTimeout.String(),
 			"ORDER_PAYMENT_TIMEOUT=" + o.PaymentTimeout.String(),
 			"ORDER_SWEEP_INTERVAL=" + o.SweepInterval.String(),
+			"TRACKING_SECRET=" + string(s.TrackingSecret),
 		},
+		"notification": {"TRACKING_SECRET=" + string(s.TrackingSecret)},
 	}
 	if o.GatewayLatency > 0 {
 		extra["payment"] = []string{"PAYMENT_GATEWAY_LATENCY=" + o.GatewayLatency.String()}
@@ -184,6 +188,20 @@ func New(tb testing.TB, o Options) *Stack {
 	}
 	s.Order, s.Inventory, s.Payment, s.Notification = s.byName["order"], s.byName["inventory"], s.byName["payment"], s.byName["notification"]
 	return s
+}
+
+// NewSecret returns a random secret of 64 hex digits, for AUTH_JWT_SECRET
+// or TRACKING_SECRET.
+func NewSecret() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return []byte(hex.EncodeToString(b))
+}
+
+// TrackingToken returns the tracking token of orderID, as the order service
+// would mint it now: for orders a test makes up and publishes directly.
+func (s *Stack) TrackingToken(orderID string) string {
+	return authn.NewTrackingTokens(s.TrackingSecret, nil, time.Hour).Token(orderID, time.Now())
 }
 
 // Service returns the running service named name, or nil when the stack

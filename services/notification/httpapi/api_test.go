@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,18 @@ import (
 var (
 	secret = []byte("notification-test-secret-0123456789abcdef")
 	tokens = apitest.Tokens{Secret: secret}
+	// The streams' tracking tokens: signed with their own secret, and
+	// during a rotation with the previous one.
+	trackingSecret  = []byte("notification-test-tracking-secret-0123456789")
+	previousSecret  = []byte("notification-test-old-tracking-secret-01234")
+	tracking        = authn.NewTrackingTokens(trackingSecret, previousSecret, 30*24*time.Hour)
+	oldTracking     = authn.NewTrackingTokens(previousSecret, nil, 30*24*time.Hour)
+	jwtAsTracking   = authn.NewTrackingTokens(secret, nil, 30*24*time.Hour)
+	retiredTracking = authn.NewTrackingTokens([]byte("notification-test-retired-secret-0123456789"), nil, 30*24*time.Hour)
 )
+
+// track returns order id's tracking token, minted now.
+func track(id string) string { return tracking.Token(id, time.Now()) }
 
 const (
 	alicesOrder  = "0190a6b4-0000-7000-8000-00000000a11c"
@@ -46,7 +58,20 @@ type testServer struct {
 	tb       testing.TB
 	url      string
 	hub      *live.Hub
+	orders   *countingOrders
 	contract *apitest.Contract
+}
+
+// countingOrders counts the API's reads of who owns an order, so that a
+// test can tell a refusal read nothing.
+type countingOrders struct {
+	httpapi.Orders
+	reads atomic.Int64
+}
+
+func (c *countingOrders) Current(ctx context.Context, orderID string) (status.Change, error) {
+	c.reads.Add(1)
+	return c.Orders.Current(ctx, orderID)
 }
 
 func newTestServer(tb testing.TB, o live.Options) *testServer {
@@ -74,8 +99,9 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	orders := &countingOrders{Orders: store}
 	httpapi.New(httpapi.Options{
-		Hub: hub, Orders: store, Verifier: authn.NewVerifier(secret, "", ""), TrackingSecret: secret,
+		Hub: hub, Orders: orders, Verifier: authn.NewVerifier(secret, "", ""), Tracking: tracking,
 		AllowedOrigins: []string{allowed}, RateLimitRPS: 10000, Log: log,
 		Page: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "page") }),
 	}).Routes(r)
@@ -90,7 +116,7 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 			tb.Errorf("hub: %v", err)
 		}
 	})
-	return &testServer{tb: tb, url: srv.URL, hub: hub, contract: mustContract(tb)}
+	return &testServer{tb: tb, url: srv.URL, hub: hub, orders: orders, contract: mustContract(tb)}
 }
 
 // mustContract loads openapi.yaml, whose event streams kin-openapi has no
@@ -179,7 +205,6 @@ func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
 	s := newTestServer(t, live.Options{})
 	alice, bob, admin := tokens.For(t, "alice", ""), tokens.For(t, "bob", ""), tokens.For(t, "ops", authn.RoleAdmin)
 	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
-	track := func(id string) string { return authn.NewTrackingToken(secret, id) }
 	forged := tokens.For(t, "alice", "")
 	forged = forged[:len(forged)-4] + "AAAA"
 
@@ -203,15 +228,25 @@ func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
 		{"not a handshake", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder)}, 426, "websocket-required", ""},
 
 		{"owner's JWT", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: bearer(alice)}, 101, "", ""},
-		{"owner's JWT in the query", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + alice, ws: true}, 101, "", ""},
+		{"owner's JWT in the query", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + alice, ws: true}, 401, "unauthorized", ""},
+		{"admin's JWT in the query", attempt{path: "/v1/orders/" + bobsOrder + "/ws?token=" + admin, ws: true}, 401, "unauthorized", ""},
+		{"expired tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + tracking.Token(alicesOrder, time.Now().Add(-31*24*time.Hour)), ws: true}, 401, "unauthorized", ""},
+		{"tracking token signed with the JWT secret", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + jwtAsTracking.Token(alicesOrder, time.Now()), ws: true}, 401, "unauthorized", ""},
+		{"tracking token of a retired secret", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + retiredTracking.Token(alicesOrder, time.Now()), ws: true}, 401, "unauthorized", ""},
+		{"tracking token in the query and a JWT in the header", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true, header: bearer(alice)}, 401, "unauthorized", ""},
+		{"over-long ?token=", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + strings.Repeat("A", 8<<10+1), ws: true}, 401, "unauthorized", ""},
 		{"admin's JWT", attempt{path: "/v1/orders/" + bobsOrder + "/ws", ws: true, header: bearer(admin)}, 101, "", ""},
 		{"tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true, header: map[string]string{"Origin": allowed}}, 101, "", ""},
 		{"tracking token as bearer", attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: bearer(track(alicesOrder))}, 101, "", ""},
+		{"tracking token under the previous secret", attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + oldTracking.Token(alicesOrder, time.Now()), ws: true}, 101, "", ""},
 		{"tracking token, order not known yet", attempt{path: "/v1/orders/" + unknownOrder + "/ws?token=" + track(unknownOrder), ws: true}, 101, "", ""},
 
 		{"SSE without credentials", attempt{path: "/v1/orders/" + alicesOrder + "/events"}, 401, "unauthorized", ""},
 		{"SSE with a bad origin", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + track(alicesOrder), header: map[string]string{"Origin": "https://evil.example"}}, 403, "forbidden-origin", ""},
 		{"SSE with someone else's JWT", attempt{path: "/v1/orders/" + bobsOrder + "/events", header: bearer(alice)}, 404, "order-not-found", ""},
+		{"SSE with the owner's JWT in the query", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + alice}, 401, "unauthorized", ""},
+		{"SSE with the owner's JWT in the header", attempt{path: "/v1/orders/" + alicesOrder + "/events", header: bearer(alice)}, 200, "", "id: 2"},
+		{"SSE with an expired tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + tracking.Token(alicesOrder, time.Now().Add(-31*24*time.Hour))}, 401, "unauthorized", ""},
 		{"SSE with a tracking token", attempt{path: "/v1/orders/" + alicesOrder + "/events?token=" + track(alicesOrder)}, 200, "", "id: 2"},
 		{"SSE from the service's own page", attempt{path: "/v1/orders/" + alicesOrder + "/events?since=0&token=" + track(alicesOrder), header: map[string]string{"Origin": s.url}}, 200, "", "id: 1"},
 		{"SSE resuming", attempt{path: "/v1/orders/" + alicesOrder + "/events", header: map[string]string{"Authorization": "Bearer " + alice, "Last-Event-ID": "1"}}, 200, "", "id: 2"},
@@ -245,12 +280,52 @@ func TestAuthorizationBeforeTheUpgrade(t *testing.T) {
 	})
 }
 
+// TestCredentialsBeforeTheDatabase checks that a stream request whose
+// credentials are refused costs no database read, on both streams.
+func TestCredentialsBeforeTheDatabase(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{})
+	alice := tokens.For(t, "alice", "")
+	forged := alice[:len(alice)-4] + "AAAA"
+	refused := map[string]attempt{
+		"no credentials":          {},
+		"owner's JWT in ?token=":  {path: "?token=" + alice},
+		"over-long ?token=":       {path: "?token=" + strings.Repeat("A", 8<<10+1)},
+		"repeated ?token=":        {path: "?token=" + track(alicesOrder) + "&token=" + track(alicesOrder)},
+		"expired tracking token":  {path: "?token=" + tracking.Token(alicesOrder, time.Now().Add(-31*24*time.Hour))},
+		"another order's token":   {path: "?token=" + track(bobsOrder)},
+		"forged JWT":              {header: map[string]string{"Authorization": "Bearer " + forged}},
+		"over-long Authorization": {header: map[string]string{"Authorization": "Bearer " + strings.Repeat("A", 8<<10+1)}},
+	}
+	for name, a := range refused {
+		for _, stream := range []string{"ws", "events"} {
+			a := attempt{path: "/v1/orders/" + alicesOrder + "/" + stream + a.path, header: a.header, ws: stream == "ws"}
+			before := s.orders.reads.Load()
+			r := s.do(a)
+			if r.status != http.StatusUnauthorized || problemType(t, r) != "unauthorized" {
+				t.Errorf("%s on %s: %d %s, want 401 unauthorized", name, stream, r.status, r.body)
+			}
+			if n := s.orders.reads.Load() - before; n != 0 {
+				t.Errorf("%s on %s: %d database reads before the refusal, want none", name, stream, n)
+			}
+		}
+	}
+	// The counter does count: accepted credentials lead to a read.
+	before := s.orders.reads.Load()
+	if r := s.do(attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true}); r.status != http.StatusSwitchingProtocols {
+		t.Fatalf("valid tracking token: %d %s", r.status, r.body)
+	}
+	if s.orders.reads.Load() == before {
+		t.Error("an accepted stream read nothing: the counter is not wired")
+	}
+}
+
 func TestWebSocketThroughTheRouter(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, live.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + bobsOrder + "/ws?token=" + authn.NewTrackingToken(secret, bobsOrder)
+	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + bobsOrder + "/ws?token=" + track(bobsOrder)
 	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {allowed}}}) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
@@ -274,13 +349,13 @@ func TestTooManyConnectionsIs429(t *testing.T) {
 	s := newTestServer(t, live.Options{MaxPerOrder: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder)
+	url := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder)
 	c, _, err := websocket.Dial(ctx, url, nil) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.CloseNow() }()
-	r := s.do(attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + authn.NewTrackingToken(secret, alicesOrder), ws: true})
+	r := s.do(attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true})
 	if r.status != http.StatusTooManyRequests || problemType(t, r) != "too-many-connections" || r.header.Get("Retry-After") == "" {
 		t.Errorf("second connection = %d %s %v, want 429 too-many-connections with Retry-After", r.status, r.body, r.header)
 	}

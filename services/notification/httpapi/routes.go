@@ -4,10 +4,11 @@
 // /track/{id}, served by package web) and the contract (GET /openapi.yaml, the
 // service's openapi.yaml).
 //
-// A stream is authorized before anything is upgraded or streamed: the
-// order's tracking token, or a bearer JWT of the order's customer (or an
-// admin), as ?token= or Authorization: Bearer. A browser's Origin must be
-// in the allowed list. Every refusal is an RFC 9457 problem.
+// A stream is authorized before anything is upgraded, streamed or read
+// from the database: the order's tracking token, as ?token= or
+// Authorization: Bearer, or a bearer JWT of the order's customer (or an
+// admin), in the Authorization header only. A browser's Origin must be in
+// the allowed list. Every refusal is an RFC 9457 problem.
 package httpapi
 
 import (
@@ -39,8 +40,8 @@ type Options struct {
 	Orders Orders
 	// Verifier checks bearer JWTs. Required.
 	Verifier *authn.Verifier
-	// TrackingSecret checks tracking tokens (the AUTH_JWT_SECRET).
-	TrackingSecret []byte
+	// Tracking checks tracking tokens (TRACKING_SECRET). Required.
+	Tracking *authn.TrackingTokens
 	// AllowedOrigins are the origins (scheme://host[:port]) whose pages
 	// may open a stream; a request without an Origin header (not from a
 	// browser) is not checked.

@@ -81,7 +81,9 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // authorize checks the request, in this order: the order id, the Origin,
-// the credentials (tracking token or JWT), then since. On failure it has
+// the credentials (tracking token or JWT), since, and only then, once the
+// caller has proved to hold a valid token, what the database says about
+// the order, so that a refused caller costs no query. On failure it has
 // written the problem and returns false. A JWT may watch an order only
 // once this service knows the order and its customer, while a valid
 // tracking token may watch an order whose first status is still on its
@@ -99,48 +101,36 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, boo
 		return live.Watch{}, false
 	}
 
-	token, presented := credentials(r)
-	if token == "" {
-		a.o.Log.DebugContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", "no credentials", "presented", presented)
-		if presented {
-			authn.WriteUnauthorized(w, r)
-		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="orderly"`)
-			httpx.WriteProblem(w, r, http.StatusUnauthorized, authn.TypeUnauthorized, "Unauthorized",
-				"a tracking token or bearer token is required (?token= or Authorization: Bearer)")
-		}
+	cred, err := credentials(r)
+	if err != nil {
+		a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
+		authn.WriteUnauthorized(w, r)
 		return live.Watch{}, false
 	}
-	cur, err := a.o.Orders.Current(r.Context(), watch.OrderID)
-	known := err == nil
-	if err != nil && !errors.Is(err, status.ErrUnknownOrder) {
-		httpx.WriteError(w, r, a.o.Log, err, errorTable)
+	if cred.token == "" {
+		a.o.Log.DebugContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", "no credentials")
+		w.Header().Set("WWW-Authenticate", `Bearer realm="orderly"`)
+		httpx.WriteProblem(w, r, http.StatusUnauthorized, authn.TypeUnauthorized, "Unauthorized",
+			"a tracking token (?token= or Authorization: Bearer) or a bearer JWT (Authorization only) is required")
 		return live.Watch{}, false
 	}
-	if strings.Count(token, ".") == 2 {
-		// A JWT: header.payload.signature.
-		claims, err := a.o.Verifier.Verify(token)
-		switch {
-		case err != nil:
-			a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
-			authn.WriteUnauthorized(w, r)
-			return live.Watch{}, false
-		case !known, !claims.IsAdmin() && claims.Subject != cur.CustomerID:
-			// Someone else's order is as good as missing.
-			a.refuse(w, r, errOrderNotFound)
-			return live.Watch{}, false
-		}
-		watch.Key = "sub:" + claims.Subject
-	} else {
-		if err := authn.VerifyTrackingToken(a.o.TrackingSecret, token, watch.OrderID); err != nil {
+	// A JWT (header.payload.signature) counts only from the header: URLs
+	// end up in proxy logs and browser history, and a JWT is worth far
+	// more than one order's tracking token. Anything else is a tracking
+	// token, which Verify refuses when it is a JWT.
+	var claims *authn.Claims
+	if cred.header && strings.Count(cred.token, ".") == 2 {
+		c, err := a.o.Verifier.Verify(cred.token)
+		if err != nil {
 			a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
 			authn.WriteUnauthorized(w, r)
 			return live.Watch{}, false
 		}
-		watch.Key = "order:" + watch.OrderID
-		if known {
-			watch.Key = "sub:" + cur.CustomerID
-		}
+		claims = &c
+	} else if err := a.o.Tracking.Verify(cred.token, watch.OrderID); err != nil {
+		a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error(), "query", !cred.header)
+		authn.WriteUnauthorized(w, r)
+		return live.Watch{}, false
 	}
 
 	since := r.URL.Query().Get("since")
@@ -155,22 +145,61 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, boo
 		}
 		watch.Since = n
 	}
+
+	cur, err := a.o.Orders.Current(r.Context(), watch.OrderID)
+	known := err == nil
+	if err != nil && !errors.Is(err, status.ErrUnknownOrder) {
+		httpx.WriteError(w, r, a.o.Log, err, errorTable)
+		return live.Watch{}, false
+	}
+	if claims != nil {
+		if !known || !claims.IsAdmin() && claims.Subject != cur.CustomerID {
+			// Someone else's order is as good as missing.
+			a.refuse(w, r, errOrderNotFound)
+			return live.Watch{}, false
+		}
+		watch.Key = "sub:" + claims.Subject
+	} else {
+		watch.Key = "order:" + watch.OrderID
+		if known {
+			watch.Key = "sub:" + cur.CustomerID
+		}
+	}
 	return watch, true
 }
 
-// credentials returns the token of the Authorization: Bearer header, else
-// of ?token=. presented reports whether any credentials were sent, so that
-// a malformed header gets "invalid" rather than "missing".
-func credentials(r *http.Request) (token string, presented bool) {
-	if len(r.Header.Values("Authorization")) > 0 {
+// credential is the token a stream request presents; header is whether it
+// came in the Authorization header rather than ?token=.
+type credential struct {
+	token  string
+	header bool
+}
+
+// credentials returns the token of the Authorization: Bearer header or of
+// ?token=, or a zero credential when there is neither. Its error (for
+// logs) means that credentials were presented but are unusable: a
+// malformed header, ?token= empty, repeated or longer than a bearer token
+// may be, or both a header and ?token= (which one counts would be a guess).
+func credentials(r *http.Request) (credential, error) {
+	inHeader := len(r.Header.Values("Authorization")) > 0
+	_, inQuery := r.URL.Query()["token"]
+	switch {
+	case inHeader && inQuery:
+		return credential{}, errors.New("both an Authorization header and ?token=")
+	case inHeader:
 		t, ok := authn.BearerToken(r)
 		if !ok {
-			return "", true
+			return credential{}, errors.New("malformed Authorization header")
 		}
-		return t, true
+		return credential{token: t, header: true}, nil
+	case inQuery:
+		t, ok := authn.QueryToken(r)
+		if !ok {
+			return credential{}, errors.New("?token= empty, repeated or too long")
+		}
+		return credential{token: t}, nil
 	}
-	t := r.URL.Query().Get("token")
-	return t, t != ""
+	return credential{}, nil
 }
 
 // sameOrigin reports whether origin is the service's own (the tracking

@@ -37,7 +37,7 @@
   };
   // Refusals that waiting will not cure, by HTTP status.
   const REFUSED = {
-    401: 'This tracking link is not valid. Please use the link from your order confirmation.',
+    401: 'This tracking link is not valid, or has expired. Please use the link from your order confirmation.',
     403: 'This page may not show live updates from here. Please open the link from your order confirmation.',
     404: 'We could not find this order. Please use the link from your order confirmation.',
   };

@@ -22,8 +22,9 @@ import (
 )
 
 var (
-	secret = []byte("order-test-secret-0123456789abcdefghij")
-	tokens = apitest.Tokens{Secret: secret}
+	secret   = []byte("order-test-secret-0123456789abcdefghij")
+	tokens   = apitest.Tokens{Secret: secret}
+	tracking = authn.NewTrackingTokens([]byte("order-test-tracking-secret-0123456789abcdef"), nil, 30*24*time.Hour)
 )
 
 // testServer is the API on a fresh database behind a real HTTP server, with
@@ -56,7 +57,7 @@ func newTestServerWith(tb testing.TB, o httpapi.Options) *testServer {
 		tb.Fatal(err)
 	}
 	o.Store, o.Timeouts = store, ordertest.Timeouts
-	o.Verifier, o.TrackingSecret, o.Log = authn.NewVerifier(secret, "", ""), secret, log
+	o.Verifier, o.Tracking, o.Log = authn.NewVerifier(secret, "", ""), tracking, log
 	httpapi.New(o).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)

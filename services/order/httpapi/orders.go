@@ -80,7 +80,7 @@ func (a *API) render(o order.Order, withHistory bool) orderJSON {
 		Items:         make([]itemJSON, len(o.Items)),
 		TotalCents:    o.TotalCents,
 		Currency:      o.Currency,
-		TrackingToken: authn.NewTrackingToken(a.secret, o.ID),
+		TrackingToken: a.tracking.Token(o.ID, o.CreatedAt),
 		Version:       o.Version,
 		CreatedAt:     o.CreatedAt.UTC(),
 		UpdatedAt:     o.UpdatedAt.UTC(),

@@ -37,11 +37,14 @@ func TestCreateOrder(t *testing.T) {
 		o.TotalCents != 2*1250+499 || o.Currency != "EUR" || len(o.Items) != 2 || o.Items[0].UnitPriceCents != 1250 {
 		t.Errorf("order = %+v", o)
 	}
-	if want := authn.NewTrackingToken(secret, o.ID); o.TrackingToken != want {
-		t.Errorf("tracking_token = %q, want %q", o.TrackingToken, want)
+	if want := tracking.Token(o.ID, o.CreatedAt); o.TrackingToken != want {
+		t.Errorf("tracking_token = %q, want %q (minted for the order's creation)", o.TrackingToken, want)
 	}
-	if err := authn.VerifyTrackingToken(secret, o.TrackingToken, o.ID); err != nil {
+	if err := tracking.Verify(o.TrackingToken, o.ID); err != nil {
 		t.Errorf("tracking token does not verify: %v", err)
+	}
+	if err := authn.NewTrackingTokens(secret, nil, time.Hour).Verify(o.TrackingToken, o.ID); err == nil {
+		t.Error("tracking token verifies under the JWT secret")
 	}
 	if !strings.Contains(string(r.body), `"reason":null`) {
 		t.Errorf("reason is not null in %s", r.body)
@@ -484,6 +487,11 @@ func TestTokensAreChecked(t *testing.T) {
 	}
 	hs512, _ := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
 	tampered := valid[:len(valid)-4] + "AAAA"
+	// Valid signatures, but a lifetime or a subject no caller may have:
+	// a NUL in sub reached Postgres and made a 500.
+	farFuture, _ := authn.Issue(secret, authn.Claims{Subject: "alice", ExpiresAt: time.Now().Add(400 * 24 * time.Hour)}, "", "")
+	nulSub, _ := authn.Issue(secret, authn.Claims{Subject: "alice\x00", ExpiresAt: time.Now().Add(time.Hour)}, "", "")
+	belSub, _ := authn.Issue(secret, authn.Claims{Subject: "ali\ace", ExpiresAt: time.Now().Add(time.Hour)}, "", "")
 	o := s.mustPlace(valid)
 
 	routes := []struct{ method, path, body string }{
@@ -497,6 +505,7 @@ func TestTokensAreChecked(t *testing.T) {
 	for _, tok := range []struct{ name, token string }{
 		{"missing", ""}, {"forged", forged}, {"expired", expired}, {"alg none", none}, {"HS512", hs512},
 		{"tampered", tampered}, {"garbage", "not.a.jwt"},
+		{"400 days to live", farFuture}, {"NUL in sub", nulSub}, {"BEL in sub", belSub},
 	} {
 		for _, rt := range routes {
 			r := s.do(request{method: rt.method, path: rt.path, token: tok.token, body: rt.body})

@@ -25,7 +25,7 @@ type API struct {
 	store    *postgres.Store
 	timeouts order.Timeouts
 	verifier *authn.Verifier
-	secret   []byte
+	tracking *authn.TrackingTokens
 	rps      int
 	admit    Admitter
 	log      *slog.Logger
@@ -46,9 +46,8 @@ type Options struct {
 	Timeouts order.Timeouts
 	// Verifier checks bearer tokens.
 	Verifier *authn.Verifier
-	// TrackingSecret signs the tracking_token of each order
-	// (authn.NewTrackingToken); the AUTH_JWT_SECRET.
-	TrackingSecret []byte
+	// Tracking signs the tracking_token of each order (TRACKING_SECRET).
+	Tracking *authn.TrackingTokens
 	// RateLimitRPS is the per-caller limit (0 turns it off).
 	RateLimitRPS int
 	// Admission refuses new orders while the saga is overloaded; nil
@@ -61,7 +60,7 @@ type Options struct {
 // New returns the API o describes.
 func New(o Options) *API {
 	return &API{
-		store: o.Store, timeouts: o.Timeouts, verifier: o.Verifier, secret: o.TrackingSecret,
+		store: o.Store, timeouts: o.Timeouts, verifier: o.Verifier, tracking: o.Tracking,
 		rps: o.RateLimitRPS, admit: o.Admission, log: o.Log,
 	}
 }

@@ -51,8 +51,6 @@ package wsbench
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -242,9 +240,7 @@ func TestLiveTracking(t *testing.T) {
 		}
 	}()
 
-	secretRaw := make([]byte, 32)
-	_, _ = rand.Read(secretRaw)
-	secret := []byte(hex.EncodeToString(secretRaw))
+	secret, trackingSecret := stack.NewSecret(), stack.NewSecret()
 	amqpURL := rabbittest.NewVhost(t)
 	db, dbURL := pgtest.NewDB(t)
 	bin := os.Getenv("ORDERLY_WS_SERVER_BIN") // e.g. a build with pprof, for profiling
@@ -255,7 +251,7 @@ func TestLiveTracking(t *testing.T) {
 
 	env := []string{
 		"DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0",
-		"AUTH_JWT_SECRET=" + string(secret), "RATE_LIMIT_RPS=1000000",
+		"AUTH_JWT_SECRET=" + string(secret), "TRACKING_SECRET=" + string(trackingSecret), "RATE_LIMIT_RPS=1000000",
 		"SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s", "LOG_LEVEL=info", "GODEBUG=gctrace=1",
 	}
 	srv := startServer(t, bin, append(env, p.serverEnv...))
@@ -265,9 +261,10 @@ func TestLiveTracking(t *testing.T) {
 	// Orders and their tracking tokens.
 	orders := make([]string, p.conns)
 	var targets strings.Builder
+	tracking := authn.NewTrackingTokens(trackingSecret, nil, time.Hour)
 	for i := range orders {
 		orders[i] = stack.NewUUID()
-		fmt.Fprintf(&targets, "%s %s\n", orders[i], authn.NewTrackingToken(secret, orders[i]))
+		fmt.Fprintf(&targets, "%s %s\n", orders[i], tracking.Token(orders[i], time.Now()))
 	}
 	targetsFile := filepath.Join(t.TempDir(), "targets.txt")
 	if err := os.WriteFile(targetsFile, []byte(targets.String()), 0o600); err != nil {

@@ -8,8 +8,10 @@
 // http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER (20),
 // NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
 // NOTIFICATION_HEARTBEAT (25s), NOTIFICATION_SSE_HEARTBEAT (15s),
-// NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h) and
-// CONSUMER_WORKERS (16). It stops gracefully on SIGTERM or SIGINT, closing
+// NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h),
+// CONSUMER_WORKERS (16) and the tracking-token settings
+// (boot.TrackingConfig: TRACKING_SECRET, TRACKING_SECRET_PREVIOUS,
+// TRACKING_TOKEN_TTL). It stops gracefully on SIGTERM or SIGINT, closing
 // its WebSockets with 1012. A configuration or start-up error is printed as
 // one line on stderr and exits with status 1.
 package main
@@ -37,6 +39,8 @@ func main() { boot.Main("notification", start) }
 // and its own.
 type config struct {
 	boot.Config
+	// TrackingConfig checks the tracking tokens of the streams.
+	boot.TrackingConfig
 	// AllowedOrigins may open streams from a browser, besides the
 	// service's own origin.
 	AllowedOrigins []string `env:"NOTIFICATION_ALLOWED_ORIGINS" envDefault:"http://localhost:8083,http://127.0.0.1:8083" envSeparator:","`
@@ -62,6 +66,7 @@ type config struct {
 func loadConfig(environ []string) (config, error) {
 	var cfg config
 	err := boot.Load(environ, "notification", ":8083", &cfg, func(p *boot.Problems) {
+		cfg.CheckTracking(p, cfg.Config)
 		for i, o := range cfg.AllowedOrigins {
 			o = strings.TrimSpace(o)
 			cfg.AllowedOrigins[i] = o
@@ -106,7 +111,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"allowed_origins", cfg.AllowedOrigins,
 		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer, "send_queue", cfg.SendQueue,
 		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
-		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String())
+		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String(),
+		cfg.TrackingAttr())
 	store := postgres.New(svc.Pool)
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/notification")
 
@@ -151,7 +157,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Hub:            hub,
 		Orders:         store,
 		Verifier:       cfg.Verifier(),
-		TrackingSecret: []byte(cfg.JWTSecret),
+		Tracking:       cfg.TrackingTokens(),
 		AllowedOrigins: cfg.AllowedOrigins,
 		RateLimitRPS:   cfg.RateLimitRPS,
 		Page:           web.Handler(),

@@ -14,11 +14,15 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/boot/boottest"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 )
 
-const testSecret = "notification-main-test-secret-0123456789"
+const (
+	testSecret         = "notification-main-test-secret-0123456789"
+	testTrackingSecret = "notification-main-test-tracking-secret-0123456789"
+)
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
@@ -40,6 +44,7 @@ func TestLoadConfig(t *testing.T) {
 		"NOTIFICATION_ALLOWED_ORIGINS=shop.example", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example/path",
 		"NOTIFICATION_MAX_PER_ORDER=0", "NOTIFICATION_MAX_PER_CUSTOMER=-1", "NOTIFICATION_SEND_QUEUE=none",
 		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=257",
+		"TRACKING_TOKEN_TTL=0s", "TRACKING_SECRET=" + boot.DevelopmentJWTSecret,
 	} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{bad})
@@ -58,13 +63,14 @@ func TestServiceEndToEnd(t *testing.T) {
 	t.Parallel()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s")
+	environ, amqpURL := boottest.Environ(t, testSecret, "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "TRACKING_SECRET="+testTrackingSecret)
 	base := boottest.Serve(t, ctx, start, environ)
 
 	order := uuid.NewString()
+	token := authn.NewTrackingTokens([]byte(testTrackingSecret), nil, time.Hour).Token(order, time.Now())
 	wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/orders/"+order+"/ws?token="+authn.NewTrackingToken([]byte(testSecret), order), nil) //nolint:bodyclose // coder/websocket closes it
+	c, _, err := websocket.Dial(wctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/orders/"+order+"/ws?token="+token, nil) //nolint:bodyclose // coder/websocket closes it
 	if err != nil {
 		t.Fatal(err)
 	}

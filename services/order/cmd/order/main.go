@@ -5,9 +5,11 @@
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to :8080, DATABASE_URL to the orderly_order database), plus
 // ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s),
-// ORDER_SWEEP_INTERVAL (1s) and ORDER_ADMISSION_MAX_LAG (5s). It stops gracefully on SIGTERM or SIGINT. A
-// configuration or start-up error is printed as one line on stderr and exits
-// with status 1.
+// ORDER_SWEEP_INTERVAL (1s), ORDER_ADMISSION_MAX_LAG (5s) and the
+// tracking-token settings (boot.TrackingConfig: TRACKING_SECRET,
+// TRACKING_SECRET_PREVIOUS, TRACKING_TOKEN_TTL). It stops gracefully on
+// SIGTERM or SIGINT. A configuration or start-up error is printed as one
+// line on stderr and exits with status 1.
 package main
 
 import (
@@ -30,6 +32,8 @@ func main() { boot.Main("order", start) }
 // own.
 type config struct {
 	boot.Config
+	// TrackingConfig signs the orders' tracking tokens.
+	boot.TrackingConfig
 	// ReserveTimeout is how long a new order waits for inventory's answer
 	// before it is cancelled with reason timeout.
 	ReserveTimeout time.Duration `env:"ORDER_RESERVE_TIMEOUT" envDefault:"30s"`
@@ -47,6 +51,7 @@ type config struct {
 func loadConfig(environ []string) (config, error) {
 	var cfg config
 	err := boot.Load(environ, "order", ":8080", &cfg, func(p *boot.Problems) {
+		cfg.CheckTracking(p, cfg.Config)
 		p.Require(cfg.ReserveTimeout > 0, "ORDER_RESERVE_TIMEOUT", "must be positive")
 		p.Require(cfg.PaymentTimeout > 0, "ORDER_PAYMENT_TIMEOUT", "must be positive")
 		p.Require(cfg.SweepInterval > 0, "ORDER_SWEEP_INTERVAL", "must be positive")
@@ -70,7 +75,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	}
 	svc.Log.InfoContext(ctx, "order settings",
 		"order_reserve_timeout", cfg.ReserveTimeout.String(), "order_payment_timeout", cfg.PaymentTimeout.String(),
-		"order_sweep_interval", cfg.SweepInterval.String(), "order_admission_max_lag", cfg.AdmissionMaxLag.String())
+		"order_sweep_interval", cfg.SweepInterval.String(), "order_admission_max_lag", cfg.AdmissionMaxLag.String(),
+		cfg.TrackingAttr())
 	timeouts := order.Timeouts{Reserve: cfg.ReserveTimeout, Payment: cfg.PaymentTimeout}
 	store := postgres.New(svc.Pool)
 
@@ -96,13 +102,13 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Go("admission gate", gate.Run)
 
 	httpapi.New(httpapi.Options{
-		Store:          store,
-		Timeouts:       timeouts,
-		Verifier:       cfg.Verifier(),
-		TrackingSecret: []byte(cfg.JWTSecret),
-		RateLimitRPS:   cfg.RateLimitRPS,
-		Admission:      gate,
-		Log:            svc.Log,
+		Store:        store,
+		Timeouts:     timeouts,
+		Verifier:     cfg.Verifier(),
+		Tracking:     cfg.TrackingTokens(),
+		RateLimitRPS: cfg.RateLimitRPS,
+		Admission:    gate,
+		Log:          svc.Log,
 	}).Routes(svc.Router)
 	return svc, nil
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/boot/boottest"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
@@ -36,7 +37,8 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil || cfg.ReserveTimeout != 5*time.Second || cfg.PaymentTimeout != 7*time.Second || cfg.SweepInterval != 250*time.Millisecond {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
-	for _, bad := range []string{"ORDER_RESERVE_TIMEOUT=0s", "ORDER_PAYMENT_TIMEOUT=-1s", "ORDER_SWEEP_INTERVAL=often", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud"} {
+	for _, bad := range []string{"ORDER_RESERVE_TIMEOUT=0s", "ORDER_PAYMENT_TIMEOUT=-1s", "ORDER_SWEEP_INTERVAL=often", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud",
+		"TRACKING_TOKEN_TTL=-1h", "TRACKING_SECRET=" + boot.DevelopmentJWTSecret} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{bad})
 		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
