@@ -169,6 +169,7 @@ var serviceEnv = map[string]bool{
 	"SHUTDOWN_TIMEOUT": true, "SHUTDOWN_DELAY": true, "RATE_LIMIT_RPS": true,
 	"ORDER_RESERVE_TIMEOUT": true, "ORDER_PAYMENT_TIMEOUT": true, "ORDER_SWEEP_INTERVAL": true,
 	"PAYMENT_GATEWAY_LATENCY": true, "PPROF_ADDR": true,
+	"PAYMENT_GATEWAY": true, "PAYMENT_ALLOW_SIMULATED": true,
 }
 
 // FilterEnv returns environ without the variables the services read, so
