@@ -14,6 +14,9 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/tests/stack"
 )
 
 // definitions is the part of a RabbitMQ definitions file
@@ -47,9 +50,6 @@ type permission struct {
 	Read      string `json:"read"`
 }
 
-// publishers are the services that own an exchange, <name>.events.
-var publishers = []string{"order", "inventory", "payment"}
-
 func mustDefinitions(tb testing.TB) definitions {
 	tb.Helper()
 	raw, err := os.ReadFile(filepath.Join(repoRoot(tb), "deploy", "rabbitmq", "definitions.json"))
@@ -77,12 +77,13 @@ func (d definitions) servicePermission(tb testing.TB, svc string) permission {
 }
 
 // checkServicePermission checks what a service's broker user may do,
-// against resource names: its own exchange (<svc>.events), queues and their
-// exchanges (<svc>.*) it may configure, write and read; no other service's,
-// nor the default exchange, which routes to every queue, may it configure or
-// write; it reads another service's exchange only if it binds from it
-// (every service but order binds from order.events; order from the two
-// others).
+// against resource names shaped as the topology names them: its own
+// exchange (<svc>.events), queues, their retry queues, DLQs and dead-letter
+// exchanges (<svc>.<purpose>...) it may configure, write and read; no other
+// service's may it configure or write, nor read another's queues; and no
+// one may write to the default exchange, which routes to every queue. Which
+// other exchanges it reads (those it binds from) the topology decides:
+// tests/e2e's TestBrokerUsers runs the services with these permissions.
 func checkServicePermission(tb testing.TB, where string, p permission) {
 	tb.Helper()
 	svc := p.User
@@ -93,27 +94,31 @@ func checkServicePermission(tb testing.TB, where string, p permission) {
 		}
 		return m
 	}
-	own := []string{svc + ".events", svc + ".status", svc + ".status.dlq", svc + ".status.retry.1", svc + ".status.dlx"}
-	for _, name := range own {
+	queues := func(s string) []string {
+		q := s + ".work"
+		return []string{q, rabbit.DLQName(q), rabbit.RetryQueueName(q, 1), rabbit.DLXName(q)}
+	}
+	for _, name := range append(queues(svc), svc+".events") {
 		for kind, re := range map[string]string{"configure": p.Configure, "write": p.Write, "read": p.Read} {
 			if !match(kind, re, name) {
 				tb.Errorf("%s: user %s may not %s %s, its own", where, svc, kind, name)
 			}
 		}
 	}
-	reads := map[string]bool{"order.events": svc != "order", "inventory.events": svc == "order", "payment.events": svc == "order"}
-	for _, other := range append(slices.Clone(publishers), "notification") {
+	for _, other := range stack.Names() {
 		if other == svc {
 			continue
 		}
-		for _, name := range []string{other + ".events", other + ".requests", other + ".requests.dlx"} {
+		for _, name := range append(queues(other), other+".events") {
 			for kind, re := range map[string]string{"configure": p.Configure, "write": p.Write} {
 				if match(kind, re, name) {
 					tb.Errorf("%s: user %s may %s %s, which is %s's", where, svc, kind, name, other)
 				}
 			}
-			if got := match("read", p.Read, name); got != reads[name] {
-				tb.Errorf("%s: user %s may read %s: %v, want %v", where, svc, name, got, reads[name])
+		}
+		for _, name := range queues(other) {
+			if match("read", p.Read, name) {
+				tb.Errorf("%s: user %s may read %s, which is %s's", where, svc, name, other)
 			}
 		}
 	}
@@ -121,6 +126,16 @@ func checkServicePermission(tb testing.TB, where string, p permission) {
 		if match("write", p.Write, name) || match("configure", p.Configure, name) {
 			tb.Errorf("%s: user %s may write or configure %q (the default exchange reaches every queue)", where, svc, name)
 		}
+	}
+}
+
+// checkExchange reports an exchange that is not a durable topic exchange
+// <service>.events of a registered service on vhost "/".
+func checkExchange(tb testing.TB, where string, e exchange) {
+	tb.Helper()
+	owner, ok := strings.CutSuffix(e.Name, ".events")
+	if !ok || !slices.Contains(stack.Names(), owner) || e.Type != "topic" || !e.Durable || e.Vhost != "/" {
+		tb.Errorf("%s: exchange %+v, want a durable topic exchange <service>.events on vhost /", where, e)
 	}
 }
 
@@ -186,13 +201,13 @@ func TestComposeBrokerUsers(t *testing.T) {
 		t.Errorf("no rabbitmq conf.d file sets load_definitions = /etc/rabbitmq/definitions.json")
 	}
 
-	// Every publisher's exchange exists before any service starts: a
-	// consumer may bind to it but not create it.
-	for _, svc := range publishers {
-		i := slices.IndexFunc(d.Exchanges, func(e exchange) bool { return e.Name == svc+".events" })
-		if i < 0 || d.Exchanges[i].Type != "topic" || !d.Exchanges[i].Durable || d.Exchanges[i].Vhost != "/" {
-			t.Errorf("definitions.json does not declare the durable topic exchange %s.events on vhost /", svc)
-		}
+	// The publishers' exchanges exist before any service starts: a
+	// consumer may bind to one but not create it.
+	if len(d.Exchanges) == 0 {
+		t.Errorf("definitions.json declares no exchange")
+	}
+	for _, e := range d.Exchanges {
+		checkExchange(t, "definitions.json", e)
 	}
 
 	for _, svc := range mustAppServices(t) {
@@ -255,7 +270,8 @@ func TestKubernetesBrokerUsers(t *testing.T) {
 	}
 	cluster := mustRabbitmqCluster(t).Metadata.Name
 	d := mustDefinitions(t)
-	users, perms, exchanges := map[string]bool{}, map[string]permission{}, map[string]bool{}
+	users, perms := map[string]bool{}, map[string]permission{}
+	var exchanges []exchange
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(raw), -1) {
 		var o topologyObject
 		if err := yaml.UnmarshalStrict([]byte(doc), &o); err != nil {
@@ -274,15 +290,19 @@ func TestKubernetesBrokerUsers(t *testing.T) {
 			p := o.Spec.Permissions
 			perms[o.Spec.User] = permission{User: o.Spec.User, Vhost: o.Spec.Vhost, Configure: p.Configure, Write: p.Write, Read: p.Read}
 		case "Exchange":
-			exchanges[o.Spec.Name] = o.Spec.Type == "topic" && o.Spec.Durable && !o.Spec.AutoDelete && o.Spec.Vhost == "/"
+			if o.Spec.AutoDelete {
+				t.Errorf("Exchange %s is auto-deleted", o.Spec.Name)
+			}
+			exchanges = append(exchanges, exchange{Name: o.Spec.Name, Vhost: o.Spec.Vhost, Type: o.Spec.Type, Durable: o.Spec.Durable})
 		default:
 			t.Errorf("rabbitmq-users.yaml: unexpected %s %s", o.Kind, o.Metadata.Name)
 		}
 	}
-	for _, svc := range publishers {
-		if !exchanges[svc+".events"] {
-			t.Errorf("rabbitmq-users.yaml does not declare the durable topic exchange %s.events on vhost /", svc)
-		}
+	if !slices.Equal(exchanges, d.Exchanges) {
+		t.Errorf("rabbitmq-users.yaml declares the exchanges %+v, definitions.json %+v", exchanges, d.Exchanges)
+	}
+	for _, e := range exchanges {
+		checkExchange(t, "rabbitmq-users.yaml", e)
 	}
 	m := mustBuild(t, filepath.Join(root, "deploy", "k8s"))
 	for _, svc := range mustAppServices(t) {
