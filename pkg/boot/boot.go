@@ -7,7 +7,7 @@
 //
 // A service's main is boot.Main("order", start), and its start reads:
 //
-//	cfg, err := boot.LoadConfig(environ, "order", ":8080")
+//	cfg, err := boot.LoadConfig(environ, "order", "127.0.0.1:8080")
 //	svc, err := boot.Start(ctx, cfg, boot.Messaging, ownMigrations)
 //	svc.Publishes(eventsv1.ExchangeOrder)
 //	svc.AddConsumers(consume.New(store, svc.Log).Consumers()...)

@@ -23,6 +23,7 @@ func newTestConfig(tb testing.TB) boot.Config {
 	tb.Helper()
 	_, dbURL := pgtest.NewDB(tb)
 	cfg, err := boot.LoadConfig([]string{
+		"ORDERLY_ENV=development",
 		"DATABASE_URL=" + dbURL,
 		"AMQP_URL=" + rabbittest.NewVhost(tb),
 		"HTTP_ADDR=127.0.0.1:0",
@@ -217,7 +218,7 @@ func TestStartFailsClearlyWhenADependencyIsUnreachable(t *testing.T) {
 				_, dbURL := pgtest.NewDB(t)
 				environ = append(environ, "DATABASE_URL="+dbURL)
 			}
-			cfg, err := boot.LoadConfig(append(environ, "LOG_LEVEL=error"), "boottest", ":0")
+			cfg, err := boot.LoadConfig(append(environ, "ORDERLY_ENV=development", "LOG_LEVEL=error"), "boottest", ":0")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,8 +21,8 @@ import (
 )
 
 // DevelopmentJWTSecret is the AUTH_JWT_SECRET used when none is set, so that
-// `make run` works with no setup. Everyone can read it here, which is why a
-// service in production mode refuses to start with it.
+// `make run` works with no setup. Everyone can read it here, which is why
+// only ORDERLY_ENV=development accepts it.
 const DevelopmentJWTSecret = "orderly-development-secret-not-for-production"
 
 // minProductionSecretLen is the shortest AUTH_JWT_SECRET accepted in
@@ -29,7 +30,9 @@ const DevelopmentJWTSecret = "orderly-development-secret-not-for-production"
 // (RFC 7518, section 3.2).
 const minProductionSecretLen = 32
 
-// Environments ORDERLY_ENV accepts.
+// Environments ORDERLY_ENV accepts. Production is the default, so that a
+// binary started without settings refuses what is only safe on a
+// developer's machine; `make run`, the tests and compose set development.
 const (
 	EnvDevelopment = "development"
 	EnvProduction  = "production"
@@ -48,8 +51,11 @@ type Config struct {
 	DatabaseURL string `env:"DATABASE_URL"`
 	// AMQPURL is the RabbitMQ broker (with its vhost).
 	AMQPURL string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/"`
-	// HTTPAddr is the listen address; the default differs per service.
-	// ":0" picks a free port, which the "http server listening" log line names.
+	// HTTPAddr is the listen address; the default is the service's port on
+	// the loopback interface (127.0.0.1:8080 for order), so that a binary
+	// started without settings is not reachable from the network; a
+	// deployment sets ":8080" explicitly. ":0" picks a free port, which the
+	// "http server listening" log line names.
 	HTTPAddr string `env:"HTTP_ADDR"`
 	// JWTSecret is the HS256 secret of bearer tokens.
 	// It defaults to DevelopmentJWTSecret.
@@ -67,9 +73,11 @@ type Config struct {
 	// worker). It has no envDefault because 0 stands for the service's
 	// own default: rabbit.Consumer's 4, or 16 in notification.
 	ConsumerWorkers int `env:"CONSUMER_WORKERS"`
-	// Env is development or production; production refuses the development
-	// JWT secret.
-	Env string `env:"ORDERLY_ENV" envDefault:"development"`
+	// Env is development or production (the default); production refuses
+	// the development JWT secret, short secrets, the broker's guest user,
+	// plain amqp:// and a database connection that does not verify the
+	// server (productionProblems).
+	Env string `env:"ORDERLY_ENV" envDefault:"production"`
 	// OTLPEndpoint is the OTLP/HTTP collector base URL; empty turns trace
 	// export off.
 	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
@@ -111,7 +119,7 @@ func DefaultDatabaseURL(service string) string {
 // LoadConfig parses environ (as from os.Environ) into a Config for service,
 // whose HTTP address defaults to httpAddr. It returns an error naming every
 // variable that is invalid, on a single line, or that breaks a rule (the
-// development secret in production).
+// production rules apply unless ORDERLY_ENV=development).
 func LoadConfig(environ []string, service, httpAddr string) (Config, error) {
 	cfg := Config{
 		Service:     service,
@@ -241,10 +249,7 @@ func (c Config) Validate() error {
 	switch c.Env {
 	case EnvDevelopment:
 	case EnvProduction:
-		p.Require(c.JWTSecret != DevelopmentJWTSecret, "AUTH_JWT_SECRET",
-			"the development default is refused when ORDERLY_ENV=production; set a secret of at least %d bytes", minProductionSecretLen)
-		p.Require(c.JWTSecret == DevelopmentJWTSecret || len(c.JWTSecret) >= minProductionSecretLen, "AUTH_JWT_SECRET",
-			"must be at least %d bytes when ORDERLY_ENV=production", minProductionSecretLen)
+		p = append(p, c.productionProblems()...)
 	default:
 		p.Require(false, "ORDERLY_ENV", "%q is not development or production", c.Env)
 	}
@@ -274,6 +279,53 @@ func (c Config) Validate() error {
 	p.Require(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownDelay >= 0 && c.ShutdownDelay < c.ShutdownTimeout, "SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
 	return p.Err()
+}
+
+// productionProblems are the production rules (secure by default): what is
+// fine on a developer's machine but not where the service faces a network.
+// When any rule is broken, a last entry says how production was chosen, since
+// it is the default.
+func (c Config) productionProblems() Problems {
+	var p Problems
+	p.Require(c.JWTSecret != DevelopmentJWTSecret, "AUTH_JWT_SECRET",
+		"the development default is refused in production; set a secret of at least %d bytes", minProductionSecretLen)
+	p.Require(c.JWTSecret == DevelopmentJWTSecret || len(c.JWTSecret) >= minProductionSecretLen, "AUTH_JWT_SECRET",
+		"must be at least %d bytes in production", minProductionSecretLen)
+	// An AMQP_URL that does not parse is reported by Validate already.
+	if u, err := amqp.ParseURI(c.AMQPURL); err == nil {
+		p.Require(u.Scheme == "amqps", "AMQP_URL",
+			"plain amqp:// is refused in production; use amqps:// (TLS)")
+		// ParseURI fills in guest when the URL names no user: that is
+		// who the client would log in as.
+		p.Require(u.Username != "guest", "AMQP_URL",
+			"the guest user is refused in production; give the service a broker user of its own (docs/deploy.md, \"Broker users\")")
+	}
+	if pc, err := pgconn.ParseConfig(c.DatabaseURL); err == nil {
+		p.Require(verifiesServer(pc), "DATABASE_URL",
+			"sslmode must be verify-full in production (disable, allow, prefer, require and verify-ca, or no sslmode, do not check the server's name)")
+	}
+	if len(p) > 0 {
+		p.Require(false, "ORDERLY_ENV", "production (the default when unset) applies these rules; only a developer's machine sets ORDERLY_ENV=development")
+	}
+	return p
+}
+
+// verifiesServer reports whether every connection attempt of cfg uses TLS
+// and checks the server's certificate and host name: sslmode=verify-full.
+// pgconn turns sslmode into a TLS configuration (and fallbacks for allow
+// and prefer), so this reads what the pool will do, whether sslmode came
+// from the URL, a key=value string or PGSSLMODE.
+func verifiesServer(cfg *pgconn.Config) bool {
+	verified := func(t *tls.Config) bool { return t != nil && !t.InsecureSkipVerify }
+	if !verified(cfg.TLSConfig) {
+		return false
+	}
+	for _, f := range cfg.Fallbacks {
+		if !verified(f.TLSConfig) {
+			return false
+		}
+	}
+	return true
 }
 
 func isHostPort(addr string) bool {

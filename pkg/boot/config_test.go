@@ -14,9 +14,13 @@ import (
 	"github.com/orderly/orderly/pkg/rabbit"
 )
 
+// dev is the setting every test that is not about the production rules
+// starts from: the development defaults work only with it.
+const dev = "ORDERLY_ENV=development"
+
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
-	got, err := boot.LoadConfig(nil, "inventory", ":8081")
+	got, err := boot.LoadConfig([]string{dev}, "inventory", "127.0.0.1:8081")
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -24,7 +28,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Service:         "inventory",
 		DatabaseURL:     "postgres://postgres@127.0.0.1:5432/orderly_inventory?sslmode=disable",
 		AMQPURL:         "amqp://guest:guest@127.0.0.1:5672/",
-		HTTPAddr:        ":8081",
+		HTTPAddr:        "127.0.0.1:8081",
 		JWTSecret:       boot.DevelopmentJWTSecret,
 		RateLimitRPS:    100,
 		Env:             boot.EnvDevelopment,
@@ -39,12 +43,32 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestLoadConfigSecureByDefault checks that an empty environment is
+// production: the development defaults are refused, on one line that names
+// each of them and says how production was chosen.
+func TestLoadConfigSecureByDefault(t *testing.T) {
+	t.Parallel()
+	_, err := boot.LoadConfig(nil, "inventory", "127.0.0.1:8081")
+	if err == nil {
+		t.Fatal("LoadConfig with an empty environment = nil error, want the production rules to refuse the development defaults")
+	}
+	msg := err.Error()
+	for _, v := range []string{"AUTH_JWT_SECRET", "AMQP_URL", "DATABASE_URL", "ORDERLY_ENV"} {
+		if !strings.Contains(msg, v+":") {
+			t.Errorf("error %q does not name %s", msg, v)
+		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error %q spans several lines, want one", msg)
+	}
+}
+
 func TestLoadConfigFromEnvironment(t *testing.T) {
 	t.Parallel()
 	secret := strings.Repeat("s", 40)
 	got, err := boot.LoadConfig([]string{
-		"DATABASE_URL=postgres://app:pw@db:5432/orders",
-		"AMQP_URL=amqp://u:p@mq:5672/prod",
+		"DATABASE_URL=postgres://app:pw@db:5432/orders?sslmode=verify-full",
+		"AMQP_URL=amqps://u:p@mq:5671/prod",
 		"HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + secret,
 		"AUTH_JWT_ISSUER=https://id.orderly.dev/",
@@ -66,8 +90,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	}
 	want := boot.Config{
 		Service:           "order",
-		DatabaseURL:       "postgres://app:pw@db:5432/orders",
-		AMQPURL:           "amqp://u:p@mq:5672/prod",
+		DatabaseURL:       "postgres://app:pw@db:5432/orders?sslmode=verify-full",
+		AMQPURL:           "amqps://u:p@mq:5671/prod",
 		HTTPAddr:          "127.0.0.1:0",
 		JWTSecret:         secret,
 		JWTIssuer:         "https://id.orderly.dev/",
@@ -120,7 +144,7 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
 			t.Parallel()
-			_, err := boot.LoadConfig([]string{tt.env}, "order", ":8080")
+			_, err := boot.LoadConfig([]string{dev, tt.env}, "order", ":8080")
 			if err == nil {
 				t.Fatalf("LoadConfig(%s) = nil error, want one naming %s", tt.env, tt.wantVar)
 			}
@@ -141,7 +165,7 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 func TestLoadConfigConsumerWorkers(t *testing.T) {
 	t.Parallel()
 	for env, want := range map[string]int{"CONSUMER_WORKERS=0": 0, "CONSUMER_WORKERS=1": 1, "CONSUMER_WORKERS=256": 256} {
-		cfg, err := boot.LoadConfig([]string{env}, "order", ":8080")
+		cfg, err := boot.LoadConfig([]string{dev, env}, "order", ":8080")
 		if err != nil || cfg.ConsumerWorkers != want {
 			t.Errorf("LoadConfig(%s) = %d, %v; want %d, nil", env, cfg.ConsumerWorkers, err, want)
 		}
@@ -165,7 +189,7 @@ func TestAddConsumerFillsWorkersFromConfig(t *testing.T) {
 
 func TestLoadConfigNamesEveryInvalidVariable(t *testing.T) {
 	t.Parallel()
-	_, err := boot.LoadConfig([]string{"LOG_LEVEL=loud", "HTTP_ADDR=nope"}, "order", ":8080")
+	_, err := boot.LoadConfig([]string{dev, "LOG_LEVEL=loud", "HTTP_ADDR=nope"}, "order", ":8080")
 	if err == nil {
 		t.Fatal("LoadConfig = nil error for two invalid settings")
 	}
@@ -176,29 +200,81 @@ func TestLoadConfigNamesEveryInvalidVariable(t *testing.T) {
 	}
 }
 
-func TestLoadConfigProductionRefusesDevelopmentSecret(t *testing.T) {
+// productionEnv is a configuration the production rules accept.
+var productionEnv = []string{
+	"AUTH_JWT_SECRET=" + strings.Repeat("p", 32),
+	"AMQP_URL=amqps://payment:pw@mq.example:5671/",
+	"DATABASE_URL=postgres://payment:pw@db.example:5432/orderly_payment?sslmode=verify-full",
+	"AUTH_JWT_ISSUER=https://id.example/",
+	"AUTH_JWT_AUDIENCE=orderly-api",
+}
+
+// TestLoadConfigProductionRules has one case per production refusal: each
+// starts from productionEnv, changes one setting, and must be refused with
+// one line naming that setting (and ORDERLY_ENV, which says why the rule
+// applies) and nothing else.
+func TestLoadConfigProductionRules(t *testing.T) {
 	t.Parallel()
+	for _, env := range [][]string{productionEnv, append([]string{"ORDERLY_ENV=production"}, productionEnv...)} {
+		if _, err := boot.LoadConfig(env, "payment", ":8082"); err != nil {
+			t.Fatalf("LoadConfig(%v) = %v, want a valid production configuration", env, err)
+		}
+	}
+	const pgURL = "postgres://payment:pw@db.example:5432/orderly_payment"
 	tests := []struct {
 		name    string
-		environ []string
+		set     string // the one setting that differs from productionEnv
+		wantVar string
 	}{
-		{"secret unset", []string{"ORDERLY_ENV=production"}},
-		{"secret empty", []string{"ORDERLY_ENV=production", "AUTH_JWT_SECRET="}},
-		{"development secret set explicitly", []string{"ORDERLY_ENV=production", "AUTH_JWT_SECRET=" + boot.DevelopmentJWTSecret}},
-		{"short secret", []string{"ORDERLY_ENV=production", "AUTH_JWT_SECRET=short"}},
+		{"secret unset", "AUTH_JWT_SECRET=", "AUTH_JWT_SECRET"},
+		{"development secret set explicitly", "AUTH_JWT_SECRET=" + boot.DevelopmentJWTSecret, "AUTH_JWT_SECRET"},
+		{"secret of 31 bytes", "AUTH_JWT_SECRET=" + strings.Repeat("s", 31), "AUTH_JWT_SECRET"},
+		{"guest user", "AMQP_URL=amqps://guest:guest@mq.example:5671/", "AMQP_URL"},
+		{"no broker user (the client logs in as guest)", "AMQP_URL=amqps://mq.example:5671/", "AMQP_URL"},
+		{"plain amqp", "AMQP_URL=amqp://payment:pw@mq.example:5672/", "AMQP_URL"},
+		{"DATABASE_URL unset (the local default, sslmode=disable)", "DATABASE_URL=", "DATABASE_URL"},
+		{"no sslmode (prefer)", "DATABASE_URL=" + pgURL, "DATABASE_URL"},
+		{"sslmode=disable", "DATABASE_URL=" + pgURL + "?sslmode=disable", "DATABASE_URL"},
+		{"sslmode=allow", "DATABASE_URL=" + pgURL + "?sslmode=allow", "DATABASE_URL"},
+		{"sslmode=prefer", "DATABASE_URL=" + pgURL + "?sslmode=prefer", "DATABASE_URL"},
+		{"sslmode=require", "DATABASE_URL=" + pgURL + "?sslmode=require", "DATABASE_URL"},
+		{"sslmode=verify-ca", "DATABASE_URL=" + pgURL + "?sslmode=verify-ca", "DATABASE_URL"},
+		{"key=value string without verify-full", "DATABASE_URL=host=db.example user=payment dbname=orderly_payment sslmode=require", "DATABASE_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := boot.LoadConfig(tt.environ, "payment", ":8082")
-			if err == nil || !strings.Contains(err.Error(), "AUTH_JWT_SECRET") {
-				t.Fatalf("LoadConfig(%v) error = %v, want one naming AUTH_JWT_SECRET", tt.environ, err)
+			key, _, _ := strings.Cut(tt.set, "=")
+			for _, mode := range []string{"ORDERLY_ENV unset", "ORDERLY_ENV=production"} {
+				var environ []string
+				if mode != "ORDERLY_ENV unset" {
+					environ = append(environ, mode)
+				}
+				for _, kv := range productionEnv {
+					if !strings.HasPrefix(kv, key+"=") {
+						environ = append(environ, kv)
+					}
+				}
+				environ = append(environ, tt.set)
+				_, err := boot.LoadConfig(environ, "payment", ":8082")
+				if err == nil {
+					t.Fatalf("%s: LoadConfig = nil error, want one naming %s", mode, tt.wantVar)
+				}
+				msg := err.Error()
+				if !strings.Contains(msg, tt.wantVar+":") || !strings.Contains(msg, "ORDERLY_ENV:") || strings.Contains(msg, "\n") {
+					t.Errorf("%s: error %q, want one line naming %s and ORDERLY_ENV", mode, msg, tt.wantVar)
+				}
+				for _, other := range []string{"AUTH_JWT_SECRET", "AMQP_URL", "DATABASE_URL"} {
+					if other != tt.wantVar && strings.Contains(msg, other+":") {
+						t.Errorf("%s: error %q also names %s, which is valid", mode, msg, other)
+					}
+				}
+			}
+			// Development lifts the rule: that is what it is for.
+			if _, err := boot.LoadConfig([]string{dev, tt.set}, "payment", ":8082"); err != nil {
+				t.Errorf("ORDERLY_ENV=development with %s: %v", tt.set, err)
 			}
 		})
-	}
-	// Development mode accepts the default: that is what it is for.
-	if _, err := boot.LoadConfig([]string{"ORDERLY_ENV=development"}, "payment", ":8082"); err != nil {
-		t.Errorf("development mode with the default secret: %v", err)
 	}
 }
 
@@ -223,7 +299,9 @@ func TestLoadConfigProductionJWTRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			environ := append([]string{"ORDERLY_ENV=production", strong}, tt.environ...)
+			environ := append([]string{"ORDERLY_ENV=production", strong,
+				"AMQP_URL=amqps://inventory:pw@mq.example:5671/",
+				"DATABASE_URL=postgres://inventory:pw@db.example:5432/orderly_inventory?sslmode=verify-full"}, tt.environ...)
 			_, err := boot.LoadConfig(environ, "inventory", ":8081")
 			switch {
 			case tt.wantVar == "" && err != nil:
@@ -244,6 +322,7 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 	secret := "a-very-secret-production-signing-key-0123456789"
 	previous := "the-previous-production-signing-key-0123456789"
 	cfg, err := boot.LoadConfig([]string{
+		dev,
 		"DATABASE_URL=postgres://app:dbpass123@db:5432/orders",
 		"AMQP_URL=amqp://user:mqpass456@mq:5672/",
 		"AUTH_JWT_SECRET=" + secret,
@@ -286,6 +365,7 @@ func TestConfigVerifier(t *testing.T) {
 	t.Parallel()
 	secret, previous := strings.Repeat("k", 40), strings.Repeat("p", 40)
 	cfg, err := boot.LoadConfig([]string{
+		dev,
 		"AUTH_JWT_SECRET=" + secret,
 		"AUTH_JWT_SECRET_PREVIOUS=" + previous,
 		"AUTH_JWT_ISSUER=orderly-id",

@@ -123,6 +123,7 @@ func TestMainDrainsOnSIGTERMAndExits0(t *testing.T) {
 	t.Parallel()
 	_, dbURL := pgtest.NewDB(t)
 	code, stderr := runMain(t, "sigterm",
+		"ORDERLY_ENV=development",
 		"DATABASE_URL="+dbURL,
 		"AMQP_URL="+rabbittest.NewVhost(t),
 		"HTTP_ADDR=127.0.0.1:0",

@@ -47,7 +47,8 @@ func TestTrackingConfigRules(t *testing.T) {
 	t.Parallel()
 	jwt := strings.Repeat("j", 40)
 	strong := strings.Repeat("t", 32)
-	production := []string{"ORDERLY_ENV=production", "AUTH_JWT_SECRET=" + jwt, "AUTH_JWT_ISSUER=id", "AUTH_JWT_AUDIENCE=api"}
+	production := []string{"ORDERLY_ENV=production", "AUTH_JWT_SECRET=" + jwt, "AUTH_JWT_ISSUER=id", "AUTH_JWT_AUDIENCE=api",
+		"AMQP_URL=amqps://order:pw@mq.example:5671/", "DATABASE_URL=postgres://order:pw@db.example:5432/orderly_order?sslmode=verify-full"}
 	tests := []struct {
 		name    string
 		environ []string

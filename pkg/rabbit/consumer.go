@@ -168,12 +168,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // session consumes on one channel until the channel dies or ctx ends.
 func (c *Consumer) session(ctx context.Context) error {
+	t := Topology{Queues: []Queue{c.Queue}}
+	if err := c.Conn.sources(ctx, t); err != nil {
+		return err
+	}
 	ch, _, err := c.Conn.Channel(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = ch.Close() }()
-	if err := declare(ch, Topology{Queues: []Queue{c.Queue}}); err != nil {
+	if err := declare(ch, t); err != nil {
 		return err
 	}
 	if err := ch.Qos(c.Prefetch, 0, false); err != nil {
@@ -370,7 +374,7 @@ func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery
 		return c.deadLetter(ctx, log, d, fmt.Sprintf("failed after %d retries: %v", attempt, err))
 	}
 	log.WarnContext(ctx, "handler failed; retrying later", "error", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
-	m := republish(d, RetryQueueName(c.Queue.Name, attempt+1))
+	m := republish(d, c.Queue.Name, RetryQueueName(c.Queue.Name, attempt+1))
 	m.Headers[HeaderRetry] = int64(attempt + 1)
 	return c.forward(ctx, log, d, m, outcomeRetry)
 }
@@ -405,7 +409,7 @@ func (c *Consumer) call(ctx context.Context, d *amqp.Delivery) (panicked bool, e
 
 func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Delivery, reason string) string {
 	log.ErrorContext(ctx, "dead-lettering message", "reason", reason)
-	m := republish(d, DLQName(c.Queue.Name))
+	m := republish(d, c.Queue.Name, DLQName(c.Queue.Name))
 	m.Headers[HeaderError] = reason
 	m.Headers[HeaderQueue] = c.Queue.Name
 	return c.forward(ctx, log, d, m, outcomeDeadLetter)
@@ -432,9 +436,10 @@ func (c *Consumer) settle(ctx context.Context, log *slog.Logger, err error) {
 	}
 }
 
-// republish copies d into a message for the default exchange, which routes by
+// republish copies d into a message for to, owner's queue, its retry queue
+// or its DLQ, sent through owner's exchange DLXName(owner), which routes by
 // queue name.
-func republish(d *amqp.Delivery, queue string) Message {
+func republish(d *amqp.Delivery, owner, to string) Message {
 	h := amqp.Table{}
 	for k, v := range d.Headers {
 		if k == headerDeliveryCount || k == "x-death" || k == "x-first-death-exchange" ||
@@ -444,8 +449,8 @@ func republish(d *amqp.Delivery, queue string) Message {
 		h[k] = v
 	}
 	return Message{
-		Exchange:    "",
-		RoutingKey:  queue,
+		Exchange:    DLXName(owner),
+		RoutingKey:  to,
 		MessageID:   d.MessageId,
 		Type:        d.Type,
 		ContentType: d.ContentType,

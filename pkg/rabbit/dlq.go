@@ -117,7 +117,7 @@ func (c *Conn) ReplayDeadLetters(ctx context.Context, queue string, match func(D
 		if match != nil && !match(dl) {
 			continue // left unacked: back in the DLQ when the channel closes
 		}
-		m := republish(&d, dl.Queue)
+		m := republish(&d, dl.Queue, dl.Queue)
 		delete(m.Headers, HeaderError)
 		delete(m.Headers, HeaderQueue)
 		delete(m.Headers, HeaderRetry)

@@ -185,6 +185,7 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func startReplica(t *testing.T, s *stack.Stack, name string) (string, *stack.Process) {
 	t.Helper()
 	p := stack.StartProcess(t, stack.Binary(t, "notification"),
+		"ORDERLY_ENV=development",
 		"DATABASE_URL="+s.Notification.DBURL,
 		"AMQP_URL="+s.AMQPURL,
 		"HTTP_ADDR=127.0.0.1:0",

@@ -13,8 +13,10 @@ import (
 
 // maxTouchPoints is the most files docs/adding-a-service.md may list: a
 // new service should cost its own files and a line or a block in a few
-// shared ones, not an edit in every corner of the repository.
-const maxTouchPoints = 15
+// shared ones, not an edit in every corner of the repository. (Two of them
+// are the broker user every service gets, in the compose definitions and
+// the Kubernetes objects: permissions are the broker's own lists.)
+const maxTouchPoints = 17
 
 // TestAddingAServiceDoc keeps docs/adding-a-service.md true: each file it
 // says to create exists in the payment service (the example, with payment
@@ -91,6 +93,9 @@ var allowedLists = map[string]bool{
 	"tests/stack/stack.go":       true, // the named fields Order, Inventory, Payment, Notification for the tests that drive them
 	"tests/browser/main_test.go": true, // package comment
 	"tests/live/live_test.go":    true, // package comment
+	// Refusals between particular services (payment may not publish to
+	// order.events), which a new service need not join.
+	"tests/e2e/broker_users_test.go": true,
 }
 
 // docList returns the backquoted paths of the list between

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -161,11 +162,12 @@ func TestComposeAppServices(t *testing.T) {
 			if port, err := addrPort(cfg.HTTPAddr); err != nil || port != svc.port {
 				t.Errorf("HTTP_ADDR %q does not listen on the published port %d", cfg.HTTPAddr, svc.port)
 			}
+			checkListensOnNetwork(t, cfg.HTTPAddr)
 			checkURL(t, "DATABASE_URL", cfg.DatabaseURL, "postgres", "/orderly_"+svc.name)
 			checkURL(t, "AMQP_URL", cfg.AMQPURL, "rabbitmq", "")
 			checkURL(t, "OTEL_EXPORTER_OTLP_ENDPOINT", cfg.OTLPEndpoint, "otel-collector", "")
-			if cfg.Env == boot.EnvProduction || cfg.JWTSecret != boot.DevelopmentJWTSecret {
-				t.Errorf("without settings from the caller, the service runs in %s mode with secret %q; want development mode with the development secret", cfg.Env, cfg.JWTSecret)
+			if env["ORDERLY_ENV"] != boot.EnvDevelopment || cfg.JWTSecret != boot.DevelopmentJWTSecret {
+				t.Errorf("without settings from the caller, ORDERLY_ENV is %q and the secret %q; want development set explicitly (production is the services' default) and the development secret", env["ORDERLY_ENV"], cfg.JWTSecret)
 			}
 
 			// Start order and shutdown.
@@ -213,7 +215,9 @@ func deref(s *string) string {
 }
 
 // TestComposeCallerSettings checks that settings in the caller's
-// environment reach every service: a real secret turns production mode on.
+// environment reach every service. Production mode reaches them too, and
+// then refuses what compose can only offer a laptop: plain connections to
+// the broker and the database (the secret, the caller's, is accepted).
 func TestComposeCallerSettings(t *testing.T) {
 	t.Parallel()
 	p := mustLoadCompose(t, map[string]string{
@@ -221,19 +225,46 @@ func TestComposeCallerSettings(t *testing.T) {
 		"AUTH_JWT_ISSUER":   productionIdentity["AUTH_JWT_ISSUER"],
 		"AUTH_JWT_AUDIENCE": productionIdentity["AUTH_JWT_AUDIENCE"],
 		"TRACKING_SECRET":   strongTrackingSecret,
-		"ORDERLY_ENV":       "production",
 		"LOG_LEVEL":         "debug",
 	})
 	for _, svc := range mustAppServices(t) {
 		cfg, err := loadConfig(t, svc, composeEnv(t, p.Services[svc.name]))
 		if err != nil {
-			t.Errorf("%s: would not start in production with the caller's secret: %v", svc.name, err)
+			t.Errorf("%s: would not start with the caller's secret: %v", svc.name, err)
 			continue
 		}
-		if cfg.JWTSecret != strongSecret || cfg.Env != boot.EnvProduction || cfg.LogLevel != "debug" ||
+		if cfg.JWTSecret != strongSecret || cfg.Env != boot.EnvDevelopment || cfg.LogLevel != "debug" ||
 			cfg.JWTIssuer != productionIdentity["AUTH_JWT_ISSUER"] || cfg.JWTAudience != productionIdentity["AUTH_JWT_AUDIENCE"] {
-			t.Errorf("%s: the caller's AUTH_JWT_SECRET, AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE, ORDERLY_ENV and LOG_LEVEL did not reach it", svc.name)
+			t.Errorf("%s: the caller's AUTH_JWT_SECRET, AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE and LOG_LEVEL did not reach it", svc.name)
 		}
+	}
+	p = mustLoadCompose(t, map[string]string{
+		"AUTH_JWT_SECRET":   strongSecret,
+		"AUTH_JWT_ISSUER":   productionIdentity["AUTH_JWT_ISSUER"],
+		"AUTH_JWT_AUDIENCE": productionIdentity["AUTH_JWT_AUDIENCE"],
+		"TRACKING_SECRET":   strongTrackingSecret,
+		"ORDERLY_ENV":       "production",
+	})
+	for _, svc := range mustAppServices(t) {
+		_, err := loadConfig(t, svc, composeEnv(t, p.Services[svc.name]))
+		if err == nil || !strings.Contains(err.Error(), "AMQP_URL:") || !strings.Contains(err.Error(), "DATABASE_URL:") ||
+			strings.Contains(err.Error(), "AUTH_JWT_SECRET") {
+			t.Errorf("%s in production: error %v, want the plain AMQP_URL and DATABASE_URL refused and the caller's secret accepted", svc.name, err)
+		}
+	}
+}
+
+// checkListensOnNetwork reports an HTTP_ADDR on a loopback address, which
+// in a container or pod nothing outside could reach.
+func checkListensOnNetwork(tb testing.TB, addr string) {
+	tb.Helper()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		tb.Errorf("HTTP_ADDR %q: %v", addr, err)
+		return
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		tb.Errorf("HTTP_ADDR %q listens on loopback only; a deployment must set :port or 0.0.0.0:port", addr)
 	}
 }
 

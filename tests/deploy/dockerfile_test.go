@@ -169,6 +169,10 @@ func TestDockerfile(t *testing.T) {
 	if !slices.Contains(run.find("EXPOSE"), "${PORT}") || !slices.ContainsFunc(run.find("ARG"), func(a string) bool { return strings.HasPrefix(a, "PORT") }) {
 		t.Errorf("the runtime stage does not EXPOSE ${PORT} (ARG PORT)")
 	}
+	// The binaries listen on loopback by default: the image must not.
+	if !slices.Contains(run.envPairs(), "HTTP_ADDR=:${PORT}") {
+		t.Errorf("the runtime stage does not set ENV HTTP_ADDR=:${PORT} (the binary's default, 127.0.0.1, is unreachable in a container)")
+	}
 	entry := run.find("ENTRYPOINT")
 	if len(entry) != 1 || !strings.Contains(entry[0], `"/usr/local/bin/service"`) {
 		t.Errorf("ENTRYPOINT %q, want the exec form of /usr/local/bin/service", entry)

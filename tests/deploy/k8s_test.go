@@ -269,6 +269,10 @@ func TestKustomizeBase(t *testing.T) {
 			if port, err := addrPort(cfg.HTTPAddr); err != nil || port != svc.port || containerPort(c, intstr.FromString("http")) != svc.port {
 				t.Errorf("HTTP_ADDR %q and the container port named http do not both use port %d", cfg.HTTPAddr, svc.port)
 			}
+			checkListensOnNetwork(t, cfg.HTTPAddr)
+			if env["ORDERLY_ENV"] != "production" {
+				t.Errorf("ORDERLY_ENV is %q, want production set explicitly", env["ORDERLY_ENV"])
+			}
 			checkURLPath(t, "DATABASE_URL", cfg.DatabaseURL, "/orderly_"+svc.name)
 			if u, err := url.Parse(cfg.AMQPURL); err != nil || u.Hostname() != rabbit.Metadata.Name {
 				t.Errorf("AMQP_URL does not point at the RabbitMQ cluster's service %s", rabbit.Metadata.Name)
@@ -519,9 +523,10 @@ func TestKustomizeOverlay(t *testing.T) {
 	}
 
 	var images, secrets strings.Builder
-	fmt.Fprintf(&secrets, "AUTH_JWT_SECRET=%s\nTRACKING_SECRET=%s\nAMQP_URL=amqp://orderly:s3cret@orderly-rabbitmq:5672/\n", strongSecret, strongTrackingSecret)
+	fmt.Fprintf(&secrets, "AUTH_JWT_SECRET=%s\nTRACKING_SECRET=%s\n", strongSecret, strongTrackingSecret)
 	for _, svc := range svcs {
 		fmt.Fprintf(&images, "  - name: orderly/%s\n    newName: registry.example.com/orderly/%[1]s\n    newTag: 1.2.3\n", svc.name)
+		fmt.Fprintf(&secrets, "%s_AMQP_URL=amqps://%s:s3cret@orderly-rabbitmq:5671/\n", strings.ToUpper(svc.name), svc.name)
 		fmt.Fprintf(&secrets, "%s_DATABASE_URL=postgres://orderly_%s:s3cret@db.example.com:5432/orderly_%[2]s?sslmode=verify-full\n",
 			strings.ToUpper(svc.name), svc.name)
 	}

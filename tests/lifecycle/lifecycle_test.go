@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,6 +41,7 @@ func TestLifecycle(t *testing.T) {
 			t.Parallel()
 			_, dbURL := pgtest.NewDB(t)
 			p := stack.StartProcess(t, stack.Binary(t, name),
+				"ORDERLY_ENV=development",
 				"DATABASE_URL="+dbURL,
 				"AMQP_URL="+rabbittest.NewVhost(t),
 				"HTTP_ADDR=127.0.0.1:0",
@@ -107,34 +109,81 @@ func TestLifecycle(t *testing.T) {
 	closed := ln.Addr().String()
 	_ = ln.Close()
 
+	// A configuration the production rules accept (the broker and database
+	// are never reached: the refusals come first).
+	production := []string{
+		"AUTH_JWT_SECRET=lifecycle-test-secret-0123456789abcdef",
+		"AMQP_URL=amqps://payment:pw@" + closed + "/",
+		"DATABASE_URL=postgres://payment:pw@" + closed + "/orderly_payment?sslmode=verify-full",
+	}
+	dev := func(env ...string) []string { return append([]string{"ORDERLY_ENV=development"}, env...) }
 	refusals := []struct {
 		name    string
+		binary  string
 		environ []string
 		want    string // in the one line on stderr
 	}{
-		{"malformed AMQP_URL", []string{"AMQP_URL=http://127.0.0.1:5672/"}, "AMQP_URL"},
-		{"malformed DATABASE_URL", []string{"DATABASE_URL=postgres://127.0.0.1:notaport/x"}, "DATABASE_URL"},
-		{"unreachable Postgres", []string{"DATABASE_URL=postgres://postgres@" + closed + "/orderly_order"}, "postgres at postgres://postgres@" + closed},
-		{"unreachable RabbitMQ", []string{"AMQP_URL=amqp://guest:guest@" + closed + "/", "CONNECT_TIMEOUT=1s", "DATABASE_URL=" + newDBURL(t)}, "rabbitmq at amqp://guest:xxxxx@" + closed},
-		{"invalid SHUTDOWN_TIMEOUT", []string{"SHUTDOWN_TIMEOUT=soon"}, "SHUTDOWN_TIMEOUT"},
-		{"production with the development secret", []string{"ORDERLY_ENV=production"}, "AUTH_JWT_SECRET"},
+		{"malformed AMQP_URL", "order", dev("AMQP_URL=http://127.0.0.1:5672/"), "AMQP_URL"},
+		{"malformed DATABASE_URL", "order", dev("DATABASE_URL=postgres://127.0.0.1:notaport/x"), "DATABASE_URL"},
+		{"unreachable Postgres", "order", dev("DATABASE_URL=postgres://postgres@" + closed + "/orderly_order"), "postgres at postgres://postgres@" + closed},
+		{"unreachable RabbitMQ", "order", dev("AMQP_URL=amqp://guest:guest@"+closed+"/", "CONNECT_TIMEOUT=1s", "DATABASE_URL="+newDBURL(t)), "rabbitmq at amqp://guest:xxxxx@" + closed},
+		{"invalid SHUTDOWN_TIMEOUT", "order", dev("SHUTDOWN_TIMEOUT=soon"), "SHUTDOWN_TIMEOUT"},
+		// Secure by default: with no ORDERLY_ENV and no secret the service
+		// is in production and refuses the development secret.
+		{"no ORDERLY_ENV and no secret", "order", nil, "AUTH_JWT_SECRET: the development default is refused in production"},
+		{"production with the development secret", "order", []string{"ORDERLY_ENV=production"}, "AUTH_JWT_SECRET"},
+		{"a short secret with no ORDERLY_ENV", "order", append(production[1:], "AUTH_JWT_SECRET=short"), "AUTH_JWT_SECRET: must be at least 32 bytes"},
+		{"the guest broker user with no ORDERLY_ENV", "order", append(production, "AMQP_URL=amqps://guest:guest@"+closed+"/"), "AMQP_URL: the guest user is refused"},
+		{"plain amqp with no ORDERLY_ENV", "order", append(production, "AMQP_URL=amqp://order:pw@"+closed+"/"), "AMQP_URL: plain amqp:// is refused"},
+		{"sslmode=require with no ORDERLY_ENV", "order", append(production, "DATABASE_URL=postgres://order:pw@"+closed+"/orderly_order?sslmode=require"), "DATABASE_URL: sslmode must be verify-full"},
+		{"no payment gateway with no ORDERLY_ENV", "payment", production, "PAYMENT_GATEWAY: no payment gateway is configured"},
+		{"the simulated gateway in production", "payment", append(production, "PAYMENT_GATEWAY=simulated"), "PAYMENT_ALLOW_SIMULATED=true"},
+		{"an unknown payment gateway", "payment", dev("PAYMENT_GATEWAY=stripe"), `PAYMENT_GATEWAY: "stripe" is not a known payment gateway`},
 	}
 	for _, tt := range refusals {
-		t.Run("order/refuses "+tt.name, func(t *testing.T) {
+		t.Run(tt.binary+"/refuses "+tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := stack.StartProcess(t, stack.Binary(t, "order"), append(tt.environ, "HTTP_ADDR=127.0.0.1:0")...)
+			p := stack.StartProcess(t, stack.Binary(t, tt.binary), append(tt.environ, "HTTP_ADDR=127.0.0.1:0")...)
 			code := p.Exit(t, 30*time.Second)
 			if code != 1 {
 				t.Errorf("exit code = %d, want 1", code)
 			}
 			lines := strings.Split(strings.TrimRight(p.Stderr.String(), "\n"), "\n")
-			if len(lines) != 1 || !strings.HasPrefix(lines[0], "order: ") || !strings.Contains(lines[0], tt.want) {
-				t.Errorf("stderr = %q, want one line starting with \"order: \" and naming %q", p.Stderr.String(), tt.want)
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tt.binary+": ") || !strings.Contains(lines[0], tt.want) {
+				t.Errorf("stderr = %q, want one line starting with \"%s: \" and naming %q", p.Stderr.String(), tt.binary, tt.want)
 			}
-			if strings.Contains(p.Stderr.String()+p.Stdout.String(), "guest:guest@") {
-				t.Errorf("output leaks the broker password:\n%s%s", p.Stdout.String(), p.Stderr.String())
+			if out := p.Stderr.String() + p.Stdout.String(); strings.Contains(out, "guest:guest@") || strings.Contains(out, ":pw@") {
+				t.Errorf("output leaks a broker or database password:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestListensOnLoopbackByDefault checks that a service started without
+// HTTP_ADDR listens on its port on 127.0.0.1 only, not on every interface.
+func TestListensOnLoopbackByDefault(t *testing.T) {
+	_, dbURL := pgtest.NewDB(t)
+	// The registry's port may be taken on a developer's machine (make run);
+	// the test needs it free.
+	spec := stack.Services[0]
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(spec.Port))
+	if err != nil {
+		t.Skipf("port %d is in use (is make run running?): %v", spec.Port, err)
+	}
+	_ = ln.Close()
+	p := stack.StartProcess(t, stack.Binary(t, spec.Name),
+		"ORDERLY_ENV=development",
+		"DATABASE_URL="+dbURL,
+		"AMQP_URL="+rabbittest.NewVhost(t),
+		"SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
+		"SHUTDOWN_DELAY=0s",
+	)
+	if got, want := p.Addr(t), "127.0.0.1:"+strconv.Itoa(spec.Port); got != want {
+		t.Errorf("%s listens on %s without HTTP_ADDR, want %s", spec.Name, got, want)
+	}
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.Exit(t, shutdownTimeout); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\n%s", code, p.Stderr.String())
 	}
 }
 

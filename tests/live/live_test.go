@@ -165,7 +165,7 @@ type replica struct {
 func startReplica(tb testing.TB, s *stack.Stack, name string, env ...string) *replica {
 	tb.Helper()
 	p := stack.StartProcess(tb, stack.Binary(tb, "notification"), append([]string{
-		"DATABASE_URL=" + s.Notification.DBURL, "AMQP_URL=" + s.AMQPURL, "HTTP_ADDR=127.0.0.1:0",
+		"ORDERLY_ENV=development", "DATABASE_URL=" + s.Notification.DBURL, "AMQP_URL=" + s.AMQPURL, "HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(s.Secret), "TRACKING_SECRET=" + string(s.TrackingSecret),
 		"SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",

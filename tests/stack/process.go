@@ -171,6 +171,7 @@ var serviceEnv = map[string]bool{
 	"PAYMENT_GATEWAY_LATENCY": true, "PPROF_ADDR": true,
 	"AUTH_JWT_SECRET_PREVIOUS": true, "AUTH_JWT_MAX_TTL": true,
 	"TRACKING_SECRET": true, "TRACKING_SECRET_PREVIOUS": true, "TRACKING_TOKEN_TTL": true,
+	"PAYMENT_GATEWAY": true, "PAYMENT_ALLOW_SIMULATED": true,
 }
 
 // FilterEnv returns environ without the variables the services read, so

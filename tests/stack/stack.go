@@ -48,6 +48,10 @@ type Options struct {
 	// "order"), after Env, for settings that must differ between services
 	// (a PPROF_ADDR each, for profiling).
 	ServiceEnv map[string][]string
+	// AMQPURL is the vhost the stack uses; empty gives it a fresh one
+	// (rabbittest.NewVhost). A test that prepares the vhost itself (broker
+	// users, pre-declared exchanges) passes it here.
+	AMQPURL string
 }
 
 // Stack is a running set of services with their own databases and vhost.
@@ -100,10 +104,13 @@ func New(tb testing.TB, o Options) *Stack {
 	if o.RateLimitRPS == 0 {
 		o.RateLimitRPS = 10000
 	}
+	if o.AMQPURL == "" {
+		o.AMQPURL = rabbittest.NewVhost(tb)
+	}
 	s := &Stack{
 		Secret:         NewSecret(),
 		TrackingSecret: NewSecret(),
-		AMQPURL:        rabbittest.NewVhost(tb),
+		AMQPURL:        o.AMQPURL,
 		client: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 30 * time.Second},
@@ -111,6 +118,9 @@ func New(tb testing.TB, o Options) *Stack {
 	}
 	tb.Cleanup(s.client.CloseIdleConnections)
 	common := []string{
+		// The local servers have no TLS and the broker user is guest:
+		// development mode, which the services run in only when told.
+		"ORDERLY_ENV=development",
 		"AMQP_URL=" + s.AMQPURL,
 		"HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(s.Secret),

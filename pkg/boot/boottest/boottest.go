@@ -33,14 +33,16 @@ const (
 
 // Environ gives a service under test a fresh database and vhost of its own,
 // both dropped when the test ends, and returns the environment that points
-// the service at them, listens on a free loopback port, signs with jwtSecret
-// and logs only warnings, followed by extra. It also returns the broker URL,
+// the service at them, runs it in development mode (the local servers have
+// no TLS and the broker user is guest), listens on a free loopback port,
+// signs with jwtSecret and logs only warnings, followed by extra. It also returns the broker URL,
 // for the test to talk to the service as its peers do.
 func Environ(tb testing.TB, jwtSecret string, extra ...string) (environ []string, amqpURL string) {
 	tb.Helper()
 	_, dbURL := pgtest.NewDB(tb)
 	amqpURL = rabbittest.NewVhost(tb)
 	environ = []string{
+		"ORDERLY_ENV=development",
 		"DATABASE_URL=" + dbURL,
 		"AMQP_URL=" + amqpURL,
 		"HTTP_ADDR=127.0.0.1:0",

@@ -22,7 +22,9 @@
 //
 // Everything else in the environment (AUTH_JWT_SECRET, AMQP_URL, LOG_LEVEL,
 // ORDERLY_ENV, …) reaches every service unchanged, except DATABASE_URL and
-// HTTP_ADDR, which differ per service and are set by devrun.
+// HTTP_ADDR, which differ per service and are set by devrun. ORDERLY_ENV
+// defaults to development here (the services' own default is production,
+// which refuses the local servers' guest user and plain connections).
 package main
 
 import (
@@ -230,12 +232,16 @@ type child struct {
 	err  error // from Wait, set before done closes
 }
 
-// start runs the service's binary with the caller's environment and its own
-// DATABASE_URL and HTTP_ADDR, its output prefixed with its name. exited
-// receives the child when it ends.
+// start runs the service's binary with the caller's environment (in
+// development mode unless it sets ORDERLY_ENV) and its own DATABASE_URL and
+// HTTP_ADDR, its output prefixed with its name. exited receives the child
+// when it ends.
 func start(s service, path, dbURL string, out *lockedWriter, exited chan<- *child) (*child, error) {
 	cmd := exec.Command(path) //nolint:gosec // a binary from the developer's own ORDERLY_BIN_DIR
-	cmd.Env = append(passthrough(os.Environ()), "DATABASE_URL="+dbURL, "HTTP_ADDR=127.0.0.1:"+s.port)
+	// The caller's ORDERLY_ENV, if any, comes later and wins: exec keeps the
+	// last value of a variable.
+	env := append([]string{"ORDERLY_ENV=development"}, passthrough(os.Environ())...)
+	cmd.Env = append(env, "DATABASE_URL="+dbURL, "HTTP_ADDR=127.0.0.1:"+s.port)
 	prefix := fmt.Sprintf("%-12s | ", s.name)
 	stdout := &prefixWriter{prefix: prefix, out: out}
 	stderr := &prefixWriter{prefix: prefix, out: out}

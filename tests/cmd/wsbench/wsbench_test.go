@@ -250,7 +250,7 @@ func TestLiveTracking(t *testing.T) {
 	wsload := buildWsload(t)
 
 	env := []string{
-		"DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0",
+		"ORDERLY_ENV=development", "DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(secret), "TRACKING_SECRET=" + string(trackingSecret), "RATE_LIMIT_RPS=1000000",
 		"SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s", "LOG_LEVEL=info", "GODEBUG=gctrace=1",
 	}

@@ -3,7 +3,7 @@
 // (docs/saga.md, steps 2, 6 and 11).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8081, DATABASE_URL to the orderly_inventory database), plus
+// defaults to 127.0.0.1:8081, DATABASE_URL to the orderly_inventory database), plus
 // RESERVATION_SWEEP_INTERVAL (default 5s). It stops gracefully on SIGTERM or
 // SIGINT. A configuration or start-up error is printed as one line on stderr
 // and exits with status 1.
@@ -35,7 +35,7 @@ type config struct {
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
 	var cfg config
-	err := boot.Load(environ, "inventory", ":8081", &cfg, func(p *boot.Problems) {
+	err := boot.Load(environ, "inventory", "127.0.0.1:8081", &cfg, func(p *boot.Problems) {
 		p.Require(cfg.SweepInterval > 0, "RESERVATION_SWEEP_INTERVAL", "must be positive")
 	})
 	if err != nil {

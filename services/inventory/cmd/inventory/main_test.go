@@ -25,20 +25,20 @@ const testSecret = "inventory-main-test-secret-0123456789"
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
 	// One worker by default: its batches lock the same product rows.
-	cfg, err := loadConfig(nil)
+	cfg, err := loadConfig([]string{"ORDERLY_ENV=development"})
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.SweepInterval != 5*time.Second || cfg.ConsumerWorkers != 1 || cfg.Service != "inventory" {
+	if cfg.HTTPAddr != "127.0.0.1:8081" || cfg.SweepInterval != 5*time.Second || cfg.ConsumerWorkers != 1 || cfg.Service != "inventory" {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"RESERVATION_SWEEP_INTERVAL=1s", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
+	cfg, err = loadConfig([]string{"ORDERLY_ENV=development", "RESERVATION_SWEEP_INTERVAL=1s", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
 	if err != nil || cfg.SweepInterval != time.Second || cfg.ConsumerWorkers != 8 || cfg.HTTPAddr != "127.0.0.1:0" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
 	for _, bad := range []string{"RESERVATION_SWEEP_INTERVAL=0s", "RESERVATION_SWEEP_INTERVAL=soon", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud"} {
 		name, _, _ := strings.Cut(bad, "=")
-		_, err := loadConfig([]string{bad})
+		_, err := loadConfig([]string{"ORDERLY_ENV=development", bad})
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("loadConfig(%s) = %v, want an error naming %s", bad, err, name)
 		}

@@ -3,7 +3,7 @@
 // page (docs/decisions/0008-live-tracking.md).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8083, DATABASE_URL to the orderly_notification database),
+// defaults to 127.0.0.1:8083, DATABASE_URL to the orderly_notification database),
 // plus NOTIFICATION_ALLOWED_ORIGINS (http://localhost:8083,
 // http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER (20),
 // NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
@@ -65,7 +65,7 @@ type config struct {
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
 	var cfg config
-	err := boot.Load(environ, "notification", ":8083", &cfg, func(p *boot.Problems) {
+	err := boot.Load(environ, "notification", "127.0.0.1:8083", &cfg, func(p *boot.Problems) {
 		cfg.CheckTracking(p, cfg.Config)
 		for i, o := range cfg.AllowedOrigins {
 			o = strings.TrimSpace(o)

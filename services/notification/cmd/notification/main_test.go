@@ -26,17 +26,17 @@ const (
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
-	cfg, err := loadConfig(nil)
+	cfg, err := loadConfig([]string{"ORDERLY_ENV=development"})
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if cfg.HTTPAddr != ":8083" || cfg.Service != "notification" || cfg.MaxPerOrder != 20 || cfg.MaxPerCustomer != 50 ||
+	if cfg.HTTPAddr != "127.0.0.1:8083" || cfg.Service != "notification" || cfg.MaxPerOrder != 20 || cfg.MaxPerCustomer != 50 ||
 		cfg.SendQueue != 32 || cfg.Heartbeat != 25*time.Second || cfg.SSEHeartbeat != 15*time.Second ||
 		strings.Join(cfg.AllowedOrigins, ",") != "http://localhost:8083,http://127.0.0.1:8083" ||
 		cfg.ConsumerWorkers != 16 {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8"})
+	cfg, err = loadConfig([]string{"ORDERLY_ENV=development", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8"})
 	if err != nil || cfg.SendQueue != 8 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
@@ -47,7 +47,7 @@ func TestLoadConfig(t *testing.T) {
 		"TRACKING_TOKEN_TTL=0s", "TRACKING_SECRET=" + boot.DevelopmentJWTSecret,
 	} {
 		name, _, _ := strings.Cut(bad, "=")
-		_, err := loadConfig([]string{bad})
+		_, err := loadConfig([]string{"ORDERLY_ENV=development", bad})
 		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("loadConfig(%s) = %v, want one line naming %s", bad, err, name)
 		}

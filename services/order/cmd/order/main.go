@@ -3,7 +3,7 @@
 // order to a final state (docs/saga.md, steps 1, 3, 5, 8, 9 and 10).
 //
 // It is configured through the environment (see boot.Config; HTTP_ADDR
-// defaults to :8080, DATABASE_URL to the orderly_order database), plus
+// defaults to 127.0.0.1:8080, DATABASE_URL to the orderly_order database), plus
 // ORDER_RESERVE_TIMEOUT (30s), ORDER_PAYMENT_TIMEOUT (30s),
 // ORDER_SWEEP_INTERVAL (1s), ORDER_ADMISSION_MAX_LAG (5s) and the
 // tracking-token settings (boot.TrackingConfig: TRACKING_SECRET,
@@ -50,7 +50,7 @@ type config struct {
 // naming every invalid variable.
 func loadConfig(environ []string) (config, error) {
 	var cfg config
-	err := boot.Load(environ, "order", ":8080", &cfg, func(p *boot.Problems) {
+	err := boot.Load(environ, "order", "127.0.0.1:8080", &cfg, func(p *boot.Problems) {
 		cfg.CheckTracking(p, cfg.Config)
 		p.Require(cfg.ReserveTimeout > 0, "ORDER_RESERVE_TIMEOUT", "must be positive")
 		p.Require(cfg.PaymentTimeout > 0, "ORDER_PAYMENT_TIMEOUT", "must be positive")

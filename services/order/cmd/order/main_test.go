@@ -25,22 +25,22 @@ const testSecret = "order-main-test-secret-0123456789abcdef"
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
-	cfg, err := loadConfig(nil)
+	cfg, err := loadConfig([]string{"ORDERLY_ENV=development"})
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if cfg.HTTPAddr != ":8080" || cfg.Service != "order" || cfg.ReserveTimeout != 30*time.Second ||
+	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.Service != "order" || cfg.ReserveTimeout != 30*time.Second ||
 		cfg.PaymentTimeout != 30*time.Second || cfg.SweepInterval != time.Second || cfg.ConsumerWorkers != 0 {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"ORDER_RESERVE_TIMEOUT=5s", "ORDER_PAYMENT_TIMEOUT=7s", "ORDER_SWEEP_INTERVAL=250ms"})
+	cfg, err = loadConfig([]string{"ORDERLY_ENV=development", "ORDER_RESERVE_TIMEOUT=5s", "ORDER_PAYMENT_TIMEOUT=7s", "ORDER_SWEEP_INTERVAL=250ms"})
 	if err != nil || cfg.ReserveTimeout != 5*time.Second || cfg.PaymentTimeout != 7*time.Second || cfg.SweepInterval != 250*time.Millisecond {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
 	for _, bad := range []string{"ORDER_RESERVE_TIMEOUT=0s", "ORDER_PAYMENT_TIMEOUT=-1s", "ORDER_SWEEP_INTERVAL=often", "CONSUMER_WORKERS=257", "LOG_LEVEL=loud",
 		"TRACKING_TOKEN_TTL=-1h", "TRACKING_SECRET=" + boot.DevelopmentJWTSecret} {
 		name, _, _ := strings.Cut(bad, "=")
-		_, err := loadConfig([]string{bad})
+		_, err := loadConfig([]string{"ORDERLY_ENV=development", bad})
 		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("loadConfig(%s) = %v, want one line naming %s", bad, err, name)
 		}

@@ -26,15 +26,15 @@ const testSecret = "payment-main-test-secret-0123456789abcdef"
 
 func TestLoadConfig(t *testing.T) {
 	t.Parallel()
-	cfg, err := loadConfig(nil)
+	cfg, err := loadConfig([]string{"ORDERLY_ENV=development"})
 	if err != nil {
-		t.Fatalf("loadConfig with an empty environment: %v", err)
+		t.Fatalf("loadConfig in development with nothing else set: %v", err)
 	}
-	if cfg.Service != "payment" || cfg.HTTPAddr != ":8082" || cfg.GatewayLatency != 0 || cfg.ConsumerWorkers != 0 ||
-		!strings.Contains(cfg.DatabaseURL, "orderly_payment") {
+	if cfg.Service != "payment" || cfg.HTTPAddr != "127.0.0.1:8082" || cfg.Gateway != gatewaySimulated || cfg.GatewayLatency != 0 ||
+		cfg.ConsumerWorkers != 0 || !strings.Contains(cfg.DatabaseURL, "orderly_payment") {
 		t.Errorf("defaults = %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"PAYMENT_GATEWAY_LATENCY=250ms", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
+	cfg, err = loadConfig([]string{"ORDERLY_ENV=development", "PAYMENT_GATEWAY_LATENCY=250ms", "CONSUMER_WORKERS=8", "HTTP_ADDR=127.0.0.1:0"})
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
@@ -43,13 +43,56 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, env := range []string{
 		"PAYMENT_GATEWAY_LATENCY=slow", "PAYMENT_GATEWAY_LATENCY=-1s", "PAYMENT_GATEWAY_LATENCY=1m",
-		"CONSUMER_WORKERS=-1", "HTTP_ADDR=8082",
+		"CONSUMER_WORKERS=-1", "HTTP_ADDR=8082", "PAYMENT_GATEWAY=stripe", "PAYMENT_ALLOW_SIMULATED=maybe",
 	} {
 		name, _, _ := strings.Cut(env, "=")
-		_, err := loadConfig([]string{env})
+		_, err := loadConfig([]string{"ORDERLY_ENV=development", env})
 		if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("loadConfig(%s) = %v, want one line naming %s", env, err, name)
 		}
+	}
+}
+
+// TestLoadConfigGatewayInProduction checks the production rules of the
+// payment gateway: none by default, simulated only with the staging flag,
+// nothing unknown.
+func TestLoadConfigGatewayInProduction(t *testing.T) {
+	t.Parallel()
+	production := []string{
+		"AUTH_JWT_SECRET=" + testSecret,
+		"AMQP_URL=amqps://payment:pw@mq.example:5671/",
+		"DATABASE_URL=postgres://payment:pw@db.example:5432/orderly_payment?sslmode=verify-full",
+		"AUTH_JWT_ISSUER=https://id.example/",
+		"AUTH_JWT_AUDIENCE=orderly-api",
+	}
+	tests := []struct {
+		name    string
+		env     []string
+		wantErr string // "" when the configuration is accepted
+	}{
+		{"no gateway", nil, "PAYMENT_GATEWAY: no payment gateway is configured"},
+		{"simulated", []string{"PAYMENT_GATEWAY=simulated"}, "PAYMENT_GATEWAY: simulated authorizes pm_card_ok whatever the card"},
+		{"simulated, flag false", []string{"PAYMENT_GATEWAY=simulated", "PAYMENT_ALLOW_SIMULATED=false"}, "PAYMENT_ALLOW_SIMULATED=true"},
+		{"staging flag without a gateway", []string{"PAYMENT_ALLOW_SIMULATED=true"}, "PAYMENT_GATEWAY: no payment gateway is configured"},
+		{"unknown gateway", []string{"PAYMENT_GATEWAY=stripe", "PAYMENT_ALLOW_SIMULATED=true"}, `PAYMENT_GATEWAY: "stripe" is not a known payment gateway`},
+		{"simulated for staging", []string{"PAYMENT_GATEWAY=simulated", "PAYMENT_ALLOW_SIMULATED=true"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			for _, mode := range [][]string{nil, {"ORDERLY_ENV=production"}} {
+				environ := append(append(mode, production...), tt.env...)
+				cfg, err := loadConfig(environ)
+				switch {
+				case tt.wantErr == "" && err != nil:
+					t.Errorf("loadConfig(%v) = %v, want it accepted", environ, err)
+				case tt.wantErr == "" && cfg.Gateway != gatewaySimulated:
+					t.Errorf("loadConfig(%v) runs gateway %q, want simulated", environ, cfg.Gateway)
+				case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n")):
+					t.Errorf("loadConfig(%v) = %v, want one line with %q", environ, err, tt.wantErr)
+				}
+			}
+		})
 	}
 }
 
