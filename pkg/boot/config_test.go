@@ -32,6 +32,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ConnectTimeout:  15 * time.Second,
 		ShutdownTimeout: 20 * time.Second,
 		ShutdownDelay:   time.Second,
+
+		DBStatementTimeout: 5 * time.Second,
+		DBLockTimeout:      2 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LoadConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -56,6 +59,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"CONNECT_TIMEOUT=3s",
 		"SHUTDOWN_TIMEOUT=45s",
 		"SHUTDOWN_DELAY=5s",
+		"DB_STATEMENT_TIMEOUT=10s",
+		"DB_LOCK_TIMEOUT=3s",
 		"UNRELATED=1",
 	}, "order", ":8080")
 	if err != nil {
@@ -77,6 +82,9 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		ConnectTimeout:  3 * time.Second,
 		ShutdownTimeout: 45 * time.Second,
 		ShutdownDelay:   5 * time.Second,
+
+		DBStatementTimeout: 10 * time.Second,
+		DBLockTimeout:      3 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -96,6 +104,11 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT=0s", "SHUTDOWN_TIMEOUT"},
 		{"SHUTDOWN_DELAY=30s", "SHUTDOWN_DELAY"},
 		{"CONNECT_TIMEOUT=-1s", "CONNECT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=-1s", "DB_STATEMENT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=500us", "DB_STATEMENT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=soon", "DB_STATEMENT_TIMEOUT"},
+		{"DB_LOCK_TIMEOUT=-2s", "DB_LOCK_TIMEOUT"},
+		{"DB_LOCK_TIMEOUT=10s", "DB_LOCK_TIMEOUT"},
 		{"AMQP_URL=http://127.0.0.1:5672/", "AMQP_URL"},
 		{"DATABASE_URL=postgres://host:notaport/db", "DATABASE_URL"},
 		{"HTTP_ADDR=8080", "HTTP_ADDR"},
