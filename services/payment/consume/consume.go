@@ -74,8 +74,13 @@ func New(store *postgres.Store, log *slog.Logger, gw gateway.Gateway) *Handler {
 // messages are recorded through the inbox, so that each takes effect once
 // and those waiting together commit in one transaction.
 func (h *Handler) Consumers() []*rabbit.Consumer {
-	record := inbox.Handle(h.store.Pool(), QueueName, h.handle)
-	return []*rabbit.Consumer{{Queue: Queue(), Batch: func(ctx context.Context, batch []rabbit.Delivery) []error {
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: h.batchHandler(inbox.Handle(h.store.Pool(), QueueName, h.handle))}}
+}
+
+// batchHandler returns the handler of a batch: callGateway on the messages
+// it can decode, then record (the inbox) on those that did not fail.
+func (h *Handler) batchHandler(record rabbit.BatchHandler) rabbit.BatchHandler {
+	return func(ctx context.Context, batch []rabbit.Delivery) []error {
 		errs := make([]error, len(batch))
 		reqs := make([]request, 0, len(batch))
 		for i, d := range batch {
@@ -111,7 +116,7 @@ func (h *Handler) Consumers() []*rabbit.Consumer {
 			}
 		}
 		return errs
-	}}}
+	}
 }
 
 // request is a decoded message of payment.requests: a PaymentRequested
