@@ -80,4 +80,3 @@ func TestDatabaseTimeoutIs503(t *testing.T) {
 		})
 	}
 }
-

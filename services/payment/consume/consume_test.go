@@ -718,8 +718,11 @@ WHERE datname = current_database() AND state LIKE 'idle in transaction%'`)
 					t.Errorf("during the call the payment is %s, want %s (the claim)", status, want)
 				}
 				var got bool
-				if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('payment:' || $1::uuid::text, 0))`, tt.order).Scan(&got); err != nil || !got {
-					return fmt.Errorf("the order's advisory lock is held (%v)", err)
+				if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('payment:' || $1::uuid::text, 0))`, tt.order).Scan(&got); err != nil {
+					return fmt.Errorf("try the order's advisory lock: %w", err)
+				}
+				if !got {
+					return errors.New("the order's advisory lock is held")
 				}
 				return nil
 			})
