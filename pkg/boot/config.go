@@ -108,6 +108,18 @@ type Config struct {
 	// listener at this address, for an operator profiling a live process.
 	// Keep it on a loopback or internal address: it is not authenticated.
 	PprofAddr string `env:"PPROF_ADDR"`
+
+	// Database timeouts (issue 11): every connection of the service's pool
+	// carries them, so a stuck statement or lock wait fails (503 to an
+	// HTTP client, a later retry for a message) instead of holding a
+	// connection and its locks. Migrations run without the statement
+	// timeout, and the table maintenance's VACUUM too. 0 turns one off.
+	//
+	// DBStatementTimeout is PostgreSQL's statement_timeout.
+	DBStatementTimeout time.Duration `env:"DB_STATEMENT_TIMEOUT" envDefault:"5s"`
+	// DBLockTimeout is PostgreSQL's lock_timeout: the longest one
+	// statement waits for a lock.
+	DBLockTimeout time.Duration `env:"DB_LOCK_TIMEOUT" envDefault:"2s"`
 }
 
 // DefaultDatabaseURL is the database a service uses when DATABASE_URL is
@@ -278,6 +290,11 @@ func (c Config) Validate() error {
 	p.Require(c.ConnectTimeout > 0, "CONNECT_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownDelay >= 0 && c.ShutdownDelay < c.ShutdownTimeout, "SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
+
+	// Database timeouts. PostgreSQL counts them in whole milliseconds.
+	p.Require(c.DBStatementTimeout == 0 || c.DBStatementTimeout >= time.Millisecond, "DB_STATEMENT_TIMEOUT", "must be 0 (off) or at least 1ms")
+	p.Require(c.DBLockTimeout == 0 || c.DBLockTimeout >= time.Millisecond, "DB_LOCK_TIMEOUT", "must be 0 (off) or at least 1ms")
+	p.Require(c.DBStatementTimeout == 0 || c.DBLockTimeout <= c.DBStatementTimeout, "DB_LOCK_TIMEOUT", "must not exceed DB_STATEMENT_TIMEOUT (%s), which would cut its waits short", c.DBStatementTimeout)
 	return p.Err()
 }
 
@@ -368,6 +385,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("pprof_addr", c.PprofAddr),
+		slog.String("db_statement_timeout", c.DBStatementTimeout.String()),
+		slog.String("db_lock_timeout", c.DBLockTimeout.String()),
 	)
 }
 

@@ -37,6 +37,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		ShutdownTimeout: 20 * time.Second,
 		ShutdownDelay:   time.Second,
 		JWTMaxTTL:       24 * time.Hour,
+
+		DBStatementTimeout: 5 * time.Second,
+		DBLockTimeout:      2 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LoadConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -83,6 +86,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"CONNECT_TIMEOUT=3s",
 		"SHUTDOWN_TIMEOUT=45s",
 		"SHUTDOWN_DELAY=5s",
+		"DB_STATEMENT_TIMEOUT=10s",
+		"DB_LOCK_TIMEOUT=3s",
 		"UNRELATED=1",
 	}, "order", ":8080")
 	if err != nil {
@@ -106,6 +111,9 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		ShutdownDelay:     5 * time.Second,
 		JWTSecretPrevious: strings.Repeat("p", 32),
 		JWTMaxTTL:         time.Hour,
+
+		DBStatementTimeout: 10 * time.Second,
+		DBLockTimeout:      3 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -125,6 +133,11 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT=0s", "SHUTDOWN_TIMEOUT"},
 		{"SHUTDOWN_DELAY=30s", "SHUTDOWN_DELAY"},
 		{"CONNECT_TIMEOUT=-1s", "CONNECT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=-1s", "DB_STATEMENT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=500us", "DB_STATEMENT_TIMEOUT"},
+		{"DB_STATEMENT_TIMEOUT=soon", "DB_STATEMENT_TIMEOUT"},
+		{"DB_LOCK_TIMEOUT=-2s", "DB_LOCK_TIMEOUT"},
+		{"DB_LOCK_TIMEOUT=10s", "DB_LOCK_TIMEOUT"},
 		{"AMQP_URL=http://127.0.0.1:5672/", "AMQP_URL"},
 		{"DATABASE_URL=postgres://host:notaport/db", "DATABASE_URL"},
 		{"HTTP_ADDR=8080", "HTTP_ADDR"},

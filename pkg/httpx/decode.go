@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,13 +64,16 @@ func (e *DecodeError) Unwrap() []error {
 }
 
 // DecodeJSON decodes the request body, which must be exactly one JSON value of
-// at most MaxBodyBytes, into dst, rejecting fields dst does not declare. A
-// Content-Type, when present, must be JSON.
+// at most MaxBodyBytes, into dst, rejecting fields dst does not declare, a
+// body that is not valid UTF-8 (encoding/json would silently replace the
+// bad bytes) and a string anywhere in dst that breaks CheckText (a control
+// character, \u0000 included). A Content-Type, when present, must be JSON.
 //
 // It returns a *DecodeError (matching ErrInvalidBody, ErrBodyTooLarge or
-// ErrUnsupportedMediaType) for a bad body, and another error only when dst is
-// not a non-nil pointer, which is a programming error. On error dst may be
-// partly filled and must not be used.
+// ErrUnsupportedMediaType) for a bad body, naming the field where there is
+// one, and another error only when dst is not a non-nil pointer, which is
+// a programming error. On error dst may be partly filled and must not be
+// used.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -77,38 +81,35 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return &DecodeError{kind: ErrUnsupportedMediaType, detail: fmt.Sprintf("Content-Type %q is not supported; send application/json", ct)}
 		}
 	}
-	body := &readErrRecorder{r: http.MaxBytesReader(w, r.Body, MaxBodyBytes)}
-	dec := json.NewDecoder(body)
+	// The whole body is read first (it is small): its read errors are then
+	// told apart from encoding/json's, which returns errors of custom
+	// unmarshalers (time.Time, UUIDs) unwrapped, and its bytes can be
+	// checked as UTF-8 before encoding/json replaces bad ones.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	switch {
+	case isTooLarge(err):
+		return &DecodeError{kind: ErrBodyTooLarge, detail: fmt.Sprintf("request body must not exceed %d bytes", MaxBodyBytes), cause: err}
+	case err != nil:
+		// The client went away or sent a broken chunked body.
+		return &DecodeError{kind: ErrInvalidBody, detail: "request body could not be read", cause: err}
+	}
+	if at := invalidUTF8(string(body)); at >= 0 {
+		return &DecodeError{kind: ErrInvalidBody, detail: fmt.Sprintf("request body is not valid UTF-8 (byte %d)", at)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return decodeError(err, body.err)
+		return decodeError(err)
 	}
 	// A second value, or garbage, after the first is a client bug that would
 	// otherwise be silently ignored.
-	switch err := dec.Decode(&struct{}{}); {
-	case errors.Is(err, io.EOF):
-		return nil
-	case isTooLarge(err):
-		return decodeError(err, body.err)
-	default:
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
 		return &DecodeError{kind: ErrInvalidBody, detail: "request body must contain a single JSON value", cause: err}
 	}
-}
-
-// readErrRecorder remembers the body's read error, because encoding/json
-// returns errors from custom unmarshalers (time.Time, UUIDs) unwrapped and they
-// must not be mistaken for a broken connection.
-type readErrRecorder struct {
-	r   io.Reader
-	err error
-}
-
-func (rr *readErrRecorder) Read(p []byte) (int, error) {
-	n, err := rr.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		rr.err = err
+	if field, err := checkStrings(reflect.ValueOf(dst), ""); err != nil {
+		return &DecodeError{kind: ErrInvalidBody, detail: fmt.Sprintf("field %q %s", field, err)}
 	}
-	return n, err
+	return nil
 }
 
 func isTooLarge(err error) bool {
@@ -116,9 +117,9 @@ func isTooLarge(err error) bool {
 	return errors.As(err, &tooLarge)
 }
 
-// decodeError translates an encoding/json error, or the body's read error
-// readErr, into a DecodeError with a detail a client can act on.
-func decodeError(err, readErr error) error {
+// decodeError translates an encoding/json error into a DecodeError with a
+// detail a client can act on.
+func decodeError(err error) error {
 	var (
 		syntax    *json.SyntaxError
 		typ       *json.UnmarshalTypeError
@@ -132,11 +133,6 @@ func decodeError(err, readErr error) error {
 		}
 	)
 	switch {
-	case isTooLarge(err) || isTooLarge(readErr):
-		return &DecodeError{kind: ErrBodyTooLarge, detail: fmt.Sprintf("request body must not exceed %d bytes", MaxBodyBytes), cause: err}
-	case readErr != nil:
-		// The client went away or sent a broken chunked body.
-		return bad("request body could not be read")
 	case errors.As(err, &invalid):
 		return fmt.Errorf("httpx: decode JSON: %w", err)
 	case errors.Is(err, io.EOF):

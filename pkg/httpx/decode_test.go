@@ -65,6 +65,14 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "truncated", body: `{"customer_id":`, wantStatus: 400, wantDetail: "truncated"},
 		{name: "empty", body: ``, wantStatus: 400, wantDetail: "empty"},
 		{name: "form content type", body: `customer_id=c-1`, contentType: "application/x-www-form-urlencoded", wantStatus: 415, wantType: TypeUnsupportedMediaType},
+		{name: "NUL in a string", body: `{"customer_id":"c\u0000"}`, wantStatus: 400, wantType: TypeInvalidBody, wantDetail: `field "customer_id" contains a control character (U+0000)`},
+		{name: "BEL in a nested string", body: `{"items":[{"sku":"A"},{"sku":"B\u0007"}]}`, wantStatus: 400, wantType: TypeInvalidBody, wantDetail: `field "items[1].sku" contains a control character (U+0007)`},
+		{name: "raw DEL in a string", body: "{\"customer_id\":\"c\x7f\"}", wantStatus: 400, wantType: TypeInvalidBody, wantDetail: `field "customer_id" contains a control character (U+007F)`},
+		{name: "escaped newline", body: `{"customer_id":"c\n1"}`, wantStatus: 400, wantType: TypeInvalidBody, wantDetail: `field "customer_id" contains a control character (U+000A)`},
+		{name: "newlines between values are whitespace", body: "{\n\t\"customer_id\": \"c-1\"\r\n}\n", wantStatus: 200},
+		{name: "non-ASCII text", body: `{"customer_id":"Zoë ☕ \ufffd"}`, wantStatus: 200},
+		{name: "invalid UTF-8", body: "{\"customer_id\":\"c\xff\"}", wantStatus: 400, wantType: TypeInvalidBody, wantDetail: "request body is not valid UTF-8 (byte 17)"},
+		{name: "truncated UTF-8", body: "{\"customer_id\":\"\xc3\"}", wantStatus: 400, wantType: TypeInvalidBody, wantDetail: "not valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

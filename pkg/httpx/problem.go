@@ -15,6 +15,8 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderly/orderly/pkg/pg"
 )
 
 // ProblemBase prefixes every problem type URI. The URIs are identifiers that
@@ -35,6 +37,9 @@ var (
 	TypeBodyTooLarge         = ProblemType("body-too-large")
 	TypeUnsupportedMediaType = ProblemType("unsupported-media-type")
 	TypeNotReady             = ProblemType("not-ready")
+	// TypeUnavailable is a request the database could not serve in time
+	// (pg.IsTimeout): 503 with Retry-After.
+	TypeUnavailable = ProblemType("unavailable")
 )
 
 // Problem types of more than one service's API (the order and notification
@@ -93,7 +98,10 @@ type Detailer interface {
 // can pass DecodeJSON's error straight through.
 //
 // A matched 4xx gets the mapping's type and title and a detail from the
-// error chain's Detailer, or else the mapping's Err message. Anything
+// error chain's Detailer, or else the mapping's Err message. A statement
+// or lock wait that hit its timeout (pg.IsTimeout) is a 503 unavailable
+// problem with Retry-After: 1, logged at warn level: nothing was changed,
+// and the same request may well succeed a moment later. Anything
 // unmatched, and anything mapped to 5xx, is answered with detail
 // "internal error" while the full error is logged at error level with the
 // request context (so a telemetry logger adds the trace id) and recorded on
@@ -101,6 +109,15 @@ type Detailer interface {
 // info level instead. logger may be nil.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error, table []ErrorMapping) {
 	m, ok := lookup(err, table)
+	if !ok && pg.IsTimeout(err) {
+		if logger != nil {
+			logger.WarnContext(r.Context(), "database timeout", "err", err, "method", r.Method, "path", r.URL.Path, "status", http.StatusServiceUnavailable)
+		}
+		trace.SpanFromContext(r.Context()).RecordError(err)
+		w.Header().Set("Retry-After", "1")
+		WriteProblem(w, r, http.StatusServiceUnavailable, TypeUnavailable, "Service Unavailable", "the database is busy; retry shortly")
+		return
+	}
 	if !ok {
 		m = ErrorMapping{Status: http.StatusInternalServerError, Type: TypeInternal, Title: http.StatusText(http.StatusInternalServerError)}
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/orderly/orderly/pkg/telemetry"
 )
 
@@ -73,6 +75,8 @@ func TestWriteError(t *testing.T) {
 		{"decode error without table row", &DecodeError{kind: ErrBodyTooLarge, detail: "too big"}, 413, TypeBodyTooLarge, "too big"},
 		{"mapped 5xx hides detail", fmt.Errorf("authorize: dial 10.0.0.7: %w", errUnavailable), 503, ProblemType("unavailable"), "internal error"},
 		{"unmatched", errors.New(`pq: relation "orders" does not exist at 10.0.0.5`), 500, TypeInternal, "internal error"},
+		{"statement timeout", fmt.Errorf("list orders: %w", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}), 503, TypeUnavailable, "the database is busy; retry shortly"},
+		{"lock timeout", fmt.Errorf("cancel order: %w", &pgconn.PgError{Code: "55P03", Message: "canceling statement due to lock timeout"}), 503, TypeUnavailable, "the database is busy; retry shortly"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +97,9 @@ func TestWriteError(t *testing.T) {
 			p := mustProblem(t, rec)
 			if p.Type != tt.wantType || p.Detail != tt.wantDetail {
 				t.Errorf("problem = %+v, want type %q detail %q", p, tt.wantType, tt.wantDetail)
+			}
+			if got, want := rec.Header().Get("Retry-After"), map[bool]string{true: "1"}[strings.HasSuffix(tt.name, " timeout")]; got != want {
+				t.Errorf("Retry-After = %q, want %q", got, want)
 			}
 			if tt.wantStatus >= 500 {
 				if strings.Contains(body, "10.0.0") {

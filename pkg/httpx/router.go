@@ -30,7 +30,7 @@ type RouterOptions struct {
 }
 
 // NewRouter returns a chi router with the middleware every service uses, in
-// this order: Trace, Instrument, Recover. It already serves GET /healthz,
+// this order: Trace, Instrument, Recover, ValidInput. It already serves GET /healthz,
 // GET /readyz and GET /metrics, and answers unknown routes and methods with
 // 404 and 405 problems. Services add their routes to it (middleware of their
 // own, such as authentication, goes on a Group or With, since chi allows Use
@@ -52,7 +52,7 @@ func NewRouter(o RouterOptions) (*chi.Mux, error) {
 	}
 
 	r := chi.NewRouter()
-	r.Use(Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger))
+	r.Use(Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger), ValidInput)
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		WriteProblem(w, req, http.StatusNotFound, TypeNotFound, "Not found",
 			"no route for "+req.Method+" "+req.URL.Path)

@@ -258,3 +258,45 @@ func TestBatchIsolatesAFailingMessage(t *testing.T) {
 		t.Errorf("the failed message has %d inbox rows, want 0", n)
 	}
 }
+
+// A handler whose statement waits too long for a lock fails with the lock
+// timeout, which is not permanent: the consumer retries the message later,
+// like any transient failure, and it takes effect once the lock is free.
+func TestDatabaseTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
+	holder, url := pgtest.NewDB(t, messaging)
+	ctx := context.Background()
+	if _, err := holder.Exec(ctx, `CREATE TABLE counter (n int); INSERT INTO counter VALUES (0)`); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pg.Connect(ctx, url, pg.WithTimeouts(pg.Timeouts{Statement: 5 * time.Second, Lock: 100 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	h := rabbittest.One(inbox.Handle(pool, "test", inbox.Each(func(ctx context.Context, tx pgx.Tx, _ *amqp.Delivery) error {
+		_, err := tx.Exec(ctx, `UPDATE counter SET n = n + 1`)
+		return err
+	})))
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE counter`); err != nil {
+		t.Fatal(err)
+	}
+	d := &amqp.Delivery{MessageId: uuid.NewString()}
+	err = h(ctx, d)
+	if !pg.IsTimeout(err) || rabbit.IsPermanent(err) {
+		t.Fatalf("handle under a held lock = %v, want a lock timeout that is not permanent", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h(ctx, d); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if n := count(t, holder, `SELECT n FROM counter`); n != 1 {
+		t.Errorf("counter = %d, want 1", n)
+	}
+}

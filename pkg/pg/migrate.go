@@ -36,8 +36,23 @@ type Upkeep struct {
 // advisory lock serializes replicas that start together, so exactly one of
 // them applies a given file. It returns the first error; what was applied
 // before it stays applied.
+//
+// The migrations run on connections of their own, like pool's but without
+// its statement_timeout: a migration may rightly take long (an index
+// built on a large table). They keep its lock_timeout, so that a
+// migration waiting for a table's lock behind a long transaction fails
+// (and the service with it, to be restarted) rather than queue every
+// other statement on that table behind its own wait.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, sets ...Migration) error {
-	db := stdlib.OpenDBFromPool(pool)
+	cfg := pool.Config()
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "0"
+	cfg.MinConns, cfg.MaxConns = 0, 4 // the session lock's, a migration's, and spare
+	mpool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("pg: migration pool: %w", err)
+	}
+	defer mpool.Close()
+	db := stdlib.OpenDBFromPool(mpool)
 	defer db.Close()
 	for _, set := range sets {
 		locker, err := lock.NewPostgresSessionLocker()

@@ -1,5 +1,11 @@
 // Package pg connects to PostgreSQL, runs transactions that retry on
 // serialization and deadlock failures, and applies embedded migrations.
+//
+// Every connection of a pool carries a statement_timeout and a
+// lock_timeout (Timeouts), so that no statement and no lock wait holds a
+// connection, a lock or a client for long: a stuck query fails with an
+// error that IsTimeout recognizes, which the HTTP layer answers with 503
+// and a consumer retries later.
 package pg
 
 import (
@@ -7,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,8 +21,42 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Connect opens a pool for url and checks that the server answers. It returns
-// an error if the URL is malformed or the server cannot be reached before ctx ends.
+// Timeouts bound what one statement of a pool's connections may take.
+// Zero turns a bound off (PostgreSQL's 0).
+type Timeouts struct {
+	// Statement is the connections' statement_timeout: the longest a
+	// statement may run, lock waits included.
+	Statement time.Duration
+	// Lock is their lock_timeout: the longest a statement may wait for
+	// one lock (a row, a table, an advisory lock).
+	Lock time.Duration
+}
+
+// DefaultTimeouts are the bounds of a pool that sets none: the services'
+// statements take milliseconds, and their batches (a consumer's 32
+// messages, a purge's 10,000 rows) well under a second.
+var DefaultTimeouts = Timeouts{Statement: 5 * time.Second, Lock: 2 * time.Second}
+
+// WithTimeouts makes t the pool's timeouts, unless the URL sets its own
+// statement_timeout or lock_timeout (as a connection parameter), which
+// wins, as the URL's pool_max_conns does.
+func WithTimeouts(t Timeouts) func(*pgxpool.Config) {
+	return func(c *pgxpool.Config) { setTimeouts(c, t) }
+}
+
+func setTimeouts(c *pgxpool.Config, t Timeouts) {
+	params := c.ConnConfig.RuntimeParams
+	for name, d := range map[string]time.Duration{"statement_timeout": t.Statement, "lock_timeout": t.Lock} {
+		if _, set := params[name]; !set {
+			params[name] = strconv.FormatInt(d.Milliseconds(), 10)
+		}
+	}
+}
+
+// Connect opens a pool for url and checks that the server answers. Its
+// connections get DefaultTimeouts unless an option (WithTimeouts) or the URL
+// sets others. It returns an error if the URL is malformed or the server
+// cannot be reached before ctx ends.
 func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -24,6 +65,7 @@ func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*p
 	for _, o := range opts {
 		o(cfg)
 	}
+	setTimeouts(cfg, DefaultTimeouts)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pg: open pool: %w", err)
@@ -99,6 +141,16 @@ func transactOnce(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn fun
 func Retryable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// IsTimeout reports whether err is a statement that PostgreSQL cancelled
+// (57014: statement_timeout, or a cancel request, which pgx sends when the
+// caller's context ends) or a lock wait that timed out (55P03:
+// lock_timeout). The work was not done and nothing was changed: the same
+// request may succeed later, when the database is less busy.
+func IsTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "57014" || pgErr.Code == "55P03")
 }
 
 // IsUniqueViolation reports whether err is a unique constraint violation (23505).

@@ -107,11 +107,35 @@ FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid`
 		default:
 			continue
 		}
-		if _, err := v.Pool.Exec(ctx, stmt); err != nil {
+		if err := v.run(ctx, stmt); err != nil {
 			return fmt.Errorf("pg: %s: %w", stmt, err)
 		}
 	}
 	return nil
+}
+
+// run runs stmt without the pool's statement_timeout, which a VACUUM of a
+// large table may rightly exceed (VACUUM cannot run in a transaction, so
+// SET LOCAL is no help). RESET restores the connection's own setting
+// before it goes back to the pool; a connection that cannot be reset is
+// closed instead.
+func (v *Vacuumer) run(ctx context.Context, stmt string) error {
+	conn, err := v.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if _, err := conn.Exec(context.WithoutCancel(ctx), "RESET statement_timeout"); err != nil {
+			_ = conn.Hijack().Close(context.WithoutCancel(ctx))
+			return
+		}
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, "SET statement_timeout = 0"); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, stmt)
+	return err
 }
 
 // reloptions are a table's storage parameters, "name=value".

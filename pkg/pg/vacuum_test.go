@@ -14,9 +14,11 @@ import (
 // a low threshold in its storage parameters and from one with the default
 // thresholds: Once vacuums the first (its dead rows go) and leaves the
 // second, whose few dead rows are under autovacuum's default threshold.
+// The VACUUM runs without the pool's statement timeout, which the
+// connection has again afterwards.
 func TestVacuumerCleansTablesPastTheirThreshold(t *testing.T) {
 	t.Parallel()
-	pool, _ := pgtest.NewDB(t)
+	pool, url := pgtest.NewDB(t)
 	ctx := context.Background()
 	for _, q := range []string{
 		`CREATE TABLE queue (id int PRIMARY KEY) WITH (autovacuum_vacuum_threshold = 10, autovacuum_vacuum_scale_factor = 0)`,
@@ -40,9 +42,13 @@ func TestVacuumerCleansTablesPastTheirThreshold(t *testing.T) {
 	// Statistics reach the shared counters shortly after the transactions.
 	poll.Until(t, 10*time.Second, "dead rows counted", func() bool { return dead("queue") == 100 && dead("quiet") == 20 })
 
-	v := &pg.Vacuumer{Pool: pool}
+	one := mustConnect(t, url+"&pool_max_conns=1", pg.WithTimeouts(pg.Timeouts{Statement: 3 * time.Second, Lock: time.Second}))
+	v := &pg.Vacuumer{Pool: one}
 	if err := v.Once(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if got := show(t, one, "statement_timeout"); got != "3s" {
+		t.Errorf("statement_timeout after Once = %s, want the pool's 3s back", got)
 	}
 	poll.Until(t, 10*time.Second, "queue vacuumed", func() bool { return dead("queue") == 0 })
 	if n := dead("quiet"); n != 20 {

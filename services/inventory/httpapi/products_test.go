@@ -46,6 +46,12 @@ func newTestServer(tb testing.TB, rps int) *testServer {
 	pool, _ := pgtest.NewDB(tb,
 		boot.Messaging,
 		postgres.Migration)
+	return newTestServerOn(tb, pool, rps)
+}
+
+// newTestServerOn is newTestServer on pool, a migrated database.
+func newTestServerOn(tb testing.TB, pool *pgxpool.Pool, rps int) *testServer {
+	tb.Helper()
 	store := postgres.New(pool)
 	log := slog.New(slog.DiscardHandler)
 	r, err := httpx.NewRouter(httpx.RouterOptions{Logger: log})

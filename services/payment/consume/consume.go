@@ -1,7 +1,10 @@
 // Package consume is the payment service's message handling: the
 // payment.requests queue and the handler that decodes PaymentRequested and
 // RefundRequested, has payment.Book decide them (docs/saga.md, steps 4 and
-// 7) and makes the gateway calls the book asks for.
+// 7) and makes the gateway calls the book asks for. No database
+// transaction or lock is held across a gateway call: a call is claimed in
+// one short transaction and its answer recorded in another (see
+// callGateway).
 package consume
 
 import (
@@ -13,9 +16,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/orderly/orderly/pkg/inbox"
+	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/rabbit"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/payment/gateway"
@@ -66,145 +69,367 @@ func New(store *postgres.Store, log *slog.Logger, gw gateway.Gateway) *Handler {
 	return &Handler{Backoff: DefaultBackoff, Now: time.Now, store: store, log: log, gw: gw}
 }
 
-// Consumers returns the consumer of payment.requests: handle through the
-// inbox, so that each message takes effect once and the requests waiting
-// together commit in one transaction.
+// Consumers returns the consumer of payment.requests: the gateway calls of
+// a batch are made first, outside any transaction (callGateway), then the
+// messages are recorded through the inbox, so that each takes effect once
+// and those waiting together commit in one transaction.
 func (h *Handler) Consumers() []*rabbit.Consumer {
-	return []*rabbit.Consumer{{Queue: Queue(), Batch: inbox.Handle(h.store.Pool(), QueueName, h.handle)}}
+	return []*rabbit.Consumer{{Queue: Queue(), Batch: h.batchHandler(inbox.Handle(h.store.Pool(), QueueName, h.handle))}}
 }
 
-// handle handles a batch of messages in tx (an inbox.Handler): it locks the
-// payments of their orders and has a payment.Book decide each message in
-// order against them, calling the gateway where the book asks for a charge
-// or a refund; the new payments, refunds and events are written in one
-// round trip. It dispatches on the AMQP type: PaymentRequested and
-// RefundRequested. It returns a rabbit.Permanent error for an unknown type,
-// an undecodable body, a malformed order id and a gateway error that
-// retrying cannot fix, and a plain error (retried later) when the database
-// fails or the gateway is still failing transiently after the in-handler
-// retries.
-//
-// The gateway is called with tx open: the per-order lock makes a
-// RefundRequested for the same order wait, and the gateway's latency is
-// small. If tx then fails to commit, the redelivery calls the gateway again
-// with the same idempotency key and gets the same authorization, never a
-// second one.
+// batchHandler returns the handler of a batch: callGateway on the messages
+// it can decode, then record (the inbox) on those that did not fail.
+func (h *Handler) batchHandler(record rabbit.BatchHandler) rabbit.BatchHandler {
+	return func(ctx context.Context, batch []rabbit.Delivery) []error {
+		errs := make([]error, len(batch))
+		reqs := make([]request, 0, len(batch))
+		for i, d := range batch {
+			// A message the inbox will refuse (no message id) must not
+			// be charged first; inbox.Handle gives it its error.
+			if _, err := uuid.Parse(d.MessageId); err != nil {
+				continue
+			}
+			r, err := decode(d)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			r.at = i
+			if r.ctx == nil {
+				r.ctx = ctx
+			}
+			reqs = append(reqs, r)
+		}
+		for k, err := range h.callGateway(ctx, reqs) {
+			errs[reqs[k].at] = err
+		}
+		rest := make([]rabbit.Delivery, 0, len(batch))
+		at := make([]int, 0, len(batch))
+		for i, d := range batch {
+			if errs[i] == nil {
+				rest, at = append(rest, d), append(at, i)
+			}
+		}
+		if len(rest) > 0 {
+			for k, err := range record(ctx, rest) {
+				errs[at[k]] = err
+			}
+		}
+		return errs
+	}
+}
+
+// request is a decoded message of payment.requests: a PaymentRequested
+// (pay) or a RefundRequested (refund).
+type request struct {
+	order  uuid.UUID
+	pay    *payment.Request
+	refund *payment.RefundRequest
+	ctx    context.Context // the delivery's, with its trace
+	at     int             // its index in the batch
+}
+
+// decode returns d as a request, or a rabbit.Permanent error for an unknown
+// type, an undecodable body or a malformed order id.
+func decode(d rabbit.Delivery) (request, error) {
+	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+	if err != nil {
+		return request{}, rabbit.Permanent(err)
+	}
+	r := request{ctx: d.Ctx}
+	var raw string
+	switch m := msg.(type) {
+	case *eventsv1.PaymentRequested:
+		raw = m.GetOrderId()
+		r.pay = &payment.Request{
+			CustomerID:  m.GetCustomerId(),
+			AmountCents: m.GetAmountCents(),
+			Currency:    m.GetCurrency(),
+			Method:      m.GetPaymentMethod(),
+		}
+		// An unset expires_at is no deadline, not the Unix epoch AsTime
+		// makes of it.
+		if exp := m.GetExpiresAt(); exp != nil {
+			r.pay.ExpiresAt = exp.AsTime()
+		}
+	case *eventsv1.RefundRequested:
+		raw = m.GetOrderId()
+		r.refund = &payment.RefundRequest{AmountCents: m.GetAmountCents(), Currency: m.GetCurrency()}
+	default:
+		return request{}, rabbit.Permanent(fmt.Errorf("payment.requests does not handle %s", d.Type))
+	}
+	id, err := parseOrderID(raw)
+	if err != nil {
+		return request{}, rabbit.Permanent(fmt.Errorf("%s: %w", d.Type, err))
+	}
+	r.order = id
+	if r.pay != nil {
+		r.pay.OrderID = id
+	} else {
+		r.refund.OrderID = id
+	}
+	return r, nil
+}
+
+// decide has b decide r at now.
+func (r request) decide(b *payment.Book, now time.Time) (payment.Decision, error) {
+	if r.pay != nil {
+		return b.RequestPayment(*r.pay, now)
+	}
+	return b.RequestRefund(*r.refund)
+}
+
+// errCallDue is the (transient) error of a message that, when recorded,
+// needs a gateway call after all: the payment changed after callGateway
+// (another replica claimed a call). A retry makes the call first.
+var errCallDue = errors.New("a gateway call is due; the message is retried to make it")
+
+// handle records a batch of messages in tx (an inbox.Handler), after
+// callGateway made the gateway calls they need: it locks the payments of
+// their orders and has a payment.Book decide each message in order against
+// them (an expired request is declined, a refund before any payment voids
+// the order, a duplicate is ignored); the new payments and events are
+// written in one round trip. It returns a rabbit.Permanent error for an
+// undecodable message, errCallDue for one that needs a gateway call, and a
+// plain error (retried later) when the database fails.
 func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) error {
-	msgs := make([]proto.Message, len(batch))
+	reqs := make([]request, len(batch))
 	orders := make([]uuid.UUID, len(batch))
 	for i, d := range batch {
-		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		r, err := decode(d)
 		if err != nil {
-			return rabbit.Permanent(err)
+			return err
 		}
-		var raw string
-		switch m := msg.(type) {
-		case *eventsv1.PaymentRequested:
-			raw = m.GetOrderId()
-		case *eventsv1.RefundRequested:
-			raw = m.GetOrderId()
-		default:
-			return rabbit.Permanent(fmt.Errorf("payment.requests does not handle %s", d.Type))
-		}
-		id, err := parseOrderID(raw)
-		if err != nil {
-			return rabbit.Permanent(fmt.Errorf("%s: %w", d.Type, err))
-		}
-		msgs[i], orders[i] = msg, id
+		reqs[i], orders[i] = r, r.order
 	}
 	locked, err := h.store.Lock(ctx, tx, orders)
 	if err != nil {
 		return err
 	}
 	book := payment.NewBook(locked)
-	for i, msg := range msgs {
-		log := h.log.With("order_id", orders[i])
-		var err error
-		switch m := msg.(type) {
-		case *eventsv1.PaymentRequested:
-			err = h.pay(batch[i].Ctx, log, book, paymentRequest(orders[i], m))
-		case *eventsv1.RefundRequested:
-			err = h.refund(batch[i].Ctx, log, book, payment.RefundRequest{OrderID: orders[i], AmountCents: m.GetAmountCents(), Currency: m.GetCurrency()})
-		}
+	for _, r := range reqs {
+		d, err := r.decide(book, h.Now())
 		if err != nil {
 			return err
 		}
+		log := h.log.With("order_id", r.order)
+		switch d.Action {
+		case payment.ActionAuthorize, payment.ActionRefund:
+			return fmt.Errorf("order %s: %w", r.order, errCallDue)
+		case payment.ActionIgnore:
+			// The usual end of a request whose call callGateway made.
+			log.DebugContext(r.ctx, "nothing more to do", "status", d.Payment.Status)
+		case payment.ActionExpire:
+			log.InfoContext(r.ctx, "payment request expired; declining without calling the gateway", "expires_at", r.pay.ExpiresAt)
+		case payment.ActionVoid:
+			log.InfoContext(r.ctx, "refund requested before any payment; voiding the order's payment")
+		}
 	}
-	return h.store.Save(ctx, tx, postgres.Changes{Payments: book.Payments(), Refunds: book.Refunds(), Events: book.Events()})
+	return h.store.Save(ctx, tx, postgres.ChangesOf(book))
 }
 
-func paymentRequest(orderID uuid.UUID, m *eventsv1.PaymentRequested) payment.Request {
-	r := payment.Request{
-		OrderID:     orderID,
-		CustomerID:  m.GetCustomerId(),
-		AmountCents: m.GetAmountCents(),
-		Currency:    m.GetCurrency(),
-		Method:      m.GetPaymentMethod(),
-	}
-	// An unset expires_at is no deadline, not the Unix epoch AsTime makes
-	// of it.
-	if exp := m.GetExpiresAt(); exp != nil {
-		r.ExpiresAt = exp.AsTime()
-	}
-	return r
+// call is a gateway call a request needs, and how it went.
+type call struct {
+	req    int // the index of the request that needs it
+	d      payment.Decision
+	auth   gateway.AuthorizeResult
+	refund gateway.RefundResult
+	err    error
 }
 
-// pay is saga step 4: the book decides r, and the gateway is asked only
-// when the book wants a charge.
-func (h *Handler) pay(ctx context.Context, log *slog.Logger, book *payment.Book, r payment.Request) error {
-	d, err := book.RequestPayment(r, h.Now())
-	if err != nil {
-		return err
+// callGateway makes the gateway calls that reqs (a batch's messages, in
+// queue order) need before they can be recorded, with no transaction and
+// no lock held across any call, in rounds of three steps:
+//
+//   - claim, in one short transaction: each order's requests are decided
+//     in order against its payment up to the first that needs a call,
+//     which is claimed (the payment becomes authorizing or refunding). A
+//     request that changes the payment without a call (a void, an expiry)
+//     ends its order's round: it and the order's later requests are
+//     decided, and recorded, by handle;
+//   - the calls, each with the in-handler retries of transient failures;
+//   - record the answers, in another short transaction: authorized,
+//     declined or refunded, with their events. An answer recorded already
+//     (another handler resumed the same call) is left alone; a call the
+//     gateway refused for good is released.
+//
+// The requests of the orders that had a call are decided again in the next
+// round, until no call is due. It returns, by index into reqs, the error of
+// each request that cannot be recorded now: the call's failure, for the
+// request that needed it and its order's later requests (a transient one
+// leaves the claim for the retry to resume), or the database's for all.
+func (h *Handler) callGateway(ctx context.Context, reqs []request) []error {
+	errs := make([]error, len(reqs))
+	pending := make([]int, len(reqs))
+	for i := range pending {
+		pending[i] = i
 	}
-	switch d.Action {
-	case payment.ActionIgnore:
-		log.InfoContext(ctx, "payment already handled; ignoring request", "status", d.Payment.Status)
-		return nil
-	case payment.ActionExpire:
-		log.InfoContext(ctx, "payment request expired; declining without calling the gateway", "expires_at", r.ExpiresAt)
-		return nil
+	for len(pending) > 0 {
+		calls, next, err := h.claim(ctx, reqs, pending)
+		if err == nil && len(calls) == 0 {
+			return errs
+		}
+		if err == nil {
+			for _, c := range calls {
+				h.callOnce(reqs[c.req], c)
+			}
+			err = h.record(ctx, reqs, calls)
+		}
+		if err != nil {
+			for _, i := range pending {
+				errs[i] = err
+			}
+			return errs
+		}
+		failed := make(map[uuid.UUID]error)
+		for _, c := range calls {
+			if c.err != nil {
+				failed[reqs[c.req].order] = c.err
+				errs[c.req] = c.err
+			}
+		}
+		pending = pending[:0]
+		for _, i := range next {
+			switch err, ok := failed[reqs[i].order]; {
+			case errs[i] != nil:
+			case ok && !rabbit.IsPermanent(err):
+				// Behind a call still failing: recorded later, in
+				// order, when the retry has made it.
+				errs[i] = fmt.Errorf("order %s: an earlier request is not done: %w", reqs[i].order, err)
+			default:
+				pending = append(pending, i)
+			}
+		}
 	}
-	res, err := retry(ctx, log, h.Backoff, "authorize", func() (gateway.AuthorizeResult, error) {
-		return h.gw.Authorize(ctx, d.Authorization)
+	return errs
+}
+
+// claim decides, in one transaction, the pending requests (indexes into
+// reqs, in queue order) of each order up to the first that needs a gateway
+// call, and claims the calls. It returns the calls and the requests to
+// decide again after them: those of the orders that have a call.
+func (h *Handler) claim(ctx context.Context, reqs []request, pending []int) (calls []*call, next []int, err error) {
+	err = pg.Transact(ctx, h.store.Pool(), func(tx pgx.Tx) error {
+		calls, next = nil, nil
+		orders := make([]uuid.UUID, len(pending))
+		for k, i := range pending {
+			orders[k] = reqs[i].order
+		}
+		locked, err := h.store.Lock(ctx, tx, orders)
+		if err != nil {
+			return err
+		}
+		var (
+			books   = make(map[uuid.UUID]*payment.Book)
+			called  = make(map[uuid.UUID]bool) // has a call this round
+			settled = make(map[uuid.UUID]bool) // left to handle
+			claims  postgres.Changes
+		)
+		for _, i := range pending {
+			r := reqs[i]
+			switch {
+			case called[r.order]:
+				next = append(next, i)
+				continue
+			case settled[r.order]:
+				continue
+			}
+			// A book per order: its changes are then exactly the claim,
+			// with nothing of the decisions left to handle.
+			b, ok := books[r.order]
+			if !ok {
+				mine := make(map[uuid.UUID]payment.Payment, 1)
+				if p, ok := locked[r.order]; ok {
+					mine[r.order] = p
+				}
+				b = payment.NewBook(mine)
+				books[r.order] = b
+			}
+			d, err := r.decide(b, h.Now())
+			if err != nil {
+				return err
+			}
+			switch d.Action {
+			case payment.ActionIgnore:
+			case payment.ActionAuthorize, payment.ActionRefund:
+				calls = append(calls, &call{req: i, d: d})
+				next = append(next, i)
+				called[r.order] = true
+				claims = claims.With(postgres.ChangesOf(b))
+			default:
+				settled[r.order] = true
+			}
+		}
+		return h.store.Save(ctx, tx, claims)
 	})
-	if err != nil {
-		return err
-	}
-	p, err := book.Authorized(d, res, h.Now())
-	if err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "payment decided", "status", p.Status, "reason", p.DeclineReason, "amount_cents", p.AmountCents)
-	return nil
+	return calls, next, err
 }
 
-// refund is saga step 7: the book decides r, and the gateway is asked only
-// when the book wants a refund.
-func (h *Handler) refund(ctx context.Context, log *slog.Logger, book *payment.Book, r payment.RefundRequest) error {
-	d, err := book.RequestRefund(r)
-	if err != nil {
-		return err
+// callOnce makes c's gateway call for r, with the in-handler retries, and
+// keeps its answer or error in c.
+func (h *Handler) callOnce(r request, c *call) {
+	log := h.log.With("order_id", r.order)
+	if c.d.Resume {
+		log.InfoContext(r.ctx, "resuming a gateway call whose answer is not recorded", "action", c.d.Action)
 	}
-	switch d.Action {
-	case payment.ActionVoid:
-		log.InfoContext(ctx, "refund requested before any payment; voiding the order's payment")
-		return nil
-	case payment.ActionIgnore:
-		log.InfoContext(ctx, "nothing to refund", "status", d.Payment.Status)
-		return nil
+	switch c.d.Action {
+	case payment.ActionAuthorize:
+		c.auth, c.err = retry(r.ctx, log, h.Backoff, "authorize", func() (gateway.AuthorizeResult, error) {
+			return h.gw.Authorize(r.ctx, c.d.Authorization)
+		})
+	case payment.ActionRefund:
+		c.refund, c.err = retry(r.ctx, log, h.Backoff, "refund", func() (gateway.RefundResult, error) {
+			return h.gw.Refund(r.ctx, c.d.Refund)
+		})
 	}
-	res, err := retry(ctx, log, h.Backoff, "refund", func() (gateway.RefundResult, error) {
-		return h.gw.Refund(ctx, d.Refund)
+}
+
+// record writes, in one transaction, the answers of calls: the payments
+// authorized, declined or refunded, with their events, and the claims of
+// the calls the gateway refused for good released. A call still failing
+// transiently keeps its claim.
+func (h *Handler) record(ctx context.Context, reqs []request, calls []*call) error {
+	return pg.Transact(ctx, h.store.Pool(), func(tx pgx.Tx) error {
+		orders := make([]uuid.UUID, len(calls))
+		for k, c := range calls {
+			orders[k] = c.d.Payment.OrderID
+		}
+		locked, err := h.store.Lock(ctx, tx, orders)
+		if err != nil {
+			return err
+		}
+		book := payment.NewBook(locked)
+		for _, c := range calls {
+			r := reqs[c.req]
+			log := h.log.With("order_id", r.order)
+			var err error
+			switch {
+			case c.err != nil && !rabbit.IsPermanent(c.err):
+				continue
+			case c.err != nil:
+				err = book.Release(c.d)
+			case c.d.Action == payment.ActionAuthorize:
+				var p payment.Payment
+				if p, err = book.Authorized(c.d, c.auth, h.Now()); err == nil {
+					log.InfoContext(r.ctx, "payment decided", "status", p.Status, "reason", p.DeclineReason, "amount_cents", p.AmountCents)
+				}
+			default:
+				var rf payment.Refund
+				if rf, err = book.Refunded(c.d, c.refund, h.Now()); err == nil {
+					log.InfoContext(r.ctx, "payment refunded", "payment_id", rf.PaymentID, "amount_cents", rf.AmountCents)
+				}
+			}
+			if errors.Is(err, payment.ErrSettled) {
+				// Another handler resumed the same call and recorded
+				// the same answer (the idempotency key's).
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return h.store.Save(ctx, tx, postgres.ChangesOf(book))
 	})
-	if err != nil {
-		return err
-	}
-	refund, err := book.Refunded(d, res, h.Now())
-	if err != nil {
-		return err
-	}
-	log.InfoContext(ctx, "payment refunded", "payment_id", refund.PaymentID, "amount_cents", refund.AmountCents)
-	return nil
 }
 
 // retry runs call up to len(backoff)+1 times while it fails with

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/pg"
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -326,11 +328,19 @@ func TestPaymentRequestedGivesUpToQueueRetryWhenGatewayStaysDown(t *testing.T) {
 	if n := gw.calls.Load(); n != 3 {
 		t.Errorf("gateway calls = %d, want 3", n)
 	}
-	if got := h.payments(t, order); len(got) != 0 {
-		t.Errorf("payments = %+v, want none", got)
+	// Only the claim of the charge was recorded (it is not a payment the
+	// API lists): no event, no inbox row. The queue's retry of the same
+	// message runs the handler again, resumes the charge and now succeeds.
+	if got := h.payments(t, order); len(got) != 1 || got[0].Status != "authorizing" {
+		t.Errorf("payments = %+v, want the charge's claim, authorizing", got)
 	}
-	// Nothing was recorded, the inbox row included: the queue's retry of
-	// the same message runs the handler again and now succeeds.
+	if n := len(h.events(t, order)); n != 0 {
+		t.Errorf("outbox has %d events, want none", n)
+	}
+	var inboxRows int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM inbox`).Scan(&inboxRows); err != nil || inboxRows != 0 {
+		t.Errorf("inbox rows = %d (%v), want none", inboxRows, err)
+	}
 	h.mustHandle(t, d)
 	if got := h.payments(t, order); len(got) != 1 || got[0].Status != "authorized" {
 		t.Errorf("after the retry: payments = %+v, want one authorized", got)
@@ -630,5 +640,150 @@ func TestBatchDecidesInOrder(t *testing.T) {
 	}
 	if evs := h.events(t, charged); len(evs) != 2 {
 		t.Errorf("events of the charged order = %v, want PaymentAuthorized and PaymentRefunded", evs)
+	}
+}
+
+// blockingGateway is the simulated gateway whose calls wait, once they
+// have said so on entered, until release is closed.
+type blockingGateway struct {
+	*gateway.Simulated
+	entered chan string
+	release chan struct{}
+}
+
+func (g *blockingGateway) Authorize(ctx context.Context, req gateway.AuthorizeRequest) (gateway.AuthorizeResult, error) {
+	g.entered <- "authorize"
+	<-g.release
+	return g.Simulated.Authorize(ctx, req)
+}
+
+func (g *blockingGateway) Refund(ctx context.Context, req gateway.RefundRequest) (gateway.RefundResult, error) {
+	g.entered <- "refund"
+	<-g.release
+	return g.Simulated.Refund(ctx, req)
+}
+
+// While the gateway is being asked, the payment service holds no
+// transaction and no lock: the order's payment row can be locked at once by
+// anyone (FOR UPDATE NOWAIT), so can the order's advisory lock, and no
+// connection of its database is idle in a transaction.
+func TestNoTransactionIsOpenAcrossAGatewayCall(t *testing.T) {
+	t.Parallel()
+	h := newTestHarness(t)
+	order := uuid.New()
+	h.mustHandle(t, mustDelivery(t, paymentRequested(order, gateway.MethodOK, 700))) // to refund below
+	ctx := context.Background()
+
+	for _, tt := range []struct {
+		call  string
+		order uuid.UUID
+		msg   proto.Message
+		want  string // the payment's status once the call is answered
+	}{
+		{"authorize", uuid.New(), nil, "authorized"},
+		{"refund", order, refundRequested(order, 700), "refunded"},
+	} {
+		t.Run(tt.call, func(t *testing.T) {
+			gw := &blockingGateway{Simulated: gateway.NewSimulated(0), entered: make(chan string, 1), release: make(chan struct{})}
+			msg := tt.msg
+			if msg == nil {
+				msg = paymentRequested(tt.order, gateway.MethodOK, 700)
+			}
+			done := make(chan error, 1)
+			go func() { done <- handleOf(t, consume.New(h.store, slog.Default(), gw))(ctx, mustDelivery(t, msg)) }()
+			select {
+			case got := <-gw.entered:
+				if got != tt.call {
+					t.Fatalf("the gateway was asked to %s, want %s", got, tt.call)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the gateway was not called")
+			}
+
+			var idle []string
+			rows, err := h.pool.Query(ctx, `SELECT coalesce(application_name, '') || ': ' || coalesce(query, '') FROM pg_stat_activity
+WHERE datname = current_database() AND state LIKE 'idle in transaction%'`)
+			if err == nil {
+				idle, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if err != nil || len(idle) != 0 {
+				t.Errorf("during the call, connections idle in a transaction: %q (%v), want none", idle, err)
+			}
+			err = pg.Transact(ctx, h.pool, func(tx pgx.Tx) error {
+				var status string
+				if err := tx.QueryRow(ctx, `SELECT status FROM payments WHERE order_id = $1 FOR UPDATE NOWAIT`, tt.order).Scan(&status); err != nil {
+					return fmt.Errorf("lock the payment row: %w", err)
+				}
+				if want := map[string]string{"authorize": "authorizing", "refund": "refunding"}[tt.call]; status != want {
+					t.Errorf("during the call the payment is %s, want %s (the claim)", status, want)
+				}
+				var got bool
+				if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('payment:' || $1::uuid::text, 0))`, tt.order).Scan(&got); err != nil {
+					return fmt.Errorf("try the order's advisory lock: %w", err)
+				}
+				if !got {
+					return errors.New("the order's advisory lock is held")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("during the call: %v, want the payment free to lock", err)
+			}
+
+			close(gw.release)
+			if err := <-done; err != nil {
+				t.Fatalf("handle: %v", err)
+			}
+			if got := h.payments(t, tt.order); len(got) != 1 || got[0].Status != tt.want {
+				t.Errorf("payments = %+v, want one %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// A claim left by a handler that died during its call (the message was not
+// acknowledged, so it comes again) is resumed with the same idempotency
+// key, even past the request's deadline: the gateway may have authorized it.
+func TestRedeliveryResumesAClaimedCharge(t *testing.T) {
+	t.Parallel()
+	h := newTestHarness(t)
+	order := uuid.New()
+	claim := &payment.Payment{ID: uuid.New(), OrderID: order, CustomerID: "customer-1", AmountCents: 1500, Currency: "EUR", Method: gateway.MethodOK, Status: payment.StatusAuthorizing}
+	if err := pg.Transact(context.Background(), h.pool, func(tx pgx.Tx) error {
+		return h.store.Save(context.Background(), tx, postgres.Changes{Payments: []*payment.Payment{claim}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	msg := paymentRequested(order, gateway.MethodOK, 1500)
+	msg.ExpiresAt = timestamppb.New(time.Now().Add(-time.Minute))
+	h.mustHandle(t, mustDelivery(t, msg))
+	if got := h.payments(t, order); len(got) != 1 || got[0].Status != "authorized" {
+		t.Fatalf("payments = %+v, want the claim authorized", got)
+	}
+	if id := h.mustPaymentID(t, order); id != claim.ID.String() {
+		t.Errorf("payment id = %s, want the claim's %s", id, claim.ID)
+	}
+	if n := h.gw.authorizes.Load(); n != 1 {
+		t.Errorf("Authorize calls = %d, want 1", n)
+	}
+}
+
+// A charge the gateway refuses for good is released: nothing is left of
+// it, and a refund request then voids the order.
+func TestPermanentGatewayErrorReleasesTheClaim(t *testing.T) {
+	t.Parallel()
+	h := newTestHarness(t)
+	gw := &failingGateway{err: fmt.Errorf("%w: bad currency", gateway.ErrInvalidRequest)}
+	order := uuid.New()
+	batch := []rabbit.Delivery{
+		{Ctx: context.Background(), Delivery: mustDelivery(t, paymentRequested(order, gateway.MethodOK, 1500))},
+		{Ctx: context.Background(), Delivery: mustDelivery(t, refundRequested(order, 1500))},
+	}
+	errs := consume.New(h.store, slog.Default(), gw).Consumers()[0].Batch(context.Background(), batch)
+	if !rabbit.IsPermanent(errs[0]) || errs[1] != nil {
+		t.Fatalf("results = %v, want the payment request dead-lettered and the refund request done", errs)
+	}
+	if got := h.payments(t, order); len(got) != 1 || got[0].Status != "voided" {
+		t.Errorf("payments = %+v, want the order voided", got)
 	}
 }

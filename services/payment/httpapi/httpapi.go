@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
+	"github.com/orderly/orderly/services/payment/payment"
 	"github.com/orderly/orderly/services/payment/postgres"
 )
 
@@ -61,8 +62,9 @@ type paymentList struct {
 
 // listPayments answers GET /v1/payments?order_id=<uuid> with the order's
 // payment, if any: a list of zero or one element. Voided markers (an order
-// cancelled before its payment ran) are not payments; the store leaves them
-// out, so an order that was never charged lists nothing.
+// cancelled before its payment ran) are not payments, nor is a charge
+// whose answer is not recorded yet; the store leaves them out, so an order
+// that was never charged lists nothing.
 func (a *API) listPayments(w http.ResponseWriter, r *http.Request) {
 	orderID, err := orderIDParam(r)
 	if err != nil {
@@ -81,13 +83,22 @@ func (a *API) listPayments(w http.ResponseWriter, r *http.Request) {
 			OrderID:     p.OrderID.String(),
 			AmountCents: p.AmountCents,
 			Currency:    p.Currency,
-			Status:      string(p.Status),
+			Status:      string(shownStatus(p.Status)),
 		})
 	}
 	// Payment data of whichever order an operator looked up: no cache
 	// keeps it.
 	w.Header().Set("Cache-Control", "no-store")
 	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// shownStatus is the status the API shows: a payment whose refund is in
+// flight is still authorized until the gateway's refund is recorded.
+func shownStatus(s payment.Status) payment.Status {
+	if s == payment.StatusRefunding {
+		return payment.StatusAuthorized
+	}
+	return s
 }
 
 // orderIDParam returns the order_id query parameter, which must be given

@@ -168,10 +168,23 @@ func TestListPaymentsLeavesOutVoidedAndUnknownOrders(t *testing.T) {
 	s := newTestServer(t, 0)
 	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
 	voided := s.mustInsert(payment.StatusVoided, 0)
-	for name, id := range map[string]uuid.UUID{"voided": voided.OrderID, "unknown": uuid.New()} {
+	authorizing := s.mustInsert(payment.StatusAuthorizing, 4200) // a charge whose answer is not recorded
+	for name, id := range map[string]uuid.UUID{"voided": voided.OrderID, "authorizing": authorizing.OrderID, "unknown": uuid.New()} {
 		if got := mustPayments(t, s.get("/v1/payments?order_id="+id.String(), admin)); len(got) != 0 {
 			t.Errorf("%s order: payments = %+v, want none", name, got)
 		}
+	}
+}
+
+// A payment whose refund is in flight is still authorized until the
+// gateway's refund is recorded.
+func TestListPaymentsShowsARefundInFlightAsAuthorized(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, 0)
+	admin := tokens.For(t, "operator-1", authn.RoleAdmin)
+	p := s.mustInsert(payment.StatusRefunding, 4200)
+	if got := mustPayments(t, s.get("/v1/payments?order_id="+p.OrderID.String(), admin)); len(got) != 1 || got[0].Status != "authorized" {
+		t.Errorf("payments = %+v, want one authorized", got)
 	}
 }
 

@@ -269,7 +269,17 @@ func TestRequestRefund(t *testing.T) {
 			if err != nil {
 				t.Fatalf("RequestRefund: %v", err)
 			}
-			checkDecision(t, d, tt.wantAction, tt.given)
+			if d.Action == payment.ActionRefund {
+				// The payment is refunding: the call is claimed.
+				claimed := *tt.given
+				claimed.Status = payment.StatusRefunding
+				checkDecision(t, d, tt.wantAction, &claimed)
+				if diff := cmp.Diff([]*payment.Update{{Payment: claimed, From: payment.StatusAuthorized}}, b.Updates()); diff != "" {
+					t.Errorf("updates (-want +got):\n%s", diff)
+				}
+			} else {
+				checkDecision(t, d, tt.wantAction, tt.given)
+			}
 			if diff := cmp.Diff(recorded(tt.wantVoided, d.Payment.ID), b.Payments(), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("payments (-want +got):\n%s", diff)
 			}
@@ -366,10 +376,10 @@ func TestBookDecidesABatchInOrder(t *testing.T) {
 		}
 	}
 
-	// The charged order's payment is written as authorized, then refunded
-	// by its refund.
+	// The charged order's payment went through the whole story in this
+	// book: it is written as refunded, with its refund.
 	got := b.Payments()
-	if len(got) != 2 || got[0].OrderID != charged || got[0].Status != payment.StatusAuthorized || got[0].ID != paymentID ||
+	if len(got) != 2 || got[0].OrderID != charged || got[0].Status != payment.StatusRefunded || got[0].ID != paymentID ||
 		got[1].OrderID != voided || got[1].Status != payment.StatusVoided {
 		t.Errorf("payments = %+v, want the charged order's authorized, then the voided one", got)
 	}
@@ -399,8 +409,8 @@ func TestDecisionTakesEffectOnce(t *testing.T) {
 	if _, err := b.Authorized(d, approved, now); err != nil {
 		t.Fatalf("Authorized: %v", err)
 	}
-	if _, err := b.Authorized(d, approved, now); !errors.Is(err, payment.ErrExists) {
-		t.Errorf("second Authorized = %v, want ErrExists", err)
+	if _, err := b.Authorized(d, approved, now); !errors.Is(err, payment.ErrSettled) {
+		t.Errorf("second Authorized = %v, want ErrSettled", err)
 	}
 
 	r, err := b.RequestRefund(payment.RefundRequest{OrderID: order, AmountCents: 4200, Currency: "EUR"})
@@ -410,10 +420,143 @@ func TestDecisionTakesEffectOnce(t *testing.T) {
 	if _, err := b.Refunded(r, gateway.RefundResult{Reference: "sim_refund_1"}, now); err != nil {
 		t.Fatalf("Refunded: %v", err)
 	}
-	if _, err := b.Refunded(r, gateway.RefundResult{Reference: "sim_refund_1"}, now); err == nil {
-		t.Error("second Refunded = nil, want an error")
+	if _, err := b.Refunded(r, gateway.RefundResult{Reference: "sim_refund_1"}, now); !errors.Is(err, payment.ErrSettled) {
+		t.Errorf("second Refunded = %v, want ErrSettled", err)
+	}
+	if err := b.Release(r); !errors.Is(err, payment.ErrSettled) {
+		t.Errorf("Release of a recorded refund = %v, want ErrSettled", err)
 	}
 	if len(b.Payments()) != 1 || len(b.Refunds()) != 1 || len(b.Events()) != 2 {
 		t.Errorf("%d payments, %d refunds, %d events; want 1, 1 and 2", len(b.Payments()), len(b.Refunds()), len(b.Events()))
+	}
+}
+
+// A payment in flight (its gateway call claimed, the answer not recorded:
+// the handler that made it crashed, or is still waiting) is resumed by
+// whichever request finds it, with the same idempotency key, and nothing
+// new is claimed.
+func TestInFlightPaymentsAreResumed(t *testing.T) {
+	t.Parallel()
+	order := uuid.New()
+	authorizing := existing(order, payment.StatusAuthorizing)
+	refunding := existing(order, payment.StatusRefunding)
+	refunding.GatewayReference = "sim_auth_1"
+	authKey := gateway.AuthorizeRequest{IdempotencyKey: order.String(), AmountCents: 4200, Currency: "EUR", PaymentMethod: gateway.MethodOK}
+	refundKey := gateway.RefundRequest{IdempotencyKey: "refund:" + order.String(), Reference: "sim_auth_1", AmountCents: 4200, Currency: "EUR"}
+	refundReq := payment.RefundRequest{OrderID: order, AmountCents: 4200, Currency: "EUR"}
+
+	tests := []struct {
+		name   string
+		given  payment.Payment
+		decide func(*payment.Book) (payment.Decision, error)
+		want   payment.Action
+		resume bool
+	}{
+		{"payment request, charge in flight, even past its deadline", authorizing,
+			func(b *payment.Book) (payment.Decision, error) {
+				return b.RequestPayment(request(order, now.Add(-time.Hour)), now)
+			},
+			payment.ActionAuthorize, true},
+		{"payment request, refund in flight", refunding,
+			func(b *payment.Book) (payment.Decision, error) {
+				return b.RequestPayment(request(order, time.Time{}), now)
+			},
+			payment.ActionIgnore, false},
+		{"refund request, charge in flight: the charge first", authorizing,
+			func(b *payment.Book) (payment.Decision, error) { return b.RequestRefund(refundReq) },
+			payment.ActionAuthorize, true},
+		{"refund request, refund in flight", refunding,
+			func(b *payment.Book) (payment.Decision, error) { return b.RequestRefund(refundReq) },
+			payment.ActionRefund, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := bookOf(&tt.given)
+			d, err := tt.decide(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDecision(t, d, tt.want, &tt.given)
+			if d.Resume != tt.resume {
+				t.Errorf("Resume = %v, want %v", d.Resume, tt.resume)
+			}
+			if len(b.Payments())+len(b.Updates())+len(b.Events()) != 0 {
+				t.Errorf("deciding wrote %+v, %+v, %d events; want nothing", b.Payments(), b.Updates(), len(b.Events()))
+			}
+			switch d.Action {
+			case payment.ActionAuthorize:
+				if d.Authorization != authKey {
+					t.Errorf("authorization = %+v, want %+v", d.Authorization, authKey)
+				}
+				p, err := b.Authorized(d, gateway.AuthorizeResult{Approved: true, Reference: "sim_auth_1"}, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff([]*payment.Update{{Payment: p, From: payment.StatusAuthorizing}}, b.Updates()); diff != "" || p.Status != payment.StatusAuthorized {
+					t.Errorf("updates (-want +got):\n%s", diff)
+				}
+			case payment.ActionRefund:
+				if d.Refund != refundKey {
+					t.Errorf("refund = %+v, want %+v", d.Refund, refundKey)
+				}
+				if _, err := b.Refunded(d, gateway.RefundResult{Reference: "sim_refund_1"}, now); err != nil {
+					t.Fatal(err)
+				}
+				if u := b.Updates(); len(u) != 1 || u[0].From != payment.StatusRefunding || u[0].Payment.Status != payment.StatusRefunded || len(b.Refunds()) != 1 {
+					t.Errorf("updates %+v, refunds %+v; want refunding → refunded and one refund", u, b.Refunds())
+				}
+			}
+		})
+	}
+}
+
+// A call the gateway refused for good is released: the payment is as it
+// was before the call was claimed.
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	order := uuid.New()
+
+	// A stored claim of a charge is deleted; a refund request then voids
+	// the order, as if no charge had been tried.
+	stored := existing(order, payment.StatusAuthorizing)
+	b := bookOf(&stored)
+	d, err := b.RequestPayment(request(order, time.Time{}), now)
+	if err != nil || d.Action != payment.ActionAuthorize {
+		t.Fatalf("RequestPayment = %+v, %v", d, err)
+	}
+	if err := b.Release(d); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Released(); len(got) != 1 || got[0] != stored.ID {
+		t.Errorf("released = %v, want [%s]", got, stored.ID)
+	}
+	if v, err := b.RequestRefund(payment.RefundRequest{OrderID: order, AmountCents: 4200, Currency: "EUR"}); err != nil || v.Action != payment.ActionVoid {
+		t.Errorf("refund after the release = %+v, %v; want ActionVoid", v, err)
+	}
+
+	// A claim made in the same book leaves nothing to write.
+	b = bookOf(nil)
+	d, err = b.RequestPayment(request(order, time.Time{}), now)
+	if err != nil || len(b.Payments()) != 1 || b.Payments()[0].Status != payment.StatusAuthorizing {
+		t.Fatalf("RequestPayment = %+v, %v; payments %+v, want one authorizing", d, err, b.Payments())
+	}
+	if err := b.Release(d); err != nil || len(b.Payments())+len(b.Released()) != 0 {
+		t.Errorf("Release = %v; payments %+v, released %v; want nothing", err, b.Payments(), b.Released())
+	}
+
+	// A refund in flight goes back to authorized.
+	refunding := existing(order, payment.StatusRefunding)
+	refunding.GatewayReference = "sim_auth_1"
+	b = bookOf(&refunding)
+	d, err = b.RequestRefund(payment.RefundRequest{OrderID: order, AmountCents: 4200, Currency: "EUR"})
+	if err != nil || d.Action != payment.ActionRefund {
+		t.Fatalf("RequestRefund = %+v, %v", d, err)
+	}
+	if err := b.Release(d); err != nil {
+		t.Fatal(err)
+	}
+	if u := b.Updates(); len(u) != 1 || u[0].From != payment.StatusRefunding || u[0].Payment.Status != payment.StatusAuthorized {
+		t.Errorf("updates = %+v, want refunding → authorized", u)
 	}
 }

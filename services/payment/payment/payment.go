@@ -8,6 +8,13 @@
 // into refunded, or, when no payment exists yet, records a voided one so that
 // a PaymentRequested arriving later charges nothing (docs/saga.md, steps 4
 // and 7).
+//
+// A gateway call is claimed before it is made and its answer recorded
+// after, in two short transactions with none open across the call: the
+// payment is authorizing (or refunding) in between. Whoever finds a
+// payment in that state, a redelivery after a crash or a refund racing
+// the charge, makes the same call again with the same idempotency key,
+// which the provider answers as the first time, and records the answer.
 package payment
 
 import (
@@ -22,11 +29,16 @@ type Status string
 
 // The statuses of a payment. Voided is internal: it marks an order that was
 // cancelled before its payment ran, and the HTTP API does not list it.
+// Authorizing and refunding are internal too: the gateway is being asked
+// (or was, and its answer is not recorded yet) to authorize the payment,
+// or to refund the authorized payment.
 const (
-	StatusAuthorized Status = "authorized"
-	StatusDeclined   Status = "declined"
-	StatusRefunded   Status = "refunded"
-	StatusVoided     Status = "voided"
+	StatusAuthorizing Status = "authorizing"
+	StatusAuthorized  Status = "authorized"
+	StatusDeclined    Status = "declined"
+	StatusRefunding   Status = "refunding"
+	StatusRefunded    Status = "refunded"
+	StatusVoided      Status = "voided"
 )
 
 // ReasonExpired is the decline reason of a payment requested after its
@@ -69,4 +81,8 @@ var (
 	ErrExists = errors.New("order already has a payment")
 	// ErrInvalidOrderID means an order id is not a UUID.
 	ErrInvalidOrderID = errors.New("order_id must be a UUID")
+	// ErrSettled means a gateway answer is recorded already: the payment
+	// is no longer in flight (another handler, resuming the same call,
+	// recorded the same answer).
+	ErrSettled = errors.New("the gateway's answer is recorded already")
 )

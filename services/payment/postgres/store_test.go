@@ -69,29 +69,52 @@ func TestSaveRefusesSecondPaymentOfAnOrder(t *testing.T) {
 	}
 }
 
-func TestRefundOnlyFromAuthorized(t *testing.T) {
+// A change of a stored payment is written only while the payment is still
+// in the status it was decided from: a refund recorded twice, or the
+// release of a claim someone else settled, is refused.
+func TestChangesOnlyFromTheStatusDecidedOn(t *testing.T) {
 	t.Parallel()
 	pool := newTestDB(t)
 	p := authorized(uuid.New())
-	refund := func() error {
-		return inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error {
-			return postgres.New(pool).Save(ctx, tx, postgres.Changes{Refunds: []*payment.Refund{{
-				ID: uuid.New(), PaymentID: p.ID, AmountCents: p.AmountCents, Currency: p.Currency, GatewayReference: "sim_refund_x",
-			}}})
-		})
+	save := func(c postgres.Changes) error {
+		return inTx(t, pool, func(ctx context.Context, tx pgx.Tx) error { return postgres.New(pool).Save(ctx, tx, c) })
+	}
+	refunded := *p
+	refunded.Status = payment.StatusRefunded
+	refund := postgres.Changes{
+		Updates: []*payment.Update{{Payment: refunded, From: payment.StatusAuthorized}},
+		Refunds: []*payment.Refund{{ID: uuid.New(), PaymentID: p.ID, AmountCents: p.AmountCents, Currency: p.Currency, GatewayReference: "sim_refund_x"}},
 	}
 	if err := insert(t, pool, p); err != nil {
 		t.Fatalf("Save: %v", err)
 	}
-	if err := refund(); err != nil {
+	if err := save(refund); err != nil {
 		t.Fatalf("Refund: %v", err)
 	}
-	if err := refund(); !errors.Is(err, postgres.ErrNotAuthorized) {
-		t.Errorf("second Refund = %v, want ErrNotAuthorized", err)
+	refund.Refunds[0].ID = uuid.New()
+	if err := save(refund); !errors.Is(err, postgres.ErrStale) {
+		t.Errorf("second Refund = %v, want ErrStale", err)
 	}
 	list, err := postgres.New(pool).ListByOrder(context.Background(), p.OrderID)
 	if err != nil || len(list) != 1 || list[0].Status != payment.StatusRefunded {
 		t.Errorf("ListByOrder = %+v, %v; want one refunded payment", list, err)
+	}
+
+	// A claim of a charge is not a payment the API lists; released, it is
+	// gone, and only once.
+	claim := authorized(uuid.New())
+	claim.Status, claim.GatewayReference = payment.StatusAuthorizing, ""
+	if err := insert(t, pool, claim); err != nil {
+		t.Fatalf("Save the claim: %v", err)
+	}
+	if list, err := postgres.New(pool).ListByOrder(context.Background(), claim.OrderID); err != nil || len(list) != 0 {
+		t.Errorf("ListByOrder of a charge in flight = %+v, %v; want nothing", list, err)
+	}
+	if err := save(postgres.Changes{Released: []uuid.UUID{claim.ID}}); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := save(postgres.Changes{Released: []uuid.UUID{claim.ID}}); !errors.Is(err, postgres.ErrStale) {
+		t.Errorf("second Release = %v, want ErrStale", err)
 	}
 }
 
