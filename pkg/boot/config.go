@@ -88,6 +88,22 @@ type Config struct {
 	// listener at this address, for an operator profiling a live process.
 	// Keep it on a loopback or internal address: it is not authenticated.
 	PprofAddr string `env:"PPROF_ADDR"`
+
+	// Transport security (see tls.go). Files are PEM; certificates and
+	// keys are re-read when they change.
+	//
+	// TLSCertFile and TLSKeyFile, both set, make the HTTP server serve
+	// HTTPS (and WSS) with that certificate (leaf first, then any
+	// intermediates) and key.
+	TLSCertFile string `env:"TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"TLS_KEY_FILE"`
+	// AMQPCAFile is the CA an amqps:// broker's certificate must chain to;
+	// when it is unset the system's roots are used.
+	AMQPCAFile string `env:"AMQP_CA_FILE"`
+	// AMQPCertFile and AMQPKeyFile, both set, are the client certificate
+	// presented to an amqps:// broker that asks for one.
+	AMQPCertFile string `env:"AMQP_CERT_FILE"`
+	AMQPKeyFile  string `env:"AMQP_KEY_FILE"`
 }
 
 // DefaultDatabaseURL is the database a service uses when DATABASE_URL is
@@ -249,6 +265,15 @@ func (c Config) Validate() error {
 	p.Require(c.ConnectTimeout > 0, "CONNECT_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownDelay >= 0 && c.ShutdownDelay < c.ShutdownTimeout, "SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
+	// Transport security: the files themselves are read by Start.
+	p.Require((c.TLSCertFile == "") == (c.TLSKeyFile == ""), "TLS_CERT_FILE/TLS_KEY_FILE", "set both or neither")
+	p.Require((c.AMQPCertFile == "") == (c.AMQPKeyFile == ""), "AMQP_CERT_FILE/AMQP_KEY_FILE", "set both or neither")
+	p.Require(c.amqpTLS() || c.AMQPCAFile+c.AMQPCertFile+c.AMQPKeyFile == "", "AMQP_CA_FILE/AMQP_CERT_FILE/AMQP_KEY_FILE",
+		"apply only to an amqps:// AMQP_URL")
+	if uri, err := amqp.ParseURI(c.AMQPURL); err == nil {
+		p.Require(uri.CACertFile+uri.CertFile+uri.KeyFile == "", "AMQP_URL",
+			"cacertfile, certfile and keyfile are not read from the URL; set AMQP_CA_FILE, AMQP_CERT_FILE and AMQP_KEY_FILE")
+	}
 	return p.Err()
 }
 
@@ -288,6 +313,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("pprof_addr", c.PprofAddr),
+		slog.String("tls_cert_file", c.TLSCertFile),
+		slog.String("tls_key_file", c.TLSKeyFile),
+		slog.String("amqp_ca_file", c.AMQPCAFile),
+		slog.String("amqp_cert_file", c.AMQPCertFile),
+		slog.String("amqp_key_file", c.AMQPKeyFile),
 	)
 }
 
