@@ -89,8 +89,8 @@ type Config struct {
 	// Keep it on a loopback or internal address: it is not authenticated.
 	PprofAddr string `env:"PPROF_ADDR"`
 
-	// Transport security (see tls.go). Files are PEM; certificates and
-	// keys are re-read when they change.
+	// Transport security (see tls.go). Files are PEM, read at start; a
+	// certificate and its key are read again whenever they change.
 	//
 	// TLSCertFile and TLSKeyFile, both set, make the HTTP server serve
 	// HTTPS (and WSS) with that certificate (leaf first, then any

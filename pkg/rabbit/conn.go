@@ -85,7 +85,7 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Conn, error) {
 		if err == nil {
 			break
 		}
-		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		if untrusted(err) {
 			return nil, fmt.Errorf("rabbit: dial %s:%d: %w", uri.Host, uri.Port, err)
 		}
 		select {
@@ -146,7 +146,13 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			if conn, err = c.dial(); err == nil {
 				break
 			}
-			c.log.Debug("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+			level := slog.LevelDebug
+			if untrusted(err) {
+				// Not a passing outage: the broker's certificate changed
+				// to one that AMQP_CA_FILE does not cover.
+				level = slog.LevelWarn
+			}
+			c.log.Log(context.Background(), level, "rabbitmq reconnect failed", "error", err, "retry_in", backoff)
 		}
 		c.mu.Lock()
 		if c.closed {
@@ -158,6 +164,13 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 		c.set(conn)
 		c.log.Info("rabbitmq connection restored", "generation", c.Generation())
 	}
+}
+
+// untrusted reports whether err is the broker's certificate failing
+// verification, which trying again does not mend.
+func untrusted(err error) bool {
+	_, ok := errors.AsType[*tls.CertificateVerificationError](err)
+	return ok
 }
 
 // Generation counts successful dials; it changes exactly when every channel

@@ -1,10 +1,14 @@
 package rabbit_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,23 +19,41 @@ import (
 	"github.com/orderly/orderly/pkg/tlsconfig/tlstest"
 )
 
-// newTLSBroker puts a TLS terminator that demands a client certificate
-// signed by ca in front of the local broker, and returns the amqps:// URL
-// of a fresh vhost through it.
-func newTLSBroker(tb testing.TB, ca *tlstest.CA) (amqps string, term *tlstest.Terminator) {
+// tlsBroker is a TLS terminator that demands a client certificate signed
+// by a test CA, in front of the local broker.
+type tlsBroker struct {
+	// URL is the amqps:// URL of a fresh vhost through the terminator.
+	URL  string
+	term *tlstest.Terminator
+	// cert is the certificate the terminator presents.
+	cert atomic.Pointer[tls.Certificate]
+}
+
+func newTLSBroker(tb testing.TB, ca *tlstest.CA) *tlsBroker {
 	tb.Helper()
 	u, err := url.Parse(rabbittest.NewVhost(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	term = tlstest.Terminate(tb, u.Host, &tls.Config{
-		Certificates: []tls.Certificate{ca.Issue(tb, "127.0.0.1").TLS(tb)},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    ca.Pool(),
-		MinVersion:   tls.VersionTLS12,
+	b := &tlsBroker{}
+	b.present(tb, ca)
+	b.term = tlstest.Terminate(tb, u.Host, &tls.Config{
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return b.cert.Load(), nil },
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      ca.Pool(),
+		MinVersion:     tls.VersionTLS12,
 	})
-	u.Scheme, u.Host = "amqps", term.Addr
-	return u.String(), term
+	u.Scheme, u.Host = "amqps", b.term.Addr
+	b.URL = u.String()
+	return b
+}
+
+// present has the terminator present a certificate signed by ca from its
+// next handshake on.
+func (b *tlsBroker) present(tb testing.TB, ca *tlstest.CA) {
+	tb.Helper()
+	cert := ca.Issue(tb, "127.0.0.1").TLS(tb)
+	b.cert.Store(&cert)
 }
 
 // clientTLS is the broker connection's TLS configuration trusting roots,
@@ -48,22 +70,25 @@ func clientTLS(tb testing.TB, ca *tlstest.CA, roots *tlstest.CA) *tls.Config {
 
 // TestDialTLS connects over amqps:// through a TLS terminator in front of
 // the local broker, with a client certificate, publishes and consumes, and
-// keeps doing so after the link drops (the re-dial uses the same TLS
-// configuration). A broker certificate from another CA fails the dial at
-// once with a clear error, and so, at the broker's end, does a missing
-// client certificate.
+// keeps doing so after the link drops. Re-dials verify the broker as the
+// first dial did: while it presents a certificate from another CA they
+// fail, with a warning. A broker certificate from another CA fails the
+// first dial at once with a clear error, and so, at the broker's end, does
+// a missing client certificate.
 func TestDialTLS(t *testing.T) {
 	t.Parallel()
 	ca := tlstest.NewCA(t)
-	amqps, term := newTLSBroker(t, ca)
+	broker := newTLSBroker(t, ca)
+	amqps := broker.URL
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := rabbit.Dial(ctx, amqps, rabbit.WithTLS(clientTLS(t, ca, ca)))
+	var logs syncBuffer
+	conn, err := rabbit.Dial(ctx, amqps, rabbit.WithTLS(clientTLS(t, ca, ca)), rabbit.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { _ = conn.Close() }) // after the consumer's cleanup stops it
 	if err := conn.Declare(ctx, rabbit.Topology{Exchanges: []string{"test.events"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +99,15 @@ func TestDialTLS(t *testing.T) {
 	publishAll(t, pub, []rabbit.Message{msg(1, "a")})
 	poll.Until(t, 10*time.Second, "the message over TLS to come back", func() bool { return rec.count() == 1 })
 
+	// The broker turns up with a certificate of another CA: re-dials fail
+	// and say why; with the right one back, the link comes back.
+	broker.present(t, tlstest.NewCA(t))
+	broker.term.Drop()
+	poll.Until(t, 10*time.Second, "a warning that the re-dial failed verification", func() bool {
+		return strings.Contains(logs.String(), `level=WARN msg="rabbitmq reconnect failed" error="tls: failed to verify certificate: x509: certificate signed by unknown authority`)
+	})
 	gen := conn.Generation()
-	term.Drop()
+	broker.present(t, ca)
 	poll.Until(t, 10*time.Second, "the connection to be re-dialed over TLS", func() bool {
 		return conn.Generation() > gen && conn.Connected()
 	})
@@ -112,4 +144,23 @@ func TestDialTLS(t *testing.T) {
 			t.Error("Dial without the client certificate the broker demands succeeded")
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from several
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
