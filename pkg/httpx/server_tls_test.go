@@ -27,8 +27,8 @@ func TestServeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ServeTLS(context.Background(), "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, r.Proto)
+	srv, err := ServeTLS(context.Background(), "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
 	}), slog.New(slog.DiscardHandler), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +45,8 @@ func TestServeTLS(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != "HTTP/1.1" || resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13 {
-		t.Errorf("GET over HTTPS = %d %q with %+v, want 200 over HTTP/1.1 and TLS 1.3", resp.StatusCode, body, resp.TLS)
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" || resp.Proto != "HTTP/1.1" || resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13 {
+		t.Errorf("GET over HTTPS = %d %s %q with %+v, want 200 over HTTP/1.1 and TLS 1.3", resp.StatusCode, resp.Proto, body, resp.TLS)
 	}
 
 	handshake := func(c *tls.Config) (tls.ConnectionState, error) {

@@ -146,13 +146,13 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			if conn, err = c.dial(); err == nil {
 				break
 			}
-			level := slog.LevelDebug
 			if untrusted(err) {
 				// Not a passing outage: the broker's certificate changed
 				// to one that AMQP_CA_FILE does not cover.
-				level = slog.LevelWarn
+				c.log.Warn("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+				continue
 			}
-			c.log.Log(context.Background(), level, "rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+			c.log.Debug("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
 		}
 		c.mu.Lock()
 		if c.closed {
