@@ -18,6 +18,7 @@ package boot
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,9 @@ type Service struct {
 	workers []worker
 	onHTTP  []func()
 
+	// tls is the HTTP server's TLS configuration; nil serves plain HTTP.
+	tls *tls.Config
+
 	addr atomic.Pointer[string]
 
 	closers   []closer
@@ -141,6 +145,16 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	slog.SetDefault(s.Log)
 	s.Log.InfoContext(ctx, "starting", "config", cfg)
 
+	// TLS files are read before anything is dialed, so that a broken
+	// one stops the service at once with a line naming its variable.
+	if s.tls, err = cfg.serverTLS(s.Log.With("component", "http-tls")); err != nil {
+		return nil, err
+	}
+	brokerTLS, err := cfg.brokerTLS(s.Log.With("component", "rabbit-tls"))
+	if err != nil {
+		return nil, err
+	}
+
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL, defaultPoolSize(cfg.DatabaseURL),
@@ -168,6 +182,7 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	host, _ := os.Hostname()
 	s.Rabbit, err = rabbit.Dial(cctx, cfg.AMQPURL,
 		rabbit.WithName(fmt.Sprintf("%s@%s/%d", cfg.Service, host, os.Getpid())),
+		rabbit.WithTLS(brokerTLS),
 		rabbit.WithLogger(s.Log.With("component", "rabbit")))
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq at %s: %s", redactDSN(cfg.AMQPURL), redactDSN(err.Error()))
@@ -345,6 +360,20 @@ func (s *Service) Every(name string, interval time.Duration, fn func(ctx context
 // down, to end connections it does not wait for (WebSocket, Server-Sent
 // Events).
 func (s *Service) OnHTTPShutdown(f func()) { s.onHTTP = append(s.onHTTP, f) }
+
+// URL returns the base URL of the HTTP server: http://, or https:// when
+// TLS_CERT_FILE is set, and the address of Addr; "" until Run has started
+// listening.
+func (s *Service) URL() string {
+	addr := s.Addr()
+	switch {
+	case addr == "":
+		return ""
+	case s.tls != nil:
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
 
 // Addr returns the address the HTTP server listens on, with the real port
 // when HTTP_ADDR ended in ":0", or "" until Run has started listening.

@@ -120,6 +120,22 @@ type Config struct {
 	// DBLockTimeout is PostgreSQL's lock_timeout: the longest one
 	// statement waits for a lock.
 	DBLockTimeout time.Duration `env:"DB_LOCK_TIMEOUT" envDefault:"2s"`
+
+	// Transport security (see tls.go). Files are PEM, read at start; a
+	// certificate and its key are read again whenever they change.
+	//
+	// TLSCertFile and TLSKeyFile, both set, make the HTTP server serve
+	// HTTPS (and WSS) with that certificate (leaf first, then any
+	// intermediates) and key.
+	TLSCertFile string `env:"TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"TLS_KEY_FILE"`
+	// AMQPCAFile is the CA an amqps:// broker's certificate must chain to;
+	// when it is unset the system's roots are used.
+	AMQPCAFile string `env:"AMQP_CA_FILE"`
+	// AMQPCertFile and AMQPKeyFile, both set, are the client certificate
+	// presented to an amqps:// broker that asks for one.
+	AMQPCertFile string `env:"AMQP_CERT_FILE"`
+	AMQPKeyFile  string `env:"AMQP_KEY_FILE"`
 }
 
 // DefaultDatabaseURL is the database a service uses when DATABASE_URL is
@@ -295,6 +311,15 @@ func (c Config) Validate() error {
 	p.Require(c.DBStatementTimeout == 0 || c.DBStatementTimeout >= time.Millisecond, "DB_STATEMENT_TIMEOUT", "must be 0 (off) or at least 1ms")
 	p.Require(c.DBLockTimeout == 0 || c.DBLockTimeout >= time.Millisecond, "DB_LOCK_TIMEOUT", "must be 0 (off) or at least 1ms")
 	p.Require(c.DBStatementTimeout == 0 || c.DBLockTimeout <= c.DBStatementTimeout, "DB_LOCK_TIMEOUT", "must not exceed DB_STATEMENT_TIMEOUT (%s), which would cut its waits short", c.DBStatementTimeout)
+	// Transport security: the files themselves are read by Start.
+	p.Require((c.TLSCertFile == "") == (c.TLSKeyFile == ""), "TLS_CERT_FILE/TLS_KEY_FILE", "set both or neither")
+	p.Require((c.AMQPCertFile == "") == (c.AMQPKeyFile == ""), "AMQP_CERT_FILE/AMQP_KEY_FILE", "set both or neither")
+	p.Require(c.amqpTLS() || c.AMQPCAFile+c.AMQPCertFile+c.AMQPKeyFile == "", "AMQP_CA_FILE/AMQP_CERT_FILE/AMQP_KEY_FILE",
+		"apply only to an amqps:// AMQP_URL")
+	if uri, err := amqp.ParseURI(c.AMQPURL); err == nil {
+		p.Require(uri.CACertFile+uri.CertFile+uri.KeyFile == "", "AMQP_URL",
+			"cacertfile, certfile and keyfile are not read from the URL; set AMQP_CA_FILE, AMQP_CERT_FILE and AMQP_KEY_FILE")
+	}
 	return p.Err()
 }
 
@@ -387,6 +412,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("pprof_addr", c.PprofAddr),
 		slog.String("db_statement_timeout", c.DBStatementTimeout.String()),
 		slog.String("db_lock_timeout", c.DBLockTimeout.String()),
+		slog.String("tls_cert_file", c.TLSCertFile),
+		slog.String("tls_key_file", c.TLSKeyFile),
+		slog.String("amqp_ca_file", c.AMQPCAFile),
+		slog.String("amqp_cert_file", c.AMQPCertFile),
+		slog.String("amqp_key_file", c.AMQPKeyFile),
 	)
 }
 

@@ -153,6 +153,12 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"AUTH_JWT_MAX_TTL=0s", "AUTH_JWT_MAX_TTL"},
 		{"AUTH_JWT_MAX_TTL=-1h", "AUTH_JWT_MAX_TTL"},
 		{"AUTH_JWT_MAX_TTL=a day", "AUTH_JWT_MAX_TTL"},
+		{"TLS_CERT_FILE=/etc/orderly/tls.crt", "TLS_KEY_FILE"},
+		{"TLS_KEY_FILE=/etc/orderly/tls.key", "TLS_CERT_FILE"},
+		{"AMQP_CA_FILE=/etc/orderly/amqp-ca.pem", "AMQP_CA_FILE"}, // with the default amqp:// URL
+		{"AMQP_CERT_FILE=/etc/orderly/amqp.crt", "AMQP_KEY_FILE"},
+		{"AMQP_URL=amqps://u:p@mq:5671/?cacertfile=/etc/ca.pem", "AMQP_CA_FILE"},
+		{"DATABASE_URL=postgres://db/orders?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "DATABASE_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {

@@ -38,7 +38,15 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 
-	srv, err := httpx.Serve(ctx, s.Config.HTTPAddr, s.Router, s.Log)
+	var (
+		srv *httpx.Server
+		err error
+	)
+	if s.tls != nil {
+		srv, err = httpx.ServeTLS(ctx, s.Config.HTTPAddr, s.Router, s.Log, s.tls)
+	} else {
+		srv, err = httpx.Serve(ctx, s.Config.HTTPAddr, s.Router, s.Log)
+	}
 	if err != nil {
 		return errors.Join(err, s.Close())
 	}
@@ -47,7 +55,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	addr := srv.Addr()
 	s.addr.Store(&addr)
-	s.Log.InfoContext(ctx, "http server listening", "addr", addr)
+	s.Log.InfoContext(ctx, "http server listening", "addr", addr, "tls", s.tls != nil)
 
 	// The parts get contexts of their own, not ctx, because they stop one
 	// after the other rather than all at once when the signal arrives.

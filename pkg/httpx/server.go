@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,21 +42,39 @@ type Server struct {
 //
 // It returns an error when addr cannot be listened on.
 func Serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) (*Server, error) {
-	return serve(ctx, addr, h, logger, timeouts{
-		readHeader: ReadHeaderTimeout,
-		read:       ReadTimeout,
-		write:      WriteTimeout,
-		idle:       IdleTimeout,
-	})
+	return serve(ctx, addr, h, logger, nil, defaultTimeouts)
+}
+
+// ServeTLS is Serve over TLS with cfg (see tlsconfig.Server): HTTPS, and
+// WSS for the WebSocket routes. The handshake is bounded by the same
+// timeouts as a request's headers and body, and its failures (a client
+// that does not trust the certificate) are logged like other connection
+// errors.
+func ServeTLS(ctx context.Context, addr string, h http.Handler, logger *slog.Logger, cfg *tls.Config) (*Server, error) {
+	return serve(ctx, addr, h, logger, cfg, defaultTimeouts)
 }
 
 type timeouts struct{ readHeader, read, write, idle time.Duration }
 
-func serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger, t timeouts) (*Server, error) {
+var defaultTimeouts = timeouts{
+	readHeader: ReadHeaderTimeout,
+	read:       ReadTimeout,
+	write:      WriteTimeout,
+	idle:       IdleTimeout,
+}
+
+// serve serves h on addr, over TLS when tlsCfg is not nil.
+func serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger, tlsCfg *tls.Config, t timeouts) (*Server, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("httpx: listen on %s: %w", addr, err)
+	}
+	if tlsCfg != nil {
+		// http.Server finds the *tls.Conn and runs the handshake under
+		// its read deadline; the config offers HTTP/1.1 only, which
+		// hijacking (WebSocket) needs.
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	s := &Server{
 		srv: &http.Server{

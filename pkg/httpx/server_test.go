@@ -132,7 +132,7 @@ func TestDisableDeadlinesKeepsStreamsOpen(t *testing.T) {
 		}
 	})
 	short := 200 * time.Millisecond
-	srv, err := serve(context.Background(), "127.0.0.1:0", tr.mux, nil, timeouts{readHeader: short, read: short, write: short, idle: short})
+	srv, err := serve(context.Background(), "127.0.0.1:0", tr.mux, nil, nil, timeouts{readHeader: short, read: short, write: short, idle: short})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,9 @@
 package rabbit
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +31,7 @@ type Conn struct {
 	url  string
 	name string
 	log  *slog.Logger
+	tls  *tls.Config // for amqps://; nil takes amqp091-go's defaults
 
 	mu      sync.Mutex
 	conn    *amqp.Connection // nil while disconnected
@@ -49,10 +52,19 @@ func WithName(name string) Option { return func(c *Conn) { c.name = name } }
 // WithLogger sets the logger for connection state changes.
 func WithLogger(l *slog.Logger) Option { return func(c *Conn) { c.log = l } }
 
+// WithTLS sets the TLS configuration of an amqps:// connection (trusted
+// CAs, client certificate); every re-dial uses it too. Its ServerName
+// defaults to the URL's host, or to its server_name parameter. A nil cfg
+// leaves amqp091-go's defaults: the system's roots. It does not apply to
+// amqp:// URLs.
+func WithTLS(cfg *tls.Config) Option { return func(c *Conn) { c.tls = cfg } }
+
 // Dial connects to url and keeps the connection up until Close, re-dialing
 // with capped exponential backoff whenever it drops. The first dial must
 // succeed before ctx ends, so a wrong URL or a missing broker stops a service
-// at start with a clear error instead of a silent retry loop.
+// at start with a clear error instead of a silent retry loop. A broker
+// certificate that does not verify fails the first dial at once, since
+// trying again cannot help.
 func Dial(ctx context.Context, url string, opts ...Option) (*Conn, error) {
 	c := &Conn{url: url, log: slog.Default(), changed: make(chan struct{}), done: make(chan struct{})}
 	for _, o := range opts {
@@ -62,11 +74,19 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rabbit: parse url: %w", err)
 	}
+	if c.tls != nil && c.tls.ServerName == "" {
+		// A copy, because amqp091-go would otherwise fill it in on ours.
+		c.tls = c.tls.Clone()
+		c.tls.ServerName = cmp.Or(uri.ServerName, uri.Host)
+	}
 	var conn *amqp.Connection
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 		conn, err = c.dial()
 		if err == nil {
 			break
+		}
+		if untrusted(err) {
+			return nil, fmt.Errorf("rabbit: dial %s:%d: %w", uri.Host, uri.Port, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -86,9 +106,10 @@ func (c *Conn) dial() (*amqp.Connection, error) {
 		props.SetClientConnectionName(c.name)
 	}
 	return amqp.DialConfig(c.url, amqp.Config{
-		Heartbeat:  5 * time.Second,
-		Properties: props,
-		Dial:       amqp.DefaultDial(5 * time.Second),
+		Heartbeat:       5 * time.Second,
+		Properties:      props,
+		Dial:            amqp.DefaultDial(5 * time.Second),
+		TLSClientConfig: c.tls,
 	})
 }
 
@@ -125,6 +146,12 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			if conn, err = c.dial(); err == nil {
 				break
 			}
+			if untrusted(err) {
+				// Not a passing outage: the broker's certificate changed
+				// to one that AMQP_CA_FILE does not cover.
+				c.log.Warn("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+				continue
+			}
 			c.log.Debug("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
 		}
 		c.mu.Lock()
@@ -137,6 +164,13 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 		c.set(conn)
 		c.log.Info("rabbitmq connection restored", "generation", c.Generation())
 	}
+}
+
+// untrusted reports whether err is the broker's certificate failing
+// verification, which trying again does not mend.
+func untrusted(err error) bool {
+	_, ok := errors.AsType[*tls.CertificateVerificationError](err)
+	return ok
 }
 
 // Generation counts successful dials; it changes exactly when every channel

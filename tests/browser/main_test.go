@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/orderly/orderly/pkg/poll"
+	"github.com/orderly/orderly/pkg/tlsconfig/tlstest"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -181,22 +182,44 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // startReplica starts another notification replica of s, called name in
 // the test's messages, on the same database and vhost as s.Notification,
-// and returns its base URL once it is ready. It is stopped when t ends.
-func startReplica(t *testing.T, s *stack.Stack, name string) (string, *stack.Process) {
+// and returns its base URL once it is ready. With a CA it serves HTTPS with
+// a certificate ca signed, and the base URL is https://. It is stopped when
+// t ends.
+func startReplica(t *testing.T, s *stack.Stack, name string, ca *tlstest.CA) (string, *stack.Process) {
 	t.Helper()
-	p := stack.StartProcess(t, stack.Binary(t, "notification"),
+	environ := []string{
 		"ORDERLY_ENV=development",
-		"DATABASE_URL="+s.Notification.DBURL,
-		"AMQP_URL="+s.AMQPURL,
+		"DATABASE_URL=" + s.Notification.DBURL,
+		"AMQP_URL=" + s.AMQPURL,
 		"HTTP_ADDR=127.0.0.1:0",
-		"AUTH_JWT_SECRET="+string(s.Secret),
-		"TRACKING_SECRET="+string(s.TrackingSecret),
+		"AUTH_JWT_SECRET=" + string(s.Secret),
+		"TRACKING_SECRET=" + string(s.TrackingSecret),
 		"SHUTDOWN_TIMEOUT=10s",
 		"SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",
-	)
-	base := "http://" + p.Addr(t)
-	poll.Ready(t, time.Minute, base, nil)
+	}
+	scheme, client := "http://", &http.Client{Timeout: 2 * time.Second}
+	if ca != nil {
+		certFile, keyFile := ca.Issue(t, "127.0.0.1").WriteFiles(t, t.TempDir())
+		environ = append(environ, "TLS_CERT_FILE="+certFile, "TLS_KEY_FILE="+keyFile)
+		scheme, client = "https://", ca.Client()
+	}
+	p := stack.StartProcess(t, stack.Binary(t, "notification"), environ...)
+	base := scheme + p.Addr(t)
+	poll.UntilNil(t, time.Minute, name+" to be ready", func() error {
+		if !p.Running() {
+			t.Fatalf("%s exited:\n%s", name, p.Stderr.String())
+		}
+		resp, err := client.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answers %d", resp.StatusCode)
+		}
+		return nil
+	})
 	t.Cleanup(func() {
 		if p.Running() {
 			p.Signal(t, os.Interrupt)

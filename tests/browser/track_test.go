@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,9 +16,11 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/security"
 	"github.com/chromedp/chromedp"
 
 	"github.com/orderly/orderly/pkg/poll"
+	"github.com/orderly/orderly/pkg/tlsconfig/tlstest"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -150,7 +153,7 @@ func TestTrackingPage(t *testing.T) {
 		Notification:   true,
 		GatewayLatency: time.Second, // keeps "reserved" on screen for a while
 	})
-	replicaB, _ := startReplica(t, s, "replica-b")
+	replicaB, _ := startReplica(t, s, "replica-b", nil)
 	lb := newBalancer(t)
 	lb.Route(s.Notification.URL(), replicaB)
 
@@ -275,6 +278,30 @@ func TestTrackingPage(t *testing.T) {
 		}
 	})
 
+	t.Run("over HTTPS the page streams over WSS", func(t *testing.T) {
+		ca := tlstest.NewCA(t)
+		base, _ := startReplica(t, s, "replica-tls", ca)
+		tab, cancel := chromedp.NewContext(ctx)
+		defer cancel()
+		// The browser does not know the test's CA; the page's own
+		// choice of ws: or wss: is what is under test, and a ws: from
+		// an https: page would be blocked as mixed content.
+		if err := chromedp.Do(tab, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, security.SetIgnoreCertificateErrors, security.SetIgnoreCertificateErrorsParams{Ignore: true})
+			return err
+		})); err != nil {
+			t.Fatalf("ignore certificate errors: %v", err)
+		}
+		u := base + "/track/" + o.ID + "?token=" + url.QueryEscape(o.TrackingToken)
+		if err := chromedp.Do(tab, chromedp.Navigate(u)); err != nil {
+			t.Fatalf("open %s: %v", u, err)
+		}
+		showing(t, tab, "final", "pending", "reserved", "confirmed", "shipped", "delivered")
+		if n := sentOver(t, ca.Client(), base, "websocket"); n == 0 {
+			t.Errorf("the HTTPS replica sent nothing over WebSocket; the page did not use wss:")
+		}
+	})
+
 	t.Run("a bad token shows that the link is not valid", func(t *testing.T) {
 		tab, cancel := chromedp.NewContext(ctx)
 		defer cancel()
@@ -292,6 +319,31 @@ func TestTrackingPage(t *testing.T) {
 			t.Errorf("a refused link shows statuses %v", statuses(v))
 		}
 	})
+}
+
+// sentOver returns how many messages the notification replica at base has
+// sent over transport ("websocket" or "sse"), from its metrics.
+func sentOver(t *testing.T, client *http.Client, base, transport string) int {
+	t.Helper()
+	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("GET %s/metrics: %v", base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s/metrics: %v", base, err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		if strings.HasPrefix(line, "notification_messages_sent_total{") && strings.Contains(line, `transport="`+transport+`"`) {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(strings.TrimSpace(line), ' ')+1:], &v); err == nil {
+				n += int(v)
+			}
+		}
+	}
+	return n
 }
 
 // act runs an admin action (ship, deliver) on the order.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
+	"github.com/orderly/orderly/pkg/tlsconfig/tlstest"
 	"github.com/orderly/orderly/tests/stack"
 )
 
@@ -101,6 +103,47 @@ func TestLifecycle(t *testing.T) {
 		})
 	}
 
+	// Transport security: a throwaway CA, the order service's certificate
+	// and broken settings.
+	ca := tlstest.NewCA(t)
+	tlsDir := t.TempDir()
+	certFile, keyFile := ca.Issue(t, "127.0.0.1").WriteFiles(t, tlsDir)
+	otherKey := filepath.Join(t.TempDir(), "key.pem")
+	tlstest.WriteFile(t, otherKey, ca.Issue(t, "127.0.0.1").KeyPEM)
+	notPEM := filepath.Join(tlsDir, "not.pem")
+	tlstest.WriteFile(t, notPEM, []byte("not a certificate\n"))
+
+	t.Run("order/serves HTTPS with TLS_CERT_FILE and TLS_KEY_FILE", func(t *testing.T) {
+		t.Parallel()
+		_, dbURL := pgtest.NewDB(t)
+		p := stack.StartProcess(t, stack.Binary(t, "order"),
+			"DATABASE_URL="+dbURL,
+			"AMQP_URL="+rabbittest.NewVhost(t),
+			"HTTP_ADDR=127.0.0.1:0",
+			"TLS_CERT_FILE="+certFile,
+			"TLS_KEY_FILE="+keyFile,
+			"SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
+			"SHUTDOWN_DELAY=0s",
+		)
+		base := "https://" + p.Addr(t)
+		client := ca.Client()
+		poll.Until(t, 30*time.Second, "order /healthz to answer 200 over HTTPS", func() bool {
+			resp, err := client.Get(base + "/healthz")
+			if err != nil {
+				return false
+			}
+			_ = resp.Body.Close()
+			return resp.StatusCode == http.StatusOK && resp.TLS != nil
+		})
+		if code, _, err := get(base + "/healthz"); err == nil {
+			t.Errorf("GET with the system's roots = %d, want a failed handshake", code)
+		}
+		p.Signal(t, syscall.SIGTERM)
+		if code := p.Exit(t, shutdownTimeout); code != 0 {
+			t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr.String())
+		}
+	})
+
 	// A port nothing listens on: bind one, then free it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -139,6 +182,9 @@ func TestLifecycle(t *testing.T) {
 		{"no payment gateway with no ORDERLY_ENV", "payment", production, "PAYMENT_GATEWAY: no payment gateway is configured"},
 		{"the simulated gateway in production", "payment", append(production, "PAYMENT_GATEWAY=simulated"), "PAYMENT_ALLOW_SIMULATED=true"},
 		{"an unknown payment gateway", "payment", dev("PAYMENT_GATEWAY=stripe"), `PAYMENT_GATEWAY: "stripe" is not a known payment gateway`},
+		{"TLS_CERT_FILE without TLS_KEY_FILE", "order", dev("TLS_CERT_FILE=" + certFile), "TLS_CERT_FILE/TLS_KEY_FILE: set both or neither"},
+		{"a TLS key that does not match the certificate", "order", dev("TLS_CERT_FILE="+certFile, "TLS_KEY_FILE="+otherKey), "TLS_CERT_FILE/TLS_KEY_FILE: certificate " + certFile + " with key " + otherKey + ": tls: private key does not match public key"},
+		{"an AMQP_CA_FILE that holds no certificate", "order", dev("AMQP_URL=amqps://guest:guest@127.0.0.1:5671/", "AMQP_CA_FILE="+notPEM), "AMQP_CA_FILE: " + notPEM + " holds no PEM certificate"},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.binary+"/refuses "+tt.name, func(t *testing.T) {

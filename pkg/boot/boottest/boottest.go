@@ -60,6 +60,14 @@ func Environ(tb testing.TB, jwtSecret string, extra ...string) (environ []string
 // tests that look at what a shutdown does.
 func Serve(tb testing.TB, ctx context.Context, start boot.StartFunc, environ []string) string {
 	tb.Helper()
+	return ServeWith(tb, ctx, start, environ, http.DefaultClient)
+}
+
+// ServeWith is Serve for a service that the test reaches through client:
+// one trusting the test's CA, for a service serving HTTPS (TLS_CERT_FILE),
+// whose URL is then https://host:port.
+func ServeWith(tb testing.TB, ctx context.Context, start boot.StartFunc, environ []string, client *http.Client) string {
+	tb.Helper()
 	ctx, stop := context.WithCancel(ctx)
 	svc, err := start(ctx, environ)
 	if err != nil {
@@ -80,13 +88,17 @@ func Serve(tb testing.TB, ctx context.Context, start boot.StartFunc, environ []s
 		}
 	})
 	poll.Until(tb, readyTimeout, "the service to be ready", func() bool {
-		if svc.Addr() == "" {
+		if svc.URL() == "" {
 			return false
 		}
-		code, _ := Call(tb, http.MethodGet, "http://"+svc.Addr()+"/readyz", "", "")
-		return code == http.StatusOK
+		resp, err := client.Get(svc.URL() + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	})
-	return "http://" + svc.Addr()
+	return svc.URL()
 }
 
 // Dial connects to the broker at amqpURL as a peer service would; the
