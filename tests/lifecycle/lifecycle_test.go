@@ -117,6 +117,7 @@ func TestLifecycle(t *testing.T) {
 		t.Parallel()
 		_, dbURL := pgtest.NewDB(t)
 		p := stack.StartProcess(t, stack.Binary(t, "order"),
+			"ORDERLY_ENV=development",
 			"DATABASE_URL="+dbURL,
 			"AMQP_URL="+rabbittest.NewVhost(t),
 			"HTTP_ADDR=127.0.0.1:0",
@@ -156,6 +157,8 @@ func TestLifecycle(t *testing.T) {
 	// are never reached: the refusals come first).
 	production := []string{
 		"AUTH_JWT_SECRET=lifecycle-test-secret-0123456789abcdef",
+		"AUTH_JWT_ISSUER=https://id.example.test/",
+		"AUTH_JWT_AUDIENCE=orderly",
 		"AMQP_URL=amqps://payment:pw@" + closed + "/",
 		"DATABASE_URL=postgres://payment:pw@" + closed + "/orderly_payment?sslmode=verify-full",
 	}
@@ -179,6 +182,7 @@ func TestLifecycle(t *testing.T) {
 		{"the guest broker user with no ORDERLY_ENV", "order", append(production, "AMQP_URL=amqps://guest:guest@"+closed+"/"), "AMQP_URL: the guest user is refused"},
 		{"plain amqp with no ORDERLY_ENV", "order", append(production, "AMQP_URL=amqp://order:pw@"+closed+"/"), "AMQP_URL: plain amqp:// is refused"},
 		{"sslmode=require with no ORDERLY_ENV", "order", append(production, "DATABASE_URL=postgres://order:pw@"+closed+"/orderly_order?sslmode=require"), "DATABASE_URL: sslmode must be verify-full"},
+		{"no issuer and no audience with no ORDERLY_ENV", "order", []string{production[0], production[3], production[4]}, "AUTH_JWT_ISSUER: must be set when ORDERLY_ENV=production"},
 		{"no payment gateway with no ORDERLY_ENV", "payment", production, "PAYMENT_GATEWAY: no payment gateway is configured"},
 		{"the simulated gateway in production", "payment", append(production, "PAYMENT_GATEWAY=simulated"), "PAYMENT_ALLOW_SIMULATED=true"},
 		{"an unknown payment gateway", "payment", dev("PAYMENT_GATEWAY=stripe"), `PAYMENT_GATEWAY: "stripe" is not a known payment gateway`},
