@@ -213,9 +213,14 @@ func (p Problems) Err() error {
 // service's struct embedding it), from environ. Fields whose variable is
 // unset or empty keep their current value unless they have an envDefault,
 // so callers preset per-service defaults. Errors name the variable rather
-// than the Go field.
+// than the Go field. A secret may come from a file named by <NAME>_FILE
+// (secretVariables).
 func Parse(environ []string, dst any) error {
-	err := env.ParseWithOptions(dst, env.Options{Environment: env.ToMap(environ)})
+	vars := env.ToMap(environ)
+	if err := readSecretFiles(vars); err != nil {
+		return err
+	}
+	err := env.ParseWithOptions(dst, env.Options{Environment: vars})
 	if err == nil {
 		return nil
 	}
