@@ -50,6 +50,43 @@ func mustStart(tb testing.TB, cfg boot.Config) *boot.Service {
 	return svc
 }
 
+// running is a service whose Run goes on in the background.
+type running struct {
+	tb     testing.TB
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// mustRun runs svc until stop, or the end of the test, and fails the test
+// unless Run then returns nil in time.
+func mustRun(tb testing.TB, svc *boot.Service) *running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{tb: tb, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- svc.Run(ctx) }()
+	tb.Cleanup(r.stop)
+	return r
+}
+
+// shutdown asks Run to stop, as SIGTERM does, without waiting.
+func (r *running) shutdown() { r.cancel() }
+
+// stop asks Run to stop and waits for its clean return.
+func (r *running) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				r.tb.Errorf("Run = %v, want nil after a clean shutdown", err)
+			}
+		case <-time.After(15 * time.Second):
+			r.tb.Error("Run did not return within the shutdown timeout")
+		}
+	})
+}
+
 func get(url string) (int, string, error) {
 	resp, err := http.Get(url) //nolint:gosec // test URL on localhost
 	if err != nil {
@@ -246,11 +283,7 @@ func TestStartFailsClearlyWhenADependencyIsUnreachable(t *testing.T) {
 func TestAdminListener(t *testing.T) {
 	t.Parallel()
 	svc := mustStart(t, newTestConfig(t, "ADMIN_ADDR=127.0.0.1:0", "SHUTDOWN_DELAY=1s"))
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	runErr := make(chan error, 1)
-	go func() { runErr <- svc.Run(ctx) }()
-
+	run := mustRun(t, svc)
 	poll.Until(t, 10*time.Second, "the listeners", func() bool { return svc.Addr() != "" && svc.AdminURL() != "" })
 	public, admin := svc.URL(), svc.AdminURL()
 	if public == admin {
@@ -280,7 +313,7 @@ func TestAdminListener(t *testing.T) {
 		t.Errorf("admin /metrics body starts %.80q, want Prometheus text", body)
 	}
 
-	stop()
+	run.shutdown()
 	// Draining: the admin /readyz says so while the public listener still
 	// serves.
 	poll.Until(t, 5*time.Second, "admin /readyz to answer 503 while draining", func() bool {
@@ -290,14 +323,7 @@ func TestAdminListener(t *testing.T) {
 	if code, _, err := get(public + "/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("public /healthz during the shutdown delay = %d, %v; want 200", code, err)
 	}
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil after a clean shutdown", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return within the shutdown timeout")
-	}
+	run.stop()
 	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(admin, "http://"), time.Second); err == nil {
 		t.Error("admin listener still accepts connections after Run returned")
 	}
@@ -308,15 +334,7 @@ func TestAdminListener(t *testing.T) {
 func TestNoAdminListener(t *testing.T) {
 	t.Parallel()
 	svc := mustStart(t, newTestConfig(t))
-	ctx, stop := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- svc.Run(ctx) }()
-	defer func() {
-		stop()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run = %v, want a clean shutdown", err)
-		}
-	}()
+	mustRun(t, svc)
 	poll.Until(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
 	if svc.AdminURL() != "" || svc.ReadyURL() != svc.URL()+"/readyz" {
 		t.Errorf("AdminURL %q, ReadyURL %q without ADMIN_ADDR; want none and the public /readyz", svc.AdminURL(), svc.ReadyURL())

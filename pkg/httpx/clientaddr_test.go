@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -123,7 +124,7 @@ func TestClientAddrWithoutMiddleware(t *testing.T) {
 
 // newCallerServer serves, through NewRouter with trusted as
 // TRUSTED_PROXIES, GET /who rate-limited to one request per second per
-// CallerKey, answering with the key. It listens on network address addr
+// CallerKey, answering {"key": …} with the key. It listens on network address addr
 // ("127.0.0.1:0", "[::1]:0").
 func newCallerServer(tb testing.TB, addr, trusted string) string {
 	tb.Helper()
@@ -135,7 +136,7 @@ func newCallerServer(tb testing.TB, addr, trusted string) string {
 		tb.Fatal(err)
 	}
 	mux.With(RateLimit(1, nil)).Get("/who", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, CallerKey(r))
+		WriteJSON(w, http.StatusOK, callerBody{Key: CallerKey(r)})
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -165,11 +166,19 @@ func who(tb testing.TB, base string, xff ...string) (int, string) {
 		tb.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return resp.StatusCode, ""
 	}
-	return resp.StatusCode, string(b)
+	var body callerBody
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		tb.Fatalf("GET /who: %v", err)
+	}
+	return resp.StatusCode, body.Key
+}
+
+// callerBody is the answer of GET /who.
+type callerBody struct {
+	Key string `json:"key"`
 }
 
 type call struct {
