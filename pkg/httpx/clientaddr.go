@@ -60,9 +60,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// Empty reports whether t trusts nobody.
-func (t TrustedProxies) Empty() bool { return len(t.prefixes) == 0 }
-
 // Trusts reports whether a is one of the trusted proxies.
 func (t TrustedProxies) Trusts(a netip.Addr) bool {
 	a = a.Unmap().WithZone("")
