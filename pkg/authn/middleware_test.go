@@ -230,6 +230,26 @@ func TestSubjectKey(t *testing.T) {
 	}
 }
 
+// TestSubjectKeyBehindProxy checks that an anonymous caller behind a
+// trusted proxy is keyed by the address the proxy forwarded, not by the
+// proxy's.
+func TestSubjectKeyBehindProxy(t *testing.T) {
+	t.Parallel()
+	proxies, err := httpx.ParseTrustedProxies("192.0.2.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	h := proxies.Middleware(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = authn.SubjectKey(r) }))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.RemoteAddr = "192.0.2.7:54321"
+	req.Header.Set("X-Forwarded-For", "198.51.100.1, 203.0.113.9")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if want := "ip:203.0.113.9"; got != want {
+		t.Errorf("SubjectKey behind a trusted proxy = %q, want %q", got, want)
+	}
+}
+
 func TestErrorsTable(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

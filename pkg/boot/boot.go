@@ -73,7 +73,9 @@ type Service struct {
 	Rabbit *rabbit.Conn
 	// Health backs /readyz; services may Add checks of their own.
 	Health *httpx.Health
-	// Router already serves /healthz, /readyz and /metrics.
+	// Router already serves /healthz, /readyz and /metrics (only /healthz
+	// when ADMIN_ADDR moves the others to the admin listener). It
+	// resolves client addresses behind TRUSTED_PROXIES (httpx.ClientAddr).
 	Router *chi.Mux
 
 	// topology is declared by Run before anything else starts, so that no
@@ -91,8 +93,12 @@ type Service struct {
 
 	// tls is the HTTP server's TLS configuration; nil serves plain HTTP.
 	tls *tls.Config
+	// admin serves /healthz, /readyz and /metrics on ADMIN_ADDR; nil
+	// when it is unset.
+	admin *chi.Mux
 
-	addr atomic.Pointer[string]
+	addr      atomic.Pointer[string]
+	adminAddr atomic.Pointer[string]
 
 	closers   []closer
 	closeOnce sync.Once
@@ -199,16 +205,27 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	})
 	s.Health.Add("migrations", migrationsApplied(s.Pool, sets))
 
-	s.Router, err = httpx.NewRouter(httpx.RouterOptions{
+	proxies, err := httpx.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil { // Validate has refused it already
+		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+	}
+	ro := httpx.RouterOptions{
 		Logger:         s.Log,
 		TracerProvider: tel.TracerProvider,
 		Propagator:     tel.Propagator,
 		MeterProvider:  tel.MeterProvider,
 		Metrics:        tel.MetricsHandler(),
 		Health:         s.Health,
-	})
-	if err != nil {
+		TrustedProxies: proxies,
+		SeparateAdmin:  cfg.AdminAddr != "",
+	}
+	if s.Router, err = httpx.NewRouter(ro); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
+	}
+	if cfg.AdminAddr != "" {
+		if s.admin, err = httpx.NewAdminRouter(ro); err != nil {
+			return nil, fmt.Errorf("admin router: %w", err)
+		}
 	}
 	if cfg.PprofAddr != "" {
 		stop, err := servePprof(cfg.PprofAddr, s.Log)
@@ -382,6 +399,31 @@ func (s *Service) Addr() string {
 		return *a
 	}
 	return ""
+}
+
+// AdminURL returns the base URL of the admin listener (http://, with the
+// real port when ADMIN_ADDR ended in ":0"): where /readyz and /metrics are
+// served. It is "" until Run has started listening, and always when
+// ADMIN_ADDR is unset.
+func (s *Service) AdminURL() string {
+	if a := s.adminAddr.Load(); a != nil {
+		return "http://" + *a
+	}
+	return ""
+}
+
+// ReadyURL returns the URL of the service's /readyz: on the admin listener
+// when ADMIN_ADDR is set, else on the public one; "" until Run has started
+// listening.
+func (s *Service) ReadyURL() string {
+	base := s.URL()
+	if s.admin != nil {
+		base = s.AdminURL()
+	}
+	if base == "" {
+		return ""
+	}
+	return base + "/readyz"
 }
 
 // onClose registers a resource to release, in reverse order of opening.

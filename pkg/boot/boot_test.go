@@ -18,11 +18,11 @@ import (
 )
 
 // newTestConfig returns a config for a service on a fresh database and vhost,
-// listening on a free port.
-func newTestConfig(tb testing.TB) boot.Config {
+// listening on a free port, with the settings extra added.
+func newTestConfig(tb testing.TB, extra ...string) boot.Config {
 	tb.Helper()
 	_, dbURL := pgtest.NewDB(tb)
-	cfg, err := boot.LoadConfig([]string{
+	cfg, err := boot.LoadConfig(append([]string{
 		"ORDERLY_ENV=development",
 		"DATABASE_URL=" + dbURL,
 		"AMQP_URL=" + rabbittest.NewVhost(tb),
@@ -30,7 +30,7 @@ func newTestConfig(tb testing.TB) boot.Config {
 		"SHUTDOWN_TIMEOUT=10s",
 		"SHUTDOWN_DELAY=200ms",
 		"LOG_LEVEL=warn",
-	}, "boottest", ":0")
+	}, extra...), "boottest", ":0")
 	if err != nil {
 		tb.Fatalf("LoadConfig: %v", err)
 	}
@@ -48,6 +48,43 @@ func mustStart(tb testing.TB, cfg boot.Config) *boot.Service {
 	}
 	tb.Cleanup(func() { _ = svc.Close() })
 	return svc
+}
+
+// running is a service whose Run goes on in the background.
+type running struct {
+	tb     testing.TB
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// mustRun runs svc until stop, or the end of the test, and fails the test
+// unless Run then returns nil in time.
+func mustRun(tb testing.TB, svc *boot.Service) *running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{tb: tb, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- svc.Run(ctx) }()
+	tb.Cleanup(r.stop)
+	return r
+}
+
+// shutdown asks Run to stop, as SIGTERM does, without waiting.
+func (r *running) shutdown() { r.cancel() }
+
+// stop asks Run to stop and waits for its clean return.
+func (r *running) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				r.tb.Errorf("Run = %v, want nil after a clean shutdown", err)
+			}
+		case <-time.After(15 * time.Second):
+			r.tb.Error("Run did not return within the shutdown timeout")
+		}
+	})
 }
 
 func get(url string) (int, string, error) {
@@ -237,5 +274,92 @@ func TestStartFailsClearlyWhenADependencyIsUnreachable(t *testing.T) {
 				t.Errorf("Start took %v, want it bounded by CONNECT_TIMEOUT %v", took, cfg.ConnectTimeout)
 			}
 		})
+	}
+}
+
+// TestAdminListener runs a service with ADMIN_ADDR: /readyz and /metrics
+// move off the public listener onto the admin one, /healthz is on both,
+// and the admin /readyz turns 503 for the whole shutdown delay.
+func TestAdminListener(t *testing.T) {
+	t.Parallel()
+	svc := mustStart(t, newTestConfig(t, "ADMIN_ADDR=127.0.0.1:0", "SHUTDOWN_DELAY=1s"))
+	run := mustRun(t, svc)
+	poll.Until(t, 10*time.Second, "the listeners", func() bool { return svc.Addr() != "" && svc.AdminURL() != "" })
+	public, admin := svc.URL(), svc.AdminURL()
+	if public == admin {
+		t.Fatalf("admin listener is the public one (%s)", public)
+	}
+	if got, want := svc.ReadyURL(), admin+"/readyz"; got != want {
+		t.Errorf("ReadyURL = %s, want %s", got, want)
+	}
+	poll.Ready(t, 10*time.Second, admin, nil)
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{public + "/healthz", http.StatusOK},
+		{public + "/readyz", http.StatusNotFound},
+		{public + "/metrics", http.StatusNotFound},
+		{admin + "/healthz", http.StatusOK},
+		{admin + "/readyz", http.StatusOK},
+		{admin + "/metrics", http.StatusOK},
+		{admin + "/v1/anything", http.StatusNotFound},
+	} {
+		if code, body, err := get(c.url); err != nil || code != c.want {
+			t.Errorf("GET %s = %d, %v, want %d (body %.80q)", c.url, code, err, c.want, body)
+		}
+	}
+	if _, body, _ := get(admin + "/metrics"); !strings.Contains(body, "# TYPE go_goroutines gauge") {
+		t.Errorf("admin /metrics body starts %.80q, want Prometheus text", body)
+	}
+
+	run.shutdown()
+	// Draining: the admin /readyz says so while the public listener still
+	// serves.
+	poll.Until(t, 5*time.Second, "admin /readyz to answer 503 while draining", func() bool {
+		code, _, err := get(admin + "/readyz")
+		return err == nil && code == http.StatusServiceUnavailable
+	})
+	if code, _, err := get(public + "/healthz"); err != nil || code != http.StatusOK {
+		t.Errorf("public /healthz during the shutdown delay = %d, %v; want 200", code, err)
+	}
+	run.stop()
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(admin, "http://"), time.Second); err == nil {
+		t.Error("admin listener still accepts connections after Run returned")
+	}
+}
+
+// TestNoAdminListener checks that without ADMIN_ADDR everything stays on
+// the public listener.
+func TestNoAdminListener(t *testing.T) {
+	t.Parallel()
+	svc := mustStart(t, newTestConfig(t))
+	mustRun(t, svc)
+	poll.Until(t, 10*time.Second, "the server to listen", func() bool { return svc.Addr() != "" })
+	if svc.AdminURL() != "" || svc.ReadyURL() != svc.URL()+"/readyz" {
+		t.Errorf("AdminURL %q, ReadyURL %q without ADMIN_ADDR; want none and the public /readyz", svc.AdminURL(), svc.ReadyURL())
+	}
+	poll.Ready(t, 10*time.Second, svc.URL(), nil)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _, err := get(svc.URL() + path); err != nil || code != http.StatusOK {
+			t.Errorf("public GET %s = %d, %v; want 200", path, code, err)
+		}
+	}
+}
+
+// TestAdminListenerPortTaken checks that a busy ADMIN_ADDR fails Run with
+// an error naming the admin listener rather than serving half the service.
+func TestAdminListenerPortTaken(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	svc := mustStart(t, newTestConfig(t, "ADMIN_ADDR="+busy.Addr().String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := svc.Run(ctx); err == nil || !strings.Contains(err.Error(), "admin listener") {
+		t.Errorf("Run with a busy ADMIN_ADDR = %v, want an admin listener error", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/orderly/orderly/pkg/authn"
+	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/telemetry"
 )
 
@@ -108,6 +109,17 @@ type Config struct {
 	// listener at this address, for an operator profiling a live process.
 	// Keep it on a loopback or internal address: it is not authenticated.
 	PprofAddr string `env:"PPROF_ADDR"`
+	// AdminAddr, when set, moves GET /readyz and GET /metrics off the
+	// public listener onto one of their own at this address (GET /healthz
+	// is on both), for the kubelet and Prometheus only. It is plain HTTP
+	// even when TLS_CERT_FILE is set: it is meant for the cluster's
+	// network, not the internet. Unset, they stay on HTTP_ADDR.
+	AdminAddr string `env:"ADMIN_ADDR"`
+	// TrustedProxies lists the reverse proxies (comma-separated CIDRs or
+	// addresses) whose X-Forwarded-For names the client, for rate limits,
+	// logs and traces (httpx.TrustedProxies). Unset, nobody's is
+	// believed and the client is the TCP peer.
+	TrustedProxies string `env:"TRUSTED_PROXIES"`
 
 	// Database timeouts (issue 11): every connection of the service's pool
 	// carries them, so a stuck statement or lock wait fails (503 to an
@@ -279,6 +291,11 @@ func (c Config) Validate() error {
 	}
 	p.Require(isHostPort(c.HTTPAddr), "HTTP_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:0)", c.HTTPAddr)
 	p.Require(c.PprofAddr == "" || isHostPort(c.PprofAddr), "PPROF_ADDR", "%q is not host:port (for example 127.0.0.1:6060)", c.PprofAddr)
+	p.Require(c.AdminAddr == "" || isHostPort(c.AdminAddr), "ADMIN_ADDR", "%q is not host:port (for example :9090)", c.AdminAddr)
+	p.Require(c.AdminAddr == "" || !samePort(c.AdminAddr, c.HTTPAddr), "ADMIN_ADDR", "%q is HTTP_ADDR's port; the admin listener needs its own", c.AdminAddr)
+	if _, err := httpx.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		p.Require(false, "TRUSTED_PROXIES", "%v (want comma-separated CIDRs or addresses, for example 10.0.0.0/8,192.0.2.10)", err)
+	}
 	switch c.Env {
 	case EnvDevelopment:
 	case EnvProduction:
@@ -375,6 +392,14 @@ func verifiesServer(cfg *pgconn.Config) bool {
 	return true
 }
 
+// samePort reports whether two listen addresses name the same fixed port
+// (":0" picks a free one each time, so it never clashes).
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb && pa != "0"
+}
+
 func isHostPort(addr string) bool {
 	_, port, err := net.SplitHostPort(addr)
 	return err == nil && port != ""
@@ -415,6 +440,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("pprof_addr", c.PprofAddr),
+		slog.String("admin_addr", c.AdminAddr),
+		slog.String("trusted_proxies", c.TrustedProxies),
 		slog.String("db_statement_timeout", c.DBStatementTimeout.String()),
 		slog.String("db_lock_timeout", c.DBLockTimeout.String()),
 		slog.String("tls_cert_file", c.TLSCertFile),

@@ -88,6 +88,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"SHUTDOWN_DELAY=5s",
 		"DB_STATEMENT_TIMEOUT=10s",
 		"DB_LOCK_TIMEOUT=3s",
+		"ADMIN_ADDR=:9090",
+		"TRUSTED_PROXIES=10.0.0.0/8, 192.0.2.10",
 		"UNRELATED=1",
 	}, "order", ":8080")
 	if err != nil {
@@ -114,6 +116,8 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 
 		DBStatementTimeout: 10 * time.Second,
 		DBLockTimeout:      3 * time.Second,
+		AdminAddr:          ":9090",
+		TrustedProxies:     "10.0.0.0/8, 192.0.2.10",
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -141,6 +145,10 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"AMQP_URL=http://127.0.0.1:5672/", "AMQP_URL"},
 		{"DATABASE_URL=postgres://host:notaport/db", "DATABASE_URL"},
 		{"HTTP_ADDR=8080", "HTTP_ADDR"},
+		{"ADMIN_ADDR=9090", "ADMIN_ADDR"},
+		{"ADMIN_ADDR=127.0.0.1:8080", "ADMIN_ADDR"}, // HTTP_ADDR's port
+		{"TRUSTED_PROXIES=10.0.0.0/8,ingress", "TRUSTED_PROXIES"},
+		{"TRUSTED_PROXIES=10.0.0.0/40", "TRUSTED_PROXIES"},
 		{"LOG_LEVEL=verbose", "LOG_LEVEL"},
 		{"ORDERLY_ENV=staging", "ORDERLY_ENV"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT"},
@@ -373,6 +381,8 @@ func TestConfigLogMasksSecrets(t *testing.T) {
 		"auth_jwt_max_ttl":         "24h0m0s",
 		"http_addr":                ":8080",
 		"auth_jwt_issuer":          "",
+		"admin_addr":               "",
+		"trusted_proxies":          "",
 	} {
 		if got := line.Config[key]; got != want {
 			t.Errorf("logged %s = %v, want %q", key, got, want)

@@ -21,7 +21,9 @@ import (
 //  2. the HTTP server stops accepting and finishes in-flight requests;
 //  3. consumers and workers are cancelled and finish what they hold;
 //  4. the relay publishes the batch in flight and stops;
-//  5. the broker connection, the pool and telemetry are closed.
+//  5. the admin listener (ADMIN_ADDR), which answered /readyz with 503 all
+//     along, stops;
+//  6. the broker connection, the pool and telemetry are closed.
 //
 // Run returns nil after a clean shutdown on ctx's end, and otherwise an error
 // naming the part that failed or did not stop in time. Call it once.
@@ -53,6 +55,17 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, f := range s.onHTTP {
 		srv.RegisterOnShutdown(f)
 	}
+	// The admin listener is plain HTTP even when the public one is not:
+	// only the kubelet and Prometheus reach it, over the cluster network.
+	var admin *httpx.Server
+	if s.admin != nil {
+		if admin, err = httpx.Serve(ctx, s.Config.AdminAddr, s.admin, s.Log); err != nil {
+			return errors.Join(fmt.Errorf("admin listener: %w", err), srv.Shutdown(ctx), s.Close())
+		}
+		addr := admin.Addr()
+		s.adminAddr.Store(&addr)
+		s.Log.InfoContext(ctx, "admin server listening", "addr", addr)
+	}
 	addr := srv.Addr()
 	s.addr.Store(&addr)
 	s.Log.InfoContext(ctx, "http server listening", "addr", addr, "tls", s.tls != nil)
@@ -74,11 +87,16 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.Log.InfoContext(ctx, "service ready", "workers", len(s.workers), "relay", s.relay != nil)
 
+	var adminErr <-chan error // nil, never ready, without an admin listener
+	if admin != nil {
+		adminErr = admin.Err()
+	}
 	var cause error
 	select {
 	case <-ctx.Done():
 		s.Log.InfoContext(ctx, "shutdown requested", "cause", context.Cause(ctx))
 	case cause = <-srv.Err():
+	case cause = <-adminErr:
 	case cause = <-failures:
 	}
 	if cause != nil {
@@ -116,6 +134,11 @@ func (s *Service) Run(ctx context.Context) error {
 		err = s.publisher.Close()
 	}
 	step("relay stopped", err)
+	if admin != nil {
+		// Last to go before telemetry, so that probes and scrapes see
+		// the whole drain (readiness 503 from the start).
+		step("admin listener stopped", admin.Shutdown(sctx))
+	}
 	step("resources closed", s.closeAll(sctx))
 
 	// Failures of parts while they were being stopped are reported too;

@@ -11,12 +11,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // DefaultCheckTimeout bounds each readiness check. It stays under the
 // one-second default probe timeout of Kubernetes, so that a hung dependency
 // reads as "not ready" rather than as a probe that timed out.
 const DefaultCheckTimeout = 800 * time.Millisecond
+
+// ReadyCacheTTL is how long /readyz reuses the result of its checks. Probes
+// come every few seconds, so this changes nothing for Kubernetes; it keeps
+// a flood of /readyz (from anybody who can reach it) from turning into a
+// flood of database pings.
+const ReadyCacheTTL = time.Second
 
 // Health serves liveness and readiness. Services Add one check per dependency
 // (database, broker, migrations) and call SetDraining first thing on SIGTERM,
@@ -31,6 +39,14 @@ type Health struct {
 
 	mu     sync.Mutex
 	checks []namedCheck
+
+	// ttl is ReadyCacheTTL; tests shorten it. Concurrent requests that
+	// miss the cache share one run of the checks (flight).
+	ttl      time.Duration
+	flight   singleflight.Group
+	cacheMu  sync.Mutex
+	cached   map[string]string
+	cachedAt time.Time
 }
 
 type namedCheck struct {
@@ -45,13 +61,13 @@ func NewHealth(logger *slog.Logger, timeout time.Duration) *Health {
 	if timeout <= 0 {
 		timeout = DefaultCheckTimeout
 	}
-	return &Health{logger: logger, timeout: timeout}
+	return &Health{logger: logger, timeout: timeout, ttl: ReadyCacheTTL}
 }
 
 // Add registers a readiness check under name. The check gets a context with
 // the check timeout and reports trouble with a non-nil error. Checks run
-// concurrently on every /readyz request, so they should be cheap (a ping, a
-// channel state).
+// concurrently, at most once per ReadyCacheTTL however many /readyz
+// requests come, and should be cheap (a ping, a channel state).
 func (h *Health) Add(name string, check func(ctx context.Context) error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -91,14 +107,16 @@ type notReady struct {
 // Ready returns the GET /readyz handler. It runs every check concurrently and
 // answers 200 {"status":"ok","checks":{"name":"ok",…}} when all pass, or a 503
 // problem naming the failing checks ("fail" or "timeout" per check) when any
-// fails or the service is draining.
+// fails or the service is draining. The checks' results are reused for
+// ReadyCacheTTL, passing or failing; draining is never cached, so it shows
+// on the next request.
 func (h *Health) Ready() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.Draining() {
 			WriteProblem(w, r, http.StatusServiceUnavailable, TypeNotReady, "Service not ready", "service is shutting down")
 			return
 		}
-		results := h.run(r.Context())
+		results := h.results(r.Context())
 		var failing []string
 		for name, res := range results {
 			if res != "ok" {
@@ -122,6 +140,40 @@ func (h *Health) Ready() http.Handler {
 		})
 		WriteBody(w, http.StatusServiceUnavailable, ProblemContentType, append(body, '\n'))
 	})
+}
+
+// results returns the checks' results: the cached ones while they are
+// younger than ttl, else those of a fresh run shared with every request
+// that arrives while it is going. The run does not end with the request
+// that started it (a client hanging up would fail the others'); each check
+// is bounded by the check timeout instead.
+func (h *Health) results(ctx context.Context) map[string]string {
+	if res, ok := h.fresh(); ok {
+		return res
+	}
+	v, _, _ := h.flight.Do("ready", func() (any, error) {
+		// A run that finished between fresh and Do has just been
+		// stored: reuse it rather than run again.
+		if res, ok := h.fresh(); ok {
+			return res, nil
+		}
+		res := h.run(context.WithoutCancel(ctx))
+		h.cacheMu.Lock()
+		h.cached, h.cachedAt = res, time.Now()
+		h.cacheMu.Unlock()
+		return res, nil
+	})
+	return v.(map[string]string)
+}
+
+// fresh returns the cached results if they are younger than ttl.
+func (h *Health) fresh() (map[string]string, bool) {
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	if h.cached == nil || time.Since(h.cachedAt) >= h.ttl {
+		return nil, false
+	}
+	return h.cached, true
 }
 
 // run executes all checks concurrently and returns "ok", "fail" or "timeout"

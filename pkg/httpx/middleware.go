@@ -89,8 +89,10 @@ func routePattern(r *http.Request) string {
 // duration in the http.server.request.duration histogram (seconds; labels
 // method, route and status code, exported to Prometheus as
 // http_server_request_duration_seconds) and logs one line with method, path,
-// route, status, bytes and duration. The line is at info level, debug for
-// probes; trace ids come from the request context, so Trace must run first.
+// route, client address (ClientAddr), status, bytes and duration. The line
+// is at info level, debug for probes; trace ids come from the request
+// context, so Trace must run first. The client address also replaces the
+// server span's client.address.
 // logger must not be nil; a nil mp records nothing.
 //
 // It returns an error when the histogram cannot be created.
@@ -169,9 +171,17 @@ func Instrument(logger *slog.Logger, mp metric.MeterProvider) (func(http.Handler
 				attribute.String("http.request.method", methodLabel(r.Method)),
 				attribute.Int("http.response.status_code", status),
 			}
+			span := trace.SpanFromContext(ctx)
 			if route != "" {
 				attrs = append(attrs, attribute.String("http.route", route))
-				trace.SpanFromContext(ctx).SetAttributes(attribute.String("http.route", route))
+				span.SetAttributes(attribute.String("http.route", route))
+			}
+			client := clientString(r)
+			// otelhttp fills client.address from the leftmost
+			// X-Forwarded-For entry, which any client can forge; the
+			// resolved address replaces it.
+			if client != "" {
+				span.SetAttributes(attribute.String("client.address", client))
 			}
 			duration.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attrs...))
 
@@ -183,12 +193,22 @@ func Instrument(logger *slog.Logger, mp metric.MeterProvider) (func(http.Handler
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
 				slog.String("route", route),
+				slog.String("client", client),
 				slog.Int("status", status),
 				slog.Int64("bytes", written),
 				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 			)
 		})
 	}, nil
+}
+
+// clientString is ClientAddr as a string, "" when RemoteAddr is not an IP
+// address.
+func clientString(r *http.Request) string {
+	if a := ClientAddr(r); a.IsValid() {
+		return a.String()
+	}
+	return ""
 }
 
 // knownMethods bounds the method label's cardinality, as the semantic

@@ -3,6 +3,7 @@ package httpx
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -47,13 +48,23 @@ func RateLimit(requestsPerSecond int, key func(*http.Request) string) func(http.
 	)
 }
 
-// CallerKey is the default rate-limit key: "ip:" and the client address, the
-// host of r.RemoteAddr, with IPv6 addresses reduced to their /64 (one
-// client usually holds a whole /64). X-Forwarded-For is not trusted, since
-// any client can set it; behind a proxy, resolve the client address in an
-// earlier middleware that knows the proxy. Authenticated APIs key by
-// subject instead (authn.SubjectKey), which falls back to this.
+// CallerKey is the default rate-limit key: "ip:" and the client address
+// (ClientAddr: the address TrustedProxies.Middleware resolved, else the
+// host of r.RemoteAddr), with IPv6 addresses reduced to their /64 (one
+// client usually holds a whole /64). X-Forwarded-For counts only through
+// that middleware, which believes it from trusted proxies alone, since any
+// client can set it. Authenticated APIs key by subject instead
+// (authn.SubjectKey), which falls back to this; so do other per-client
+// limits, which must use this key to agree with the rate limiter.
 func CallerKey(r *http.Request) string {
+	a := ClientAddr(r)
+	switch {
+	case a.Is4():
+		return "ip:" + a.String()
+	case a.Is6():
+		return "ip:" + netip.PrefixFrom(a, 64).Masked().Addr().String()
+	}
+	// Not an IP address (a Unix socket): the raw value is all there is.
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

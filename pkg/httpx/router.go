@@ -27,12 +27,21 @@ type RouterOptions struct {
 	Metrics http.Handler
 	// Health backs /healthz and /readyz; nil serves both with no checks.
 	Health *Health
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client (ClientAddr, CallerKey, request logs and spans); the zero
+	// value trusts nobody.
+	TrustedProxies TrustedProxies
+	// SeparateAdmin leaves GET /readyz and GET /metrics off the router,
+	// for a service that serves them on an admin listener of their own
+	// (NewAdminRouter); /healthz stays.
+	SeparateAdmin bool
 }
 
 // NewRouter returns a chi router with the middleware every service uses, in
-// this order: Trace, Instrument, Recover, ValidInput. It already serves GET /healthz,
-// GET /readyz and GET /metrics, and answers unknown routes and methods with
-// 404 and 405 problems. Services add their routes to it (middleware of their
+// this order: TrustedProxies.Middleware, Trace, Instrument, Recover,
+// ValidInput. It already serves GET /healthz, GET /readyz and GET /metrics
+// (only /healthz with SeparateAdmin), and answers unknown routes and methods
+// with 404 and 405 problems. Services add their routes to it (middleware of their
 // own, such as authentication, goes on a Group or With, since chi allows Use
 // only before the first route).
 //
@@ -46,13 +55,58 @@ func NewRouter(o RouterOptions) (*chi.Mux, error) {
 	if err != nil {
 		return nil, err
 	}
+	r := chi.NewRouter()
+	// The client address is resolved first, so that the span, the log
+	// line and the rate limits all name the same client.
+	r.Use(o.TrustedProxies.Middleware, Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger), ValidInput)
+	problemRoutes(r)
+	mountOperational(r, o, !o.SeparateAdmin)
+	return r, nil
+}
+
+// NewAdminRouter returns the router of a service's admin listener: GET
+// /healthz, /readyz and /metrics (when Metrics is set), with the request
+// metrics and log lines of Instrument, panics recovered, and 404 and 405
+// problems. It is not traced and reads no X-Forwarded-For: only the
+// cluster (kubelet, Prometheus) reaches it.
+//
+// It returns an error when Logger is nil or the request histogram cannot be
+// created.
+func NewAdminRouter(o RouterOptions) (*chi.Mux, error) {
+	if o.Logger == nil {
+		return nil, errors.New("httpx: NewAdminRouter needs a Logger")
+	}
+	instrument, err := Instrument(o.Logger, o.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	r.Use(instrument, Recover(o.Logger))
+	problemRoutes(r)
+	mountOperational(r, o, true)
+	return r, nil
+}
+
+// mountOperational adds GET /healthz and, when all is set, GET /readyz and
+// GET /metrics (if o.Metrics is set) to r.
+func mountOperational(r chi.Router, o RouterOptions, all bool) {
 	health := o.Health
 	if health == nil {
 		health = NewHealth(o.Logger, 0)
 	}
+	r.Method(http.MethodGet, "/healthz", health.Live())
+	if !all {
+		return
+	}
+	r.Method(http.MethodGet, "/readyz", health.Ready())
+	if o.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", o.Metrics)
+	}
+}
 
-	r := chi.NewRouter()
-	r.Use(Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger), ValidInput)
+// problemRoutes answers unknown routes and methods on r with 404 and 405
+// problems.
+func problemRoutes(r *chi.Mux) {
 	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
 		WriteProblem(w, req, http.StatusNotFound, TypeNotFound, "Not found",
 			"no route for "+req.Method+" "+req.URL.Path)
@@ -66,12 +120,6 @@ func NewRouter(o RouterOptions) (*chi.Mux, error) {
 		WriteProblem(w, req, http.StatusMethodNotAllowed, TypeMethodNotAllowed, "Method not allowed",
 			"method "+req.Method+" is not allowed on "+req.URL.Path)
 	})
-	r.Method(http.MethodGet, "/healthz", health.Live())
-	r.Method(http.MethodGet, "/readyz", health.Ready())
-	if o.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", o.Metrics)
-	}
-	return r, nil
 }
 
 func allowedMethods(routes chi.Routes, path string) string {

@@ -66,6 +66,13 @@ type testRouter struct {
 
 func newTestRouter(tb testing.TB) *testRouter {
 	tb.Helper()
+	return newTestRouterWith(tb, nil)
+}
+
+// newTestRouterWith is newTestRouter with options changed by opt, when not
+// nil.
+func newTestRouterWith(tb testing.TB, opt func(*RouterOptions)) *testRouter {
+	tb.Helper()
 	logs := &syncBuffer{}
 	logger, err := telemetry.NewLogger(logs, "test", "debug")
 	if err != nil {
@@ -74,14 +81,18 @@ func newTestRouter(tb testing.TB) *testRouter {
 	spans := tracetest.NewSpanRecorder()
 	reader := sdkmetric.NewManualReader()
 	health := NewHealth(logger, 0)
-	mux, err := NewRouter(RouterOptions{
+	o := RouterOptions{
 		Logger:         logger,
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
 		Propagator:     propagation.TraceContext{},
 		MeterProvider:  sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)),
 		Metrics:        http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("metrics here\n")) }),
 		Health:         health,
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	mux, err := NewRouter(o)
 	if err != nil {
 		tb.Fatalf("NewRouter: %v", err)
 	}
@@ -119,6 +130,7 @@ func TestRouterMountsOperationalEndpoints(t *testing.T) {
 			t.Errorf("GET %s = %d, want %d", path, rec.Code, want)
 		}
 	}
+	tr.health.ttl = 0 // the new check counts at once; TestReadyCaches covers the cache
 	tr.health.Add("broker", func(context.Context) error { return context.Canceled })
 	if rec := tr.do(http.MethodGet, "/readyz", nil); rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("GET /readyz with failing check = %d, want 503", rec.Code)

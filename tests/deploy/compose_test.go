@@ -162,7 +162,7 @@ func TestComposeAppServices(t *testing.T) {
 			if port, err := addrPort(cfg.HTTPAddr); err != nil || port != svc.port {
 				t.Errorf("HTTP_ADDR %q does not listen on the published port %d", cfg.HTTPAddr, svc.port)
 			}
-			checkListensOnNetwork(t, cfg.HTTPAddr)
+			checkListensOnNetwork(t, "HTTP_ADDR", cfg.HTTPAddr)
 			checkURL(t, "DATABASE_URL", cfg.DatabaseURL, "postgres", "/orderly_"+svc.name)
 			checkURL(t, "AMQP_URL", cfg.AMQPURL, "rabbitmq", "")
 			checkURL(t, "OTEL_EXPORTER_OTLP_ENDPOINT", cfg.OTLPEndpoint, "otel-collector", "")
@@ -254,17 +254,17 @@ func TestComposeCallerSettings(t *testing.T) {
 	}
 }
 
-// checkListensOnNetwork reports an HTTP_ADDR on a loopback address, which
-// in a container or pod nothing outside could reach.
-func checkListensOnNetwork(tb testing.TB, addr string) {
+// checkListensOnNetwork reports a listen address (the variable key) on a
+// loopback address, which nothing outside the container could reach.
+func checkListensOnNetwork(tb testing.TB, key, addr string) {
 	tb.Helper()
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		tb.Errorf("HTTP_ADDR %q: %v", addr, err)
+		tb.Errorf("%s %q: %v", key, addr, err)
 		return
 	}
 	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		tb.Errorf("HTTP_ADDR %q listens on loopback only; a deployment must set :port or 0.0.0.0:port", addr)
+		tb.Errorf("%s %q listens on loopback only; a deployment must set :port or 0.0.0.0:port", key, addr)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/orderly/orderly/pkg/boot"
 )
 
 // manifests are the objects a kustomization builds, decoded into the
@@ -215,28 +217,6 @@ func TestKustomizeBase(t *testing.T) {
 			}
 			checkResources(t, c)
 
-			// Probes on the service's own port.
-			for _, p := range []struct {
-				kind  string
-				probe *corev1.Probe
-				path  string
-			}{
-				{"liveness", c.LivenessProbe, "/healthz"},
-				{"readiness", c.ReadinessProbe, "/readyz"},
-			} {
-				switch {
-				case p.probe == nil || p.probe.HTTPGet == nil:
-					t.Errorf("no HTTP %s probe", p.kind)
-				case p.probe.HTTPGet.Path != p.path:
-					t.Errorf("%s probe on %s, want %s", p.kind, p.probe.HTTPGet.Path, p.path)
-				case containerPort(c, p.probe.HTTPGet.Port) != svc.port:
-					t.Errorf("%s probe on port %s, want %d", p.kind, p.probe.HTTPGet.Port.String(), svc.port)
-				}
-			}
-			if p := c.StartupProbe; p != nil && p.HTTPGet != nil && p.HTTPGet.Path != "/healthz" {
-				t.Errorf("startup probe on %s, want /healthz", p.HTTPGet.Path)
-			}
-
 			// The settings, as the service parses them. The base's
 			// placeholder secret must be refused; with a real one the
 			// service starts.
@@ -269,7 +249,8 @@ func TestKustomizeBase(t *testing.T) {
 			if port, err := addrPort(cfg.HTTPAddr); err != nil || port != svc.port || containerPort(c, intstr.FromString("http")) != svc.port {
 				t.Errorf("HTTP_ADDR %q and the container port named http do not both use port %d", cfg.HTTPAddr, svc.port)
 			}
-			checkListensOnNetwork(t, cfg.HTTPAddr)
+			checkListensOnNetwork(t, "HTTP_ADDR", cfg.HTTPAddr)
+			checkOperationalPorts(t, pod, c, cfg, svc)
 			if env["ORDERLY_ENV"] != "production" {
 				t.Errorf("ORDERLY_ENV is %q, want production set explicitly", env["ORDERLY_ENV"])
 			}
@@ -304,6 +285,13 @@ func TestKustomizeBase(t *testing.T) {
 				t.Errorf("Service %s does not select the Deployment's pods", svc.name)
 			case len(s.Spec.Ports) == 0 || containerPort(c, s.Spec.Ports[0].TargetPort) != svc.port:
 				t.Errorf("Service %s does not target port %d", svc.name, svc.port)
+			default:
+				// Readiness details and metrics stay inside the cluster.
+				for _, p := range s.Spec.Ports {
+					if cfg.AdminAddr != "" && containerPort(c, p.TargetPort) == mustAddrPort(t, cfg.AdminAddr) {
+						t.Errorf("Service %s exposes the admin port %d", svc.name, containerPort(c, p.TargetPort))
+					}
+				}
 			}
 
 			// A disruption budget that keeps one pod and lets one go.
@@ -322,6 +310,68 @@ func TestKustomizeBase(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkOperationalPorts checks where the kubelet and Prometheus find the
+// service: on the admin listener, which the base sets up (ADMIN_ADDR, a
+// container port named admin on the same port, on all interfaces), with
+// liveness and readiness probes there and the scrape annotation pointing
+// at it; /readyz and /metrics are then not on the public port.
+func checkOperationalPorts(tb testing.TB, pod corev1.PodTemplateSpec, c corev1.Container, cfg boot.Config, svc appService) {
+	tb.Helper()
+	if cfg.AdminAddr == "" {
+		tb.Errorf("ADMIN_ADDR is unset: /readyz and /metrics would be served on the public port %d", svc.port)
+		return
+	}
+	checkListensOnNetwork(tb, "ADMIN_ADDR", cfg.AdminAddr)
+	admin := mustAddrPort(tb, cfg.AdminAddr)
+	if got := containerPort(c, intstr.FromString("admin")); got != admin {
+		tb.Errorf("container port named admin is %d, want ADMIN_ADDR's %d", got, admin)
+	}
+	for _, p := range []struct {
+		kind  string
+		probe *corev1.Probe
+		path  string
+	}{
+		{"liveness", c.LivenessProbe, "/healthz"},
+		{"readiness", c.ReadinessProbe, "/readyz"},
+	} {
+		switch {
+		case p.probe == nil || p.probe.HTTPGet == nil:
+			tb.Errorf("no HTTP %s probe", p.kind)
+		case p.probe.HTTPGet.Path != p.path:
+			tb.Errorf("%s probe on %s, want %s", p.kind, p.probe.HTTPGet.Path, p.path)
+		case containerPort(c, p.probe.HTTPGet.Port) != admin:
+			tb.Errorf("%s probe on port %s, want the admin port %d", p.kind, p.probe.HTTPGet.Port.String(), admin)
+		case p.probe.HTTPGet.Scheme != "" && p.probe.HTTPGet.Scheme != corev1.URISchemeHTTP:
+			tb.Errorf("%s probe over %s; the admin listener is plain HTTP", p.kind, p.probe.HTTPGet.Scheme)
+		}
+	}
+	if p := c.StartupProbe; p != nil && p.HTTPGet != nil {
+		if p.HTTPGet.Path != "/healthz" {
+			tb.Errorf("startup probe on %s, want /healthz", p.HTTPGet.Path)
+		}
+		if port := containerPort(c, p.HTTPGet.Port); port != admin && port != svc.port {
+			tb.Errorf("startup probe on port %d, which serves no /healthz", port)
+		}
+	}
+	a := pod.Annotations
+	if a["prometheus.io/scrape"] == "true" && (a["prometheus.io/port"] != strconv.Itoa(admin) || a["prometheus.io/path"] != "/metrics") {
+		tb.Errorf("Prometheus scrapes port %s path %s, want the admin port %d, /metrics", a["prometheus.io/port"], a["prometheus.io/path"], admin)
+	}
+	if cfg.TrustedProxies == "" {
+		tb.Errorf("TRUSTED_PROXIES is unset: behind the ingress every client would share the ingress's rate limit")
+	}
+}
+
+// mustAddrPort returns the port of a listen address.
+func mustAddrPort(tb testing.TB, addr string) int {
+	tb.Helper()
+	port, err := addrPort(addr)
+	if err != nil {
+		tb.Fatalf("%q: %v", addr, err)
+	}
+	return port
 }
 
 // selects reports whether sel, which must be set, matches set.

@@ -88,10 +88,12 @@ func ServeWith(tb testing.TB, ctx context.Context, start boot.StartFunc, environ
 		}
 	})
 	poll.Until(tb, readyTimeout, "the service to be ready", func() bool {
-		if svc.URL() == "" {
+		if svc.ReadyURL() == "" {
 			return false
 		}
-		resp, err := client.Get(svc.URL() + "/readyz")
+		// On the admin listener when ADMIN_ADDR is set: plain HTTP, which
+		// client speaks too.
+		resp, err := client.Get(svc.ReadyURL())
 		if err != nil {
 			return false
 		}
