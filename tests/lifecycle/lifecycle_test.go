@@ -145,13 +145,46 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
-	// A port nothing listens on: bind one, then free it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
+	t.Run("order/serves /readyz and /metrics only on ADMIN_ADDR", func(t *testing.T) {
+		t.Parallel()
+		_, dbURL := pgtest.NewDB(t)
+		admin := freeAddr(t)
+		p := stack.StartProcess(t, stack.Binary(t, "order"),
+			"ORDERLY_ENV=development",
+			"DATABASE_URL="+dbURL,
+			"AMQP_URL="+rabbittest.NewVhost(t),
+			"HTTP_ADDR=127.0.0.1:0",
+			"ADMIN_ADDR="+admin,
+			"SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
+			"SHUTDOWN_DELAY=0s",
+		)
+		public, internal := "http://"+p.Addr(t), "http://"+admin
+		poll.Until(t, 30*time.Second, "order /readyz on the admin listener to answer 200", func() bool {
+			code, _, err := get(internal + "/readyz")
+			return err == nil && code == http.StatusOK
+		})
+		for _, tt := range []struct {
+			url  string
+			want int
+		}{
+			{internal + "/metrics", http.StatusOK},
+			{internal + "/healthz", http.StatusOK},
+			{public + "/healthz", http.StatusOK},
+			{public + "/readyz", http.StatusNotFound},
+			{public + "/metrics", http.StatusNotFound},
+		} {
+			if code, _, err := get(tt.url); err != nil || code != tt.want {
+				t.Errorf("GET %s = %d, %v; want %d", tt.url, code, err, tt.want)
+			}
+		}
+		p.Signal(t, syscall.SIGTERM)
+		if code := p.Exit(t, shutdownTimeout); code != 0 {
+			t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr.String())
+		}
+	})
+
+	// A port nothing listens on.
+	closed := freeAddr(t)
 
 	// A configuration the production rules accept (the broker and database
 	// are never reached: the refusals come first).
@@ -254,4 +287,17 @@ func get(url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// freeAddr is a loopback address with a port nothing listens on: bound,
+// then freed, for a setting that needs a fixed port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }
