@@ -220,6 +220,7 @@ func TestCapsAreReleasedOnEveryClose(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			viewer, owner := next()
 			ws, sse, cancel := open(t, viewer, owner)
+			defer sse.Body.Close()
 			e.end(t, viewer, owner, ws, sse, cancel)
 			h.mustReleaseAll(t)
 		})
