@@ -102,12 +102,12 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // the credentials (tracking token or JWT), since, and only then, once the
 // caller has proved to hold a valid token, what the database says about
 // the order, so that a refused caller costs no query. On failure it has
-// written the problem and returns false. The live caps are checked after
-// it, when the hub takes the connection: they need to know whose
-// connection it is, which only verified credentials tell. A JWT may watch an order only
+// written the problem and returns false. A JWT may watch an order only
 // once this service knows the order and its customer, while a valid
 // tracking token may watch an order whose first status is still on its
-// way (it was just placed).
+// way (it was just placed). The live caps are checked after it, when the
+// hub takes the connection: what a connection counts against depends on
+// whose it is, which only verified credentials tell.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, bool) {
 	raw := chi.URLParam(r, "id")
 	id, err := httpx.ParseID(raw)
