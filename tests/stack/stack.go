@@ -135,7 +135,10 @@ func New(tb testing.TB, o Options) *Stack {
 			"ORDER_SWEEP_INTERVAL=" + o.SweepInterval.String(),
 			"TRACKING_SECRET=" + string(s.TrackingSecret),
 		},
-		"notification": {"TRACKING_SECRET=" + string(s.TrackingSecret)},
+		// Every shopper of a test comes from 127.0.0.1: the per-address
+		// cap on live streams would limit a load test by accident, as
+		// RATE_LIMIT_RPS would.
+		"notification": {"TRACKING_SECRET=" + string(s.TrackingSecret), "NOTIFICATION_MAX_PER_CLIENT=100000"},
 	}
 	if o.GatewayLatency > 0 {
 		extra["payment"] = []string{"PAYMENT_GATEWAY_LATENCY=" + o.GatewayLatency.String()}

@@ -125,7 +125,7 @@ func (e *env) newReplica(tb testing.TB, listenerBackoff time.Duration) *replica 
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{order}", func(w http.ResponseWriter, r *http.Request) {
-		wt := live.Watch{OrderID: r.PathValue("order"), Key: "k", Since: -1}
+		wt := live.Watch{OrderID: r.PathValue("order"), Since: -1}
 		if s := r.URL.Query().Get("since"); s != "" {
 			wt.Since, _ = strconv.ParseInt(s, 10, 64)
 		}

@@ -376,3 +376,90 @@ func TestOpenAPIAndPageAreServed(t *testing.T) {
 		}
 	}
 }
+
+// TestLiveCaps drives the caps through the API, where the credentials
+// decide what is counted: a tracking link at its viewers' cap refuses the
+// next viewer but not the owner's JWT; one address over its cap gets a 429;
+// a full replica a 503 with Retry-After: 5. Every refusal is checked
+// against the contract, and the counts are back to zero once the streams
+// are closed.
+func TestLiveCaps(t *testing.T) {
+	t.Parallel()
+	viewer := attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true}
+	owner := attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: map[string]string{"Authorization": "Bearer " + tokens.For(t, "alice", "")}}
+	bobs := attempt{path: "/v1/orders/" + bobsOrder + "/events?token=" + track(bobsOrder)}
+	tests := []struct {
+		name    string
+		o       live.Options
+		open    []attempt // held open
+		next    attempt
+		status  int
+		problem string
+	}{
+		{"a tracking link at its viewers' cap", live.Options{MaxPerOrder: 2}, []attempt{viewer, viewer}, viewer, http.StatusTooManyRequests, "too-many-connections"},
+		{"the owner while the link is at its viewers' cap", live.Options{MaxPerOrder: 2, MaxPerCustomer: 1}, []attempt{viewer, viewer}, owner, http.StatusSwitchingProtocols, ""},
+		{"the owner at the customer's cap", live.Options{MaxPerCustomer: 1}, []attempt{owner}, owner, http.StatusTooManyRequests, "too-many-connections"},
+		{"a viewer while the owner is at the customer's cap", live.Options{MaxPerOrder: 1, MaxPerCustomer: 1}, []attempt{owner}, viewer, http.StatusSwitchingProtocols, ""},
+		{"one address at its cap", live.Options{MaxPerClient: 2}, []attempt{viewer, owner}, bobs, http.StatusTooManyRequests, "too-many-connections"},
+		{"a full replica", live.Options{MaxPerReplica: 2}, []attempt{viewer, owner}, bobs, http.StatusServiceUnavailable, "replica-full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestServer(t, tt.o)
+			for _, a := range tt.open {
+				c := s.mustDial(a)
+				defer func() { _ = c.CloseNow() }()
+			}
+			r := s.do(tt.next)
+			if r.status != tt.status {
+				t.Fatalf("next stream: %d %s, want %d", r.status, r.body, tt.status)
+			}
+			if tt.problem != "" {
+				if got := problemType(t, r); got != tt.problem {
+					t.Errorf("problem type %q, want %q", got, tt.problem)
+				}
+				if got := r.header.Get("Retry-After"); got != "5" {
+					t.Errorf("Retry-After %q, want 5", got)
+				}
+			}
+		})
+	}
+}
+
+// TestLiveCapsAreReleased opens streams up to every cap on one server,
+// closes them, and opens as many again: nothing is left counted.
+func TestLiveCapsAreReleased(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, live.Options{MaxPerOrder: 1, MaxPerCustomer: 1, MaxPerClient: 2, MaxPerReplica: 2})
+	viewer := attempt{path: "/v1/orders/" + alicesOrder + "/ws?token=" + track(alicesOrder), ws: true}
+	owner := attempt{path: "/v1/orders/" + alicesOrder + "/ws", ws: true, header: map[string]string{"Authorization": "Bearer " + tokens.For(t, "alice", "")}}
+	for round := range 3 {
+		v, o := s.mustDial(viewer), s.mustDial(owner)
+		for _, a := range []attempt{viewer, owner} {
+			if r := s.do(a); r.status != http.StatusTooManyRequests {
+				t.Fatalf("round %d: a stream over the caps: %d %s", round, r.status, r.body)
+			}
+		}
+		_ = v.Close(websocket.StatusNormalClosure, "")
+		_ = o.CloseNow()
+		poll.Until(t, 5*time.Second, "every count back to zero", func() bool { return s.hub.Stats() == live.Stats{} })
+	}
+}
+
+// mustDial opens the WebSocket of a and returns it, open.
+func (s *testServer) mustDial(a attempt) *websocket.Conn {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := http.Header{}
+	for k, v := range a.header {
+		h.Set(k, v)
+	}
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.url, "http")+a.path, &websocket.DialOptions{HTTPHeader: h}) //nolint:bodyclose // coder/websocket closes it
+	if err != nil {
+		s.tb.Fatalf("dial %s: %v", a.path, err)
+	}
+	s.tb.Cleanup(func() { _ = c.CloseNow() })
+	return c
+}

@@ -20,10 +20,12 @@ var (
 	TypeWebSocketRequired  = httpx.ProblemType("websocket-required")
 	TypeTooManyConnections = httpx.ProblemType("too-many-connections")
 	TypeShuttingDown       = httpx.ProblemType("shutting-down")
+	TypeReplicaFull        = httpx.ProblemType("replica-full")
 )
 
 // Errors of the API; errorTable maps them, and the hub's refusals, to
-// problems.
+// problems. live.ErrReplicaFull is not in it: refuse writes it itself (see
+// there).
 var (
 	errInvalidOrderID  = errors.New("order id must be a UUID")
 	errInvalidSince    = errors.New("since (or Last-Event-ID) must be a non-negative integer")
@@ -39,6 +41,7 @@ var errorTable = []httpx.ErrorMapping{
 	{Err: live.ErrNotWebSocket, Status: http.StatusUpgradeRequired, Type: TypeWebSocketRequired, Title: "WebSocket handshake required"},
 	{Err: live.ErrTooManyForOrder, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
 	{Err: live.ErrTooManyForCustomer, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
+	{Err: live.ErrTooManyForClient, Status: http.StatusTooManyRequests, Type: TypeTooManyConnections, Title: "Too many connections"},
 	{Err: live.ErrShuttingDown, Status: http.StatusServiceUnavailable, Type: TypeShuttingDown, Title: "Shutting down"},
 }
 
@@ -67,13 +70,28 @@ func (a *API) watchSSE(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// refuse writes the problem for err and logs the refusal.
+// refuse writes the problem for err and logs the refusal. A cap of the
+// caller's (order, customer, client address) is a 429; a full replica is a
+// 503, so that a load balancer or the client tries another replica. Both
+// say when to retry: a stream is long-lived, so a slot frees up only when
+// someone leaves, and an immediate retry would only add load.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, live.ErrNotWebSocket):
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
-	case errors.Is(err, live.ErrTooManyForOrder), errors.Is(err, live.ErrTooManyForCustomer), errors.Is(err, live.ErrShuttingDown):
+	case errors.Is(err, live.ErrReplicaFull):
+		// Written here rather than through the error table: WriteError
+		// logs a 5xx at error level and hides its detail, but a full
+		// replica is working as designed, and a reconnect storm would
+		// fill the log with errors.
+		w.Header().Set("Retry-After", "5")
+		a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
+		httpx.WriteProblem(w, r, http.StatusServiceUnavailable, TypeReplicaFull, "Replica full",
+			"this replica holds as many streams as it may; retry, another replica may take it")
+		return
+	case errors.Is(err, live.ErrTooManyForOrder), errors.Is(err, live.ErrTooManyForCustomer),
+		errors.Is(err, live.ErrTooManyForClient), errors.Is(err, live.ErrShuttingDown):
 		w.Header().Set("Retry-After", "5")
 	}
 	a.o.Log.InfoContext(r.Context(), "stream refused", "path", r.URL.Path, "reason", err.Error())
@@ -87,7 +105,9 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // written the problem and returns false. A JWT may watch an order only
 // once this service knows the order and its customer, while a valid
 // tracking token may watch an order whose first status is still on its
-// way (it was just placed).
+// way (it was just placed). The live caps are checked after it, when the
+// hub takes the connection: what a connection counts against depends on
+// whose it is, which only verified credentials tell.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, bool) {
 	raw := chi.URLParam(r, "id")
 	id, err := httpx.ParseID(raw)
@@ -158,13 +178,13 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) (live.Watch, boo
 			a.refuse(w, r, errOrderNotFound)
 			return live.Watch{}, false
 		}
-		watch.Key = "sub:" + claims.Subject
-	} else {
-		watch.Key = "order:" + watch.OrderID
-		if known {
-			watch.Key = "sub:" + cur.CustomerID
-		}
+		// The JWT's own streams, counted per subject: never per order,
+		// so that viewers of a shared tracking link cannot lock the owner
+		// out. A tracking token leaves Subject empty and counts among the
+		// order's viewers, never against the customer.
+		watch.Subject = claims.Subject
 	}
+	watch.Client = httpx.CallerKey(r)
 	return watch, true
 }
 

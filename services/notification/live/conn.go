@@ -85,10 +85,11 @@ const (
 // event stream the request's own goroutine. Who holds the writer role, and
 // how far the close has got, is its state (state.go).
 type conn struct {
-	hub   *Hub
-	order string
-	key   string
-	tr    transport
+	hub     *Hub
+	order   string
+	subject string // Watch.Subject: empty for a tracking-link viewer
+	client  string // Watch.Client
+	tr      transport
 
 	nc   net.Conn      // WebSocket: the hijacked connection
 	sse  *sseSink      // event stream: the response

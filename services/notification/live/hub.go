@@ -44,13 +44,22 @@ type Store interface {
 }
 
 // Refusals: a connection that gets one of these was not accepted, and
-// nothing was written to the client yet.
+// nothing was written to the client yet. The first three are the caller's
+// doing (HTTP 429); ErrReplicaFull and ErrShuttingDown are this replica's
+// (HTTP 503: another replica may take the connection).
 var (
-	// ErrTooManyForOrder means the order already has MaxPerOrder watchers.
-	ErrTooManyForOrder = errors.New("too many connections for this order")
-	// ErrTooManyForCustomer means the caller already has MaxPerCustomer
-	// connections.
+	// ErrTooManyForOrder means the order's tracking link already has
+	// MaxPerOrder viewers.
+	ErrTooManyForOrder = errors.New("too many viewers of this order's tracking link")
+	// ErrTooManyForCustomer means the JWT's subject already has
+	// MaxPerCustomer connections.
 	ErrTooManyForCustomer = errors.New("too many connections for this customer")
+	// ErrTooManyForClient means the client address already has
+	// MaxPerClient connections.
+	ErrTooManyForClient = errors.New("too many connections from this address")
+	// ErrReplicaFull means this replica already has MaxPerReplica
+	// connections.
+	ErrReplicaFull = errors.New("this replica has no room for another connection")
 	// ErrShuttingDown means the hub no longer takes connections.
 	ErrShuttingDown = errors.New("the service is shutting down")
 	// ErrNotWebSocket means the request is not a valid WebSocket
@@ -62,9 +71,27 @@ var (
 type Options struct {
 	// Store gives each connection its snapshot. Required.
 	Store Store
-	// MaxPerOrder [20] and MaxPerCustomer [50] cap the connections open at
-	// once on this replica.
+	// MaxPerOrder [20] caps the viewers of one order's tracking link
+	// (connections whose Watch has no Subject), and MaxPerCustomer [50]
+	// the connections of one JWT subject, whatever their orders. The two
+	// are apart so that a widely shared tracking link cannot lock its
+	// owner out of their own order, nor use up the owner's allowance.
 	MaxPerOrder, MaxPerCustomer int
+	// MaxPerClient [200] caps the connections of one client address
+	// (Watch.Client), whatever their credentials: one host cannot hold a
+	// replica's sockets by minting tracking links or spreading over
+	// orders.
+	MaxPerClient int
+	// MaxPerReplica [19500] caps the connections of this replica. Each
+	// holds a socket, and a process here may open at most 20,000 files
+	// (the hard limit, which Go raises the soft one to); the other 500
+	// are headroom for what must keep working at the cap: the database
+	// pool and the status listener's connection, the broker's, the
+	// listening sockets, the certificate files on reload, /readyz and
+	// /metrics requests, and the requests being refused. Running out of
+	// descriptors fails accept(2) for everyone, probes included, rather
+	// than refusing the one connection too many.
+	MaxPerReplica int
 	// SendQueue [32] bounds the messages waiting for one connection; a
 	// client that lets it overflow is disconnected (WebSocket close code
 	// 1013) and resumes with since.
@@ -106,7 +133,9 @@ type Hub struct {
 
 	mu      sync.Mutex
 	orders  map[string][]*conn
-	perKey  map[string]int
+	viewers map[string]int // tracking-link connections, by order
+	perSub  map[string]int // JWT connections, by subject
+	perAddr map[string]int // all connections, by client address
 	conns   map[*conn]struct{}
 	closing bool
 	drained chan struct{} // closed when closing and conns is empty
@@ -130,6 +159,8 @@ func NewHub(o Options) (*Hub, error) {
 	}
 	def(&o.MaxPerOrder, 20)
 	def(&o.MaxPerCustomer, 50)
+	def(&o.MaxPerClient, 200)
+	def(&o.MaxPerReplica, 19500)
 	def(&o.SendQueue, 32)
 	def(&o.SocketSendBuffer, 32<<10)
 	defDur(&o.Heartbeat, 25*time.Second)
@@ -152,7 +183,9 @@ func NewHub(o Options) (*Hub, error) {
 		o:       o,
 		m:       m,
 		orders:  map[string][]*conn{},
-		perKey:  map[string]int{},
+		viewers: map[string]int{},
+		perSub:  map[string]int{},
+		perAddr: map[string]int{},
 		conns:   map[*conn]struct{}{},
 		drained: make(chan struct{}),
 	}, nil
@@ -162,9 +195,13 @@ func NewHub(o Options) (*Hub, error) {
 type Watch struct {
 	// OrderID is the order to follow (a canonical UUID).
 	OrderID string
-	// Key identifies whose connection this is, for MaxPerCustomer: the
-	// customer id, or anything that groups a caller's connections.
-	Key string
+	// Subject is the sub of the JWT that authenticated the connection
+	// (the order's customer, or an admin), counted for MaxPerCustomer.
+	// Empty means a tracking-link viewer, counted for MaxPerOrder.
+	Subject string
+	// Client is the caller's address (httpx.CallerKey), counted for
+	// MaxPerClient; empty is not counted (callers that cannot tell).
+	Client string
 	// Since is the last seq the client has; the snapshot is every status
 	// after it. Negative means the client has nothing: the snapshot is
 	// the current status alone.
@@ -174,6 +211,12 @@ type Watch struct {
 // Stats counts the open connections of this replica.
 type Stats struct {
 	WebSocket, SSE int
+	// Viewers, Owners and Clients are what the caps count: the sums of
+	// the per-order (tracking link), per-subject (JWT) and per-address
+	// counters. Keys is how many such counters exist. Each is 0 once
+	// every connection is gone; anything else is a leak that would
+	// eventually refuse callers with nothing open.
+	Viewers, Owners, Clients, Keys int
 }
 
 // Stats returns how many connections are open now.
@@ -188,6 +231,16 @@ func (h *Hub) Stats() Stats {
 			s.SSE++
 		}
 	}
+	for _, n := range h.viewers {
+		s.Viewers += n
+	}
+	for _, n := range h.perSub {
+		s.Owners += n
+	}
+	for _, n := range h.perAddr {
+		s.Clients += n
+	}
+	s.Keys = len(h.viewers) + len(h.perSub) + len(h.perAddr)
 	return s
 }
 
@@ -223,34 +276,60 @@ func (h *Hub) Orders() []string {
 
 // subscribe registers a connection for w before anything is written to
 // the client, so that it misses no change published from now on.
+//
+// The caps are checked from the narrowest group to the widest: the
+// credential's own (the tracking link's viewers, or the JWT subject's
+// connections), then the client address, then the replica. So a refusal
+// names the smallest thing that is full, which is the one the caller can
+// do something about, and a 503 (try another replica; some load balancers
+// do so by themselves) goes only to a caller within its own caps: one over
+// them gets its 429 whether or not the replica is full, and is not
+// bounced around the replicas.
 func (h *Hub) subscribe(w Watch, tr transport) (*conn, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	viewer := w.Subject == ""
 	switch {
 	case h.closing:
 		return nil, ErrShuttingDown
-	case len(h.orders[w.OrderID]) >= h.o.MaxPerOrder:
-		h.m.refused(tr, "per_order_limit")
+	case viewer && h.viewers[w.OrderID] >= h.o.MaxPerOrder:
+		h.m.refused(tr, refusedOrder)
 		return nil, ErrTooManyForOrder
-	case h.perKey[w.Key] >= h.o.MaxPerCustomer:
-		h.m.refused(tr, "per_customer_limit")
+	case !viewer && h.perSub[w.Subject] >= h.o.MaxPerCustomer:
+		h.m.refused(tr, refusedCustomer)
 		return nil, ErrTooManyForCustomer
+	case w.Client != "" && h.perAddr[w.Client] >= h.o.MaxPerClient:
+		h.m.refused(tr, refusedClient)
+		return nil, ErrTooManyForClient
+	case len(h.conns) >= h.o.MaxPerReplica:
+		h.m.refused(tr, refusedReplica)
+		return nil, ErrReplicaFull
 	}
 	now := time.Now().UnixNano()
-	c := &conn{hub: h, order: w.OrderID, key: w.Key, tr: tr, last: max(w.Since, 0)}
+	c := &conn{hub: h, order: w.OrderID, subject: w.Subject, client: w.Client, tr: tr, last: max(w.Since, 0)}
 	c.lastRead.Store(now)
 	c.lastWrite.Store(now)
 	if tr == transportSSE {
 		c.kick = make(chan struct{}, 1)
 	}
 	h.orders[w.OrderID] = append(h.orders[w.OrderID], c)
-	h.perKey[w.Key]++
+	if viewer {
+		h.viewers[w.OrderID]++
+	} else {
+		h.perSub[w.Subject]++
+	}
+	if w.Client != "" {
+		h.perAddr[w.Client]++
+	}
 	h.conns[c] = struct{}{}
 	h.m.opened(tr, 1)
 	return c, nil
 }
 
-// remove forgets c; it is called once per connection.
+// remove forgets c and gives back what it counted against the caps. Every
+// way a connection ends (the client leaves or is too slow, a failed
+// upgrade or write, a terminal status, shutdown) goes through abort, which
+// calls it; it does nothing the second time.
 func (h *Hub) remove(c *conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -269,12 +348,26 @@ func (h *Hub) remove(c *conn) {
 	} else {
 		h.orders[c.order] = subs
 	}
-	if h.perKey[c.key]--; h.perKey[c.key] <= 0 {
-		delete(h.perKey, c.key)
+	if c.subject == "" {
+		release(h.viewers, c.order)
+	} else {
+		release(h.perSub, c.subject)
+	}
+	if c.client != "" {
+		release(h.perAddr, c.client)
 	}
 	h.m.opened(c.tr, -1)
 	if h.closing && len(h.conns) == 0 {
 		close(h.drained)
+	}
+}
+
+// release takes one from m[k], deleting the key at zero so that the maps
+// hold only what is open (a replica sees millions of orders and addresses
+// over its life).
+func release(m map[string]int, k string) {
+	if m[k]--; m[k] <= 0 {
+		delete(m, k)
 	}
 }
 

@@ -31,7 +31,9 @@ import (
 )
 
 // testHub is a hub behind a real HTTP server: /ws/{order} and
-// /events/{order}, with ?since= passed through.
+// /events/{order}, with ?since=, ?sub= (Watch.Subject) and ?client=
+// (Watch.Client) passed through. A refusal is a 429 whose body is the
+// hub's error.
 type testHub struct {
 	*live.Hub
 	url     string
@@ -51,7 +53,8 @@ func newTestHub(tb testing.TB, store live.Store, o live.Options) *testHub {
 	}
 	mux := http.NewServeMux()
 	watch := func(r *http.Request) live.Watch {
-		w := live.Watch{OrderID: r.PathValue("order"), Key: r.URL.Query().Get("key"), Since: -1}
+		q := r.URL.Query()
+		w := live.Watch{OrderID: r.PathValue("order"), Subject: q.Get("sub"), Client: q.Get("client"), Since: -1}
 		if s := r.URL.Query().Get("since"); s != "" {
 			w.Since, _ = strconv.ParseInt(s, 10, 64)
 		}
@@ -553,24 +556,6 @@ func TestEventStreamResumesFromLastEventID(t *testing.T) {
 	}
 	if !strings.Contains(body, `data: {"type":"status","order_id":"`+orderA+`","status":"delivered","reason":null,"seq":4,`) {
 		t.Errorf("no delivered event in %q", body)
-	}
-}
-
-func TestCapsPerOrderAndPerCustomer(t *testing.T) {
-	t.Parallel()
-	h := newTestHub(t, newMemStore(), live.Options{MaxPerOrder: 2, MaxPerCustomer: 3})
-	dial(t, h.wsURL(orderA, "key=alice"))
-	dial(t, h.wsURL(orderA, "key=alice"))
-	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(orderA, "key=bob"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
-		t.Errorf("third connection to one order: %v, want refused", err)
-	}
-	other := "0190a6b4-0000-7000-8000-00000000000b"
-	dial(t, h.wsURL(other, "key=alice"))
-	if _, resp, err := websocket.Dial(context.Background(), h.wsURL(other, "key=alice"), nil); err == nil || resp.StatusCode != http.StatusTooManyRequests { //nolint:bodyclose // coder/websocket closes it
-		t.Errorf("fourth connection of one customer: %v, want refused", err)
-	}
-	if n := h.counter(t, "notification.connections.refused"); n != 2 {
-		t.Errorf("refused = %d, want 2", n)
 	}
 }
 

@@ -78,7 +78,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	// A short heartbeat, so that the measurement includes the pings every
 	// idle connection gets (and the clients' pongs).
-	hub, err := live.NewHub(live.Options{Store: newMemStore(), Log: log, MaxPerCustomer: n + 1, Heartbeat: time.Second})
+	hub, err := live.NewHub(live.Options{Store: newMemStore(), Log: log, MaxPerCustomer: n + 1, MaxPerReplica: n + 1, Heartbeat: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestIdleWebSocketMemory(t *testing.T) {
 	r.Get("/ws/{i}", func(w http.ResponseWriter, req *http.Request) {
 		i := strings.TrimPrefix(req.URL.Path, "/ws/")
 		id := fmt.Sprintf("00000000-0000-4000-8000-%012s", i)
-		if err := hub.ServeWS(w, req, live.Watch{OrderID: id, Key: "load", Since: -1}); err != nil {
+		if err := hub.ServeWS(w, req, live.Watch{OrderID: id, Subject: "load", Since: -1}); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		}
 	})

@@ -11,8 +11,9 @@ import (
 
 // metrics are the hub's instruments, exported to Prometheus as
 // notification_connections_open{transport}, notification_messages_sent_total,
-// notification_send_queue_drops_total, notification_connections_refused_total
-// and notification_delivery_latency_seconds.
+// notification_send_queue_drops_total,
+// notification_connections_refused_total{transport,reason} and
+// notification_delivery_latency_seconds.
 type metrics struct {
 	open    metric.Int64UpDownCounter
 	sentN   metric.Int64Counter
@@ -38,7 +39,7 @@ func newMetrics(m metric.Meter) (metrics, error) {
 		return out, fmt.Errorf("live: metric: %w", err)
 	}
 	if out.refuse, err = m.Int64Counter("notification.connections.refused",
-		metric.WithDescription("Connections refused by a per-order or per-customer limit.")); err != nil {
+		metric.WithDescription("Connections refused by a cap, by reason: order (a tracking link's viewers), customer (a JWT subject's streams), client (one address), replica (this replica is full).")); err != nil {
 		return out, fmt.Errorf("live: metric: %w", err)
 	}
 	if out.latency, err = m.Float64Histogram("notification.delivery.latency",
@@ -55,6 +56,16 @@ func newMetrics(m metric.Meter) (metrics, error) {
 
 func (m metrics) opened(tr transport, n int64) { m.open.Add(context.Background(), n, m.byTr[tr]) }
 func (m metrics) dropped(tr transport)         { m.drops.Add(context.Background(), 1, m.byTr[tr]) }
+
+// The reasons of notification_connections_refused_total: which cap was
+// full. Dashboards tell the caller's refusals (429) from the replica's
+// (503) by them.
+const (
+	refusedOrder    = "order"
+	refusedCustomer = "customer"
+	refusedClient   = "client"
+	refusedReplica  = "replica"
+)
 
 func (m metrics) refused(tr transport, reason string) {
 	m.refuse.Add(context.Background(), 1, metric.WithAttributes(

@@ -29,7 +29,8 @@ var sseKeepAlive = []byte(": keep-alive\n\n")
 // then the snapshot, then every change, each event with "id:" set to its
 // seq, and a comment line when nothing was sent for SSEHeartbeat. It
 // returns an error, having written nothing, when the connection is
-// refused (ErrTooManyForOrder, ErrTooManyForCustomer, ErrShuttingDown).
+// refused (ErrTooManyForOrder, ErrTooManyForCustomer, ErrTooManyForClient,
+// ErrReplicaFull, ErrShuttingDown).
 // Otherwise it returns nil once the stream has ended: after a terminal
 // status, when the client left or was too slow, or on shutdown.
 // Authenticate and check the Origin before calling it.

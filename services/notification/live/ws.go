@@ -51,7 +51,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // ServeWS follows w over a WebSocket on r. It returns an error, having
 // written nothing, when the connection is refused: ErrNotWebSocket,
-// ErrTooManyForOrder, ErrTooManyForCustomer or ErrShuttingDown. Otherwise
+// ErrTooManyForOrder, ErrTooManyForCustomer, ErrTooManyForClient,
+// ErrReplicaFull or ErrShuttingDown. Otherwise
 // it takes the connection over, sends the snapshot and returns nil; later
 // changes are sent from other goroutines until the order is finished, the
 // client leaves, or the hub shuts down. Authenticate and check the Origin

@@ -252,6 +252,9 @@ func TestLiveTracking(t *testing.T) {
 	env := []string{
 		"ORDERLY_ENV=development", "DATABASE_URL=" + dbURL, "AMQP_URL=" + amqpURL, "HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(secret), "TRACKING_SECRET=" + string(trackingSecret), "RATE_LIMIT_RPS=1000000",
+		// Thousands of streams per source address, against a cap of 200
+		// per address in production; the replica's cap (19,500) stays.
+		"NOTIFICATION_MAX_PER_CLIENT=1000000",
 		"SHUTDOWN_TIMEOUT=10s", "SHUTDOWN_DELAY=0s", "LOG_LEVEL=info", "GODEBUG=gctrace=1",
 	}
 	srv := startServer(t, bin, append(env, p.serverEnv...))

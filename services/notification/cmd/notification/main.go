@@ -5,8 +5,9 @@
 // It is configured through the environment (see boot.Config; HTTP_ADDR
 // defaults to 127.0.0.1:8083, DATABASE_URL to the orderly_notification database),
 // plus NOTIFICATION_ALLOWED_ORIGINS (http://localhost:8083,
-// http://127.0.0.1:8083), NOTIFICATION_MAX_PER_ORDER (20),
-// NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_SEND_QUEUE (32),
+// http://127.0.0.1:8083), the live caps NOTIFICATION_MAX_PER_ORDER (20),
+// NOTIFICATION_MAX_PER_CUSTOMER (50), NOTIFICATION_MAX_PER_CLIENT (200) and
+// NOTIFICATION_MAX_PER_REPLICA (19500) (see config), NOTIFICATION_SEND_QUEUE (32),
 // NOTIFICATION_HEARTBEAT (25s), NOTIFICATION_SSE_HEARTBEAT (15s),
 // NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h),
 // CONSUMER_WORKERS (16) and the tracking-token settings
@@ -44,10 +45,16 @@ type config struct {
 	// AllowedOrigins may open streams from a browser, besides the
 	// service's own origin.
 	AllowedOrigins []string `env:"NOTIFICATION_ALLOWED_ORIGINS" envDefault:"http://localhost:8083,http://127.0.0.1:8083" envSeparator:","`
-	// MaxPerOrder and MaxPerCustomer cap the streams open at once on this
-	// replica.
+	// The live caps, each counted on this replica (live.Options says why
+	// each exists): MaxPerOrder the viewers of one order's tracking link
+	// (tracking-token streams only), MaxPerCustomer the streams opened
+	// with one customer's JWT, MaxPerClient the streams of one client
+	// address, MaxPerReplica all of them (below the 20,000 open files a
+	// process may have here).
 	MaxPerOrder    int `env:"NOTIFICATION_MAX_PER_ORDER" envDefault:"20"`
 	MaxPerCustomer int `env:"NOTIFICATION_MAX_PER_CUSTOMER" envDefault:"50"`
+	MaxPerClient   int `env:"NOTIFICATION_MAX_PER_CLIENT" envDefault:"200"`
+	MaxPerReplica  int `env:"NOTIFICATION_MAX_PER_REPLICA" envDefault:"19500"`
 	// SendQueue bounds the messages waiting for one client.
 	SendQueue int `env:"NOTIFICATION_SEND_QUEUE" envDefault:"32"`
 	// Heartbeat is the WebSocket ping interval; SSEHeartbeat the event
@@ -76,6 +83,8 @@ func loadConfig(environ []string) (config, error) {
 		}
 		p.Require(cfg.MaxPerOrder > 0, "NOTIFICATION_MAX_PER_ORDER", "must be positive")
 		p.Require(cfg.MaxPerCustomer > 0, "NOTIFICATION_MAX_PER_CUSTOMER", "must be positive")
+		p.Require(cfg.MaxPerClient > 0, "NOTIFICATION_MAX_PER_CLIENT", "must be positive")
+		p.Require(cfg.MaxPerReplica > 0, "NOTIFICATION_MAX_PER_REPLICA", "must be positive")
 		p.Require(cfg.SendQueue > 0, "NOTIFICATION_SEND_QUEUE", "must be positive")
 		p.Require(cfg.Heartbeat > 0, "NOTIFICATION_HEARTBEAT", "must be positive")
 		p.Require(cfg.SSEHeartbeat > 0, "NOTIFICATION_SSE_HEARTBEAT", "must be positive")
@@ -109,7 +118,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	}
 	svc.Log.InfoContext(ctx, "notification settings",
 		"allowed_origins", cfg.AllowedOrigins,
-		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer, "send_queue", cfg.SendQueue,
+		"max_per_order", cfg.MaxPerOrder, "max_per_customer", cfg.MaxPerCustomer,
+		"max_per_client", cfg.MaxPerClient, "max_per_replica", cfg.MaxPerReplica, "send_queue", cfg.SendQueue,
 		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
 		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String(),
 		cfg.TrackingAttr())
@@ -120,6 +130,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Store:          store,
 		MaxPerOrder:    cfg.MaxPerOrder,
 		MaxPerCustomer: cfg.MaxPerCustomer,
+		MaxPerClient:   cfg.MaxPerClient,
+		MaxPerReplica:  cfg.MaxPerReplica,
 		SendQueue:      cfg.SendQueue,
 		Heartbeat:      cfg.Heartbeat,
 		SSEHeartbeat:   cfg.SSEHeartbeat,
