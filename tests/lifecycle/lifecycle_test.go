@@ -115,17 +115,7 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("order/serves HTTPS with TLS_CERT_FILE and TLS_KEY_FILE", func(t *testing.T) {
 		t.Parallel()
-		_, dbURL := pgtest.NewDB(t)
-		p := stack.StartProcess(t, stack.Binary(t, "order"),
-			"ORDERLY_ENV=development",
-			"DATABASE_URL="+dbURL,
-			"AMQP_URL="+rabbittest.NewVhost(t),
-			"HTTP_ADDR=127.0.0.1:0",
-			"TLS_CERT_FILE="+certFile,
-			"TLS_KEY_FILE="+keyFile,
-			"SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
-			"SHUTDOWN_DELAY=0s",
-		)
+		p := startOrder(t, "TLS_CERT_FILE="+certFile, "TLS_KEY_FILE="+keyFile)
 		base := "https://" + p.Addr(t)
 		client := ca.Client()
 		poll.Until(t, 30*time.Second, "order /healthz to answer 200 over HTTPS", func() bool {
@@ -147,17 +137,8 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("order/serves /readyz and /metrics only on ADMIN_ADDR", func(t *testing.T) {
 		t.Parallel()
-		_, dbURL := pgtest.NewDB(t)
 		admin := freeAddr(t)
-		p := stack.StartProcess(t, stack.Binary(t, "order"),
-			"ORDERLY_ENV=development",
-			"DATABASE_URL="+dbURL,
-			"AMQP_URL="+rabbittest.NewVhost(t),
-			"HTTP_ADDR=127.0.0.1:0",
-			"ADMIN_ADDR="+admin,
-			"SHUTDOWN_TIMEOUT="+shutdownTimeout.String(),
-			"SHUTDOWN_DELAY=0s",
-		)
+		p := startOrder(t, "ADMIN_ADDR="+admin)
 		public, internal := "http://"+p.Addr(t), "http://"+admin
 		poll.Until(t, 30*time.Second, "order /readyz on the admin listener to answer 200", func() bool {
 			code, _, err := get(internal + "/readyz")
@@ -300,4 +281,20 @@ func freeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// startOrder starts the order binary in development mode on its own
+// database and vhost, listening on a free port, with the settings extra
+// added.
+func startOrder(t *testing.T, extra ...string) *stack.Process {
+	t.Helper()
+	_, dbURL := pgtest.NewDB(t)
+	return stack.StartProcess(t, stack.Binary(t, "order"), append([]string{
+		"ORDERLY_ENV=development",
+		"DATABASE_URL=" + dbURL,
+		"AMQP_URL=" + rabbittest.NewVhost(t),
+		"HTTP_ADDR=127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
+		"SHUTDOWN_DELAY=0s",
+	}, extra...)...)
 }
