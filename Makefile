@@ -11,6 +11,7 @@
 #   make bench-overload  end-to-end overload: twice a sustainable rate for a minute, then recovery (minutes)
 #   make bench-history   end-to-end rate on fresh databases, then with months of history preloaded (minutes)
 #   make bench-soak      end-to-end soak: half a sustainable rate for ten minutes, growth over time (minutes)
+#   make chaos           faults under load, full size: 2,000 orders over two replicas of everything, 10 SIGKILLs, then the invariant checker (minutes)
 #   make tools           install the development tools (protoc, golangci-lint)
 
 SHELL := bash
@@ -160,6 +161,16 @@ bench-history:
 .PHONY: bench-soak
 bench-soak:
 	cd tests && ORDERLY_BENCH_SOAK=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestSoak$$' ./e2ebench/
+
+## chaos: TestChaosCrash (tests/faults) at full size: 2,000 orders at
+## 50/s over two replicas of every service, ten replicas SIGKILLed at random
+## moments and restarted 1–3 s later, then the invariant checker
+## (tests/invariants) prints one line per invariant. `make test` runs the
+## small size (400 orders, 3 kills) in its chaos step. ORDERLY_CHAOS_SEED
+## replays a run's kills; ORDERLY_CHAOS_ORDERS, _RATE and _KILLS resize it.
+.PHONY: chaos
+chaos:
+	cd tests && ORDERLY_CHAOS=1 ORDERLY_CHAOS_FULL=1 $(GO) test -v -count=1 -timeout 30m -run '^TestChaosCrash$$' ./faults/
 
 ## tools: protoc (apt, if missing), the pinned protoc-gen-go, golangci-lint.
 tools: golangci-lint

@@ -73,6 +73,20 @@ type Config struct {
 	// MaxIdleConns bounds the keep-alive connections kept to the order
 	// service (default 4096: every POST in flight at a high rate).
 	MaxIdleConns int
+	// Replicas, when set, returns the base URLs of the running order and
+	// notification replicas, and takes the place of OrderURL and
+	// NotificationURL. It is asked anew for every POST and every WebSocket,
+	// since a restarted replica may listen elsewhere: order i is placed on
+	// order[i mod len] and watched on notification[(i+attempt) mod len], so
+	// the load spreads over every replica and a watcher that lost its
+	// replica resumes on the next one.
+	Replicas func() (order, notification []string)
+	// Resume makes a watcher read its order from the first status (since=0)
+	// and, when its WebSocket fails before a terminal status, connect again
+	// with since = the last seq it read, until the deadline, as the tracking
+	// page does. Without it a failed WebSocket ends the watch, and a watcher
+	// starts from the current status.
+	Resume bool
 }
 
 // Generator sends orders as Config says. Its methods may be called from
@@ -110,31 +124,26 @@ func New(cfg Config) (*Generator, error) {
 	if cfg.MaxIdleConns <= 0 {
 		cfg.MaxIdleConns = 4096
 	}
+	if cfg.Replicas != nil && cfg.OrderURL == "" && cfg.NotificationURL == "" {
+		// Only to pass the checks below: every URL comes from Replicas.
+		cfg.OrderURL, cfg.NotificationURL = "http://replicas", "http://replicas"
+	}
 	switch {
 	case cfg.OrderURL == "" || cfg.NotificationURL == "":
-		return nil, errors.New("loadgen: OrderURL and NotificationURL are required")
+		return nil, errors.New("loadgen: OrderURL and NotificationURL (or Replicas) are required")
 	case len(cfg.Secret) == 0:
 		return nil, errors.New("loadgen: Secret is required")
 	case len(cfg.SKUs) == 0:
 		return nil, errors.New("loadgen: at least one SKU is required")
 	}
-	n, err := url.Parse(cfg.NotificationURL)
+	wsBase, err := wsOrdersURL(cfg.NotificationURL)
 	if err != nil {
-		return nil, fmt.Errorf("loadgen: NotificationURL: %w", err)
+		return nil, err
 	}
-	switch n.Scheme {
-	case "http":
-		n.Scheme = "ws"
-	case "https":
-		n.Scheme = "wss"
-	default:
-		return nil, fmt.Errorf("loadgen: NotificationURL %q: want http or https", cfg.NotificationURL)
-	}
-
 	g := &Generator{
 		cfg:    cfg,
-		orders: strings.TrimSuffix(cfg.OrderURL, "/") + "/v1/orders",
-		wsBase: strings.TrimSuffix(n.String(), "/") + "/v1/orders/",
+		orders: ordersURL(cfg.OrderURL),
+		wsBase: wsBase,
 	}
 	exp := time.Now().Add(cfg.TokenTTL)
 	g.auth = make([]string, cfg.Customers)
@@ -161,6 +170,47 @@ func New(cfg Config) (*Generator, error) {
 	}
 	g.client = &http.Client{Transport: g.transport} // each request is bounded by its order's deadline
 	return g, nil
+}
+
+// ordersURL is the POST URL of the order service at base.
+func ordersURL(base string) string { return strings.TrimSuffix(base, "/") + "/v1/orders" }
+
+// wsOrdersURL turns the notification service's base URL into the prefix
+// of its WebSocket URLs ("ws://host:port/v1/orders/"). It returns an error
+// for a URL that is not http or https.
+func wsOrdersURL(base string) (string, error) {
+	n, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("loadgen: notification URL: %w", err)
+	}
+	switch n.Scheme {
+	case "http":
+		n.Scheme = "ws"
+	case "https":
+		n.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("loadgen: notification URL %q: want http or https", base)
+	}
+	return strings.TrimSuffix(n.String(), "/") + "/v1/orders/", nil
+}
+
+// orderTarget returns the POST URL for order i.
+func (g *Generator) orderTarget(i int) string {
+	if g.cfg.Replicas == nil {
+		return g.orders
+	}
+	order, _ := g.cfg.Replicas()
+	return ordersURL(order[i%len(order)])
+}
+
+// watchTarget returns the WebSocket URL prefix for order i's attempt-th
+// connection (0 for the first).
+func (g *Generator) watchTarget(i, attempt int) (string, error) {
+	if g.cfg.Replicas == nil {
+		return g.wsBase, nil
+	}
+	_, notification := g.cfg.Replicas()
+	return wsOrdersURL(notification[(i+attempt)%len(notification)])
 }
 
 // CustomerIDs returns the ids of the customers the orders are placed by
@@ -257,19 +307,15 @@ type created struct {
 // place places one order and follows it to its end, recording into o.
 func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
 	body := g.body(p)
+	o.pick, o.Key = p, newUUID()
 	o.Sent = time.Now()
 	deadline := o.Sent.Add(g.cfg.Deadline)
 	octx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	req, err := http.NewRequestWithContext(octx, http.MethodPost, g.orders, bytes.NewReader(body))
+	req, err := g.request(octx, g.orderTarget(o.Index), o, body)
 	if err != nil {
 		g.fail(ctx, o, TransportError, "transport", err)
 		return
-	}
-	req.Header = http.Header{ // canonical keys set directly: no per-request canonicalization
-		"Authorization":   {g.auth[p.Customer]},
-		"Content-Type":    {"application/json"},
-		"Idempotency-Key": {newUUID()},
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {
@@ -308,6 +354,65 @@ func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
 	}
 	o.ID = c.ID
 	g.watch(ctx, octx, o, c, deadline)
+}
+
+// request builds order o's POST to url.
+func (g *Generator) request(ctx context.Context, url string, o *Order, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = http.Header{ // canonical keys set directly: no per-request canonicalization
+		"Authorization":   {g.auth[o.pick.Customer]},
+		"Content-Type":    {"application/json"},
+		"Idempotency-Key": {o.Key},
+	}
+	return req, nil
+}
+
+// Answer is the order service's answer to a retried POST.
+type Answer struct {
+	// Status is the HTTP status, ID the order's id of a 201, Replayed
+	// whether the 201 was the stored answer to an earlier try
+	// (Idempotent-Replayed: true), Problem the type of a problem answer.
+	Status   int
+	ID       string
+	Replayed bool
+	Problem  string
+}
+
+// Retry sends order o's POST again to the order service at base: the
+// same customer, body and Idempotency-Key, as a client retries a POST that
+// failed. It returns an error when no answer came, and never follows the
+// order. o must have been sent by a run of g.
+func (g *Generator) Retry(ctx context.Context, base string, o *Order) (Answer, error) {
+	if o.Key == "" {
+		return Answer{}, fmt.Errorf("loadgen: order %d was never sent", o.Index)
+	}
+	req, err := g.request(ctx, ordersURL(base), o, g.body(o.pick))
+	if err != nil {
+		return Answer{}, err
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer resp.Body.Close()
+	a := Answer{Status: resp.StatusCode, Replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
+	if resp.StatusCode != http.StatusCreated {
+		a.Problem = problemType(resp)
+		return a, nil
+	}
+	b, err := readBody(resp)
+	if err != nil {
+		return a, err
+	}
+	var c created
+	if err := json.Unmarshal(b, &c); err != nil {
+		return a, fmt.Errorf("loadgen: 201 body %q: %w", b, err)
+	}
+	a.ID = c.ID
+	return a, nil
 }
 
 // problemType returns the type of an application/problem+json answer
@@ -366,21 +471,58 @@ type status struct {
 	Seq    int64  `json:"seq"`
 }
 
-// watch follows the order on one WebSocket until a terminal status, a
-// failure or deadline (octx is ctx bounded by it).
+// watch follows the order on a WebSocket until a terminal status, a
+// failure or deadline (octx is ctx bounded by it); with Config.Resume, on
+// as many WebSockets as it takes.
 func (g *Generator) watch(ctx, octx context.Context, o *Order, c created, deadline time.Time) {
-	conn, br, _, err := g.dialer.Dial(octx, g.wsBase+c.ID+"/ws?token="+url.QueryEscape(c.TrackingToken))
+	var last int64
+	for attempt := 0; ; attempt++ {
+		retry := g.watchOnce(ctx, octx, o, c, deadline, attempt, &last)
+		if !retry || !g.cfg.Resume {
+			return
+		}
+		// The replica may be gone for seconds: pace the reconnects (the
+		// next try goes to the next replica anyway).
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-octx.Done():
+			t.Stop()
+			g.fail(ctx, o, TimedOut, "timed out (WebSocket)", octx.Err())
+			return
+		}
+	}
+}
+
+// watchOnce reads the order's statuses from one WebSocket, the attempt-th
+// of its watch, after seq *last. It records the outcome into o and reports
+// whether the failure it recorded is one a resuming watcher gets past by
+// connecting again (a replica that went away, or was full).
+func (g *Generator) watchOnce(ctx, octx context.Context, o *Order, c created, deadline time.Time, attempt int, last *int64) (retry bool) {
+	base, err := g.watchTarget(o.Index, attempt)
+	if err != nil {
+		g.fail(ctx, o, WSClosed, "ws failed", err)
+		return false
+	}
+	u := base + c.ID + "/ws?token=" + url.QueryEscape(c.TrackingToken)
+	if g.cfg.Resume {
+		u += "&since=" + strconv.FormatInt(*last, 10)
+	}
+	o.Connections++
+	conn, br, _, err := g.dialer.Dial(octx, u)
 	if err != nil {
 		var se ws.StatusError
 		switch {
 		case errors.As(err, &se):
 			g.fail(ctx, o, WSRefused, "ws refused "+strconv.Itoa(int(se)), err)
+			return se == http.StatusServiceUnavailable && ctx.Err() == nil
 		case ctx.Err() == nil && octx.Err() != nil:
 			g.fail(ctx, o, TimedOut, "timed out (WebSocket)", err)
+			return false
 		default:
 			g.fail(ctx, o, WSClosed, "ws failed", err)
+			return ctx.Err() == nil
 		}
-		return
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(deadline)
@@ -398,7 +540,6 @@ func (g *Generator) watch(ctx, octx context.Context, o *Order, c created, deadli
 		io.Writer
 	}{src, conn}
 
-	var last int64
 	for {
 		data, op, err := wsutil.ReadServerData(rw)
 		if err != nil {
@@ -408,10 +549,11 @@ func (g *Generator) watch(ctx, octx context.Context, o *Order, c created, deadli
 				g.fail(ctx, o, WSClosed, "ws closed "+strconv.Itoa(int(ce.Code)), err)
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				g.fail(ctx, o, TimedOut, "timed out (WebSocket)", err)
+				return false
 			default:
 				g.fail(ctx, o, WSClosed, "ws failed", err)
 			}
-			return
+			return ctx.Err() == nil
 		}
 		if op != ws.OpText {
 			continue
@@ -420,22 +562,23 @@ func (g *Generator) watch(ctx, octx context.Context, o *Order, c created, deadli
 		if json.Unmarshal(data, &m) != nil || m.Type != "status" {
 			continue
 		}
-		if o.Messages > 0 && m.Seq != last+1 {
+		if o.Messages > 0 && m.Seq != *last+1 {
 			o.SeqBreaks++
 		}
 		o.Messages++
-		last = m.Seq
+		o.Seqs = append(o.Seqs, m.Seq)
+		*last = m.Seq
 		switch m.Status {
 		case "confirmed":
 			o.ToConfirmed = time.Since(o.Sent)
-			o.Outcome = Confirmed
+			o.Outcome, o.Kind, o.Err = Confirmed, "", ""
 		case "cancelled":
-			o.Outcome, o.Kind, o.Reason = Cancelled, "cancelled: "+m.Reason, m.Reason
+			o.Outcome, o.Kind, o.Reason, o.Err = Cancelled, "cancelled: "+m.Reason, m.Reason, ""
 		default:
 			continue
 		}
 		closeWS(conn, src, deadline)
-		return
+		return false
 	}
 }
 

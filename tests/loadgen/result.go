@@ -97,6 +97,16 @@ type Order struct {
 	// it is the current state).
 	Messages  int `json:"messages,omitempty"`
 	SeqBreaks int `json:"seq_breaks,omitempty"`
+	// Seqs are the seqs of those messages, in the order they were read,
+	// over every WebSocket of the watch.
+	Seqs []int64 `json:"-"`
+	// Connections is how many WebSockets the watch opened (or tried to):
+	// more than one when it resumed after losing one (Config.Resume).
+	Connections int `json:"connections,omitempty"`
+	// Key is the POST's Idempotency-Key, "" when it was never sent.
+	Key string `json:"-"`
+
+	pick Pick // what the order is made of, for Retry
 }
 
 // Result is one run of the generator.

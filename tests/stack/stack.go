@@ -350,3 +350,37 @@ func NewUUID() string {
 func callContext(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// AddReplica starts another process of the stack's service name on the
+// same database and vhost (on a port of its own; see URL) and waits until
+// it is ready: a second replica behind the same queues, as production runs
+// several. It is stopped when tb ends, before the stack's own services. A
+// replica that cannot start fails tb.
+func (s *Stack) AddReplica(tb testing.TB, name string) *Service {
+	tb.Helper()
+	orig := s.byName[name]
+	if orig == nil {
+		tb.Fatalf("stack: %s is not running, so it has no replica to add", name)
+	}
+	svc := &Service{Name: name, DBURL: orig.DBURL, DB: orig.DB, env: orig.env}
+	tb.Cleanup(func() {
+		p := svc.process()
+		if p == nil || !p.Running() {
+			return
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			tb.Logf("%s replica did not stop within 15 s of SIGTERM and was killed", name)
+		}
+		if tb.Failed() {
+			tb.Logf("=== %s replica log (tail) ===\n%s\n%s", name, p.Stdout.Tail(32<<10), p.Stderr.String())
+		}
+	})
+	svc.launch(tb)
+	svc.waitReady(tb)
+	return svc
+}
