@@ -9,8 +9,8 @@
 // unless ORDERLY_CHAOS=1, which `make test` sets in its serialized step.
 // Each starts its own stack (fresh databases and vhost), dropped at its end.
 //
-// Sizes (TestChaosCrash): the small run by default (400 orders at 50/s,
-// 3 kills); ORDERLY_CHAOS_FULL=1 (`make chaos`) for the full one (2,000
+// Sizes (TestChaosCrash): the small run by default (800 orders at 50/s,
+// 4 kills, one per service); ORDERLY_CHAOS_FULL=1 (`make chaos`) for the full one (2,000
 // orders at 50/s, 10 kills). ORDERLY_CHAOS_ORDERS, ORDERLY_CHAOS_RATE,
 // ORDERLY_CHAOS_KILLS and ORDERLY_CHAOS_SEED override either; the seed is
 // logged, so a failing run can be replayed kill for kill (the moments are
@@ -141,12 +141,21 @@ func (sc scenario) run(t *testing.T) {
 		defer close(loadDone)
 		res, err = gen.Run(context.Background(), sc.rate, window)
 	}()
-	names := stack.Names()
+	// Victims come in shuffled rounds of every service, so that each is
+	// killed once before any is killed twice: a run of four kills or more
+	// crashes every service, order included (whose crash is what makes
+	// POSTs fail and be retried).
+	var victims []string
+	for len(victims) < len(moments) {
+		round := slices.Clone(stack.Names())
+		rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
+		victims = append(victims, round...)
+	}
 	for i, at := range moments {
 		if wait := time.Until(loadStart.Add(at)); wait > 0 {
 			time.Sleep(wait) // the schedule of the faults
 		}
-		name, k := names[rng.IntN(len(names))], rng.IntN(2)
+		name, k := victims[i], rng.IntN(2)
 		down := time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
 		t.Logf("kill %d at %.1fs: %s replica %d, down %v", i+1, time.Since(loadStart).Seconds(), name, k+1, down.Round(time.Millisecond))
 		c.kill(t, name, k, down)
@@ -185,7 +194,7 @@ func TestChaosCrash(t *testing.T) {
 	if os.Getenv("ORDERLY_CHAOS") != "1" {
 		t.Skip("chaos test (loads the machine): set ORDERLY_CHAOS=1 or run `make test`")
 	}
-	sc := scenario{orders: 400, rate: 50, kills: 3, seed: seed(t)}
+	sc := scenario{orders: 800, rate: 50, kills: 4, seed: seed(t)}
 	if os.Getenv("ORDERLY_CHAOS_FULL") == "1" {
 		sc.orders, sc.kills = 2000, 10
 	}
