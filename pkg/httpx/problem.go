@@ -38,7 +38,7 @@ var (
 	TypeUnsupportedMediaType = ProblemType("unsupported-media-type")
 	TypeNotReady             = ProblemType("not-ready")
 	// TypeUnavailable is a request the database could not serve in time
-	// (pg.IsTimeout): 503 with Retry-After.
+	// (pg.IsTimeout) or at all (pg.IsUnavailable): 503 with Retry-After.
 	TypeUnavailable = ProblemType("unavailable")
 )
 
@@ -99,9 +99,11 @@ type Detailer interface {
 //
 // A matched 4xx gets the mapping's type and title and a detail from the
 // error chain's Detailer, or else the mapping's Err message. A statement
-// or lock wait that hit its timeout (pg.IsTimeout) is a 503 unavailable
-// problem with Retry-After: 1, logged at warn level: nothing was changed,
-// and the same request may well succeed a moment later. Anything
+// or lock wait that hit its timeout (pg.IsTimeout), and a database that
+// could not be reached or went away (pg.IsUnavailable), is a 503
+// unavailable problem with Retry-After: 1, logged at warn level: the same
+// request may well succeed a moment later, and one with an idempotency key
+// learns then whether its first try took effect. Anything
 // unmatched, and anything mapped to 5xx, is answered with detail
 // "internal error" while the full error is logged at error level with the
 // request context (so a telemetry logger adds the trace id) and recorded on
@@ -109,13 +111,17 @@ type Detailer interface {
 // info level instead. logger may be nil.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error, table []ErrorMapping) {
 	m, ok := lookup(err, table)
-	if !ok && pg.IsTimeout(err) {
+	if !ok && (pg.IsTimeout(err) || pg.IsUnavailable(err)) {
+		msg, detail := "database timeout", "the database is busy; retry shortly"
+		if !pg.IsTimeout(err) {
+			msg, detail = "database unavailable", "the database is unavailable; retry shortly"
+		}
 		if logger != nil {
-			logger.WarnContext(r.Context(), "database timeout", "err", err, "method", r.Method, "path", r.URL.Path, "status", http.StatusServiceUnavailable)
+			logger.WarnContext(r.Context(), msg, "err", err, "method", r.Method, "path", r.URL.Path, "status", http.StatusServiceUnavailable)
 		}
 		trace.SpanFromContext(r.Context()).RecordError(err)
 		w.Header().Set("Retry-After", "1")
-		WriteProblem(w, r, http.StatusServiceUnavailable, TypeUnavailable, "Service Unavailable", "the database is busy; retry shortly")
+		WriteProblem(w, r, http.StatusServiceUnavailable, TypeUnavailable, "Service Unavailable", detail)
 		return
 	}
 	if !ok {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -77,6 +78,8 @@ func TestWriteError(t *testing.T) {
 		{"unmatched", errors.New(`pq: relation "orders" does not exist at 10.0.0.5`), 500, TypeInternal, "internal error"},
 		{"statement timeout", fmt.Errorf("list orders: %w", &pgconn.PgError{Code: "57014", Message: "canceling statement due to statement timeout"}), 503, TypeUnavailable, "the database is busy; retry shortly"},
 		{"lock timeout", fmt.Errorf("cancel order: %w", &pgconn.PgError{Code: "55P03", Message: "canceling statement due to lock timeout"}), 503, TypeUnavailable, "the database is busy; retry shortly"},
+		{"database shutting down", fmt.Errorf("place order: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, TypeUnavailable, "the database is unavailable; retry shortly"},
+		{"connection lost", fmt.Errorf("place order: commit: %w", io.ErrUnexpectedEOF), 503, TypeUnavailable, "the database is unavailable; retry shortly"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,7 +101,7 @@ func TestWriteError(t *testing.T) {
 			if p.Type != tt.wantType || p.Detail != tt.wantDetail {
 				t.Errorf("problem = %+v, want type %q detail %q", p, tt.wantType, tt.wantDetail)
 			}
-			if got, want := rec.Header().Get("Retry-After"), map[bool]string{true: "1"}[strings.HasSuffix(tt.name, " timeout")]; got != want {
+			if got, want := rec.Header().Get("Retry-After"), map[bool]string{true: "1"}[tt.wantType == TypeUnavailable && tt.wantDetail != "internal error"]; got != want {
 				t.Errorf("Retry-After = %q, want %q", got, want)
 			}
 			if tt.wantStatus >= 500 {

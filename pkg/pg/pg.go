@@ -12,8 +12,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -151,6 +154,29 @@ func Retryable(err error) bool {
 func IsTimeout(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "57014" || pgErr.Code == "55P03")
+}
+
+// IsUnavailable reports whether err says the database could not be
+// reached or went away under the statement: a refused or failed connect,
+// a connection reset or closed mid-statement, or the server shutting down,
+// restarting or out of connection slots (SQLSTATE class 08, 57P01–57P03,
+// 53300). Whether a COMMIT that met it took effect is unknown; a request
+// carrying an idempotency key finds out by being sent again, which is what
+// the 503 it turns into asks for.
+func IsUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", "53300":
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, pgconn.ErrConnClosed)
 }
 
 // IsUniqueViolation reports whether err is a unique constraint violation (23505).

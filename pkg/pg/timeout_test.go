@@ -155,3 +155,48 @@ func TestMigrateIgnoresTheStatementTimeout(t *testing.T) {
 		t.Errorf("pg_sleep(1) on the pool after migrating = %v, want a timeout", err)
 	}
 }
+
+// A database that cannot be reached, or that ends the connection under a
+// statement, is told apart from a bad statement: the HTTP layer answers
+// the first with 503 and Retry-After, the second with 500.
+func TestIsUnavailable(t *testing.T) {
+	t.Parallel()
+	_, url := pgtest.NewDB(t)
+	pool := mustConnect(t, url)
+	ctx := context.Background()
+
+	// Nothing listens on port 1.
+	cfg, err := pgx.ParseConfig("postgres://postgres@127.0.0.1:1/postgres?connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pgx.ConnectConfig(ctx, cfg); !pg.IsUnavailable(err) {
+		t.Errorf("connect to a closed port = %v, want IsUnavailable", err)
+	}
+
+	// The server ends the connection (as a restart does): the statement
+	// on it fails with 57P01, or with the connection gone.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	var pid int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT 1"); !pg.IsUnavailable(err) {
+		t.Errorf("statement on a terminated connection = %v, want IsUnavailable", err)
+	}
+
+	// Refusals of the statement itself are not.
+	if _, err := pool.Exec(ctx, "SELECT * FROM no_such_table"); err == nil || pg.IsUnavailable(err) {
+		t.Errorf("missing table = %v, want an error that is not IsUnavailable", err)
+	}
+	if pg.IsUnavailable(errors.New("order not found")) {
+		t.Error("a plain error is IsUnavailable")
+	}
+}

@@ -5,16 +5,25 @@
 // cancelled order, stock is conserved, every shopper's WebSocket sees every
 // status once and in order, a retried POST makes one order.
 //
-// The tests are chaos tests: they load the whole machine, so they skip
-// unless ORDERLY_CHAOS=1, which `make test` sets in its serialized step.
-// Each starts its own stack (fresh databases and vhost), dropped at its end.
+// One scenario a test: TestChaosNoFaults (the baseline), TestChaosCrash
+// (SIGKILLs), TestChaosRollingRestart (SIGTERM of every replica in turn),
+// TestChaosBroker (RabbitMQ stopped and its connections closed),
+// TestChaosDatabase (PostgreSQL restarted in immediate mode),
+// TestChaosNetwork (toxiproxy between the services and their backends) and
+// TestChaosScale (replicas share every queue; one of each dies, a third
+// joins).
 //
-// Sizes (TestChaosCrash): the small run by default (800 orders at 50/s,
-// 4 kills, one per service); ORDERLY_CHAOS_FULL=1 (`make chaos`) for the full one (2,000
-// orders at 50/s, 10 kills). ORDERLY_CHAOS_ORDERS, ORDERLY_CHAOS_RATE,
-// ORDERLY_CHAOS_KILLS and ORDERLY_CHAOS_SEED override either; the seed is
-// logged, so a failing run can be replayed kill for kill (the moments are
-// the same, the system's timing is not).
+// The tests are chaos tests: they load the whole machine and stop the
+// shared broker and database, so they skip unless ORDERLY_CHAOS=1, which
+// `make test` sets in its serialized step. Each starts its own stack
+// (fresh databases and vhost), dropped at its end.
+//
+// Sizes: the small run by default (`make test`); ORDERLY_CHAOS_FULL=1
+// (`make chaos`) for the full one, at least 1,000 orders a scenario.
+// ORDERLY_CHAOS_ORDERS, ORDERLY_CHAOS_RATE, ORDERLY_CHAOS_KILLS and
+// ORDERLY_CHAOS_SEED override either; the seed is logged, so a failing run
+// can be replayed fault for fault (the moments are the same, the system's
+// timing is not).
 package faults
 
 import (
@@ -37,24 +46,27 @@ func TestMain(m *testing.M) { stack.Main(m) }
 
 // cluster is a stack with two replicas of every service.
 type cluster struct {
-	s        *stack.Stack
-	replicas map[string][]*stack.Service // by service name, the stack's own first
+	s *stack.Stack
 
-	mu   sync.Mutex
-	urls map[string][]string // the replicas' last known base URLs
+	mu       sync.Mutex
+	replicas map[string][]*stack.Service // by service name, the stack's own first
+	// serving marks the replicas a load balancer sends traffic to: not
+	// one that is stopping, down or removed.
+	serving map[*stack.Service]bool
 }
 
 // newCluster starts a stack with notification and a second replica of
-// each service, and seeds skus products with stocks.
-func newCluster(t *testing.T, stocks map[string]int64) *cluster {
+// each service, and seeds a product per SKU with its stock.
+func newCluster(t *testing.T, opts stack.Options, stocks map[string]int64) *cluster {
 	t.Helper()
-	s := stack.New(t, stack.Options{Notification: true})
-	c := &cluster{s: s, replicas: map[string][]*stack.Service{}, urls: map[string][]string{}}
+	opts.Notification = true
+	s := stack.New(t, opts)
+	c := &cluster{s: s, replicas: map[string][]*stack.Service{}, serving: map[*stack.Service]bool{}}
 	for _, name := range stack.Names() {
 		first := s.Service(name)
-		second := s.AddReplica(t, name)
-		c.replicas[name] = []*stack.Service{first, second}
-		c.urls[name] = []string{first.URL(), second.URL()}
+		c.replicas[name] = []*stack.Service{first}
+		c.serving[first] = true
+		c.add(t, name)
 	}
 	var products []stack.Product
 	for i, sku := range sortedSKUs(stocks) {
@@ -64,47 +76,143 @@ func newCluster(t *testing.T, stocks map[string]int64) *cluster {
 	return c
 }
 
-// Replicas is loadgen.Config.Replicas: a killed replica keeps its old URL
-// until it is back, so the load keeps trying it as a client behind a slow
-// load balancer would.
+// Replicas is loadgen.Config.Replicas: the URLs of the serving replicas,
+// as a load balancer that follows /readyz would route. A crashed replica
+// keeps its place until it is back (a balancer notices a crash late, so
+// clients do meet it); one that was stopped or removed leaves at once.
 func (c *cluster) Replicas() (order, notification []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.urls["order"]), slices.Clone(c.urls["notification"])
+	urls := func(name string) []string {
+		var out []string
+		for _, svc := range c.replicas[name] {
+			// A replica that is starting has no URL yet.
+			if u := svc.URL(); c.serving[svc] && u != "" {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	return urls("order"), urls("notification")
+}
+
+// replica returns the k-th replica of name.
+func (c *cluster) replica(name string, k int) *stack.Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replicas[name][k]
+}
+
+// setServing takes a replica in or out of the balancer's rotation.
+func (c *cluster) setServing(svc *stack.Service, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.serving[svc] = on
+}
+
+// add starts one more replica of name and puts it in rotation.
+func (c *cluster) add(t *testing.T, name string) *stack.Service {
+	t.Helper()
+	svc := c.s.AddReplica(t, name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.replicas[name] = append(c.replicas[name], svc)
+	c.serving[svc] = true
+	return svc
 }
 
 // kill SIGKILLs one replica, waits down, and starts it again.
 func (c *cluster) kill(t *testing.T, name string, k int, down time.Duration) {
 	t.Helper()
-	svc := c.replicas[name][k]
+	svc := c.replica(name, k)
 	svc.Kill(t)
 	time.Sleep(down) // the outage itself
 	svc.Start(t)
+}
+
+// restart stops one replica as an orchestrator does (out of rotation,
+// SIGTERM, a clean exit), starts it again and puts it back.
+func (c *cluster) restart(t *testing.T, name string, k int) {
+	t.Helper()
+	svc := c.replica(name, k)
+	c.setServing(svc, false)
+	svc.Stop(t)
+	svc.Start(t)
+	c.setServing(svc, true)
+}
+
+// pids returns the process id of every replica, by replica.
+func (c *cluster) pids() map[*stack.Service]int {
 	c.mu.Lock()
-	c.urls[name][k] = svc.URL()
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	out := map[*stack.Service]int{}
+	for _, rs := range c.replicas {
+		for _, svc := range rs {
+			out[svc] = svc.PID()
+		}
+	}
+	return out
 }
 
 // scenario is one load run with its faults.
 type scenario struct {
 	orders int
 	rate   float64
-	kills  int
 	seed   uint64
+	full   bool // the full size (`make chaos`), not make test's
+	// opts are the stack's options (the zero value suits most).
+	opts stack.Options
+	// fault breaks things while the load runs: it is called when the load
+	// starts, and the run waits for it and the load both.
+	fault func(t *testing.T, f *faultRun)
+	// drops are the WebSocket drops the scenario allows
+	// (invariants.Run.Drops); nil allows any.
+	drops []string
+	// after checks what the scenario promises beyond the invariants,
+	// once the checker is done.
+	after func(t *testing.T, c *cluster, res *loadgen.Result)
 }
 
-func (sc scenario) run(t *testing.T) {
-	t.Helper()
-	start := time.Now()
-	rng := rand.New(rand.NewPCG(sc.seed, sc.seed^0x5eed)) //nolint:gosec // reproducible chaos, not secrets
-	// Twenty SKUs; two with little stock, so that some orders are
-	// cancelled out_of_stock and the release path runs under the faults too.
+// faultRun is what a scenario's fault works with.
+type faultRun struct {
+	c      *cluster
+	rng    *rand.Rand
+	start  time.Time     // when the load started
+	window time.Duration // how long it offers orders
+
+	mu     sync.Mutex
+	placed []string // orders the fault placed itself (probes)
+}
+
+// at sleeps until the given share of the load's window has passed.
+func (f *faultRun) at(share float64) {
+	if wait := time.Until(f.start.Add(time.Duration(share * float64(f.window)))); wait > 0 {
+		time.Sleep(wait) // the schedule of the faults
+	}
+}
+
+// since is how long the load has run, for the log.
+func (f *faultRun) since() string {
+	return fmt.Sprintf("%.1fs", time.Since(f.start).Seconds())
+}
+
+// chaosStocks are the run's SKUs: twenty, two with little stock, so that
+// some orders are cancelled out_of_stock and the release path runs under
+// the faults too.
+func chaosStocks() map[string]int64 {
 	stocks := map[string]int64{}
 	for i := range 20 {
 		stocks[fmt.Sprintf("CHAOS-%02d", i)] = 100_000
 	}
 	stocks["CHAOS-00"], stocks["CHAOS-01"] = 15, 15
-	c := newCluster(t, stocks)
+	return stocks
+}
+
+func (sc scenario) run(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	stocks := chaosStocks()
+	c := newCluster(t, sc.opts, stocks)
 
 	gen, err := loadgen.New(loadgen.Config{
 		Replicas:  c.Replicas,
@@ -122,43 +230,23 @@ func (sc scenario) run(t *testing.T) {
 	}
 	t.Cleanup(gen.Close)
 
-	window := time.Duration(float64(sc.orders) / sc.rate * float64(time.Second))
-	// Kill moments, spread over the load's window; a kill whose moment
-	// comes while the previous victim is still down waits for it, so the
-	// other replica of a service is always up.
-	var moments []time.Duration
-	for range sc.kills {
-		moments = append(moments, window/20+time.Duration(rng.Int64N(int64(window*8/10))))
+	f := &faultRun{
+		c:      c,
+		rng:    rand.New(rand.NewPCG(sc.seed, sc.seed^0x5eed)), //nolint:gosec // reproducible chaos, not secrets
+		window: time.Duration(float64(sc.orders) / sc.rate * float64(time.Second)),
 	}
-	slices.Sort(moments)
-	t.Logf("seed %d: %d orders at %.0f/s over %v, %d kills", sc.seed, sc.orders, sc.rate, window, sc.kills)
+	t.Logf("seed %d: %d orders at %.0f/s over %v", sc.seed, sc.orders, sc.rate, f.window)
 
 	sampler := invariants.StartSampler(c.s.Inventory.DB, 50*time.Millisecond)
 	var res *loadgen.Result
 	loadDone := make(chan struct{})
-	loadStart := time.Now()
+	f.start = time.Now()
 	go func() {
 		defer close(loadDone)
-		res, err = gen.Run(context.Background(), sc.rate, window)
+		res, err = gen.Run(context.Background(), sc.rate, f.window)
 	}()
-	// Victims come in shuffled rounds of every service, so that each is
-	// killed once before any is killed twice: a run of four kills or more
-	// crashes every service, order included (whose crash is what makes
-	// POSTs fail and be retried).
-	var victims []string
-	for len(victims) < len(moments) {
-		round := slices.Clone(stack.Names())
-		rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
-		victims = append(victims, round...)
-	}
-	for i, at := range moments {
-		if wait := time.Until(loadStart.Add(at)); wait > 0 {
-			time.Sleep(wait) // the schedule of the faults
-		}
-		name, k := victims[i], rng.IntN(2)
-		down := time.Second + time.Duration(rng.Int64N(int64(2*time.Second)))
-		t.Logf("kill %d at %.1fs: %s replica %d, down %v", i+1, time.Since(loadStart).Seconds(), name, k+1, down.Round(time.Millisecond))
-		c.kill(t, name, k, down)
+	if sc.fault != nil {
+		sc.fault(t, f)
 	}
 	<-loadDone
 	if err != nil {
@@ -168,40 +256,39 @@ func (sc scenario) run(t *testing.T) {
 		res.Sent, res.Created, res.Confirmed, res.Cancelled, res.Errors, res.Finished.Sub(res.Start).Seconds())
 
 	invariants.Check(t, invariants.Run{
-		Stack:        c.s,
-		Generator:    gen,
-		Result:       res,
-		OrderURL:     func() string { o, _ := c.Replicas(); return o[0] },
+		Stack:     c.s,
+		Generator: gen,
+		Result:    res,
+		OrderURL: func() string {
+			o, _ := c.Replicas()
+			return o[0]
+		},
 		InitialStock: stocks,
 		Sampler:      sampler,
+		Placed:       f.placed,
+		Drops:        sc.drops,
 	})
+	if sc.after != nil {
+		sc.after(t, c, res)
+	}
 	t.Logf("scenario took %.1fs", time.Since(start).Seconds())
 }
 
-// TestChaosNoFaults is the baseline: the same load and checks as
-// TestChaosCrash without a fault, so that a violation there is the faults'
-// doing, and the checker is known to pass on a healthy system.
-func TestChaosNoFaults(t *testing.T) {
+// newScenario returns the scenario of a chaos test, small or full size
+// (ORDERLY_CHAOS_FULL=1), with the environment's overrides; it skips the
+// test unless ORDERLY_CHAOS=1.
+func newScenario(t *testing.T, small, full int) scenario {
+	t.Helper()
 	if os.Getenv("ORDERLY_CHAOS") != "1" {
-		t.Skip("chaos test (loads the machine): set ORDERLY_CHAOS=1 or run `make test`")
+		t.Skip("chaos test (loads the machine, stops the broker and database): set ORDERLY_CHAOS=1 or run `make test`")
 	}
-	scenario{orders: 200, rate: 50, seed: seed(t)}.run(t)
-}
-
-// TestChaosCrash kills a random replica of a random service with SIGKILL
-// at random moments of the load, and starts it again 1–3 s later.
-func TestChaosCrash(t *testing.T) {
-	if os.Getenv("ORDERLY_CHAOS") != "1" {
-		t.Skip("chaos test (loads the machine): set ORDERLY_CHAOS=1 or run `make test`")
-	}
-	sc := scenario{orders: 800, rate: 50, kills: 4, seed: seed(t)}
+	sc := scenario{orders: small, rate: 50, seed: seed(t)}
 	if os.Getenv("ORDERLY_CHAOS_FULL") == "1" {
-		sc.orders, sc.kills = 2000, 10
+		sc.orders, sc.full = full, true
 	}
 	sc.orders = envInt(t, "ORDERLY_CHAOS_ORDERS", sc.orders)
 	sc.rate = float64(envInt(t, "ORDERLY_CHAOS_RATE", int(sc.rate)))
-	sc.kills = envInt(t, "ORDERLY_CHAOS_KILLS", sc.kills)
-	sc.run(t)
+	return sc
 }
 
 // seed returns ORDERLY_CHAOS_SEED, or a fresh one.

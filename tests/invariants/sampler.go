@@ -12,8 +12,11 @@ import (
 type Sample struct {
 	Samples                             int
 	MinStock, MinReserved, MinAvailable int64 // available = stock − reserved
-	// Err is the first error a read returned; reads go on after it.
-	Err error
+	// Failed counts the reads that returned an error (the database was
+	// down or out of reach: a scenario may do that on purpose), and Err
+	// is the first of them; reads go on after it.
+	Failed int
+	Err    error
 }
 
 // Sampler reads the inventory's products every interval while a run goes
@@ -53,8 +56,11 @@ func (sm *Sampler) sample(ctx context.Context, db *pgxpool.Pool) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	if err != nil {
-		if sm.s.Err == nil && ctx.Err() == nil {
-			sm.s.Err = err
+		if ctx.Err() == nil {
+			sm.s.Failed++
+			if sm.s.Err == nil {
+				sm.s.Err = err
+			}
 		}
 		return
 	}

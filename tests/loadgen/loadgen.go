@@ -544,14 +544,17 @@ func (g *Generator) watchOnce(ctx, octx context.Context, o *Order, c created, de
 		data, op, err := wsutil.ReadServerData(rw)
 		if err != nil {
 			var ce wsutil.ClosedError
+			kind := "ws failed"
 			switch {
 			case errors.As(err, &ce):
-				g.fail(ctx, o, WSClosed, "ws closed "+strconv.Itoa(int(ce.Code)), err)
+				kind = "ws closed " + strconv.Itoa(int(ce.Code))
 			case errors.Is(err, os.ErrDeadlineExceeded):
 				g.fail(ctx, o, TimedOut, "timed out (WebSocket)", err)
 				return false
-			default:
-				g.fail(ctx, o, WSClosed, "ws failed", err)
+			}
+			g.fail(ctx, o, WSClosed, kind, err)
+			if ctx.Err() == nil {
+				o.Drops = append(o.Drops, kind)
 			}
 			return ctx.Err() == nil
 		}

@@ -103,6 +103,11 @@ type Order struct {
 	// Connections is how many WebSockets the watch opened (or tried to):
 	// more than one when it resumed after losing one (Config.Resume).
 	Connections int `json:"connections,omitempty"`
+	// Drops is how each WebSocket that was open ended before the order's
+	// terminal status: "ws closed <code>" for a close frame from the
+	// server, "ws failed" for a connection broken without one. A watcher
+	// that resumed has one entry per replica it lost.
+	Drops []string `json:"drops,omitempty"`
 	// Key is the POST's Idempotency-Key, "" when it was never sent.
 	Key string `json:"-"`
 
