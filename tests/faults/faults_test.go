@@ -110,6 +110,13 @@ func (c *cluster) setServing(svc *stack.Service, on bool) {
 	c.serving[svc] = on
 }
 
+// isServing reports whether a replica is in the balancer's rotation.
+func (c *cluster) isServing(svc *stack.Service) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.serving[svc]
+}
+
 // add starts one more replica of name and puts it in rotation.
 func (c *cluster) add(t *testing.T, name string) *stack.Service {
 	t.Helper()

@@ -541,7 +541,7 @@ func (g *Generator) watchOnce(ctx, octx context.Context, o *Order, c created, de
 	}{src, conn}
 
 	for {
-		data, op, err := wsutil.ReadServerData(rw)
+		data, op, err := readServerData(rw)
 		if err != nil {
 			var ce wsutil.ClosedError
 			kind := "ws failed"
@@ -582,6 +582,51 @@ func (g *Generator) watchOnce(ctx, octx context.Context, o *Order, c created, de
 		}
 		closeWS(conn, src, deadline)
 		return false
+	}
+}
+
+// readServerData is wsutil.ReadServerData, except that a close frame
+// with a code that RFC 6455 left to IANA's registry (1012 service restart,
+// 1013 try again later) ends the read as a close with that code: gobwas
+// checks codes against the RFC's own list only, and calls those a protocol
+// error, while the notification service closes with 1012 when a replica
+// goes away. The close is answered with the same code, as the RFC asks.
+func readServerData(rw io.ReadWriter) ([]byte, ws.OpCode, error) {
+	control := wsutil.ControlFrameHandler(rw, ws.StateClientSide)
+	handle := func(h ws.Header, r io.Reader) error {
+		if h.OpCode != ws.OpClose || h.Length < 2 {
+			return control(h, r)
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return err
+		}
+		code, reason := ws.ParseCloseFrameData(payload)
+		if err := wsutil.WriteClientMessage(rw, ws.OpClose, ws.NewCloseFrameBody(code, "")); err != nil {
+			return err
+		}
+		return wsutil.ClosedError{Code: code, Reason: reason}
+	}
+	rd := &wsutil.Reader{Source: rw, State: ws.StateClientSide, CheckUTF8: true, OnIntermediate: handle}
+	for {
+		h, err := rd.NextFrame()
+		if err != nil {
+			return nil, 0, err
+		}
+		if h.OpCode.IsControl() {
+			if err := handle(h, rd); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		if h.OpCode != ws.OpText && h.OpCode != ws.OpBinary {
+			if err := rd.Discard(); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		data, err := io.ReadAll(rd)
+		return data, h.OpCode, err
 	}
 }
 

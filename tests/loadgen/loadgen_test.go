@@ -3,14 +3,18 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -452,5 +456,44 @@ func TestRefusalsRecorded(t *testing.T) {
 	}
 	if _, err := g.RunPhases(context.Background(), Phase{Rate: 10, Duration: time.Second}, Phase{Rate: 1, Duration: ms(100)}); err == nil {
 		t.Error("RunPhases with a phase that offers no order: no error")
+	}
+}
+
+// A close with 1012 (a replica going away) is a close with that code, not
+// the protocol error gobwas makes of codes outside RFC 6455's own list;
+// it is answered with the same code.
+func TestReadServerDataServiceRestart(t *testing.T) {
+	t.Parallel()
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go func() {
+		_ = ws.WriteFrame(server, ws.NewTextFrame([]byte(`{"type":"status"}`)))
+		_ = ws.WriteFrame(server, ws.NewCloseFrame(ws.NewCloseFrameBody(1012, "restart")))
+	}()
+	answer := make(chan ws.StatusCode, 1)
+	go func() {
+		h, err := ws.ReadHeader(server)
+		if err != nil || h.OpCode != ws.OpClose {
+			answer <- 0
+			return
+		}
+		p := make([]byte, h.Length)
+		_, _ = io.ReadFull(server, p)
+		ws.Cipher(p, h.Mask, 0)
+		code, _ := ws.ParseCloseFrameData(p)
+		answer <- code
+	}()
+	data, op, err := readServerData(client)
+	if err != nil || op != ws.OpText || string(data) != `{"type":"status"}` {
+		t.Fatalf("first read = %q, %v, %v; want the text frame", data, op, err)
+	}
+	_, _, err = readServerData(client)
+	var ce wsutil.ClosedError
+	if !errors.As(err, &ce) || ce.Code != 1012 {
+		t.Fatalf("second read = %v, want a ClosedError with code 1012", err)
+	}
+	if got := <-answer; got != 1012 {
+		t.Errorf("client answered the close with %d, want 1012", got)
 	}
 }
