@@ -67,4 +67,3 @@ func restartPostgres(t *testing.T, mode string) {
 		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
 	}
 }
-
