@@ -227,6 +227,9 @@ func (sc scenario) run(t *testing.T) {
 		Secret:    c.s.Secret,
 		SKUs:      sortedSKUs(stocks),
 		Customers: 200,
+		// Some cards are declined, so that the payment-declined path
+		// (stock released, nothing charged) runs under the faults too.
+		DeclineEvery: 25,
 		// Far beyond the saga's own deadlines (15 s a step): an order
 		// ends long before its watcher gives up.
 		Deadline: 3 * time.Minute,

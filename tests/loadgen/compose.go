@@ -69,6 +69,8 @@ type Line struct {
 type Pick struct {
 	Customer int
 	Lines    []Line
+	// Declined pays with a card the gateway declines (Config.DeclineEvery).
+	Declined bool
 }
 
 // Compose returns order i's composition, a pure function of seed and i:

@@ -62,6 +62,10 @@ type Config struct {
 	Customers int
 	// PaymentMethod is every order's payment method (default pm_card_ok).
 	PaymentMethod string
+	// DeclineEvery, when positive, makes every DeclineEvery-th order
+	// (index 0, n, 2n…) pay with pm_card_declined instead, so that the
+	// saga's decline path (payment declined, stock released) runs too.
+	DeclineEvery int
 	// Deadline bounds one order, from sending its POST to its terminal
 	// status (default 60s).
 	Deadline time.Duration
@@ -99,6 +103,7 @@ type Generator struct {
 	auth      []string // "Bearer <jwt>" per customer
 	skuJSON   [][]byte // each SKU as a JSON string
 	pmJSON    []byte
+	declined  []byte // pm_card_declined as JSON
 	client    *http.Client
 	dialer    ws.Dialer
 	next      atomic.Int64 // first composition index of the next run
@@ -159,6 +164,7 @@ func New(cfg Config) (*Generator, error) {
 		g.skuJSON = append(g.skuJSON, b)
 	}
 	g.pmJSON, _ = json.Marshal(cfg.PaymentMethod)
+	g.declined, _ = json.Marshal("pm_card_declined")
 
 	g.transport = &http.Transport{
 		Proxy:               nil, // never through an environment proxy: the system is local
@@ -306,6 +312,7 @@ type created struct {
 
 // place places one order and follows it to its end, recording into o.
 func (g *Generator) place(ctx context.Context, o *Order, p Pick) {
+	p.Declined = g.cfg.DeclineEvery > 0 && o.Index%g.cfg.DeclineEvery == 0
 	body := g.body(p)
 	o.pick, o.Key = p, newUUID()
 	o.Sent = time.Now()
@@ -670,6 +677,9 @@ func (g *Generator) body(p Pick) []byte {
 		b = append(b, '}')
 	}
 	b = append(b, `],"payment_method":`...)
+	if p.Declined {
+		return append(append(b, g.declined...), '}')
+	}
 	b = append(b, g.pmJSON...)
 	return append(b, '}')
 }

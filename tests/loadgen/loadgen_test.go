@@ -213,6 +213,10 @@ func TestBody(t *testing.T) {
 	if g.wsBase != "ws://127.0.0.1:2/v1/orders/" || g.orders != "http://127.0.0.1:1/v1/orders" {
 		t.Errorf("URLs %q, %q", g.orders, g.wsBase)
 	}
+	b = g.body(Pick{Lines: []Line{{SKU: 0, Quantity: 2}}, Declined: true})
+	if err := json.Unmarshal(b, &got); err != nil || got.PaymentMethod != "pm_card_declined" {
+		t.Errorf("declined body %s: %v, want payment_method pm_card_declined", b, err)
+	}
 }
 
 func TestNewRejectsIncompleteConfig(t *testing.T) {
