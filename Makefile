@@ -11,7 +11,7 @@
 #   make bench-overload  end-to-end overload: twice a sustainable rate for a minute, then recovery (minutes)
 #   make bench-history   end-to-end rate on fresh databases, then with months of history preloaded (minutes)
 #   make bench-soak      end-to-end soak: half a sustainable rate for ten minutes, growth over time (minutes)
-#   make fuzz            every Fuzz target of pkg/ for FUZZTIME each (default 30s)
+#   make fuzz            every Fuzz target of every module for FUZZTIME each (default 30s)
 #   make chaos           faults under load, full size: every tests/faults scenario over two replicas of everything, then the invariant checker (minutes)
 #   make tools           install the development tools (protoc, golangci-lint)
 
@@ -163,14 +163,18 @@ bench-history:
 bench-soak:
 	cd tests && ORDERLY_BENCH_SOAK=1 ORDERLY_E2E_WRITE_DOCS=1 $(GO) test -v -count=1 -timeout 90m -run '^TestSoak$$' ./e2ebench/
 
-## fuzz: each Fuzz* target, found by grep so a new one is not skipped, for
-## FUZZTIME. `make test` runs their seeds and testdata/fuzz as plain tests.
+## fuzz: each Fuzz* target of every module of the workspace, found by grep
+## so a new one is not skipped, for FUZZTIME. `make test` runs their seeds
+## and testdata/fuzz as plain tests.
 FUZZTIME ?= 30s
 fuzz:
-	@cd pkg && grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u | while read -r dir; do \
-		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2); do \
-			echo "== $$dir $$target"; \
-			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
+	@for m in $$($(GO) list -m -f '{{.Dir}}'); do \
+		cd "$$m"; \
+		for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+			for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2); do \
+				echo "== $${m#$(CURDIR)/}/$${dir#./} $$target"; \
+				$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
+			done; \
 		done; \
 	done
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/orderly/orderly/pkg/rabbit"
 )
@@ -61,4 +62,23 @@ func One(h rabbit.BatchHandler) rabbit.Handler {
 	return func(ctx context.Context, d *amqp.Delivery) error {
 		return h(ctx, []rabbit.Delivery{{Ctx: ctx, Delivery: d}})[0]
 	}
+}
+
+// AddSeeds adds each message to the seed corpus of a fuzz target that takes
+// a delivery's type and body (func(t *testing.T, typ string, body []byte)),
+// as the relay would send it: typed with its full protobuf name. It adds
+// what every consumer must refuse too: a corrupt body of each message's
+// type and a type that does not exist.
+func AddSeeds(f *testing.F, msgs ...proto.Message) {
+	f.Helper()
+	for _, m := range msgs {
+		body, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatalf("marshal %T: %v", m, err)
+		}
+		typ := string(m.ProtoReflect().Descriptor().FullName())
+		f.Add(typ, body)
+		f.Add(typ, []byte{0xff, 0xff})
+	}
+	f.Add("orderly.events.v1.Nope", []byte(nil))
 }

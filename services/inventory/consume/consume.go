@@ -71,7 +71,7 @@ func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery
 	steps := make([]stock.Step, len(batch))
 	for i, d := range batch {
 		var err error
-		if steps[i], err = stepOf(d.Delivery); err != nil {
+		if steps[i], err = decode(d.Delivery); err != nil {
 			return err
 		}
 	}
@@ -96,8 +96,10 @@ func (h *Handler) handle(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery
 	return nil
 }
 
-// stepOf decodes a delivery into the saga step it asks for.
-func stepOf(d *amqp.Delivery) (stock.Step, error) {
+// decode returns d as the saga step it asks for, or a rabbit.Permanent
+// error for an unknown type, an undecodable body, an order id that is not
+// a UUID or an invalid expires_at.
+func decode(d *amqp.Delivery) (stock.Step, error) {
 	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
 	if err != nil {
 		return stock.Step{}, rabbit.Permanent(err)

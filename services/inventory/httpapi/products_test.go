@@ -36,6 +36,7 @@ var secret = []byte("inventory-test-secret-0123456789abcdef")
 type testServer struct {
 	tb       testing.TB
 	url      string
+	handler  http.Handler // what srv serves, for the fuzz targets
 	store    *postgres.Store
 	pool     *pgxpool.Pool
 	contract *apitest.Contract
@@ -61,7 +62,7 @@ func newTestServerOn(tb testing.TB, pool *pgxpool.Pool, rps int) *testServer {
 	httpapi.New(httpapi.Options{Store: store, Verifier: authn.NewVerifier(secret, "", ""), RateLimitRPS: rps, Log: log}).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
-	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, inventory.OpenAPI)}
+	return &testServer{tb: tb, url: srv.URL, handler: r, store: store, pool: pool, contract: apitest.LoadContract(tb, inventory.OpenAPI)}
 }
 
 // token issues a token for role, whose subject is named after the role.

@@ -69,7 +69,7 @@ func (h *Handler) handle(ctx context.Context, batch []rabbit.Delivery) []error {
 	for i, d := range batch {
 		c, err := decode(d.Delivery)
 		if err != nil {
-			errs[i] = rabbit.Permanent(err)
+			errs[i] = err
 			continue
 		}
 		cs = append(cs, c)
@@ -130,14 +130,21 @@ func save(ctx context.Context, w *postgres.Writer, cs []status.Change) []error {
 // OrderStatusChanged.
 var ErrUnexpectedType = errors.New("not an OrderStatusChanged")
 
+// decode returns d as a status change, or a rabbit.Permanent error for an
+// unknown type, an undecodable body or an invalid event (see
+// status.FromEvent).
 func decode(d *amqp.Delivery) (status.Change, error) {
 	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
 	if err != nil {
-		return status.Change{}, err
+		return status.Change{}, rabbit.Permanent(err)
 	}
 	ev, ok := msg.(*eventsv1.OrderStatusChanged)
 	if !ok {
-		return status.Change{}, fmt.Errorf("%w: %s", ErrUnexpectedType, d.Type)
+		return status.Change{}, rabbit.Permanent(fmt.Errorf("%w: %s", ErrUnexpectedType, d.Type))
 	}
-	return status.FromEvent(ev)
+	c, err := status.FromEvent(ev)
+	if err != nil {
+		return status.Change{}, rabbit.Permanent(err)
+	}
+	return c, nil
 }

@@ -57,6 +57,7 @@ const (
 type testServer struct {
 	tb       testing.TB
 	url      string
+	handler  http.Handler // what srv serves, for the fuzz targets
 	hub      *live.Hub
 	orders   *countingOrders
 	contract *apitest.Contract
@@ -116,7 +117,7 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 			tb.Errorf("hub: %v", err)
 		}
 	})
-	return &testServer{tb: tb, url: srv.URL, hub: hub, orders: orders, contract: mustContract(tb)}
+	return &testServer{tb: tb, url: srv.URL, handler: r, hub: hub, orders: orders, contract: mustContract(tb)}
 }
 
 // mustContract loads openapi.yaml, whose event streams kin-openapi has no

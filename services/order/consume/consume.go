@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -91,29 +92,17 @@ func (h *Handler) saga(ctx context.Context, tx pgx.Tx, batch []rabbit.Delivery) 
 	stepOf := make([]int, 0, len(batch)) // batch index of each step
 	var refunds []*eventsv1.PaymentRefunded
 	for i, d := range batch {
-		msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+		a, err := decodeAnswer(d.Delivery)
 		if err != nil {
-			return rabbit.Permanent(err)
+			return err
 		}
-		st := order.Step{}
-		switch m := msg.(type) {
-		case *eventsv1.StockReserved:
-			st.OrderID, st.Event = m.GetOrderId(), order.EventStockReserved
-		case *eventsv1.StockRejected:
-			st.OrderID, st.Event = m.GetOrderId(), order.EventStockRejected
-		case *eventsv1.PaymentAuthorized:
-			st.OrderID, st.Event, st.PaymentID = m.GetOrderId(), order.EventPaymentAuthorized, m.GetPaymentId()
-		case *eventsv1.PaymentDeclined:
-			st.OrderID, st.Event = m.GetOrderId(), order.EventPaymentDeclined
-		case *eventsv1.PaymentRefunded:
+		if m := a.refund; m != nil {
 			h.log.InfoContext(d.Ctx, "payment refunded", "order_id", m.GetOrderId(), "payment_id", m.GetPaymentId(),
 				"refund_id", m.GetRefundId(), "amount_cents", m.GetAmountCents(), "currency", m.GetCurrency())
 			refunds = append(refunds, m)
 			continue
-		default:
-			return rabbit.Permanent(fmt.Errorf("order.saga does not handle %s", d.Type))
 		}
-		steps, stepOf = append(steps, st), append(stepOf, i)
+		steps, stepOf = append(steps, a.step), append(stepOf, i)
 	}
 	orders, err := h.store.LockOrders(ctx, tx, steps...)
 	if err != nil {
@@ -161,25 +150,88 @@ func ignoredWhy(err error) string {
 
 // catalog applies one ProductUpserted to the replica, if newer.
 func (h *Handler) catalog(ctx context.Context, tx pgx.Tx, d *amqp.Delivery) error {
-	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+	p, err := decodeProduct(d)
 	if err != nil {
-		return rabbit.Permanent(err)
+		return err
 	}
-	m, ok := msg.(*eventsv1.ProductUpserted)
-	if !ok {
-		return rabbit.Permanent(fmt.Errorf("order.catalog does not handle %s", d.Type))
-	}
-	if m.GetSku() == "" || m.GetCurrency() == "" || m.GetPriceCents() < 0 {
-		return rabbit.Permanent(fmt.Errorf("product event for %q lacks sku or currency, or has a negative price", m.GetSku()))
-	}
-	wrote, err := h.store.UpsertProduct(ctx, tx, order.Product{
-		SKU: m.GetSku(), Name: m.GetName(), PriceCents: m.GetPriceCents(), Currency: m.GetCurrency(), Version: m.GetVersion(),
-	})
+	wrote, err := h.store.UpsertProduct(ctx, tx, p)
 	if err != nil {
 		return err
 	}
 	if !wrote {
-		h.log.DebugContext(ctx, "older product version ignored", "sku", m.GetSku(), "version", m.GetVersion())
+		h.log.DebugContext(ctx, "older product version ignored", "sku", p.SKU, "version", p.Version)
 	}
 	return nil
+}
+
+// answer is a message of order.saga decoded: a step for the domain to
+// run, or a refund, which only notes the time on the order.
+type answer struct {
+	step   order.Step
+	refund *eventsv1.PaymentRefunded
+}
+
+// decodeAnswer returns d as an answer, or a rabbit.Permanent error for an
+// unknown type, an undecodable body, an order id that is not a UUID or a
+// refund without a valid time: none of them can ever apply.
+func decodeAnswer(d *amqp.Delivery) (answer, error) {
+	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+	if err != nil {
+		return answer{}, rabbit.Permanent(err)
+	}
+	var a answer
+	switch m := msg.(type) {
+	case *eventsv1.StockReserved:
+		a.step = order.Step{OrderID: m.GetOrderId(), Event: order.EventStockReserved}
+	case *eventsv1.StockRejected:
+		a.step = order.Step{OrderID: m.GetOrderId(), Event: order.EventStockRejected}
+	case *eventsv1.PaymentAuthorized:
+		a.step = order.Step{OrderID: m.GetOrderId(), Event: order.EventPaymentAuthorized, PaymentID: m.GetPaymentId()}
+	case *eventsv1.PaymentDeclined:
+		a.step = order.Step{OrderID: m.GetOrderId(), Event: order.EventPaymentDeclined}
+	case *eventsv1.PaymentRefunded:
+		if err := m.GetRefundedAt().CheckValid(); err != nil {
+			return answer{}, rabbit.Permanent(fmt.Errorf("PaymentRefunded %q: refunded_at: %w", m.GetOrderId(), err))
+		}
+		a.refund = m
+	default:
+		return answer{}, rabbit.Permanent(fmt.Errorf("order.saga does not handle %s", d.Type))
+	}
+	// The store would take any other string, or another spelling of a
+	// UUID ({…}, urn:uuid:…), for an unknown order, and the message would
+	// be acknowledged as one that does not apply.
+	raw := a.step.OrderID
+	if a.refund != nil {
+		raw = a.refund.GetOrderId()
+	}
+	id, err := uuid.Parse(raw)
+	if err != nil {
+		return answer{}, rabbit.Permanent(fmt.Errorf("%s: order_id %q is not a UUID", d.Type, raw))
+	}
+	if a.refund != nil {
+		a.refund.OrderId = id.String()
+	} else {
+		a.step.OrderID = id.String()
+	}
+	return a, nil
+}
+
+// decodeProduct returns the ProductUpserted in d as a catalog product, or a
+// rabbit.Permanent error for another type, an undecodable body or a
+// product without a SKU or currency, or with a negative price.
+func decodeProduct(d *amqp.Delivery) (order.Product, error) {
+	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
+	if err != nil {
+		return order.Product{}, rabbit.Permanent(err)
+	}
+	m, ok := msg.(*eventsv1.ProductUpserted)
+	if !ok {
+		return order.Product{}, rabbit.Permanent(fmt.Errorf("order.catalog does not handle %s", d.Type))
+	}
+	if m.GetSku() == "" || m.GetCurrency() == "" || m.GetPriceCents() < 0 {
+		return order.Product{}, rabbit.Permanent(fmt.Errorf("product event for %q lacks sku or currency, or has a negative price", m.GetSku()))
+	}
+	return order.Product{
+		SKU: m.GetSku(), Name: m.GetName(), PriceCents: m.GetPriceCents(), Currency: m.GetCurrency(), Version: m.GetVersion(),
+	}, nil
 }

@@ -195,7 +195,6 @@ func TestDuplicatesChangeNothing(t *testing.T) {
 	}
 	// A message for an order this service never stored is acknowledged.
 	f.send(f.saga, &eventsv1.StockReserved{OrderId: uuid.NewString(), ReservedAt: now()}, "x")
-	f.send(f.saga, &eventsv1.PaymentDeclined{OrderId: "not-a-uuid", DeclinedAt: now()}, "x")
 }
 
 func TestStockRejectedCancelsOutOfStock(t *testing.T) {
@@ -336,13 +335,19 @@ func TestPoisonMessagesArePermanent(t *testing.T) {
 	corrupt.Body = []byte{0xff, 0xff, 0xff}
 	wrongQueue := delivery(t, &eventsv1.OrderPlaced{OrderId: o.ID}, o.ID)
 	wrongCatalog := delivery(t, &eventsv1.StockReserved{OrderId: o.ID}, o.ID)
+	// An order id that is no UUID can never name an order; it used to be
+	// acknowledged as an unknown order's.
+	notUUID := delivery(t, &eventsv1.PaymentDeclined{OrderId: "not-a-uuid", DeclinedAt: now()}, "x")
+	noRefundTime := delivery(t, &eventsv1.PaymentRefunded{OrderId: o.ID}, o.ID)
+	nul := delivery(t, &eventsv1.ProductUpserted{Sku: "LAMP\x00", Name: "Lamp", Currency: "EUR"}, "LAMP")
 	for name, c := range map[string]struct {
 		h rabbit.Handler
 		d *amqp.Delivery
 	}{
 		"unknown type": {f.saga, unknown}, "corrupt body": {f.saga, corrupt},
 		"saga gets OrderPlaced": {f.saga, wrongQueue}, "catalog gets StockReserved": {f.catalog, wrongCatalog},
-		"catalog corrupt": {f.catalog, corrupt},
+		"catalog corrupt": {f.catalog, corrupt}, "order id not a UUID": {f.saga, notUUID},
+		"refund without a time": {f.saga, noRefundTime}, "SKU with a NUL": {f.catalog, nul},
 	} {
 		if err := c.h(context.Background(), c.d); !rabbit.IsPermanent(err) {
 			t.Errorf("%s: err = %v, want a permanent error", name, err)

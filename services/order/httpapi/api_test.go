@@ -32,6 +32,7 @@ var (
 type testServer struct {
 	tb       testing.TB
 	url      string
+	handler  http.Handler // what srv serves, for the fuzz targets
 	store    *postgres.Store
 	pool     *pgxpool.Pool
 	contract *apitest.Contract
@@ -61,7 +62,7 @@ func newTestServerWith(tb testing.TB, o httpapi.Options) *testServer {
 	httpapi.New(o).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
-	return &testServer{tb: tb, url: srv.URL, store: store, pool: pool, contract: apitest.LoadContract(tb, orderservice.OpenAPI)}
+	return &testServer{tb: tb, url: srv.URL, handler: r, store: store, pool: pool, contract: apitest.LoadContract(tb, orderservice.OpenAPI)}
 }
 
 type response struct {

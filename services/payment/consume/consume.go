@@ -130,7 +130,8 @@ type request struct {
 }
 
 // decode returns d as a request, or a rabbit.Permanent error for an unknown
-// type, an undecodable body or a malformed order id.
+// type, an undecodable body, a malformed order id, a negative amount or an
+// invalid expires_at.
 func decode(d rabbit.Delivery) (request, error) {
 	msg, err := eventsv1.Unmarshal(d.Type, d.Body)
 	if err != nil {
@@ -150,6 +151,9 @@ func decode(d rabbit.Delivery) (request, error) {
 		// An unset expires_at is no deadline, not the Unix epoch AsTime
 		// makes of it.
 		if exp := m.GetExpiresAt(); exp != nil {
+			if err := exp.CheckValid(); err != nil {
+				return request{}, rabbit.Permanent(fmt.Errorf("%s: expires_at: %w", d.Type, err))
+			}
 			r.pay.ExpiresAt = exp.AsTime()
 		}
 	case *eventsv1.RefundRequested:
@@ -163,10 +167,16 @@ func decode(d rabbit.Delivery) (request, error) {
 		return request{}, rabbit.Permanent(fmt.Errorf("%s: %w", d.Type, err))
 	}
 	r.order = id
+	amount := int64(0)
 	if r.pay != nil {
-		r.pay.OrderID = id
+		r.pay.OrderID, amount = id, r.pay.AmountCents
 	} else {
-		r.refund.OrderID = id
+		r.refund.OrderID, amount = id, r.refund.AmountCents
+	}
+	// The gateway would be asked to charge or refund it; the payments
+	// table refuses it only after the call.
+	if amount < 0 {
+		return request{}, rabbit.Permanent(fmt.Errorf("%s: amount_cents %d is negative", d.Type, amount))
 	}
 	return r, nil
 }

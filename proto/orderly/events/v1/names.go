@@ -141,8 +141,54 @@ func Unmarshal(typ string, body []byte) (proto.Message, error) {
 	if err := proto.Unmarshal(body, msg); err != nil {
 		return nil, fmt.Errorf("eventsv1: unmarshal %s: %w", typ, err)
 	}
+	if field, at := controlChar(msg.ProtoReflect()); field != "" {
+		return nil, fmt.Errorf("eventsv1: unmarshal %s: %s contains a control character (U+%04X)", typ, field, at)
+	}
 	return msg, nil
 }
+
+// controlChar returns the name of the first string field of m, nested
+// messages and lists included, that holds a C0 control character or DEL,
+// with that character, or "". Every string of these messages is an
+// identifier, a code or a name: a control character in one can only come
+// from a corrupt or forged message, and consumers would pass it on to
+// PostgreSQL, which refuses a NUL with an error that looks transient (the
+// message would be retried for a minute before it is dead-lettered) and
+// stores the others, for logs and shoppers' pages. proto.Unmarshal has
+// already refused invalid UTF-8 (these are proto3 strings).
+func controlChar(m protoreflect.Message) (field string, char byte) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		var values []protoreflect.Value
+		if fd.IsList() {
+			for i := range v.List().Len() {
+				values = append(values, v.List().Get(i))
+			}
+		} else {
+			values = []protoreflect.Value{v}
+		}
+		for _, v := range values {
+			switch fd.Kind() {
+			case protoreflect.StringKind:
+				if i := strings.IndexFunc(v.String(), isControl); i >= 0 {
+					field, char = string(fd.Name()), v.String()[i]
+				}
+			case protoreflect.MessageKind:
+				if f, c := controlChar(v.Message()); f != "" {
+					field, char = string(fd.Name())+"."+f, c
+				}
+			}
+			if field != "" {
+				return false
+			}
+		}
+		return true
+	})
+	return field, char
+}
+
+// isControl reports whether r is a C0 control character or DEL, the
+// characters httpx.CheckText refuses in clients' text.
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // Label returns the status as the HTTP and WebSocket APIs spell it
 // ("pending", "cancelled", …), or "" for ORDER_STATUS_UNSPECIFIED and unknown

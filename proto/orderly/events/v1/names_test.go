@@ -132,6 +132,31 @@ func TestUnmarshal(t *testing.T) {
 	if _, err := eventsv1.Unmarshal(eventsv1.TypeOrderPlaced, []byte{0xff, 0xff}); err == nil {
 		t.Error("Unmarshal of a corrupt body: want an error")
 	}
+
+	// A control character in any string, nested ones included, is
+	// refused; a printable non-ASCII one is not.
+	for _, tt := range []struct {
+		msg   proto.Message
+		field string // named in the error, "" when accepted
+	}{
+		{&eventsv1.OrderStatusChanged{OrderId: "o-1", CustomerId: "c\x00"}, "customer_id"},
+		{&eventsv1.ProductUpserted{Sku: "MUG", Name: "Mug\x7f"}, "name"},
+		{&eventsv1.OrderPlaced{OrderId: "o-1", Items: []*eventsv1.LineItem{{Sku: "A"}, {Sku: "B\n"}}}, "items.sku"},
+		{&eventsv1.ProductUpserted{Sku: "MUG", Name: "Tasse à café"}, ""},
+	} {
+		body, err := proto.Marshal(tt.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ := string(tt.msg.ProtoReflect().Descriptor().FullName())
+		_, err = eventsv1.Unmarshal(typ, body)
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("Unmarshal(%v) = %v, want it accepted", tt.msg, err)
+		case tt.field != "" && (err == nil || !strings.Contains(err.Error(), tt.field+" contains a control character")):
+			t.Errorf("Unmarshal(%v) = %v, want an error naming %s", tt.msg, err, tt.field)
+		}
+	}
 }
 
 func TestOrderStatusLabels(t *testing.T) {
