@@ -218,6 +218,7 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		Health:         s.Health,
 		TrustedProxies: proxies,
 		SeparateAdmin:  cfg.AdminAddr != "",
+		RequestTimeout: cfg.RequestTimeout,
 	}
 	if s.Router, err = httpx.NewRouter(ro); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
