@@ -99,7 +99,9 @@ func TestEveryBoundsEachRun(t *testing.T) {
 		go func() { done <- s.workers[0].run(ctx) }()
 		got := <-left
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("run = %v after the service drained", err)
+		}
 		if got > tt.want || got < tt.want-5*time.Second {
 			t.Errorf("interval %v: a run's deadline was %v away, want %v", tt.interval, got, tt.want)
 		}
