@@ -218,6 +218,7 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		Health:         s.Health,
 		TrustedProxies: proxies,
 		SeparateAdmin:  cfg.AdminAddr != "",
+		RequestTimeout: cfg.RequestTimeout,
 	}
 	if s.Router, err = httpx.NewRouter(ro); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -261,14 +262,18 @@ func servePprof(addr string, log *slog.Logger) (func(context.Context) error, err
 	return srv.Shutdown, nil
 }
 
-// defaultPoolSize raises pgx's default pool size (the number of CPUs, at
-// least 4) to 16 unless the URL sets pool_max_conns: handlers hold a
-// connection for a whole transaction, and with 2 cores 4 connections queue
-// HTTP requests behind the consumers.
+// DefaultMaxConns is the least size of a service's pool when the URL sets
+// no pool_max_conns (pgx's default is the number of CPUs, at least 4):
+// handlers hold a connection for a whole transaction, and with 2 cores 4
+// connections queue HTTP requests behind the consumers.
+const DefaultMaxConns = 16
+
+// defaultPoolSize raises pgx's default pool size to DefaultMaxConns unless
+// the URL sets pool_max_conns.
 func defaultPoolSize(url string) func(*pgxpool.Config) {
 	return func(c *pgxpool.Config) {
 		if !strings.Contains(url, "pool_max_conns") {
-			c.MaxConns = max(c.MaxConns, 16)
+			c.MaxConns = max(c.MaxConns, DefaultMaxConns)
 		}
 	}
 }
@@ -349,17 +354,31 @@ func (s *Service) Go(name string, fn func(ctx context.Context) error) {
 	s.workers = append(s.workers, worker{name: name, run: fn})
 }
 
+// everyRunTimeout is the least time a run of Every's is given (a run also
+// gets its interval, when that is longer). A run that waits on a database
+// that stopped answering (a network black hole) would otherwise wait for
+// good, and the work (a deadline sweep) would stop with it; a bounded run
+// fails, its connection is discarded, and the next tick starts afresh.
+const everyRunTimeout = 30 * time.Second
+
 // Every has Run run fn at start and then every interval, until the service
-// drains: the one loop of periodic work (sweeps, purges). A failure is
+// drains: the one loop of periodic work (sweeps, purges). Each run's context
+// ends after the interval or 30s, whichever is longer. A failure is
 // logged and tried again at the next tick, since it only delays the work;
 // a positive count is logged as what the run did.
 func (s *Service) Every(name string, interval time.Duration, fn func(ctx context.Context) (int64, error)) {
 	log := s.Log.With("component", name)
+	bound := max(interval, everyRunTimeout)
+	run := func(ctx context.Context) (int64, error) {
+		ctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
+		return fn(ctx)
+	}
 	s.Go(name, func(ctx context.Context) error {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			if n, err := fn(ctx); err != nil && ctx.Err() == nil {
+			if n, err := run(ctx); err != nil && ctx.Err() == nil {
 				log.WarnContext(ctx, name+" failed", "error", err)
 			} else if n > 0 {
 				log.InfoContext(ctx, name+" done", "count", n)

@@ -121,6 +121,16 @@ type Config struct {
 	// believed and the client is the TCP peer.
 	TrustedProxies string `env:"TRUSTED_PROXIES"`
 
+	// RequestTimeout bounds each HTTP request of the API (httpx.Deadline):
+	// a request still running then is answered 503 with Retry-After, and
+	// its database work is cancelled, its connection discarded. It is what
+	// ends a request when the database stops answering altogether, which
+	// DB_STATEMENT_TIMEOUT (enforced by the server) cannot. Streams
+	// (WebSocket, Server-Sent Events) are bounded only while they are set
+	// up. Keep it above DB_STATEMENT_TIMEOUT and below the server's write
+	// timeout (30s).
+	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT" envDefault:"10s"`
+
 	// Database timeouts (issue 11): every connection of the service's pool
 	// carries them, so a stuck statement or lock wait fails (503 to an
 	// HTTP client, a later retry for a message) instead of holding a
@@ -329,6 +339,9 @@ func (c Config) Validate() error {
 	p.Require(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT", "must be positive")
 	p.Require(c.ShutdownDelay >= 0 && c.ShutdownDelay < c.ShutdownTimeout, "SHUTDOWN_DELAY", "must be at least 0 and less than SHUTDOWN_TIMEOUT")
 
+	p.Require(c.RequestTimeout > 0 && c.RequestTimeout < httpx.WriteTimeout, "REQUEST_TIMEOUT",
+		"must be positive and below the server's write timeout (%s), or the answer could not be written", httpx.WriteTimeout)
+
 	// Database timeouts. PostgreSQL counts them in whole milliseconds.
 	p.Require(c.DBStatementTimeout == 0 || c.DBStatementTimeout >= time.Millisecond, "DB_STATEMENT_TIMEOUT", "must be 0 (off) or at least 1ms")
 	p.Require(c.DBLockTimeout == 0 || c.DBLockTimeout >= time.Millisecond, "DB_LOCK_TIMEOUT", "must be 0 (off) or at least 1ms")
@@ -444,6 +457,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("trusted_proxies", c.TrustedProxies),
 		slog.String("db_statement_timeout", c.DBStatementTimeout.String()),
 		slog.String("db_lock_timeout", c.DBLockTimeout.String()),
+		slog.String("request_timeout", c.RequestTimeout.String()),
 		slog.String("tls_cert_file", c.TLSCertFile),
 		slog.String("tls_key_file", c.TLSKeyFile),
 		slog.String("amqp_ca_file", c.AMQPCAFile),

@@ -40,6 +40,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 		DBStatementTimeout: 5 * time.Second,
 		DBLockTimeout:      2 * time.Second,
+		RequestTimeout:     10 * time.Second,
 	}
 	if got != want {
 		t.Errorf("LoadConfig defaults:\n got %+v\nwant %+v", got, want)
@@ -88,6 +89,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"SHUTDOWN_DELAY=5s",
 		"DB_STATEMENT_TIMEOUT=10s",
 		"DB_LOCK_TIMEOUT=3s",
+		"REQUEST_TIMEOUT=12s",
 		"ADMIN_ADDR=:9090",
 		"TRUSTED_PROXIES=10.0.0.0/8, 192.0.2.10",
 		"UNRELATED=1",
@@ -116,6 +118,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 
 		DBStatementTimeout: 10 * time.Second,
 		DBLockTimeout:      3 * time.Second,
+		RequestTimeout:     12 * time.Second,
 		AdminAddr:          ":9090",
 		TrustedProxies:     "10.0.0.0/8, 192.0.2.10",
 	}
@@ -142,6 +145,9 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"DB_STATEMENT_TIMEOUT=soon", "DB_STATEMENT_TIMEOUT"},
 		{"DB_LOCK_TIMEOUT=-2s", "DB_LOCK_TIMEOUT"},
 		{"DB_LOCK_TIMEOUT=10s", "DB_LOCK_TIMEOUT"},
+		{"REQUEST_TIMEOUT=0s", "REQUEST_TIMEOUT"},
+		{"REQUEST_TIMEOUT=30s", "REQUEST_TIMEOUT"}, // the write timeout: no time left to answer
+		{"REQUEST_TIMEOUT=soon", "REQUEST_TIMEOUT"},
 		{"AMQP_URL=http://127.0.0.1:5672/", "AMQP_URL"},
 		{"DATABASE_URL=postgres://host:notaport/db", "DATABASE_URL"},
 		{"HTTP_ADDR=8080", "HTTP_ADDR"},

@@ -70,3 +70,40 @@ func TestEveryRunsAtStartRetriesAndStops(t *testing.T) {
 		}
 	}
 }
+
+// A run of Every's is bounded: one that waits on a database that stopped
+// answering ends, and the next tick runs afresh.
+func TestEveryBoundsEachRun(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		interval, want time.Duration
+	}{
+		{10 * time.Millisecond, everyRunTimeout},
+		{time.Hour, time.Hour},
+	} {
+		s := &Service{Log: slog.New(slog.NewTextHandler(&syncBuffer{}, nil))}
+		left := make(chan time.Duration, 1)
+		s.Every("test sweep", tt.interval, func(ctx context.Context) (int64, error) {
+			d, ok := ctx.Deadline()
+			if !ok {
+				d = time.Now().Add(-time.Hour)
+			}
+			select {
+			case left <- time.Until(d):
+			default:
+			}
+			return 0, nil
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.workers[0].run(ctx) }()
+		got := <-left
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run = %v after the service drained", err)
+		}
+		if got > tt.want || got < tt.want-5*time.Second {
+			t.Errorf("interval %v: a run's deadline was %v away, want %v", tt.interval, got, tt.want)
+		}
+	}
+}

@@ -38,7 +38,8 @@ var (
 	TypeUnsupportedMediaType = ProblemType("unsupported-media-type")
 	TypeNotReady             = ProblemType("not-ready")
 	// TypeUnavailable is a request the database could not serve in time
-	// (pg.IsTimeout) or at all (pg.IsUnavailable): 503 with Retry-After.
+	// (pg.IsTimeout, or the request's own bound, Deadline) or at all
+	// (pg.IsUnavailable): 503 with Retry-After.
 	TypeUnavailable = ProblemType("unavailable")
 )
 
@@ -99,9 +100,10 @@ type Detailer interface {
 //
 // A matched 4xx gets the mapping's type and title and a detail from the
 // error chain's Detailer, or else the mapping's Err message. A statement
-// or lock wait that hit its timeout (pg.IsTimeout), and a database that
-// could not be reached or went away (pg.IsUnavailable), is a 503
-// unavailable problem with Retry-After: 1, logged at warn level: the same
+// or lock wait that hit its timeout (pg.IsTimeout), a database that
+// could not be reached or went away (pg.IsUnavailable), and work that ran
+// out of time (context.DeadlineExceeded: the request's bound, Deadline),
+// is a 503 unavailable problem with Retry-After: 1, logged at warn level: the same
 // request may well succeed a moment later, and one with an idempotency key
 // learns then whether its first try took effect. Anything
 // unmatched, and anything mapped to 5xx, is answered with detail
@@ -111,9 +113,15 @@ type Detailer interface {
 // info level instead. logger may be nil.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error, table []ErrorMapping) {
 	m, ok := lookup(err, table)
-	if !ok && (pg.IsTimeout(err) || pg.IsUnavailable(err)) {
+	outOfTime := errors.Is(err, context.DeadlineExceeded)
+	if !ok && (pg.IsTimeout(err) || pg.IsUnavailable(err) || outOfTime) {
 		msg, detail := "database timeout", "the database is busy; retry shortly"
-		if !pg.IsTimeout(err) {
+		switch {
+		case outOfTime:
+			// Most often a database that stopped answering (Deadline),
+			// which the retry may find back, as with the cases below.
+			msg, detail = "request timed out", "the request ran out of time; retry shortly"
+		case !pg.IsTimeout(err):
 			msg, detail = "database unavailable", "the database is unavailable; retry shortly"
 		}
 		if logger != nil {

@@ -80,6 +80,7 @@ func TestWriteError(t *testing.T) {
 		{"lock timeout", fmt.Errorf("cancel order: %w", &pgconn.PgError{Code: "55P03", Message: "canceling statement due to lock timeout"}), 503, TypeUnavailable, "the database is busy; retry shortly"},
 		{"database shutting down", fmt.Errorf("place order: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), 503, TypeUnavailable, "the database is unavailable; retry shortly"},
 		{"connection lost", fmt.Errorf("place order: commit: %w", io.ErrUnexpectedEOF), 503, TypeUnavailable, "the database is unavailable; retry shortly"},
+		{"out of time", fmt.Errorf("place order: %w", context.DeadlineExceeded), 503, TypeUnavailable, "the request ran out of time; retry shortly"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

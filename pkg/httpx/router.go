@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/otel/metric"
@@ -35,11 +36,14 @@ type RouterOptions struct {
 	// for a service that serves them on an admin listener of their own
 	// (NewAdminRouter); /healthz stays.
 	SeparateAdmin bool
+	// RequestTimeout bounds every request of NewRouter's (Deadline):
+	// DefaultRequestTimeout when zero, none when negative.
+	RequestTimeout time.Duration
 }
 
 // NewRouter returns a chi router with the middleware every service uses, in
-// this order: TrustedProxies.Middleware, Trace, Instrument, Recover,
-// ValidInput. It already serves GET /healthz, GET /readyz and GET /metrics
+// this order: TrustedProxies.Middleware, Deadline, Trace, Instrument,
+// Recover, ValidInput. It already serves GET /healthz, GET /readyz and GET /metrics
 // (only /healthz with SeparateAdmin), and answers unknown routes and methods
 // with 404 and 405 problems. Services add their routes to it (middleware of their
 // own, such as authentication, goes on a Group or With, since chi allows Use
@@ -58,7 +62,13 @@ func NewRouter(o RouterOptions) (*chi.Mux, error) {
 	r := chi.NewRouter()
 	// The client address is resolved first, so that the span, the log
 	// line and the rate limits all name the same client.
-	r.Use(o.TrustedProxies.Middleware, Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger), ValidInput)
+	timeout := o.RequestTimeout
+	if timeout == 0 {
+		timeout = DefaultRequestTimeout
+	}
+	// Deadline copies the request, so it comes before Trace: the span is
+	// named after the route chi records on the request Trace passes on.
+	r.Use(o.TrustedProxies.Middleware, Deadline(timeout), Trace(o.TracerProvider, o.Propagator), instrument, Recover(o.Logger), ValidInput)
 	problemRoutes(r)
 	mountOperational(r, o, !o.SeparateAdmin)
 	return r, nil

@@ -115,7 +115,10 @@ func (r *Relay) session(ctx context.Context) error {
 		r.owned = nil
 		_ = conn.Close(context.WithoutCancel(ctx))
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN outbox"); err != nil {
+	lctx, cancel := bounded(ctx)
+	_, err = conn.Exec(lctx, "LISTEN outbox")
+	cancel()
+	if err != nil {
 		return fmt.Errorf("outbox: listen: %w", err)
 	}
 	// Deleting sent events commits without waiting for the WAL flush: if
@@ -204,6 +207,8 @@ func skipReceived(conn *pgx.Conn) {
 // share, ceil(Partitions / live relays). A relay gives partitions up only
 // here, between batches, so a partition changes hands with nothing in flight.
 func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	var relays int
 	const countQ = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`
 	if err := conn.QueryRow(ctx, countQ, relayAppName).Scan(&relays); err != nil {
@@ -257,6 +262,18 @@ func (e *publishError) Unwrap() error { return e.err }
 // longer is treated as down and the batch is retried.
 const batchTimeout = 30 * time.Second
 
+// queryTimeout bounds each of the relay's own statements. The server ends
+// a statement after its statement_timeout (5s by default) when it hears
+// it; a statement lost in a network black hole is ended by this instead,
+// which closes the connection, so that the session restarts on a fresh one
+// rather than waiting on the old one for good.
+const queryTimeout = 10 * time.Second
+
+// bounded is ctx bounded by queryTimeout.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, queryTimeout)
+}
+
 // inflight is a batch sent to the broker whose confirms are awaited.
 type inflight struct {
 	ids  []int64
@@ -304,7 +321,9 @@ func (r *Relay) drain(ctx context.Context, conn *pgx.Conn, pipe *pipeline) error
 func (r *Relay) send(ctx context.Context, conn *pgx.Conn, after int64) (*inflight, error) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 	defer cancel()
-	rows, err := r.fetch(fctx, conn, after)
+	qctx, qcancel := bounded(fctx)
+	rows, err := r.fetch(qctx, conn, after)
+	qcancel()
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -337,7 +356,10 @@ func (r *Relay) settle(parent context.Context, conn *pgx.Conn, b *inflight) erro
 	}
 	if len(sent) > 0 {
 		const q = `DELETE FROM outbox WHERE id = ANY($1)`
-		if _, err := conn.Exec(ctx, q, sent); err != nil {
+		dctx, cancel := bounded(ctx)
+		_, err := conn.Exec(dctx, q, sent)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("outbox: delete sent: %w", err)
 		}
 		r.published.Add(ctx, int64(len(sent)))

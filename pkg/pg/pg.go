@@ -56,10 +56,20 @@ func setTimeouts(c *pgxpool.Config, t Timeouts) {
 	}
 }
 
+// DefaultConnectTimeout bounds opening one connection (the dial, TLS and
+// the start-up exchange) unless the URL sets connect_timeout. pgxpool
+// opens connections in the background and waits 2 minutes by default, and
+// a connection opened with pgx.ConnectConfig from the pool's config (a
+// LISTEN session) for good: a server that accepts but never answers (a
+// network black hole) would hold a pool slot, or the session, that long.
+const DefaultConnectTimeout = 5 * time.Second
+
 // Connect opens a pool for url and checks that the server answers. Its
 // connections get DefaultTimeouts unless an option (WithTimeouts) or the URL
-// sets others. It returns an error if the URL is malformed or the server
-// cannot be reached before ctx ends.
+// sets others, and DefaultConnectTimeout unless the URL sets a
+// connect_timeout; connections made from the pool's config
+// (Pool.Config().ConnConfig) inherit both. It returns an error if the URL
+// is malformed or the server cannot be reached before ctx ends.
 func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -69,6 +79,9 @@ func Connect(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*p
 		o(cfg)
 	}
 	setTimeouts(cfg, DefaultTimeouts)
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pg: open pool: %w", err)

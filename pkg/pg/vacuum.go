@@ -56,10 +56,23 @@ func (v *Vacuumer) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if err := v.Once(ctx); err != nil && ctx.Err() == nil {
+		if err := v.once(ctx); err != nil && ctx.Err() == nil {
 			log.WarnContext(ctx, "table maintenance failed", "error", err)
 		}
 	}
+}
+
+// maintenanceTimeout bounds one round of Run. A VACUUM may rightly outlast
+// the statement timeout, but not a database that stopped answering (a
+// network black hole), which would otherwise keep the round, and its
+// pooled connection, for good.
+const maintenanceTimeout = 5 * time.Minute
+
+// once is Once bounded by maintenanceTimeout.
+func (v *Vacuumer) once(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, maintenanceTimeout)
+	defer cancel()
+	return v.Once(ctx)
 }
 
 // Defaults of autovacuum (PostgreSQL 15) that a table's storage parameters
@@ -125,7 +138,11 @@ func (v *Vacuumer) run(ctx context.Context, stmt string) error {
 		return err
 	}
 	defer func() {
-		if _, err := conn.Exec(context.WithoutCancel(ctx), "RESET statement_timeout"); err != nil {
+		// Not ctx, which may have ended the statement; but bounded, as
+		// the statement timeout is not back yet.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(rctx, "RESET statement_timeout"); err != nil {
 			_ = conn.Hijack().Close(context.WithoutCancel(ctx))
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"syscall"
@@ -52,6 +53,13 @@ type Options struct {
 	// (rabbittest.NewVhost). A test that prepares the vhost itself (broker
 	// users, pre-declared exchanges) passes it here.
 	AMQPURL string
+	// Dial, when set, rewrites the host:port of the servers the services
+	// are given: kind is "postgres" (DATABASE_URL) or "amqp" (AMQP_URL),
+	// and the address it returns takes the place of hostport. A test puts
+	// a proxy between the services and their backends with it (network
+	// faults); the stack's own pools (Service.DB) and Stack.AMQPURL keep
+	// the direct address, so the test can look behind a broken link.
+	Dial func(kind, hostport string) string
 }
 
 // Stack is a running set of services with their own databases and vhost.
@@ -121,7 +129,7 @@ func New(tb testing.TB, o Options) *Stack {
 		// The local servers have no TLS and the broker user is guest:
 		// development mode, which the services run in only when told.
 		"ORDERLY_ENV=development",
-		"AMQP_URL=" + s.AMQPURL,
+		"AMQP_URL=" + redial(tb, o.Dial, "amqp", s.AMQPURL),
 		"HTTP_ADDR=127.0.0.1:0",
 		"AUTH_JWT_SECRET=" + string(s.Secret),
 		"SHUTDOWN_TIMEOUT=10s",
@@ -155,7 +163,7 @@ func New(tb testing.TB, o Options) *Stack {
 	svcs := make([]*Service, len(names))
 	for i, n := range names {
 		pool, dbURL := pgtest.NewDB(tb)
-		env := append(append(append([]string{"DATABASE_URL=" + dbURL}, common...), extra[n]...), o.Env...)
+		env := append(append(append([]string{"DATABASE_URL=" + redial(tb, o.Dial, "postgres", dbURL)}, common...), extra[n]...), o.Env...)
 		env = append(env, o.ServiceEnv[n]...)
 		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env}
 	}
@@ -201,6 +209,21 @@ func New(tb testing.TB, o Options) *Stack {
 	}
 	s.Order, s.Inventory, s.Payment, s.Notification = s.byName["order"], s.byName["inventory"], s.byName["payment"], s.byName["notification"]
 	return s
+}
+
+// redial returns rawURL with its host:port replaced by what dial makes of
+// it, or rawURL itself when dial is nil.
+func redial(tb testing.TB, dial func(kind, hostport string) string, kind, rawURL string) string {
+	tb.Helper()
+	if dial == nil {
+		return rawURL
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		tb.Fatalf("stack: parse the %s URL: %v", kind, err)
+	}
+	u.Host = dial(kind, u.Host)
+	return u.String()
 }
 
 // NewSecret returns a random secret of 64 hex digits, for AUTH_JWT_SECRET

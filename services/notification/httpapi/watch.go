@@ -50,7 +50,8 @@ func (a *API) watchWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.o.Hub.ServeWS(w, r, watch); err != nil {
+	// The stream outlives the request bound; its setup above did not.
+	if err := a.o.Hub.ServeWS(w, httpx.Unbounded(r), watch); err != nil {
 		a.refuse(w, r, err)
 	}
 }
@@ -65,7 +66,7 @@ func (a *API) watchSSE(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Access-Control-Allow-Origin", origin)
 		w.Header().Add("Vary", "Origin")
 	}
-	if err := a.o.Hub.ServeSSE(w, r, watch); err != nil {
+	if err := a.o.Hub.ServeSSE(w, httpx.Unbounded(r), watch); err != nil {
 		a.refuse(w, r, err)
 	}
 }

@@ -157,7 +157,12 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+	// Bounded, as the idle check is: a LISTEN lost in a network black hole
+	// would otherwise hold the session, and live updates, for good.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = conn.Exec(lctx, "LISTEN "+Channel)
+	cancel()
+	if err != nil {
 		return false, fmt.Errorf("postgres: listener: listen: %w", err)
 	}
 	if err := l.resync(ctx, conn); err != nil {
