@@ -248,6 +248,9 @@ func (sc scenario) run(t *testing.T) {
 	t.Logf("seed %d: %d orders at %.0f/s over %v", sc.seed, sc.orders, sc.rate, f.window)
 
 	sampler := invariants.StartSampler(c.s.Inventory.DB, 50*time.Millisecond)
+	// invariants.Check stops it, but a test that fails before the check
+	// must not leave it querying a database that is being dropped.
+	t.Cleanup(func() { sampler.Stop() })
 	var res *loadgen.Result
 	loadDone := make(chan struct{})
 	f.start = time.Now()

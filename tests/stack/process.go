@@ -24,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/orderly/orderly/pkg/leaktest"
 	"github.com/orderly/orderly/pkg/poll"
 )
 
@@ -35,16 +38,18 @@ var build struct {
 	err  map[string]error
 }
 
-// Main runs the package's tests and then removes the binaries the stack
+// Main runs the package's tests, fails the binary if they passed but left
+// goroutines running (see leaktest), and then removes the binaries the stack
 // built for them. Call it from TestMain; it does not return.
 func Main(m *testing.M) {
-	code := m.Run()
-	build.mu.Lock()
-	if build.dir != "" {
-		_ = os.RemoveAll(build.dir)
-	}
-	build.mu.Unlock()
-	os.Exit(code)
+	leaktest.Main(m, goleak.Cleanup(func(code int) {
+		build.mu.Lock()
+		if build.dir != "" {
+			_ = os.RemoveAll(build.dir)
+		}
+		build.mu.Unlock()
+		os.Exit(code)
+	}))
 }
 
 // Binary returns the path of service name's binary, building it on first
