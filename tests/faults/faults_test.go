@@ -55,11 +55,20 @@ type cluster struct {
 	serving map[*stack.Service]bool
 }
 
+// poolMax caps every replica's database pool: up to twelve processes
+// (the scale scenario's) with pools of the services' default 16 could ask
+// for twice PostgreSQL's default max_connections when a fault makes every
+// pool fill up. Six is plenty at the scenarios' rate.
+const poolMax = 6
+
 // newCluster starts a stack with notification and a second replica of
 // each service, and seeds a product per SKU with its stock.
 func newCluster(t *testing.T, opts stack.Options, stocks map[string]int64) *cluster {
 	t.Helper()
 	opts.Notification = true
+	if opts.PoolMax == 0 {
+		opts.PoolMax = poolMax
+	}
 	s := stack.New(t, opts)
 	c := &cluster{s: s, replicas: map[string][]*stack.Service{}, serving: map[*stack.Service]bool{}}
 	for _, name := range stack.Names() {

@@ -16,7 +16,6 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
 
-	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/loadgen"
@@ -291,7 +290,7 @@ func checkNoLeftovers(t *testing.T, c *cluster, l *links, pk *peaks) {
 	t.Helper()
 	// A process holds its pool, the relay's two sessions (LISTEN and
 	// settling) and, in notification, the status listener.
-	const perProcess = boot.DefaultMaxConns + 3
+	const perProcess = poolMax + 3
 	processes := 0
 	for _, name := range stack.Names() {
 		processes += len(c.replicas[name])

@@ -60,6 +60,12 @@ type Options struct {
 	// faults); the stack's own pools (Service.DB) and Stack.AMQPURL keep
 	// the direct address, so the test can look behind a broken link.
 	Dial func(kind, hostport string) string
+	// PoolMax, when positive, caps each service process's database pool
+	// (pool_max_conns in its DATABASE_URL). Scenarios that run many
+	// replicas set it, so that their pools together stay within the
+	// server's max_connections (100 by default) even when a fault makes
+	// every pool grow to its cap.
+	PoolMax int
 }
 
 // Stack is a running set of services with their own databases and vhost.
@@ -163,7 +169,11 @@ func New(tb testing.TB, o Options) *Stack {
 	svcs := make([]*Service, len(names))
 	for i, n := range names {
 		pool, dbURL := pgtest.NewDB(tb)
-		env := append(append(append([]string{"DATABASE_URL=" + redial(tb, o.Dial, "postgres", dbURL)}, common...), extra[n]...), o.Env...)
+		svcURL := redial(tb, o.Dial, "postgres", dbURL)
+		if o.PoolMax > 0 {
+			svcURL += "&pool_max_conns=" + strconv.Itoa(o.PoolMax)
+		}
+		env := append(append(append([]string{"DATABASE_URL=" + svcURL}, common...), extra[n]...), o.Env...)
 		env = append(env, o.ServiceEnv[n]...)
 		svcs[i] = &Service{Name: n, DBURL: dbURL, DB: pool, env: env}
 	}
