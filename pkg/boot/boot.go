@@ -360,7 +360,7 @@ func (s *Service) Every(name string, interval time.Duration, fn func(ctx context
 		defer t.Stop()
 		for {
 			if n, err := fn(ctx); err != nil && ctx.Err() == nil {
-				log.WarnContext(ctx, name+" failed", "error", err)
+				log.WarnContext(ctx, name+" failed", "err", err)
 			} else if n > 0 {
 				log.InfoContext(ctx, name+" done", "count", n)
 			}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -134,7 +133,7 @@ func startConsumer(tb testing.TB, conn *rabbit.Conn, q rabbit.Queue, h rabbit.Ha
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Workers: 2,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Log: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	tb.Cleanup(func() {
