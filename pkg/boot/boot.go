@@ -137,9 +137,10 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	}()
 
 	tel, flush, err := telemetry.Setup(ctx, telemetry.Config{
-		Service:      cfg.Service,
-		OTLPEndpoint: cfg.OTLPEndpoint,
-		LogLevel:     cfg.LogLevel,
+		Service:            cfg.Service,
+		OTLPEndpoint:       cfg.OTLPEndpoint,
+		ResourceAttributes: cfg.ResourceAttributes,
+		LogLevel:           cfg.LogLevel,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)

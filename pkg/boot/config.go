@@ -82,6 +82,10 @@ type Config struct {
 	// OTLPEndpoint is the OTLP/HTTP collector base URL; empty turns trace
 	// export off.
 	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
+	// ResourceAttributes are added to the resource of every span and
+	// metric (telemetry.ParseResourceAttributes), for what only the
+	// deployment knows: its environment, the pod's name.
+	ResourceAttributes string `env:"OTEL_RESOURCE_ATTRIBUTES"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// ConnectTimeout bounds reaching Postgres and RabbitMQ at start, so a
@@ -323,6 +327,9 @@ func (c Config) Validate() error {
 		p.Require(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "OTEL_EXPORTER_OTLP_ENDPOINT",
 			"%q is not an http:// or https:// URL", c.OTLPEndpoint)
 	}
+	if _, err := telemetry.ParseResourceAttributes(c.ResourceAttributes); err != nil {
+		p.Require(false, "OTEL_RESOURCE_ATTRIBUTES", "%v (want key=value pairs separated by commas, values percent-encoded)", err)
+	}
 	_, err := telemetry.ParseLevel(c.LogLevel)
 	p.Require(err == nil, "LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
 	p.Require(c.ConnectTimeout > 0, "CONNECT_TIMEOUT", "must be positive")
@@ -435,6 +442,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_limit_rps", c.RateLimitRPS),
 		slog.Int("consumer_workers", c.ConsumerWorkers),
 		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
+		slog.String("otel_resource_attributes", c.ResourceAttributes),
 		slog.String("log_level", c.LogLevel),
 		slog.String("connect_timeout", c.ConnectTimeout.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

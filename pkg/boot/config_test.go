@@ -82,6 +82,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"CONSUMER_WORKERS=8",
 		"ORDERLY_ENV=production",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318",
+		"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=prod,k8s.pod.name=order-0",
 		"LOG_LEVEL=debug",
 		"CONNECT_TIMEOUT=3s",
 		"SHUTDOWN_TIMEOUT=45s",
@@ -118,6 +119,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		DBLockTimeout:      3 * time.Second,
 		AdminAddr:          ":9090",
 		TrustedProxies:     "10.0.0.0/8, 192.0.2.10",
+		ResourceAttributes: "deployment.environment.name=prod,k8s.pod.name=order-0",
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -152,6 +154,7 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"LOG_LEVEL=verbose", "LOG_LEVEL"},
 		{"ORDERLY_ENV=staging", "ORDERLY_ENV"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name", "OTEL_RESOURCE_ATTRIBUTES"},
 		{"RATE_LIMIT_RPS=0", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=-5", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=lots", "RATE_LIMIT_RPS"},
