@@ -421,6 +421,35 @@ func (c Config) Verifier() *authn.Verifier {
 		authn.WithPreviousSecret([]byte(c.JWTSecretPrevious)), authn.WithMaxTTL(c.JWTMaxTTL))
 }
 
+// Issue returns a bearer token with claims that Verifier accepts: HS256
+// with AUTH_JWT_SECRET, carrying AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE
+// when they are set. It is for development tools and tests; it returns
+// authn.Issue's error for an empty subject or expiry.
+func (c Config) Issue(claims authn.Claims) (string, error) {
+	return authn.Issue([]byte(c.JWTSecret), claims, c.JWTIssuer, c.JWTAudience)
+}
+
+// LoadTokenConfig reads from environ, with the services' defaults, what
+// signs and checks bearer tokens (AUTH_JWT_SECRET or AUTH_JWT_SECRET_FILE,
+// AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE, AUTH_JWT_MAX_TTL) and ORDERLY_ENV,
+// for the tools that mint development tokens (orderly-token, devrun), so
+// that they sign what the services accept. Unlike LoadConfig it applies no
+// production rules and checks nothing a token does not depend on; deciding
+// whether to mint in production is the caller's. It returns one error
+// naming every invalid variable.
+func LoadTokenConfig(environ []string) (Config, error) {
+	cfg := Config{JWTSecret: DevelopmentJWTSecret}
+	if err := Parse(environ, &cfg); err != nil {
+		return Config{}, err
+	}
+	var p Problems
+	p.Require(cfg.JWTMaxTTL > 0, "AUTH_JWT_MAX_TTL", "must be positive")
+	if err := p.Err(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
 // LogValue is what the config looks like in logs: passwords in URLs and the
 // JWT secret are masked, so the start-up line can be shared freely.
 func (c Config) LogValue() slog.Value {
