@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orderly/orderly/pkg/cmd/internal/cli"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -445,7 +446,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		out, _, err := runCLI(t, tt.args...)
-		var uerr usageError
+		var uerr cli.UsageError
 		switch {
 		case err == nil:
 			t.Errorf("%v: no error; output:\n%s", tt.args, out)

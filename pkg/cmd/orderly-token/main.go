@@ -33,6 +33,7 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/cmd/internal/cli"
 )
 
 // defaultURL lists the caller's orders on the order service at its default
@@ -57,22 +58,8 @@ Flags:
 
 func main() {
 	err := run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "orderly-token: "+err.Error())
-		var uerr usageError
-		if errors.As(err, &uerr) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	cli.Exit("orderly-token", err)
 }
-
-// usageError is a mistake on the command line; main exits 2 for it.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 // request is what the command line asks for.
 type request struct {
@@ -98,19 +85,19 @@ func parseFlags(args []string, stdout io.Writer) (request, bool, error) {
 		fs.PrintDefaults()
 		return r, true, nil
 	} else if err != nil {
-		return r, false, usagef("%v (orderly-token -h for help)", err)
+		return r, false, cli.Usagef("%v (orderly-token -h for help)", err)
 	}
 	fs.Visit(func(f *flag.Flag) { r.ttlSet = r.ttlSet || f.Name == "ttl" })
 	switch {
 	case fs.NArg() > 0:
-		return r, false, usagef("unexpected argument %q (orderly-token -h for help)", fs.Arg(0))
+		return r, false, cli.Usagef("unexpected argument %q (orderly-token -h for help)", fs.Arg(0))
 	case strings.TrimSpace(r.sub) == "":
-		return r, false, usagef("--sub is required: the customer id the token is for")
+		return r, false, cli.Usagef("--sub is required: the customer id the token is for")
 	case r.ttl <= 0:
-		return r, false, usagef("--ttl must be positive, not %s", r.ttl)
+		return r, false, cli.Usagef("--ttl must be positive, not %s", r.ttl)
 	}
 	if u, err := url.Parse(r.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return r, false, usagef("--url %q is not an http:// or https:// URL", r.url)
+		return r, false, cli.Usagef("--url %q is not an http:// or https:// URL", r.url)
 	}
 	return r, false, nil
 }
@@ -133,7 +120,7 @@ func run(args, environ []string, stdout, stderr io.Writer) error {
 		r.ttl = min(r.ttl, cfg.JWTMaxTTL)
 	}
 	if r.ttl > cfg.JWTMaxTTL {
-		return usagef("--ttl %s is longer than AUTH_JWT_MAX_TTL (%s), so the services would refuse the token", r.ttl, cfg.JWTMaxTTL)
+		return cli.Usagef("--ttl %s is longer than AUTH_JWT_MAX_TTL (%s), so the services would refuse the token", r.ttl, cfg.JWTMaxTTL)
 	}
 
 	claims := authn.Claims{Subject: r.sub, ExpiresAt: time.Now().Add(r.ttl)}

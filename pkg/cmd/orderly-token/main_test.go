@@ -6,13 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot"
+	"github.com/orderly/orderly/pkg/cmd/internal/cli"
 )
 
 // devEnv is a development environment with a secret, issuer and audience
@@ -68,7 +68,7 @@ func TestFlagsAreChecked(t *testing.T) {
 				env = environ
 			}
 			out, _, err := runCLI(tc.args, env)
-			var uerr usageError
+			var uerr cli.UsageError
 			if !errors.As(err, &uerr) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("run(%q) = %v, want a usage error containing %q", tc.args, err, tc.want)
 			}
@@ -86,7 +86,7 @@ func TestRefusesOutsideDevelopment(t *testing.T) {
 	for name, environ := range map[string][]string{
 		"unset":      withoutEnv,
 		"production": append(withoutEnv[:len(withoutEnv):len(withoutEnv)], "ORDERLY_ENV=production"),
-		"misspelt":   append(withoutEnv[:len(withoutEnv):len(withoutEnv)], "ORDERLY_ENV=dev"),
+		"unknown":    append(withoutEnv[:len(withoutEnv):len(withoutEnv)], "ORDERLY_ENV=dev"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -97,7 +97,7 @@ func TestRefusesOutsideDevelopment(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("refusal %q spans lines, want one", err)
 			}
-			var uerr usageError
+			var uerr cli.UsageError
 			if errors.As(err, &uerr) {
 				t.Errorf("refusal is a usage error (exit 2), want a failure (exit 1)")
 			}
@@ -187,13 +187,12 @@ func TestBinary(t *testing.T) {
 	}
 	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "orderly-token")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if b, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil { //nolint:gosec // the test's own toolchain
+	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	environ, verifier := devEnv(t)
 	runBin := func(environ []string, args ...string) (stdout, stderr string, code int) {
-		cmd := exec.Command(bin, args...) //nolint:gosec // the binary just built
+		cmd := exec.Command(bin, args...)
 		cmd.Env = environ
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
