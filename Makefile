@@ -33,15 +33,18 @@ GOLANGCI_LINT := $(TOOLS_BIN)/golangci-lint
 
 # Every services/<name>/cmd/<name>: adding a service needs no edit here.
 SERVICES := $(patsubst services/%/cmd,%,$(wildcard services/*/cmd))
-# The operators' tools (orderly-dlq, orderly-token): every pkg/cmd/<name>.
-TOOLS := $(wildcard pkg/cmd/*)
+# The operators' tools (orderly-dlq, orderly-token): every pkg/cmd/<name>
+# with a main.go (pkg/cmd/internal is what they share).
+TOOLS := $(patsubst %/main.go,%,$(wildcard pkg/cmd/*/main.go))
 
 # VERSION is what every binary reports as service.version and on
 # orderly_build_info (pkg/telemetry): the nearest tag, the commits since and
-# the commit, -dirty with local changes. Without it (go run, go test) a
-# binary falls back to the commit the go command records.
+# the commit, -dirty with local changes; REVISION is the whole commit. In a
+# workspace the go command records neither, so without them (go run) a
+# binary says "unknown".
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
-LDFLAGS := -X github.com/orderly/orderly/pkg/telemetry.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/orderly/orderly/pkg/telemetry.version=$(VERSION) -X github.com/orderly/orderly/pkg/telemetry.revision=$(REVISION)
 
 TEST_TIMEOUT ?= 12m
 CHAOS_TIMEOUT ?= 20m

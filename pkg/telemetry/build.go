@@ -11,13 +11,18 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// version is the build's version, stamped by the linker:
+// version and revision are the build's version and commit, stamped by the
+// linker:
 //
-//	go build -ldflags "-X github.com/orderly/orderly/pkg/telemetry.version=$(git describe --always --dirty)"
+//	go build -ldflags "-X github.com/orderly/orderly/pkg/telemetry.version=$(git describe --tags --always --dirty)
+//	                   -X github.com/orderly/orderly/pkg/telemetry.revision=$(git rev-parse HEAD)"
 //
-// `make build` and deploy/Dockerfile do. It is a variable only because -X
-// can set nothing else; nothing assigns it at run time.
-var version string
+// `make build` and deploy/Dockerfile do. The go command records the commit
+// itself only outside a workspace and with .git at hand, which neither
+// `make build` (go.work) nor the image build (no .git in the context) has.
+// They are variables only because -X can set nothing else; nothing assigns
+// them at run time.
+var version, revision string
 
 // unknown is a build-info label whose value the binary does not carry, so
 // that the label is still there: Prometheus drops empty labels, and a query
@@ -31,9 +36,8 @@ type Build struct {
 	// as the go command recorded it, else the VCS revision it recorded
 	// (shortened, "-dirty" when the tree had changes), else "unknown".
 	Version string
-	// Revision is the VCS commit the go command recorded (vcs.revision),
-	// or "unknown": binaries built outside a Git checkout (the Docker
-	// build copies no .git) and test binaries carry none.
+	// Revision is the commit: the linker's (see revision), else the one
+	// the go command recorded (vcs.revision), else "unknown".
 	Revision string
 	// GoVersion is the Go toolchain that built the binary.
 	GoVersion string
@@ -43,13 +47,13 @@ type Build struct {
 // and what the go command recorded in the binary (debug.ReadBuildInfo).
 func ReadBuild() Build {
 	info, _ := debug.ReadBuildInfo()
-	return readBuild(version, info)
+	return readBuild(version, revision, info)
 }
 
-// readBuild is ReadBuild for a given linker version and build info (nil
-// when the binary has none).
-func readBuild(linked string, info *debug.BuildInfo) Build {
-	b := Build{Version: linked, Revision: unknown, GoVersion: runtime.Version()}
+// readBuild is ReadBuild for a given linker version and revision and
+// build info (nil when the binary has none).
+func readBuild(linkedVersion, linkedRevision string, info *debug.BuildInfo) Build {
+	b := Build{Version: linkedVersion, Revision: unknown, GoVersion: runtime.Version()}
 	var modified bool
 	if info != nil {
 		if info.GoVersion != "" {
@@ -58,7 +62,9 @@ func readBuild(linked string, info *debug.BuildInfo) Build {
 		for _, s := range info.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				b.Revision = s.Value
+				if linkedRevision == "" {
+					b.Revision = s.Value
+				}
 			case "vcs.modified":
 				modified = s.Value == "true"
 			}
@@ -68,6 +74,9 @@ func readBuild(linked string, info *debug.BuildInfo) Build {
 		if b.Version == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
 			b.Version = info.Main.Version
 		}
+	}
+	if linkedRevision != "" {
+		b.Revision = linkedRevision
 	}
 	if b.Version == "" && b.Revision != unknown {
 		b.Version = b.Revision[:min(12, len(b.Revision))]

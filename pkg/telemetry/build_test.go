@@ -21,14 +21,19 @@ func TestReadBuild(t *testing.T) {
 		return []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}
 	}
 	for name, tc := range map[string]struct {
-		linked string
-		info   *debug.BuildInfo
-		want   Build
+		linked, linkedRev string
+		info              *debug.BuildInfo
+		want              Build
 	}{
 		"linker wins": {
 			linked: "v1.4.0-3-gabc",
 			info:   &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v1.3.0"}, Settings: vcs("false")},
 			want:   Build{Version: "v1.4.0-3-gabc", Revision: rev, GoVersion: "go1.26.0"},
+		},
+		"linker's revision wins": {
+			linked: "v1.4.0", linkedRev: "fedcba",
+			info: &debug.BuildInfo{GoVersion: "go1.26.0", Settings: vcs("false")},
+			want: Build{Version: "v1.4.0", Revision: "fedcba", GoVersion: "go1.26.0"},
 		},
 		"module version": {
 			info: &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v1.3.0"}, Settings: vcs("false")},
@@ -48,7 +53,7 @@ func TestReadBuild(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			if diff := cmp.Diff(tc.want, readBuild(tc.linked, tc.info)); diff != "" {
+			if diff := cmp.Diff(tc.want, readBuild(tc.linked, tc.linkedRev, tc.info)); diff != "" {
 				t.Errorf("readBuild (-want +got):\n%s", diff)
 			}
 		})
@@ -178,17 +183,17 @@ func TestLinkerVersion(t *testing.T) {
 	}
 	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "buildinfo")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	build := exec.Command(goBin, "build", "-o", bin, //nolint:gosec // the test's own toolchain
-		"-ldflags", "-X github.com/orderly/orderly/pkg/telemetry.version=v0.0.0-test", "./testdata/buildinfo")
+	build := exec.Command("go", "build", "-o", bin,
+		"-ldflags", "-X github.com/orderly/orderly/pkg/telemetry.version=v0.0.0-test -X github.com/orderly/orderly/pkg/telemetry.revision=abc123",
+		"./testdata/buildinfo")
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
-	out, err := exec.Command(bin).Output() //nolint:gosec // the binary just built
+	out, err := exec.Command(bin).Output()
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	if got := strings.TrimSpace(string(out)); got != "v0.0.0-test" {
-		t.Errorf("version %q, want the linker's v0.0.0-test", got)
+	if got := strings.TrimSpace(string(out)); got != "v0.0.0-test abc123" {
+		t.Errorf("version and revision %q, want the linker's v0.0.0-test abc123", got)
 	}
 }

@@ -1,4 +1,4 @@
-// Command buildinfo prints the version telemetry.ReadBuild finds, for
+// Command buildinfo prints the version and revision telemetry.ReadBuild finds, for
 // TestLinkerVersion to build with -ldflags -X.
 package main
 
@@ -8,4 +8,7 @@ import (
 	"github.com/orderly/orderly/pkg/telemetry"
 )
 
-func main() { fmt.Println(telemetry.ReadBuild().Version) }
+func main() {
+	b := telemetry.ReadBuild()
+	fmt.Println(b.Version, b.Revision)
+}
