@@ -33,6 +33,18 @@ GOLANGCI_LINT := $(TOOLS_BIN)/golangci-lint
 
 # Every services/<name>/cmd/<name>: adding a service needs no edit here.
 SERVICES := $(patsubst services/%/cmd,%,$(wildcard services/*/cmd))
+# The operators' tools (orderly-dlq, orderly-token): every pkg/cmd/<name>
+# with a main.go (pkg/cmd/internal is what they share).
+TOOLS := $(patsubst %/main.go,%,$(wildcard pkg/cmd/*/main.go))
+
+# VERSION is what every binary reports as service.version and on
+# orderly_build_info (pkg/telemetry): the nearest tag, the commits since and
+# the commit, -dirty with local changes; REVISION is the whole commit. In a
+# workspace the go command records neither, so without them (go run) a
+# binary says "unknown".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/orderly/orderly/pkg/telemetry.version=$(VERSION) -X github.com/orderly/orderly/pkg/telemetry.revision=$(REVISION)
 
 TEST_TIMEOUT ?= 12m
 CHAOS_TIMEOUT ?= 20m
@@ -45,7 +57,7 @@ BENCH_PKGS ?= ./pkg/... ./tests/...
 help:
 	@sed -n 's/^#   make /make /p' $(firstword $(MAKEFILE_LIST))
 
-## run: build the four services and devrun into ./bin, then run the local stack
+## run: build the four services, devrun and the tools into ./bin, then run the local stack
 ## in the foreground (devrun creates databases, migrates, seeds, starts the
 ## services and stops them on Ctrl-C/SIGTERM). ORDERLY_BIN_DIR tells it where
 ## the binaries are.
@@ -53,7 +65,7 @@ run: build
 	ORDERLY_BIN_DIR=$(CURDIR)/bin exec ./bin/devrun
 
 build:
-	$(GO) build -o bin/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s)) ./tests/cmd/devrun
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s)) ./tests/cmd/devrun $(addprefix ./,$(TOOLS))
 
 ## test: every check and every test, against the real Postgres and RabbitMQ.
 ## Chaos tests (TestChaos*, they stop the broker) skip unless ORDERLY_CHAOS=1,

@@ -137,9 +137,10 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	}()
 
 	tel, flush, err := telemetry.Setup(ctx, telemetry.Config{
-		Service:      cfg.Service,
-		OTLPEndpoint: cfg.OTLPEndpoint,
-		LogLevel:     cfg.LogLevel,
+		Service:            cfg.Service,
+		OTLPEndpoint:       cfg.OTLPEndpoint,
+		ResourceAttributes: cfg.ResourceAttributes,
+		LogLevel:           cfg.LogLevel,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
@@ -379,7 +380,7 @@ func (s *Service) Every(name string, interval time.Duration, fn func(ctx context
 		defer t.Stop()
 		for {
 			if n, err := run(ctx); err != nil && ctx.Err() == nil {
-				log.WarnContext(ctx, name+" failed", "error", err)
+				log.WarnContext(ctx, name+" failed", "err", err)
 			} else if n > 0 {
 				log.InfoContext(ctx, name+" done", "count", n)
 			}

@@ -82,6 +82,10 @@ type Config struct {
 	// OTLPEndpoint is the OTLP/HTTP collector base URL; empty turns trace
 	// export off.
 	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
+	// ResourceAttributes are added to the resource of every span and
+	// metric (telemetry.ParseResourceAttributes), for what only the
+	// deployment knows: its environment, the pod's name.
+	ResourceAttributes string `env:"OTEL_RESOURCE_ATTRIBUTES"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// ConnectTimeout bounds reaching Postgres and RabbitMQ at start, so a
@@ -333,6 +337,9 @@ func (c Config) Validate() error {
 		p.Require(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "OTEL_EXPORTER_OTLP_ENDPOINT",
 			"%q is not an http:// or https:// URL", c.OTLPEndpoint)
 	}
+	if _, err := telemetry.ParseResourceAttributes(c.ResourceAttributes); err != nil {
+		p.Require(false, "OTEL_RESOURCE_ATTRIBUTES", "%v (want key=value pairs separated by commas, values percent-encoded)", err)
+	}
 	_, err := telemetry.ParseLevel(c.LogLevel)
 	p.Require(err == nil, "LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
 	p.Require(c.ConnectTimeout > 0, "CONNECT_TIMEOUT", "must be positive")
@@ -427,6 +434,35 @@ func (c Config) Verifier() *authn.Verifier {
 		authn.WithPreviousSecret([]byte(c.JWTSecretPrevious)), authn.WithMaxTTL(c.JWTMaxTTL))
 }
 
+// Issue returns a bearer token with claims that Verifier accepts: HS256
+// with AUTH_JWT_SECRET, carrying AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE
+// when they are set. It is for development tools and tests; it returns
+// authn.Issue's error for an empty subject or expiry.
+func (c Config) Issue(claims authn.Claims) (string, error) {
+	return authn.Issue([]byte(c.JWTSecret), claims, c.JWTIssuer, c.JWTAudience)
+}
+
+// LoadTokenConfig reads from environ, with the services' defaults, what
+// signs and checks bearer tokens (AUTH_JWT_SECRET or AUTH_JWT_SECRET_FILE,
+// AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE, AUTH_JWT_MAX_TTL) and ORDERLY_ENV,
+// for the tools that mint development tokens (orderly-token, devrun), so
+// that they sign what the services accept. Unlike LoadConfig it applies no
+// production rules and checks nothing a token does not depend on; deciding
+// whether to mint in production is the caller's. It returns one error
+// naming every invalid variable.
+func LoadTokenConfig(environ []string) (Config, error) {
+	cfg := Config{JWTSecret: DevelopmentJWTSecret}
+	if err := Parse(environ, &cfg); err != nil {
+		return Config{}, err
+	}
+	var p Problems
+	p.Require(cfg.JWTMaxTTL > 0, "AUTH_JWT_MAX_TTL", "must be positive")
+	if err := p.Err(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
 // LogValue is what the config looks like in logs: passwords in URLs and the
 // JWT secret are masked, so the start-up line can be shared freely.
 func (c Config) LogValue() slog.Value {
@@ -448,6 +484,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_limit_rps", c.RateLimitRPS),
 		slog.Int("consumer_workers", c.ConsumerWorkers),
 		slog.String("otel_exporter_otlp_endpoint", redactDSN(c.OTLPEndpoint)),
+		slog.String("otel_resource_attributes", c.ResourceAttributes),
 		slog.String("log_level", c.LogLevel),
 		slog.String("connect_timeout", c.ConnectTimeout.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +85,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		"CONSUMER_WORKERS=8",
 		"ORDERLY_ENV=production",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318",
+		"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=prod,k8s.pod.name=order-0",
 		"LOG_LEVEL=debug",
 		"CONNECT_TIMEOUT=3s",
 		"SHUTDOWN_TIMEOUT=45s",
@@ -121,6 +124,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 		RequestTimeout:     12 * time.Second,
 		AdminAddr:          ":9090",
 		TrustedProxies:     "10.0.0.0/8, 192.0.2.10",
+		ResourceAttributes: "deployment.environment.name=prod,k8s.pod.name=order-0",
 	}
 	if got != want {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, want)
@@ -158,6 +162,7 @@ func TestLoadConfigRejectsInvalidSettings(t *testing.T) {
 		{"LOG_LEVEL=verbose", "LOG_LEVEL"},
 		{"ORDERLY_ENV=staging", "ORDERLY_ENV"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name", "OTEL_RESOURCE_ATTRIBUTES"},
 		{"RATE_LIMIT_RPS=0", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=-5", "RATE_LIMIT_RPS"},
 		{"RATE_LIMIT_RPS=lots", "RATE_LIMIT_RPS"},
@@ -438,6 +443,45 @@ func TestConfigVerifier(t *testing.T) {
 				t.Errorf("Verify error = %v, want ok %v", err, tt.wantOK)
 			}
 		})
+	}
+}
+
+func TestLoadTokenConfig(t *testing.T) {
+	t.Parallel()
+	secret := strings.Repeat("k", 40)
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Settings a token does not depend on are not checked: a tool run
+	// next to a production-like environment still reads its secret.
+	cfg, err := boot.LoadTokenConfig([]string{
+		"AUTH_JWT_SECRET_FILE=" + file, "AUTH_JWT_ISSUER=orderly-id", "AUTH_JWT_AUDIENCE=orderly-api",
+		"AMQP_URL=amqp://guest:guest@127.0.0.1:5672/",
+	})
+	if err != nil {
+		t.Fatalf("LoadTokenConfig: %v", err)
+	}
+	if cfg.Env != boot.EnvProduction || cfg.JWTMaxTTL != authn.DefaultMaxTTL {
+		t.Errorf("env %q, max TTL %s; want the services' defaults, production and %s", cfg.Env, cfg.JWTMaxTTL, authn.DefaultMaxTTL)
+	}
+	tok, err := cfg.Issue(authn.Claims{Subject: "c-1", Role: authn.RoleAdmin, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	claims, err := authn.NewVerifier([]byte(secret), "orderly-id", "orderly-api").Verify(tok)
+	if err != nil || claims.Subject != "c-1" || !claims.IsAdmin() {
+		t.Errorf("Verify = %+v, %v; want c-1, admin", claims, err)
+	}
+
+	dev, err := boot.LoadTokenConfig(nil)
+	if err != nil || dev.JWTSecret != boot.DevelopmentJWTSecret {
+		t.Errorf("LoadTokenConfig(nil) secret %q, %v; want the development default", dev.JWTSecret, err)
+	}
+	for _, bad := range []string{"AUTH_JWT_MAX_TTL=0s", "AUTH_JWT_MAX_TTL=long", "AUTH_JWT_SECRET_FILE=/nonexistent/secret"} {
+		if _, err := boot.LoadTokenConfig([]string{bad}); err == nil || !strings.Contains(err.Error(), strings.Split(bad, "=")[0]) {
+			t.Errorf("LoadTokenConfig(%q) = %v, want an error naming the variable", bad, err)
+		}
 	}
 }
 

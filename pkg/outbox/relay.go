@@ -87,7 +87,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		r.Log.Warn("outbox relay session ended; restarting", "error", err, "retry_in", backoff)
+		r.Log.Warn("outbox relay session ended; restarting", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -151,7 +151,7 @@ func (r *Relay) session(ctx context.Context) error {
 		case errors.As(err, &pubErr):
 			// The broker is down or refusing: keep the partitions and the
 			// listening connection, and try again after a pause.
-			r.Log.Warn("outbox publish failed; retrying", "error", err, "retry_in", pubBackoff)
+			r.Log.Warn("outbox publish failed; retrying", "err", err, "retry_in", pubBackoff)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -397,7 +397,7 @@ LIMIT $2`
 		}
 		carrier := map[string]string{}
 		if err := json.Unmarshal(headers, &carrier); err != nil {
-			r.Log.Warn("outbox: bad headers; publishing without them", "id", rw.id, "error", err)
+			r.Log.Warn("outbox: bad headers; publishing without them", "id", rw.id, "err", err)
 		}
 		h := amqp.Table{rabbit.HeaderAggregateID: aggID}
 		for k, v := range carrier {

@@ -57,7 +57,7 @@ func (v *Vacuumer) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if err := v.once(ctx); err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "table maintenance failed", "error", err)
+			log.WarnContext(ctx, "table maintenance failed", "err", err)
 		}
 	}
 }

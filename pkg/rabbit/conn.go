@@ -134,7 +134,7 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			return
 		case err := <-closed:
 			c.set(nil)
-			c.log.Warn("rabbitmq connection lost", "error", err)
+			c.log.Warn("rabbitmq connection lost", "err", err)
 		}
 		for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
 			select {
@@ -149,10 +149,10 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 			if untrusted(err) {
 				// Not a passing outage: the broker's certificate changed
 				// to one that AMQP_CA_FILE does not cover.
-				c.log.Warn("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+				c.log.Warn("rabbitmq reconnect failed", "err", err, "retry_in", backoff)
 				continue
 			}
-			c.log.Debug("rabbitmq reconnect failed", "error", err, "retry_in", backoff)
+			c.log.Debug("rabbitmq reconnect failed", "err", err, "retry_in", backoff)
 		}
 		c.mu.Lock()
 		if c.closed {

@@ -157,7 +157,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if errors.Is(err, ErrClosed) {
 			return err
 		}
-		c.Log.Warn("consumer session ended; resuming", "queue", c.Queue.Name, "error", err)
+		c.Log.Warn("consumer session ended; resuming", "queue", c.Queue.Name, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -350,7 +350,7 @@ func (c *Consumer) startSpan(ctx context.Context, d *amqp.Delivery) (context.Con
 func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery, panicked bool, err error) string {
 	if err == nil {
 		if err := d.Ack(false); err != nil {
-			c.Log.WarnContext(ctx, "ack failed; the message will be redelivered", "queue", c.Queue.Name, "message_id", d.MessageId, "error", err)
+			c.Log.WarnContext(ctx, "ack failed; the message will be redelivered", "queue", c.Queue.Name, "message_id", d.MessageId, "err", err)
 		}
 		return outcomeAck
 	}
@@ -361,7 +361,7 @@ func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery
 		if deliveryCount(d) >= int64(c.Queue.DeliveryLimit) {
 			return c.deadLetter(ctx, log, d, "poison message: "+err.Error())
 		}
-		log.ErrorContext(ctx, "handler panicked; returning message to the queue", "error", err, "deliveries", deliveryCount(d)+1)
+		log.ErrorContext(ctx, "handler panicked; returning message to the queue", "err", err, "deliveries", deliveryCount(d)+1)
 		c.settle(ctx, log, d.Nack(false, true))
 		return outcomeRequeue
 	case IsPermanent(err):
@@ -373,7 +373,7 @@ func (c *Consumer) decide(ctx context.Context, span trace.Span, d *amqp.Delivery
 	if attempt >= len(c.Queue.RetryDelays) {
 		return c.deadLetter(ctx, log, d, fmt.Sprintf("failed after %d retries: %v", attempt, err))
 	}
-	log.WarnContext(ctx, "handler failed; retrying later", "error", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
+	log.WarnContext(ctx, "handler failed; retrying later", "err", err, "attempt", attempt+1, "delay", c.Queue.RetryDelays[attempt])
 	m := republish(d, c.Queue.Name, RetryQueueName(c.Queue.Name, attempt+1))
 	m.Headers[HeaderRetry] = int64(attempt + 1)
 	return c.forward(ctx, log, d, m, outcomeRetry)
@@ -420,7 +420,7 @@ func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Del
 // outcome, or requeue when m could not be published.
 func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delivery, m Message, outcome string) string {
 	if err := c.pub.PublishOne(ctx, m); err != nil {
-		log.ErrorContext(ctx, "could not move message; returning it to the queue", "to", m.RoutingKey, "error", err)
+		log.ErrorContext(ctx, "could not move message; returning it to the queue", "to", m.RoutingKey, "err", err)
 		c.settle(ctx, log, d.Nack(false, true))
 		return outcomeRequeue
 	}
@@ -432,7 +432,7 @@ func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delive
 // broker then redelivers the message and the inbox makes that harmless.
 func (c *Consumer) settle(ctx context.Context, log *slog.Logger, err error) {
 	if err != nil {
-		log.WarnContext(ctx, "ack/nack failed; the message will be redelivered", "error", err)
+		log.WarnContext(ctx, "ack/nack failed; the message will be redelivered", "err", err)
 	}
 }
 

@@ -104,7 +104,7 @@ func TestDialTLS(t *testing.T) {
 	broker.present(t, tlstest.NewCA(t))
 	broker.term.Drop()
 	poll.Until(t, 10*time.Second, "a warning that the re-dial failed verification", func() bool {
-		return strings.Contains(logs.String(), `level=WARN msg="rabbitmq reconnect failed" error="tls: failed to verify certificate: x509: certificate signed by unknown authority`)
+		return strings.Contains(logs.String(), `level=WARN msg="rabbitmq reconnect failed" err="tls: failed to verify certificate: x509: certificate signed by unknown authority`)
 	})
 	gen := conn.Generation()
 	broker.present(t, ca)

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -41,8 +40,15 @@ import (
 type Config struct {
 	// Service is the service name (service.name), e.g. "order". Required.
 	Service string
-	// Version is the build version (service.version); optional.
+	// Version is the build version (service.version); empty means the
+	// binary's own (ReadBuild), which is what services use.
 	Version string
+	// ResourceAttributes are more attributes of the resource every span
+	// and metric carries, in the format of OTEL_RESOURCE_ATTRIBUTES
+	// (ParseResourceAttributes), such as the deployment's environment or
+	// the pod's name. service.name and service.version stay Service's and
+	// Version's, so that traces and orderly_build_info agree.
+	ResourceAttributes string
 	// OTLPEndpoint is the base URL of an OTLP/HTTP receiver, as in
 	// OTEL_EXPORTER_OTLP_ENDPOINT (e.g. "http://otel-collector:4318").
 	// "/v1/traces" is appended to its path, as the OpenTelemetry spec says
@@ -114,23 +120,14 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, func(context.Context) e
 	if err != nil {
 		return nil, nil, err
 	}
+	build := ReadBuild()
 	if cfg.Version != "" {
-		logger = logger.With("version", cfg.Version)
+		build.Version = cfg.Version
 	}
-
-	attrs := []attribute.KeyValue{semconv.ServiceName(cfg.Service)}
-	if cfg.Version != "" {
-		attrs = append(attrs, semconv.ServiceVersion(cfg.Version))
-	}
-	res, err := resource.New(ctx,
-		resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(attrs...),
-		resource.WithTelemetrySDK(),
-		resource.WithHost(),
-		resource.WithProcessPID(),
-	)
+	logger = logger.With("version", build.Version)
+	res, err := newResource(ctx, cfg.Service, build.Version, cfg.ResourceAttributes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("telemetry: build resource: %w", err)
+		return nil, nil, err
 	}
 
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
@@ -153,6 +150,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, func(context.Context) e
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfoGauge(cfg.Service, build),
 	} {
 		if err := reg.Register(c); err != nil {
 			_ = tp.Shutdown(ctx)
@@ -191,6 +189,31 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, func(context.Context) e
 		Propagator:     propagator,
 		Registry:       reg,
 	}, shutdown, nil
+}
+
+// newResource is what every span and metric of the service is attributed
+// to: service.name and service.version, the attributes of
+// OTEL_RESOURCE_ATTRIBUTES (envAttrs), the SDK, the host and the process.
+// It returns an error when envAttrs does not parse.
+func newResource(ctx context.Context, service, version, envAttrs string) (*resource.Resource, error) {
+	extra, err := ParseResourceAttributes(envAttrs)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource attributes: %w", err)
+	}
+	res, err := resource.New(ctx,
+		resource.WithSchemaURL(semconv.SchemaURL),
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+		resource.WithProcessPID(),
+		resource.WithAttributes(extra...),
+		// Last, so that it wins over a service.name or service.version
+		// in envAttrs.
+		resource.WithAttributes(semconv.ServiceName(service), semconv.ServiceVersion(version)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: build resource: %w", err)
+	}
+	return res, nil
 }
 
 // tracesURL turns an OTLP base endpoint into the traces URL, following the

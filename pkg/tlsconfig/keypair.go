@@ -95,7 +95,7 @@ func (kp *KeyPair) Certificate() *tls.Certificate {
 	if err != nil {
 		kp.tried = &st
 		kp.log.Error("TLS certificate files changed but do not load; still using the previous certificate",
-			"cert_file", kp.certFile, "key_file", kp.keyFile, "error", err)
+			"cert_file", kp.certFile, "key_file", kp.keyFile, "err", err)
 		return kp.cert
 	}
 	kp.cert, kp.current, kp.tried = cert, st, nil

@@ -157,7 +157,15 @@ func TestDockerfile(t *testing.T) {
 			goBuild = r
 		}
 	}
-	for _, want := range []string{"-trimpath", "-o /out/service", "./cmd/${SERVICE}"} {
+	// The linker sets a variable it does not find to nothing, silently: the
+	// name is the one pkg/telemetry's build_test.go stamps.
+	for _, arg := range []string{"VERSION", "REVISION"} {
+		if !slices.Contains(build.find("ARG"), arg) {
+			t.Errorf("the build stage has no ARG %s", arg)
+		}
+	}
+	for _, want := range []string{"-trimpath", "-o /out/service", "./cmd/${SERVICE}",
+		"-X github.com/orderly/orderly/pkg/telemetry.version=${VERSION}", "-X github.com/orderly/orderly/pkg/telemetry.revision=${REVISION}"} {
 		if !strings.Contains(goBuild, want) {
 			t.Errorf("the go build step %q lacks %s", goBuild, want)
 		}

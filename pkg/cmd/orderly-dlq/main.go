@@ -35,6 +35,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/orderly/orderly/pkg/cmd/internal/cli"
 	"github.com/orderly/orderly/pkg/rabbit"
 )
 
@@ -56,22 +57,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "orderly-dlq: "+err.Error())
-		var uerr usageError
-		if errors.As(err, &uerr) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	cli.Exit("orderly-dlq", err)
 }
-
-// usageError is a mistake on the command line; main exits 2 for it.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 // options are the settings every command shares.
 type options struct {
@@ -99,10 +86,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 		return nil
 	} else if err != nil {
-		return usagef("%v (orderly-dlq -h for help)", err)
+		return cli.Usagef("%v (orderly-dlq -h for help)", err)
 	}
 	if fs.NArg() == 0 {
-		return usagef("missing command: list, show or replay (orderly-dlq -h for help)")
+		return cli.Usagef("missing command: list, show or replay (orderly-dlq -h for help)")
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
@@ -116,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err := io.WriteString(stdout, usageText)
 		return err
 	}
-	return usagef("unknown command %q: want list, show or replay", cmd)
+	return cli.Usagef("unknown command %q: want list, show or replay", cmd)
 }
 
 // addCommonFlags registers the connection flags; every command accepts them
@@ -153,7 +140,7 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer, help string) (done
 		return true, nil
 	}
 	if err != nil {
-		return false, usagef("%s: %v (orderly-dlq %s -h for help)", fs.Name(), err, fs.Name())
+		return false, cli.Usagef("%s: %v (orderly-dlq %s -h for help)", fs.Name(), err, fs.Name())
 	}
 	return false, nil
 }
@@ -169,10 +156,10 @@ func newCommand(o *options, name string) (*flag.FlagSet, *string) {
 
 func checkArgs(fs *flag.FlagSet, queue string) error {
 	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+		return cli.Usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	if queue == "" {
-		return usagef("%s: -queue is required", fs.Name())
+		return cli.Usagef("%s: -queue is required", fs.Name())
 	}
 	return nil
 }
@@ -248,7 +235,7 @@ func runList(ctx context.Context, o *options, args []string) error {
 		return err
 	}
 	if *limit < 1 {
-		return usagef("%s: -max must be at least 1", fs.Name())
+		return cli.Usagef("%s: -max must be at least 1", fs.Name())
 	}
 	conn, ready, err := o.connect(ctx, *queue)
 	if err != nil {
@@ -284,7 +271,7 @@ func runShow(ctx context.Context, o *options, args []string) error {
 		return err
 	}
 	if *id == "" {
-		return usagef("%s: -id is required", fs.Name())
+		return cli.Usagef("%s: -id is required", fs.Name())
 	}
 	conn, _, err := o.connect(ctx, *queue)
 	if err != nil {
@@ -316,7 +303,7 @@ func runReplay(ctx context.Context, o *options, args []string) error {
 		return err
 	}
 	if (*id == "") == !*all {
-		return usagef("%s: give exactly one of -id MESSAGE_ID and -all", fs.Name())
+		return cli.Usagef("%s: give exactly one of -id MESSAGE_ID and -all", fs.Name())
 	}
 	conn, _, err := o.connect(ctx, *queue)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/orderly/orderly/pkg/cmd/internal/cli"
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/pkg/rabbit"
 	"github.com/orderly/orderly/pkg/rabbit/rabbittest"
@@ -134,7 +134,7 @@ func startConsumer(tb testing.TB, conn *rabbit.Conn, q rabbit.Queue, h rabbit.Ha
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &rabbit.Consumer{Conn: conn, Queue: q, Handler: h, Workers: 2,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Log: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	tb.Cleanup(func() {
@@ -446,7 +446,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		out, _, err := runCLI(t, tt.args...)
-		var uerr usageError
+		var uerr cli.UsageError
 		switch {
 		case err == nil:
 			t.Errorf("%v: no error; output:\n%s", tt.args, out)

@@ -105,7 +105,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		b, err := g.Store.Backlog(ctx, g.Timeouts, skipStuck)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			g.Log.WarnContext(ctx, "saga backlog measurement failed; keeping the last admission decision", "error", err)
+			g.Log.WarnContext(ctx, "saga backlog measurement failed; keeping the last admission decision", "err", err)
 		case err == nil:
 			lag.Record(ctx, b.Lag().Seconds())
 			share, retry := g.Policy.Admit(b)

@@ -2,7 +2,6 @@ package consume_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -43,7 +42,7 @@ func newFixture(t *testing.T) *fixture {
 
 // newConsumers returns the consumers of the service's queues on store.
 func newConsumers(store *postgres.Store) []*rabbit.Consumer {
-	return consume.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), ordertest.Timeouts).Consumers()
+	return consume.New(store, slog.New(slog.DiscardHandler), ordertest.Timeouts).Consumers()
 }
 
 func (f *fixture) create() order.Order {

@@ -458,7 +458,7 @@ func retry[T any](ctx context.Context, log *slog.Logger, backoff []time.Duration
 		case attempt >= len(backoff):
 			return res, fmt.Errorf("gateway %s: still failing after %d attempts: %w", op, attempt+1, err)
 		}
-		log.WarnContext(ctx, "gateway call failed; retrying", "op", op, "attempt", attempt+1, "error", err)
+		log.WarnContext(ctx, "gateway call failed; retrying", "op", op, "attempt", attempt+1, "err", err)
 		t := time.NewTimer(backoff[attempt])
 		select {
 		case <-ctx.Done():

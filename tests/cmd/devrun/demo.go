@@ -52,18 +52,18 @@ type demo struct {
 // service's catalog replica, in orderDBURL, knows them all. It returns an
 // error when a call fails or the catalog does not catch up within 30 s.
 func seedDemo(ctx context.Context, orderDBURL string) (demo, error) {
-	secret := os.Getenv("AUTH_JWT_SECRET")
-	if secret == "" {
-		secret = boot.DevelopmentJWTSecret
-	}
-	issuer, audience := os.Getenv("AUTH_JWT_ISSUER"), os.Getenv("AUTH_JWT_AUDIENCE")
-	exp := time.Now().Add(tokenLifetime)
 	var d demo
-	var err error
-	if d.customerToken, err = authn.Issue([]byte(secret), authn.Claims{Subject: demoCustomer, ExpiresAt: exp}, issuer, audience); err != nil {
+	// Read as the services and orderly-token read them, AUTH_JWT_SECRET_FILE
+	// included, so that the tokens are ones the services accept.
+	tokens, err := boot.LoadTokenConfig(os.Environ())
+	if err != nil {
+		return d, fmt.Errorf("demo tokens: %w", err)
+	}
+	exp := time.Now().Add(tokenLifetime)
+	if d.customerToken, err = tokens.Issue(authn.Claims{Subject: demoCustomer, ExpiresAt: exp}); err != nil {
 		return d, fmt.Errorf("demo token: %w", err)
 	}
-	if d.adminToken, err = authn.Issue([]byte(secret), authn.Claims{Subject: "demo-admin", Role: authn.RoleAdmin, ExpiresAt: exp}, issuer, audience); err != nil {
+	if d.adminToken, err = tokens.Issue(authn.Claims{Subject: "demo-admin", Role: authn.RoleAdmin, ExpiresAt: exp}); err != nil {
 		return d, fmt.Errorf("demo admin token: %w", err)
 	}
 
@@ -164,6 +164,8 @@ func banner(d demo) string {
 	}
 	fmt.Fprintf(&b, "\nTokens (valid %.0f hours): customer %q, and an admin for ship, deliver,\nPUT /v1/products and GET /v1/payments:\n\n", tokenLifetime.Hours(), demoCustomer)
 	fmt.Fprintf(&b, "  export ORDERLY_TOKEN=%s\n  export ORDERLY_ADMIN_TOKEN=%s\n", d.customerToken, d.adminToken)
+	b.WriteString("\nMint others with ./bin/orderly-token (ORDERLY_ENV=development):\n\n")
+	b.WriteString("  export ORDERLY_TOKEN=$(ORDERLY_ENV=development ./bin/orderly-token --sub alice)\n")
 
 	b.WriteString("\nPlace a demo order (pm_card_ok authorizes; try pm_card_declined, pm_card_flaky):\n\n")
 	fmt.Fprintf(&b, "  curl -sS -X POST %s/v1/orders \\\n"+
