@@ -11,7 +11,6 @@ import (
 // Errors of the HTTP layer itself; the domain's are in package order.
 var (
 	errInvalidOrderID        = errors.New("order id must be a UUID")
-	errInvalidLimit          = errors.New("limit must be an integer from 1 to 100")
 	errInvalidIdempotencyKey = errors.New("Idempotency-Key must be 1 to 255 printable ASCII characters")
 )
 
@@ -42,7 +41,7 @@ var errorTable = []httpx.ErrorMapping{
 	{Err: errInvalidOrderID, Status: http.StatusBadRequest, Type: httpx.TypeInvalidOrderID, Title: "Invalid order id"},
 	{Err: order.ErrInvalidStatus, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
 	{Err: order.ErrInvalidCursor, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
-	{Err: errInvalidLimit, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
+	{Err: order.ErrInvalidQuery, Status: http.StatusBadRequest, Type: httpx.TypeInvalidQuery, Title: "Invalid query parameter"},
 	{Err: errInvalidIdempotencyKey, Status: http.StatusBadRequest, Type: TypeInvalidIdempotencyKey, Title: "Invalid Idempotency-Key"},
 	{Err: order.ErrIdempotencyKeyInUse, Status: http.StatusConflict, Type: TypeIdempotencyKeyInUse, Title: "Request in progress"},
 	{Err: order.ErrIdempotencyKeyReused, Status: http.StatusUnprocessableEntity, Type: TypeIdempotencyKeyReused, Title: "Idempotency-Key reused"},

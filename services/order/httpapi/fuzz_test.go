@@ -8,9 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/pkg/httpx/apitest"
+	"github.com/orderly/orderly/services/order/order"
 )
 
 // FuzzCreateOrder posts arbitrary bodies, with and without an
@@ -108,26 +111,9 @@ func FuzzListOrders(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, query string) {
-		req := apitest.NewQueryRequest(http.MethodGet, "/v1/orders", query)
-		if req == nil {
+		got, q, ok := s.fuzzPage(t, alice, "/v1/orders", query)
+		if !ok {
 			return
-		}
-		req.Header.Set("Authorization", "Bearer "+alice)
-		r := s.contract.Serve(t, s.handler, req)
-		if r.Status != http.StatusOK {
-			return
-		}
-		var got listBody
-		if err := json.Unmarshal(r.Body, &got); err != nil {
-			t.Fatal(err)
-		}
-		q, _ := url.ParseQuery(query)
-		limit := 20
-		if q.Has("limit") {
-			limit, _ = strconv.Atoi(q.Get("limit"))
-		}
-		if len(got.Orders) > limit {
-			t.Fatalf("?%s listed %d orders, more than %d", query, len(got.Orders), limit)
 		}
 		for _, o := range got.Orders {
 			if o.CustomerID != "alice" || q.Has("status") && o.Status != q.Get("status") {
@@ -135,4 +121,86 @@ func FuzzListOrders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzSearchOrders sends arbitrary query strings to the admin's GET
+// /v1/admin/orders. Whatever the query: never a 5xx, every refusal a
+// problem, every response one the contract describes, and every order
+// listed matches the filters asked for, at most as many as the limit.
+func FuzzSearchOrders(f *testing.F) {
+	s := newTestServer(f, 0)
+	admin := tokens.For(f, "ops", authn.RoleAdmin)
+	alice, bob := tokens.For(f, "alice", ""), tokens.For(f, "bob", "")
+	for range 3 {
+		s.mustPlace(alice)
+	}
+	s.mustPlace(bob)
+	page := decode[listBody](f, s.get(admin, "/v1/admin/orders?limit=1"))
+	if page.NextCursor == nil {
+		f.Fatal("no next_cursor after the first of four orders")
+	}
+	now := time.Now().UTC()
+	for _, seed := range []string{
+		"", "status=pending", "customer_id=alice", "customer_id=bob&status=cancelled&limit=100",
+		"limit=1&cursor=" + *page.NextCursor, "customer_id=bob&cursor=" + *page.NextCursor,
+		"created_after=" + url.QueryEscape(now.Add(-time.Hour).Format(time.RFC3339Nano)),
+		"created_before=" + url.QueryEscape(now.Add(time.Hour).Format(time.RFC3339)) + "&created_after=2000-01-01T00:00:00Z",
+		"created_after=2026-01-02T03:04:05.999999999%2B14:00&created_before=2026-01-02T03:04:06-12:00",
+		"created_after=0000-01-01T00:00:00Z", "created_before=9999-12-31T23:59:59.999999999Z",
+		"created_after=2026-01-02T03:04:05Z&created_before=2026-01-02T03:04:05Z",
+		"created_after=2026-01-02T03:04:05+01:00", "created_after=2026-13-02T03:04:05Z", "created_after=",
+		"customer_id=", "customer_id=a%00", "customer_id=%C3%A9", "customer_id=alice&customer_id=bob",
+		"limit=0", "limit=101", "limit=1e2", "cursor=", "cursor=%FF", "status=PENDING",
+		"cursor=djEuLTEuMDE5MmYwYzQtNWI2ZS03YThiLTljMGQtMWUyZjNhNGI1YzZk",
+		"a=%zz", "status=pending&status=reserved",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		got, q, ok := s.fuzzPage(t, admin, "/v1/admin/orders", query)
+		if !ok {
+			return
+		}
+		after, _ := time.Parse(time.RFC3339Nano, q.Get("created_after"))
+		before, _ := time.Parse(time.RFC3339Nano, q.Get("created_before"))
+		for i, o := range got.Orders {
+			switch {
+			case q.Has("status") && o.Status != q.Get("status"),
+				q.Has("customer_id") && o.CustomerID != q.Get("customer_id"),
+				q.Has("created_after") && o.CreatedAt.Before(after),
+				q.Has("created_before") && !o.CreatedAt.Before(before),
+				i > 0 && o.CreatedAt.After(got.Orders[i-1].CreatedAt):
+				t.Fatalf("?%s listed %+v", query, o)
+			}
+		}
+	})
+}
+
+// fuzzPage sends GET path?query as tok through the contract and, for a 200,
+// returns the page and the query parsed, having checked that the page is
+// at most the query's limit long; ok is false for any other answer (the
+// contract has checked it) and for a query no client could send.
+func (s *testServer) fuzzPage(t *testing.T, tok, path, query string) (page listBody, q url.Values, ok bool) {
+	t.Helper()
+	req := apitest.NewQueryRequest(http.MethodGet, path, query)
+	if req == nil {
+		return listBody{}, nil, false
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	r := s.contract.Serve(t, s.handler, req)
+	if r.Status != http.StatusOK {
+		return listBody{}, nil, false
+	}
+	if err := json.Unmarshal(r.Body, &page); err != nil {
+		t.Fatal(err)
+	}
+	q, _ = url.ParseQuery(query)
+	limit := order.DefaultListLimit
+	if q.Has("limit") {
+		limit, _ = strconv.Atoi(q.Get("limit"))
+	}
+	if len(page.Orders) > limit {
+		t.Fatalf("%s?%s listed %d orders, more than %d", path, query, len(page.Orders), limit)
+	}
+	return page, q, true
 }

@@ -125,13 +125,6 @@ func orderID(r *http.Request) (string, error) {
 	return id.String(), nil
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
-
 // idempotencyKey returns the Idempotency-Key header, "" when absent, or
 // errInvalidIdempotencyKey.
 func idempotencyKey(r *http.Request) (string, error) {
@@ -247,36 +240,25 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 // listOrders is GET /v1/orders?status=&limit=&cursor=: the caller's orders,
 // newest first.
 func (a *API) listOrders(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var (
-		status order.Status
-		limit  = 20
-		after  *postgres.Cursor
-		err    error
-	)
-	if s := q.Get("status"); q.Has("status") {
-		if status, err = order.ParseStatus(s); err != nil {
-			a.fail(w, r, detailed(order.ErrInvalidStatus, fmt.Sprintf("status %q is not one of pending, reserved, confirmed, shipped, delivered, cancelled", truncate(s, 32))))
-			return
-		}
+	q, err := order.CustomerList(caller(r).Subject, r.URL.Query())
+	a.list(w, r, q, err)
+}
+
+// searchOrders is GET /v1/admin/orders (admin): every customer's orders,
+// newest first, filtered by status, customer_id and a created_at range.
+func (a *API) searchOrders(w http.ResponseWriter, r *http.Request) {
+	q, err := order.AdminList(r.URL.Query())
+	a.list(w, r, q, err)
+}
+
+// list answers with the page q asks for, or with err, the refusal of the
+// request's parameters.
+func (a *API) list(w http.ResponseWriter, r *http.Request, q order.ListQuery, err error) {
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
-	if s := q.Get("limit"); q.Has("limit") {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100 {
-			a.fail(w, r, errInvalidLimit)
-			return
-		}
-		limit = n
-	}
-	if s := q.Get("cursor"); q.Has("cursor") {
-		c, err := postgres.ParseCursor(s)
-		if err != nil {
-			a.fail(w, r, detailed(order.ErrInvalidCursor, "cursor is not one this API returned in next_cursor"))
-			return
-		}
-		after = &c
-	}
-	orders, next, err := a.store.List(r.Context(), caller(r).Subject, status, limit, after)
+	orders, next, err := a.store.List(r.Context(), q)
 	if err != nil {
 		a.fail(w, r, err)
 		return

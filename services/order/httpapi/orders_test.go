@@ -465,7 +465,7 @@ func TestListPages(t *testing.T) {
 	if page := decode[listBody](t, s.get(alice, "/v1/orders?status=delivered")); len(page.Orders) != 0 {
 		t.Errorf("delivered filter = %d orders", len(page.Orders))
 	}
-	for _, q := range []string{"status=paid", "status=", "limit=0", "limit=101", "limit=x", "limit=", "cursor=garbage", "cursor=", "cursor=djEuMS4y"} {
+	for _, q := range []string{"status=paid", "status=", "status=pending&status=reserved", "limit=0", "limit=101", "limit=x", "limit=", "cursor=garbage", "cursor=", "cursor=djEuMS4y"} {
 		r := s.get(alice, "/v1/orders?"+q)
 		if r.status != http.StatusBadRequest || problemOf(t, r).Type != httpx.TypeInvalidQuery {
 			t.Errorf("?%s = %s, want 400 invalid-query", q, r)

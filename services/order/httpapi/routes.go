@@ -1,9 +1,9 @@
 // Package httpapi is the order service's public REST API: placing orders
 // (with Idempotency-Key), reading, listing and cancelling a customer's own
-// orders, and the admin's ship and deliver. The contract is
-// services/order/openapi.yaml, also served at GET /openapi.yaml; every error
-// is an RFC 9457 problem (see errors.go), and every call under /v1 needs a
-// bearer JWT and counts against the caller's rate limit.
+// orders, and the admin's ship, deliver and search across customers. The
+// contract is services/order/openapi.yaml, also served at GET /openapi.yaml;
+// every error is an RFC 9457 problem (see errors.go), and every call under
+// /v1 needs a bearer JWT and counts against the caller's rate limit.
 package httpapi
 
 import (
@@ -80,5 +80,6 @@ func (a *API) Routes(r chi.Router) {
 		r.Post("/v1/orders/{id}/cancel", a.cancelOrder)
 		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/ship", a.shipOrder)
 		r.With(authn.RequireAdmin).Post("/v1/orders/{id}/deliver", a.deliverOrder)
+		r.With(authn.RequireAdmin).Get("/v1/admin/orders", a.searchOrders)
 	})
 }

@@ -2,9 +2,10 @@
 // reasons, the saga that moves an order through them (an explicit state
 // machine, see lifecycle.go; a batch of steps, steps.go), the rules a new
 // order must satisfy and its placing (place.go), the events each of these
-// decisions publishes (events.go), and the errors the rest of the service
-// maps to HTTP and to message handling. It does no I/O: the time and the
-// saga's Timeouts are parameters.
+// decisions publishes (events.go), what a page of an order list may ask for
+// and where it starts (list.go, cursor.go), and the errors the rest of the
+// service maps to HTTP and to message handling. It does no I/O: the time and
+// the saga's Timeouts are parameters.
 package order
 
 import (
@@ -82,6 +83,10 @@ var (
 	ErrInvalidStatus = errors.New("unknown order status")
 	// ErrInvalidCursor means a list cursor was not made by this service.
 	ErrInvalidCursor = errors.New("invalid cursor")
+	// ErrInvalidQuery means another parameter of a list (limit, a time
+	// bound, customer_id) is malformed or given twice; the wrapping
+	// ValidationError says which.
+	ErrInvalidQuery = errors.New("invalid query parameter")
 	// ErrIdempotencyKeyInUse means the first request with this
 	// Idempotency-Key is still being processed.
 	ErrIdempotencyKeyInUse = errors.New("a request with this Idempotency-Key is still in progress")

@@ -1,4 +1,4 @@
-package postgres
+package order
 
 import (
 	"encoding/base64"
@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/orderly/orderly/services/order/order"
 )
 
-// Cursor is a position in a customer's order list: the last order of a page,
-// by (created_at, id). Clients see it only as an opaque string.
+// Cursor is a position in an order list (a customer's or the admin
+// search's): the last order of a page, by (created_at, id). Clients see it
+// only as an opaque string. It holds no filter: every page applies the
+// filters of its own request, so a cursor can move a page along but never
+// widen what a page may show (see ListQuery).
 type Cursor struct {
 	CreatedAt time.Time
 	ID        uuid.UUID
@@ -30,9 +31,9 @@ func (c Cursor) String() string {
 }
 
 // ParseCursor decodes a cursor made by String. It returns an error matching
-// order.ErrInvalidCursor for anything else.
+// ErrInvalidCursor for anything else.
 func ParseCursor(s string) (Cursor, error) {
-	bad := fmt.Errorf("%w: %q", order.ErrInvalidCursor, s)
+	bad := fmt.Errorf("%w: %q", ErrInvalidCursor, s)
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(s) > 128 {
 		return Cursor{}, bad
