@@ -13,6 +13,7 @@
 #   make bench-soak      end-to-end soak: half a sustainable rate for ten minutes, growth over time (minutes)
 #   make fuzz            every Fuzz target of every module for FUZZTIME each (default 30s)
 #   make chaos           faults under load, full size: every tests/faults scenario over two replicas of everything, then the invariant checker (minutes)
+#   make vendor-apidocs  re-fetch the pinned Swagger UI that /docs embeds, checking its npm integrity
 #   make tools           install the development tools (protoc, golangci-lint)
 
 SHELL := bash
@@ -203,6 +204,13 @@ CHAOS_RUN ?= ^TestChaos
 .PHONY: chaos
 chaos:
 	cd tests && ORDERLY_CHAOS=1 ORDERLY_CHAOS_FULL=1 $(GO) test -v -count=1 -timeout 90m -run '$(CHAOS_RUN)' ./faults/
+
+## vendor-apidocs: re-fetch the Swagger UI files /docs embeds (pkg/apidocs/swagger-ui)
+## from the npm registry, at the version and integrity pinned in
+## pkg/apidocs/vendor.sh; it fails when the tarball matches neither.
+.PHONY: vendor-apidocs
+vendor-apidocs:
+	pkg/apidocs/vendor.sh
 
 ## tools: protoc (apt, if missing), the pinned protoc-gen-go, golangci-lint.
 tools: golangci-lint

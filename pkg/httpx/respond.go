@@ -46,15 +46,6 @@ func ParseID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
-// ServeOpenAPI returns the handler of GET /openapi.yaml, serving a
-// service's contract.
-func ServeOpenAPI(spec []byte) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/yaml")
-		_, _ = w.Write(spec)
-	}
-}
-
 // Parameter problems: a path or query parameter that is missing or
 // malformed (400), as opposed to a bad field of a well-formed body.
 var (

@@ -1,7 +1,8 @@
-// Package browser checks the shopper's tracking page (GET /track/{id}) in a
-// real headless Chromium, driven by chromedp, against the real order,
-// inventory, payment and notification binaries wired to the real
-// PostgreSQL and RabbitMQ (tests/stack).
+// Package browser checks the shopper's tracking page (GET /track/{id}) and
+// every service's API documentation (GET /docs) in a real headless
+// Chromium, driven by chromedp, against the real order, inventory, payment
+// and notification binaries wired to the real PostgreSQL and RabbitMQ
+// (tests/stack).
 //
 // Chromium is not installed by the tests: .ci/run installs the Debian
 // package (/usr/bin/chromium), and without it the tests fail and say so.
@@ -242,4 +243,19 @@ func artifact(t *testing.T, name string) string {
 		t.Fatalf("create %s: %v", dir, err)
 	}
 	return filepath.Join(dir, name)
+}
+
+// screenshot keeps a full-page PNG of ctx's tab as the artifact name, for
+// a person to look at (what).
+func screenshot(t *testing.T, ctx context.Context, name, what string) {
+	t.Helper()
+	shot := artifact(t, name)
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatalf("write %s: %v", shot, err)
+	}
+	t.Logf("screenshot of %s: %s", what, shot)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -248,15 +247,7 @@ func TestTrackingPage(t *testing.T) {
 		t.Errorf("the page kept connecting after final: %v then %v", before, after)
 	}
 
-	shot := artifact(t, "tracking-page.png")
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatalf("write %s: %v", shot, err)
-	}
-	t.Logf("screenshot of the delivered order's page: %s", shot)
+	screenshot(t, ctx, "tracking-page.png", "the delivered order's page")
 
 	if errs := exceptions(); len(errs) > 0 {
 		t.Errorf("uncaught exceptions on the page:\n%s", strings.Join(errs, "\n"))

@@ -1,7 +1,8 @@
 // Package httpapi is the inventory service's HTTP API: the public catalog
 // (GET /v1/products, GET /v1/products/{sku}) and the admin upsert
 // (PUT /v1/products/{sku}). The contract is services/inventory/openapi.yaml,
-// also served at GET /openapi.yaml; every error is an RFC 9457 problem.
+// also served at GET /openapi.yaml and rendered at GET /docs; every error
+// is an RFC 9457 problem.
 package httpapi
 
 import (
@@ -9,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderly/orderly/pkg/apidocs"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	"github.com/orderly/orderly/services/inventory"
@@ -48,7 +50,7 @@ func (a *API) Routes(r chi.Router) {
 	limit := httpx.RateLimit(a.rps, authn.SubjectKey)
 	authenticate := a.verifier.Middleware(a.log)
 
-	r.Get("/openapi.yaml", httpx.ServeOpenAPI(inventory.OpenAPI))
+	apidocs.Routes(r, inventory.OpenAPI)
 
 	r.With(limit).Get("/v1/products", a.listProducts)
 	r.With(limit).Get("/v1/products/{sku}", a.getProduct)

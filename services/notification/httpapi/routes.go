@@ -2,7 +2,7 @@
 // status over WebSocket (GET /v1/orders/{id}/ws) and Server-Sent Events
 // (GET /v1/orders/{id}/events), the shopper's tracking page (GET
 // /track/{id}, served by package web) and the contract (GET /openapi.yaml, the
-// service's openapi.yaml).
+// service's openapi.yaml, rendered at GET /docs).
 //
 // A stream is authorized before anything is upgraded, streamed or read
 // from the database: the order's tracking token, as ?token= or
@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderly/orderly/pkg/apidocs"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	notificationservice "github.com/orderly/orderly/services/notification"
@@ -72,7 +73,7 @@ func New(o Options) *API {
 
 // Routes adds the whole API to r.
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", httpx.ServeOpenAPI(notificationservice.OpenAPI))
+	apidocs.Routes(r, notificationservice.OpenAPI)
 	if a.o.Page != nil {
 		r.Handle("/track/*", a.o.Page)
 	}

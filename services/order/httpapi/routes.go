@@ -1,9 +1,10 @@
 // Package httpapi is the order service's public REST API: placing orders
 // (with Idempotency-Key), reading, listing and cancelling a customer's own
 // orders, and the admin's ship, deliver and search across customers. The
-// contract is services/order/openapi.yaml, also served at GET /openapi.yaml;
-// every error is an RFC 9457 problem (see errors.go), and every call under
-// /v1 needs a bearer JWT and counts against the caller's rate limit.
+// contract is services/order/openapi.yaml, also served at GET /openapi.yaml
+// and rendered at GET /docs; every error is an RFC 9457 problem (see
+// errors.go), and every call under /v1 needs a bearer JWT and counts
+// against the caller's rate limit.
 package httpapi
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderly/orderly/pkg/apidocs"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	orderservice "github.com/orderly/orderly/services/order"
@@ -67,7 +69,7 @@ func New(o Options) *API {
 
 // Routes adds the whole API to r.
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", httpx.ServeOpenAPI(orderservice.OpenAPI))
+	apidocs.Routes(r, orderservice.OpenAPI)
 
 	r.Group(func(r chi.Router) {
 		// The limiter keys on the token's subject, so it runs after

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"github.com/go-chi/chi/v5"
 
+	"github.com/orderly/orderly/pkg/apidocs"
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/httpx"
 	paymentsvc "github.com/orderly/orderly/services/payment"
@@ -14,9 +15,10 @@ import (
 // token subject, after authentication.
 //
 //	GET /openapi.yaml                  the API contract (public)
+//	GET /docs                          the contract rendered (public)
 //	GET /v1/payments?order_id=<uuid>   the order's payments (admin)
 func (a *API) Routes(r chi.Router) {
-	r.Get("/openapi.yaml", httpx.ServeOpenAPI(paymentsvc.OpenAPI))
+	apidocs.Routes(r, paymentsvc.OpenAPI)
 	r.Group(func(r chi.Router) {
 		r.Use(a.verifier.Middleware(a.log), httpx.RateLimit(a.rateLimitRPS, authn.SubjectKey), authn.RequireAdmin)
 		r.Get("/v1/payments", a.listPayments)

@@ -1,0 +1,178 @@
+package browser
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/orderly/orderly/pkg/poll"
+	"github.com/orderly/orderly/tests/stack"
+)
+
+// cspRecorder runs in the page before anything else and keeps every
+// Content-Security-Policy violation, which the browser log reports too,
+// but here with the directive and the blocked URL.
+const cspRecorder = `(() => {
+	window.__orderlyCSP = [];
+	document.addEventListener('securitypolicyviolation', (e) => {
+		window.__orderlyCSP.push(e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') + ' (' + e.sourceFile + ':' + e.lineNumber + ')');
+	});
+})()`
+
+// docsView is what the rendered documentation shows.
+type docsView struct {
+	Title      string   `json:"title"`
+	Operations []string `json:"operations"`
+	Errors     string   `json:"errors"`
+	CSP        []string `json:"csp"`
+}
+
+// readDocs reads Swagger UI's rendering: the title (without the version
+// badges Swagger UI puts inside it), each operation as "METHOD /path", and
+// any error box it shows when the document cannot be loaded or parsed.
+const readDocs = `(() => {
+	const title = document.querySelector('.information-container .title');
+	return {
+		title: title ? title.childNodes[0].textContent.trim() : '',
+		operations: [...document.querySelectorAll('.opblock-summary')].map((s) =>
+			(s.querySelector('.opblock-summary-method')?.textContent || '') + ' ' +
+			(s.querySelector('.opblock-summary-path')?.dataset.path || '')),
+		errors: [...document.querySelectorAll('.errors-wrapper')].map((e) => e.textContent).join('; '),
+		csp: window.__orderlyCSP || [],
+	};
+})()`
+
+// TestAPIDocs opens /docs of each service in Chromium and waits for Swagger
+// UI to render the service's openapi.yaml: the page shows the API's title
+// and its operations, loads nothing but from the service itself (the
+// viewer is embedded in the binary, no CDN), and has no console error,
+// exception or Content-Security-Policy violation.
+func TestAPIDocs(t *testing.T) {
+	s := stack.New(t, stack.Options{Notification: true})
+	browser := newBrowser(t)
+
+	for _, tc := range []struct {
+		svc   *stack.Service
+		title string
+		op    string // one operation the page must list
+	}{
+		{s.Order, "Orderly order API", "POST /v1/orders"},
+		{s.Inventory, "Orderly inventory API", "GET /v1/products"},
+		{s.Payment, "Orderly payment API", "GET /v1/payments"},
+		{s.Notification, "Orderly notification API", "GET /v1/orders/{id}/events"},
+	} {
+		t.Run(tc.svc.Name, func(t *testing.T) {
+			ctx, cancel := chromedp.NewContext(browser)
+			defer cancel()
+			base := tc.svc.URL()
+			requests, messages := watchDocs(t, ctx)
+
+			if err := chromedp.Do(ctx, chromedp.Navigate(base+"/docs")); err != nil {
+				t.Fatalf("open %s/docs: %v", base, err)
+			}
+			var v docsView
+			poll.UntilNil(t, settle, "the page to render "+tc.op, func() error {
+				var err error
+				if v, err = chromedp.Run(ctx, chromedp.Evaluate[docsView](readDocs)); err != nil {
+					return err
+				}
+				if v.Errors != "" {
+					return fmt.Errorf("the page shows errors: %s", v.Errors)
+				}
+				if !slices.Contains(v.Operations, tc.op) {
+					return fmt.Errorf("the page lists %v", v.Operations)
+				}
+				return nil
+			})
+			if v.Title != tc.title {
+				t.Errorf("the page's title is %q, want %q", v.Title, tc.title)
+			}
+			if len(v.CSP) > 0 {
+				t.Errorf("Content-Security-Policy violations:\n%s", strings.Join(v.CSP, "\n"))
+			}
+
+			origin, err := url.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs := requests()
+			if len(reqs) < 5 { // the page, two scripts, two stylesheets, openapi.yaml
+				t.Errorf("the page made only %d requests: %v", len(reqs), reqs)
+			}
+			for _, r := range reqs {
+				u, err := url.Parse(r)
+				if err != nil || (u.Scheme != "data" && u.Host != origin.Host) {
+					t.Errorf("the page requested %s, off the service at %s", r, origin.Host)
+				}
+			}
+			if !slices.Contains(reqs, base+"/openapi.yaml") {
+				t.Errorf("the page did not fetch %s/openapi.yaml; it requested %v", base, reqs)
+			}
+			if msgs := messages(); len(msgs) > 0 {
+				t.Errorf("console errors on the page:\n%s", strings.Join(msgs, "\n"))
+			}
+
+			screenshot(t, ctx, "api-docs-"+tc.svc.Name+".png", "the "+tc.svc.Name+" service's /docs")
+		})
+	}
+}
+
+// watchDocs installs cspRecorder in ctx's tab and starts recording its
+// requests (by URL) and its console errors and exceptions; the returned
+// funcs list what was seen so far.
+func watchDocs(t *testing.T, ctx context.Context) (requests, messages func() []string) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, func(ctx context.Context, t *chromedp.Target) (page.AddScriptToEvaluateOnNewDocumentResult, error) {
+		return cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspRecorder})
+	}); err != nil {
+		t.Fatalf("install the policy recorder: %v", err)
+	}
+	var (
+		mu   sync.Mutex
+		reqs []string
+		msgs []string
+	)
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			mu.Lock()
+			reqs = append(reqs, e.Request.URL)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatalf("listen to the tab: %v", err)
+	}
+	console := chromedp.Console(ctx)
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				if !errors.Is(err, context.Canceled) {
+					t.Logf("console: %v", err)
+				}
+				return
+			}
+			if m.IsException() || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				msgs = append(msgs, fmt.Sprintf("%s (%s:%d)", m, m.URL, m.Line+1))
+				mu.Unlock()
+			}
+		}
+	}()
+	snapshot := func(s *[]string) func() []string {
+		return func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(*s)
+		}
+	}
+	return snapshot(&reqs), snapshot(&msgs)
+}
