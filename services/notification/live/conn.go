@@ -36,7 +36,7 @@ const (
 	closeTooBig         = ws.StatusMessageTooBig       // 1009
 	closeInternalError  = ws.StatusInternalServerError // 1011: the snapshot could not be read
 	closeServiceRestart = ws.StatusCode(1012)          // this replica is going away
-	closeTryAgainLater  = ws.StatusCode(1013)          // the client is too slow
+	closeTryAgainLater  = ws.StatusCode(1013)          // the client is too slow, or its statuses cannot be read
 )
 
 // message is one status, encoded once for every connection that sends it.
@@ -245,9 +245,13 @@ func (c *conn) statuses(m *message) []*message {
 	}
 	gap, err := c.fill(last, m.seq)
 	if err != nil {
-		// Sending m anyway beats holding the client back on a database
-		// that does not answer; it can ask for the rest with since.
-		c.hub.o.Log.Warn("could not fill a gap in an order's statuses", "order_id", c.order, "after", last, "before", m.seq, "err", err)
+		// Sending m would lose the statuses in between for good: a
+		// connection never goes back to a lower seq. Closing with 1013
+		// has the client resume with since, and the new connection's
+		// snapshot reads the gap once the database answers again.
+		c.hub.o.Log.Warn("could not read a gap in an order's statuses; asking the client to resume", "order_id", c.order, "after", last, "before", m.seq, "err", err)
+		c.requestClose(closeTryAgainLater)
+		return nil
 	}
 	return append(gap, m)
 }
@@ -259,19 +263,23 @@ const gapPoll = 250 * time.Millisecond
 // positive, below before. A seq missing in between is not stored yet (its
 // write failed and is being retried): fill waits for it, reading again
 // every gapPoll for up to GapWait, because whatever is sent after it would
-// lose it for good — a connection never goes back to a lower seq. After
-// GapWait, or when the connection is closing, it returns what it has. A
-// failed read is returned at once.
+// lose it for good — a connection never goes back to a lower seq. A read
+// that fails (the database restarting) is tried again the same way. After
+// GapWait, or when the connection is closing, it returns what it has, or
+// the last read's error.
 func (c *conn) fill(last, before int64) ([]*message, error) {
 	deadline := time.Now().Add(c.hub.o.GapWait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
 		got, err := c.hub.feed(ctx, c.order, last, before)
 		cancel()
-		if err != nil || complete(got, last, before) {
-			return got, err
+		if err == nil && complete(got, last, before) {
+			return got, nil
 		}
 		if time.Now().After(deadline) || c.closing() {
+			if err != nil {
+				return nil, err
+			}
 			c.hub.o.Log.Warn("statuses of an order missing; sending what is stored", "order_id", c.order,
 				"after", last, "before", before, "stored", len(got), "waited", c.hub.o.GapWait.String())
 			return got, nil

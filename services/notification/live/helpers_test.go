@@ -2,6 +2,7 @@ package live_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -13,6 +14,15 @@ import (
 type memStore struct {
 	mu   sync.Mutex
 	feed map[string][]status.Change
+	down bool // every read fails, as while the database restarts
+}
+
+var errDown = errors.New("the database system is starting up")
+
+func (s *memStore) setDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
 }
 
 func newMemStore() *memStore { return &memStore{feed: map[string][]status.Change{}} }
@@ -27,6 +37,9 @@ func (s *memStore) add(c status.Change) {
 func (s *memStore) Current(_ context.Context, id string) (status.Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.down {
+		return status.Change{}, errDown
+	}
 	f := s.feed[id]
 	if len(f) == 0 {
 		return status.Change{}, status.ErrUnknownOrder
@@ -37,6 +50,9 @@ func (s *memStore) Current(_ context.Context, id string) (status.Change, error) 
 func (s *memStore) Since(_ context.Context, id string, since int64) ([]status.Change, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.down {
+		return nil, errDown
+	}
 	var out []status.Change
 	for _, c := range s.feed[id] {
 		if c.Seq > since {

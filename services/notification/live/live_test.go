@@ -308,6 +308,56 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	}
 }
 
+// TestWebSocketWaitsOutADatabaseRestart: seq 3 is published while the
+// statuses before it cannot be read (the database restarting). The
+// connection must not send 3 over the gap: it reads again until the
+// database answers, then sends 2 and 3.
+func TestWebSocketWaitsOutADatabaseRestart(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	store.add(change(orderA, 1, "pending"))
+	h := newTestHub(t, store, live.Options{})
+	c := dial(t, h.wsURL(orderA, ""))
+	first := readN(t, c, 1)
+	store.add(change(orderA, 2, "reserved"))
+	store.add(change(orderA, 3, "cancelled"))
+	store.setDown(true)
+	h.Publish(change(orderA, 3, "cancelled"))
+	time.Sleep(600 * time.Millisecond) // the restart
+	store.setDown(false)
+	rest, code := readAll(t, c, 10*time.Second)
+	if got := append(first, rest...); fmt.Sprint(seqs(got)) != "[1 2 3]" || code != websocket.StatusNormalClosure {
+		t.Errorf("got seqs %v, close %v; want [1 2 3], 1000", seqs(got), code)
+	}
+}
+
+// TestWebSocketResumesWhenTheGapCannotBeRead: the database stays down
+// past GapWait. Rather than send seq 3 over the gap, the connection closes
+// with 1013, and the client's resume with since reads every status once
+// the database is back.
+func TestWebSocketResumesWhenTheGapCannotBeRead(t *testing.T) {
+	t.Parallel()
+	store := newMemStore()
+	store.add(change(orderA, 1, "pending"))
+	h := newTestHub(t, store, live.Options{GapWait: 300 * time.Millisecond})
+	c := dial(t, h.wsURL(orderA, ""))
+	first := readN(t, c, 1)
+	store.add(change(orderA, 2, "reserved"))
+	store.add(change(orderA, 3, "cancelled"))
+	store.setDown(true)
+	h.Publish(change(orderA, 3, "cancelled"))
+	rest, code := readAll(t, c, 10*time.Second)
+	if got := append(first, rest...); fmt.Sprint(seqs(got)) != "[1]" || code != websocket.StatusTryAgainLater {
+		t.Fatalf("got seqs %v, close %v; want [1], 1013", seqs(got), code)
+	}
+	store.setDown(false)
+	resumed := dial(t, h.wsURL(orderA, "since=1"))
+	got, code := readAll(t, resumed, 10*time.Second)
+	if fmt.Sprint(seqs(got)) != "[2 3]" || code != websocket.StatusNormalClosure {
+		t.Errorf("resumed with since=1: got seqs %v, close %v; want [2 3], 1000", seqs(got), code)
+	}
+}
+
 // TestWebSocketGivesUpWaitingAfterGapWait: a status that never comes holds
 // the later ones back for GapWait only.
 func TestWebSocketGivesUpWaitingAfterGapWait(t *testing.T) {
