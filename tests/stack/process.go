@@ -39,17 +39,19 @@ var build struct {
 }
 
 // Main runs the package's tests, fails the binary if they passed but left
-// goroutines running (see leaktest), and then removes the binaries the stack
-// built for them. Call it from TestMain; it does not return.
-func Main(m *testing.M) {
-	leaktest.Main(m, goleak.Cleanup(func(code int) {
+// goroutines running (see leaktest; opts are goleak's, for a library's
+// goroutine that outlives the tests by design), and then removes the
+// binaries the stack built for them. Call it from TestMain; it does not
+// return.
+func Main(m *testing.M, opts ...goleak.Option) {
+	leaktest.Main(m, append(opts, goleak.Cleanup(func(code int) {
 		build.mu.Lock()
 		if build.dir != "" {
 			_ = os.RemoveAll(build.dir)
 		}
 		build.mu.Unlock()
 		os.Exit(code)
-	}))
+	}))...)
 }
 
 // Binary returns the path of service name's binary, building it on first
