@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"sigs.k8s.io/yaml"
 
 	"github.com/orderly/orderly/pkg/poll"
 	"github.com/orderly/orderly/tests/stack"
@@ -61,16 +64,13 @@ func TestAPIDocs(t *testing.T) {
 	s := stack.New(t, stack.Options{Notification: true})
 	browser := newBrowser(t)
 
-	for _, tc := range []struct {
-		svc   *stack.Service
-		title string
-		op    string // one operation the page must list
-	}{
-		{s.Order, "Orderly order API", "POST /v1/orders"},
-		{s.Inventory, "Orderly inventory API", "GET /v1/products"},
-		{s.Payment, "Orderly payment API", "GET /v1/payments"},
-		{s.Notification, "Orderly notification API", "GET /v1/orders/{id}/events"},
-	} {
+	for _, name := range stack.Names() {
+		tc := struct {
+			svc   *stack.Service
+			title string
+			ops   []string // every operation the page must list
+		}{svc: s.Service(name)}
+		tc.title, tc.ops = documented(t, tc.svc)
 		t.Run(tc.svc.Name, func(t *testing.T) {
 			ctx, cancel := chromedp.NewContext(browser)
 			defer cancel()
@@ -81,7 +81,7 @@ func TestAPIDocs(t *testing.T) {
 				t.Fatalf("open %s/docs: %v", base, err)
 			}
 			var v docsView
-			poll.UntilNil(t, settle, "the page to render "+tc.op, func() error {
+			poll.UntilNil(t, settle, "the page to render "+strings.Join(tc.ops, ", "), func() error {
 				var err error
 				if v, err = chromedp.Run(ctx, chromedp.Evaluate[docsView](readDocs)); err != nil {
 					return err
@@ -89,8 +89,10 @@ func TestAPIDocs(t *testing.T) {
 				if v.Errors != "" {
 					return fmt.Errorf("the page shows errors: %s", v.Errors)
 				}
-				if !slices.Contains(v.Operations, tc.op) {
-					return fmt.Errorf("the page lists %v", v.Operations)
+				for _, op := range tc.ops {
+					if !slices.Contains(v.Operations, op) {
+						return fmt.Errorf("the page lists %v, not %s", v.Operations, op)
+					}
 				}
 				return nil
 			})
@@ -175,4 +177,40 @@ func watchDocs(t *testing.T, ctx context.Context) (requests, messages func() []s
 		}
 	}
 	return snapshot(&reqs), snapshot(&msgs)
+}
+
+// documented reads the service's /openapi.yaml, as the page does, and
+// returns its title and every operation as "METHOD /path": the page must
+// show them all, whichever service it is.
+func documented(t *testing.T, svc *stack.Service) (title string, ops []string) {
+	t.Helper()
+	resp, err := http.Get(svc.URL() + "/openapi.yaml") // local
+	if err != nil {
+		t.Fatalf("GET %s/openapi.yaml: %v", svc.URL(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s/openapi.yaml: %d %v", svc.URL(), resp.StatusCode, err)
+	}
+	var doc struct {
+		Info  struct{ Title string }
+		Paths map[string]map[string]any
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s openapi.yaml: %v", svc.Name, err)
+	}
+	for path, item := range doc.Paths {
+		for method := range item {
+			switch method {
+			case "get", "put", "post", "delete", "patch", "head", "options":
+				ops = append(ops, strings.ToUpper(method)+" "+path)
+			}
+		}
+	}
+	slices.Sort(ops)
+	if doc.Info.Title == "" || len(ops) == 0 {
+		t.Fatalf("%s openapi.yaml has no title or no operation", svc.Name)
+	}
+	return doc.Info.Title, ops
 }
