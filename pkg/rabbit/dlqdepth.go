@@ -15,7 +15,7 @@ const depthTimeout = 2 * time.Second
 
 // ObserveDeadLetters registers the gauge rabbit.dlq.messages on meter
 // (rabbit_dlq_messages{queue} in Prometheus): at each collection, the
-// messages waiting in the DLQ of each of queues (labelled with the queue's
+// messages waiting in the DLQ of each of queues (labeled with the queue's
 // own name, not its DLQ's), read with a passive declare on a channel of
 // conn. The broker answers a passive declare without the configure
 // permission being exercised, and a service's user may read its own
