@@ -200,8 +200,9 @@ func New(o Options) (*Board, error) {
 }
 
 // Observe counts c toward the chart when it is an order's first status
-// (seq 1: the order was placed). Call it for every change this replica
-// hears of (the status listener's), once each; it never blocks on I/O.
+// (seq 1: the order was placed). Call it once for every change stored
+// (postgres.Listener.Heard: every replica hears each change once); it
+// never blocks on I/O.
 func (b *Board) Observe(c status.Change) {
 	if c.Seq == 1 {
 		b.rate.add(c.At, time.Now())

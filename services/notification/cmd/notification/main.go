@@ -34,7 +34,6 @@ import (
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/postgres"
 	"github.com/orderly/orderly/services/notification/scrape"
-	"github.com/orderly/orderly/services/notification/status"
 	"github.com/orderly/orderly/services/notification/web"
 )
 
@@ -178,7 +177,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	svc.Go("dashboard", board.Run)
 
 	writer := postgres.NewWriter(store)
-	listener := postgres.NewListener(svc.Pool, heard{hub, board}, svc.Log.With("component", "status-listener"))
+	listener := postgres.NewListener(svc.Pool, hub, svc.Log.With("component", "status-listener"))
+	listener.Heard = board.Observe
 	if err := observeStore(meter, writer, listener); err != nil {
 		_ = svc.Close()
 		return nil, err
@@ -203,18 +203,6 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		Log:            svc.Log,
 	}).Routes(svc.Router)
 	return svc, nil
-}
-
-// heard hands every change the status listener hears to the hub (the
-// shoppers' streams) and to the dashboard's chart.
-type heard struct {
-	*live.Hub
-	board *dashboard.Board
-}
-
-func (h heard) Publish(c status.Change) {
-	h.Hub.Publish(c)
-	h.board.Observe(c)
 }
 
 // observeStore exports w's counts as notification_store_commits_total and
