@@ -1,5 +1,6 @@
-// Package browser checks the shopper's tracking page (GET /track/{id}) and
-// every service's API documentation (GET /docs) in a real headless
+// Package browser checks the shopper's tracking page (GET /track/{id}), the
+// operators' dashboard (GET /dashboard) and every service's API
+// documentation (GET /docs) in a real headless
 // Chromium, driven by chromedp, against the real order, inventory, payment
 // and notification binaries wired to the real PostgreSQL and RabbitMQ
 // (tests/stack).
@@ -183,10 +184,10 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // startReplica starts another notification replica of s, called name in
 // the test's messages, on the same database and vhost as s.Notification,
-// and returns its base URL once it is ready. With a CA it serves HTTPS with
-// a certificate ca signed, and the base URL is https://. It is stopped when
-// t ends.
-func startReplica(t *testing.T, s *stack.Stack, name string, ca *tlstest.CA) (string, *stack.Process) {
+// with env added to its environment, and returns its base URL once it is
+// ready. With a CA it serves HTTPS with a certificate ca signed, and the
+// base URL is https://. It is stopped when t ends.
+func startReplica(t *testing.T, s *stack.Stack, name string, ca *tlstest.CA, env ...string) (string, *stack.Process) {
 	t.Helper()
 	environ := []string{
 		"ORDERLY_ENV=development",
@@ -199,6 +200,7 @@ func startReplica(t *testing.T, s *stack.Stack, name string, ca *tlstest.CA) (st
 		"SHUTDOWN_DELAY=0s",
 		"RATE_LIMIT_RPS=10000",
 	}
+	environ = append(environ, env...)
 	scheme, client := "http://", &http.Client{Timeout: 2 * time.Second}
 	if ca != nil {
 		certFile, keyFile := ca.Issue(t, "127.0.0.1").WriteFiles(t, t.TempDir())

@@ -25,6 +25,7 @@ import (
 	"github.com/orderly/orderly/pkg/pg/pgtest"
 	"github.com/orderly/orderly/pkg/poll"
 	notificationservice "github.com/orderly/orderly/services/notification"
+	"github.com/orderly/orderly/services/notification/dashboard"
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/postgres"
@@ -101,20 +102,28 @@ func newTestServer(tb testing.TB, o live.Options) *testServer {
 		tb.Fatal(err)
 	}
 	orders := &countingOrders{Orders: store}
+	board, err := dashboard.New(dashboard.Options{Store: store, Hub: hub, Log: log, Interval: 20 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	httpapi.New(httpapi.Options{
 		Hub: hub, Orders: orders, Verifier: authn.NewVerifier(secret, "", ""), Tracking: tracking,
 		AllowedOrigins: []string{allowed}, RateLimitRPS: 10000, Log: log,
-		Page: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "page") }),
+		Page:  http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "page") }),
+		Board: board, DashboardPage: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "dashboard") }),
 	}).Routes(r)
 	srv := httptest.NewServer(r)
 	tb.Cleanup(srv.Close)
 	hctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- hub.Run(hctx) }()
+	go func() { done <- board.Run(hctx) }()
 	tb.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("hub: %v", err)
+		for range 2 {
+			if err := <-done; err != nil {
+				tb.Errorf("hub or board: %v", err)
+			}
 		}
 	})
 	return &testServer{tb: tb, url: srv.URL, handler: r, hub: hub, orders: orders, contract: mustContract(tb)}

@@ -1,8 +1,10 @@
 // Package httpapi is the notification service's HTTP API: live order
 // status over WebSocket (GET /v1/orders/{id}/ws) and Server-Sent Events
 // (GET /v1/orders/{id}/events), the shopper's tracking page (GET
-// /track/{id}, served by package web) and the contract (GET /openapi.yaml, the
-// service's openapi.yaml, rendered at GET /docs).
+// /track/{id}, served by package web), the operators' dashboard (GET
+// /dashboard, its snapshot, tickets and stream under /v1/dashboard/, for
+// admins) and the contract (GET /openapi.yaml, the service's openapi.yaml,
+// rendered at GET /docs).
 //
 // A stream is authorized before anything is upgraded, streamed or read
 // from the database: the order's tracking token, as ?token= or
@@ -52,6 +54,11 @@ type Options struct {
 	RateLimitRPS int
 	// Page, when set, serves the tracking page under /track/ (web.Handler).
 	Page http.Handler
+	// Board, when set, serves the operators' dashboard: its snapshot,
+	// its tickets and its stream under /v1/dashboard/ (admins only), and
+	// DashboardPage (web.Dashboard) at /dashboard.
+	Board         Board
+	DashboardPage http.Handler
 	// Log gets refusals and 5xx errors. Required.
 	Log *slog.Logger
 }
@@ -81,5 +88,21 @@ func (a *API) Routes(r chi.Router) {
 		r.Use(httpx.RateLimit(a.o.RateLimitRPS, httpx.CallerKey))
 		r.Get("/v1/orders/{id}/ws", a.watchWS)
 		r.Get("/v1/orders/{id}/events", a.watchSSE)
+		if a.o.Board != nil {
+			r.Get("/v1/dashboard/ws", a.watchDashboard)
+		}
+	})
+	if a.o.Board == nil {
+		return
+	}
+	if a.o.DashboardPage != nil {
+		r.Handle("/dashboard", a.o.DashboardPage)
+		r.Handle("/dashboard/*", a.o.DashboardPage)
+	}
+	r.Group(func(r chi.Router) {
+		r.Use(a.o.Verifier.Middleware(a.o.Log), authn.RequireAdmin)
+		r.Use(httpx.RateLimit(a.o.RateLimitRPS, authn.SubjectKey))
+		r.Post("/v1/dashboard/tickets", a.mintTicket)
+		r.Get("/v1/dashboard/snapshot", a.snapshot)
 	})
 }

@@ -45,6 +45,7 @@ type message struct {
 	at       time.Time
 	terminal bool
 	live     bool   // from Publish, rather than a database read
+	topic    bool   // a topic's snapshot (PublishTopic): never gap-filled, nor counted as a status
 	frame    []byte // the WebSocket text frame
 	event    []byte // the Server-Sent Events event
 }
@@ -58,6 +59,17 @@ func newMessage(c status.Change, live bool) *message {
 	ev = append(ev, body...)
 	ev = append(ev, "\n\n"...)
 	return &message{seq: c.Seq, at: c.At, terminal: c.Terminal(), live: live, frame: serverFrame(ws.OpText, body), event: ev}
+}
+
+// newTopicMessage is one message of a topic, numbered seq.
+func newTopicMessage(seq int64, body []byte) *message {
+	ev := make([]byte, 0, len(body)+32)
+	ev = append(ev, "id: "...)
+	ev = strconv.AppendInt(ev, seq, 10)
+	ev = append(ev, "\ndata: "...)
+	ev = append(ev, body...)
+	ev = append(ev, "\n\n"...)
+	return &message{seq: seq, at: time.Now(), topic: true, frame: serverFrame(ws.OpText, body), event: ev}
 }
 
 // item is one entry of a connection's send queue: a status, or (WebSocket
@@ -123,6 +135,14 @@ func (c *conn) fire(e event) action {
 func (c *conn) offer(it item) {
 	c.mu.Lock()
 	if it.msg != nil && it.msg.seq <= c.last {
+		c.mu.Unlock()
+		return
+	}
+	// A topic's message replaces one of the topic still waiting: each
+	// is the whole state, so a client that falls behind skips to the
+	// newest rather than filling its queue.
+	if n := len(c.queue); it.msg != nil && it.msg.topic && n > 0 && c.queue[n-1].msg != nil && c.queue[n-1].msg.topic && !c.st.closing() {
+		c.queue[n-1] = it
 		c.mu.Unlock()
 		return
 	}
@@ -240,7 +260,7 @@ func (c *conn) sent(m *message) {
 // another replica first, or written late after a failure).
 func (c *conn) statuses(m *message) []*message {
 	last := c.lastSent()
-	if m.seq <= last+1 {
+	if m.topic || m.seq <= last+1 {
 		return []*message{m}
 	}
 	gap, err := c.fill(last, m.seq)

@@ -137,6 +137,7 @@ type Hub struct {
 	perSub  map[string]int // JWT connections, by subject
 	perAddr map[string]int // all connections, by client address
 	conns   map[*conn]struct{}
+	topics  map[string]*message // the latest message of each topic, for a new follower's snapshot
 	closing bool
 	drained chan struct{} // closed when closing and conns is empty
 }
@@ -187,6 +188,7 @@ func NewHub(o Options) (*Hub, error) {
 		perSub:  map[string]int{},
 		perAddr: map[string]int{},
 		conns:   map[*conn]struct{}{},
+		topics:  map[string]*message{},
 		drained: make(chan struct{}),
 	}, nil
 }
@@ -195,6 +197,12 @@ func NewHub(o Options) (*Hub, error) {
 type Watch struct {
 	// OrderID is the order to follow (a canonical UUID).
 	OrderID string
+	// Topic, instead of an order, is a topic to follow (the operators'
+	// dashboard): its messages are whole snapshots published with
+	// PublishTopic, each replacing the one before, so a connection sends
+	// the latest on connect and then every newer one, and skips any it
+	// fell behind on rather than filling gaps.
+	Topic string
 	// Subject is the sub of the JWT that authenticated the connection
 	// (the order's customer, or an admin), counted for MaxPerCustomer.
 	// Empty means a tracking-link viewer, counted for MaxPerOrder.
@@ -269,9 +277,42 @@ func (h *Hub) Orders() []string {
 	defer h.mu.Unlock()
 	out := make([]string, 0, len(h.orders))
 	for id := range h.orders {
-		out = append(out, id)
+		if !isTopicKey(id) {
+			out = append(out, id)
+		}
 	}
 	return out
+}
+
+// topicKey is where a topic's connections are kept among the orders'; no
+// order id (a UUID) has a colon.
+func topicKey(topic string) string { return "topic:" + topic }
+
+func isTopicKey(k string) bool { return len(k) > 6 && k[:6] == "topic:" }
+
+// Watching reports whether topic has a follower on this replica, so that
+// its publisher can skip building messages nobody would get.
+func (h *Hub) Watching(topic string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.orders[topicKey(topic)]) > 0
+}
+
+// PublishTopic hands body (one JSON message, the topic's whole state),
+// numbered seq, to every follower of topic on this replica, and keeps it
+// as what a new follower gets first. seq must grow from one call to the
+// next; a follower still sending an older message sends only the newest
+// it has queued. It never blocks on a client.
+func (h *Hub) PublishTopic(topic string, seq int64, body []byte) {
+	m := newTopicMessage(seq, body)
+	key := topicKey(topic)
+	h.mu.Lock()
+	h.topics[key] = m
+	targets := slices.Clone(h.orders[key])
+	h.mu.Unlock()
+	for _, t := range targets {
+		t.offer(item{msg: m})
+	}
 }
 
 // subscribe registers a connection for w before anything is written to
@@ -289,10 +330,14 @@ func (h *Hub) subscribe(w Watch, tr transport) (*conn, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	viewer := w.Subject == ""
+	key := w.OrderID
+	if w.Topic != "" {
+		key = topicKey(w.Topic)
+	}
 	switch {
 	case h.closing:
 		return nil, ErrShuttingDown
-	case viewer && h.viewers[w.OrderID] >= h.o.MaxPerOrder:
+	case viewer && h.viewers[key] >= h.o.MaxPerOrder:
 		h.m.refused(tr, refusedOrder)
 		return nil, ErrTooManyForOrder
 	case !viewer && h.perSub[w.Subject] >= h.o.MaxPerCustomer:
@@ -306,15 +351,15 @@ func (h *Hub) subscribe(w Watch, tr transport) (*conn, error) {
 		return nil, ErrReplicaFull
 	}
 	now := time.Now().UnixNano()
-	c := &conn{hub: h, order: w.OrderID, subject: w.Subject, client: w.Client, tr: tr, last: max(w.Since, 0)}
+	c := &conn{hub: h, order: key, subject: w.Subject, client: w.Client, tr: tr, last: max(w.Since, 0)}
 	c.lastRead.Store(now)
 	c.lastWrite.Store(now)
 	if tr == transportSSE {
 		c.kick = make(chan struct{}, 1)
 	}
-	h.orders[w.OrderID] = append(h.orders[w.OrderID], c)
+	h.orders[key] = append(h.orders[key], c)
 	if viewer {
-		h.viewers[w.OrderID]++
+		h.viewers[key]++
 	} else {
 		h.perSub[w.Subject]++
 	}
@@ -491,6 +536,15 @@ func (h *Hub) heartbeats(ctx context.Context) {
 // w.Since (waiting, as fill does, for a status not stored yet), or the
 // current status when Since is negative.
 func (c *conn) snapshot(ctx context.Context, w Watch) ([]*message, error) {
+	if w.Topic != "" {
+		c.hub.mu.Lock()
+		m := c.hub.topics[topicKey(w.Topic)]
+		c.hub.mu.Unlock()
+		if m == nil {
+			return nil, nil // the first is on its way
+		}
+		return []*message{m}, nil
+	}
 	if w.Since >= 0 {
 		return c.fill(w.Since, 0)
 	}

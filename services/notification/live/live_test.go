@@ -55,6 +55,9 @@ func newTestHub(tb testing.TB, store live.Store, o live.Options) *testHub {
 	watch := func(r *http.Request) live.Watch {
 		q := r.URL.Query()
 		w := live.Watch{OrderID: r.PathValue("order"), Subject: q.Get("sub"), Client: q.Get("client"), Since: -1}
+		if q.Has("topic") {
+			w = live.Watch{Topic: q.Get("topic"), Subject: q.Get("sub"), Client: q.Get("client"), Since: -1}
+		}
 		if s := r.URL.Query().Get("since"); s != "" {
 			w.Since, _ = strconv.ParseInt(s, 10, 64)
 		}

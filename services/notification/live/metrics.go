@@ -75,6 +75,9 @@ func (m metrics) refused(tr transport, reason string) {
 // sent counts m; a change from Publish also records its delivery latency
 // (a snapshot's statuses may be old, and would only blur it).
 func (m metrics) sent(tr transport, msg *message) {
+	if msg.topic {
+		return // not an order's status
+	}
 	ctx := context.Background()
 	m.sentN.Add(ctx, 1, m.byTr[tr])
 	if msg.live {

@@ -92,6 +92,10 @@ type Listener struct {
 	// connection failed; the pause doubles up to MaxBackoff while
 	// attempts keep failing. Set them before Run.
 	Backoff, MaxBackoff time.Duration
+	// Heard, when set, is also given every change announced, once each
+	// (not those a resync publishes again): what the dashboard counts
+	// the orders placed by. It must not block. Set it before Run.
+	Heard func(status.Change)
 
 	notifications, resyncs atomic.Int64
 }
@@ -193,6 +197,9 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 			continue
 		}
 		l.hub.Publish(c)
+		if l.Heard != nil {
+			l.Heard(c)
+		}
 	}
 }
 

@@ -145,7 +145,7 @@ func (h *fakeHub) published() []status.Change {
 
 // TestListenerPublishesAnnouncementsAndResyncsAfterReconnecting: the
 // listener publishes what is announced (and skips a payload that is not
-// Apply's); when its connection is terminated and changes are stored
+// Apply's), and hands it to Heard; when its connection is terminated and changes are stored
 // before it listens again, it publishes the latest status of the orders
 // its hub watches once it is back; and it stops with nil.
 func TestListenerPublishesAnnouncementsAndResyncsAfterReconnecting(t *testing.T) {
@@ -158,6 +158,8 @@ func TestListenerPublishesAnnouncementsAndResyncsAfterReconnecting(t *testing.T)
 	hub := &fakeHub{orders: []string{order, uuid.NewString(), "not-an-order"}}
 	l := postgres.NewListener(pool, hub, slog.New(slog.DiscardHandler))
 	l.Backoff = time.Second // the changes below commit long before it reconnects
+	heard := &fakeHub{}
+	l.Heard = heard.Publish
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- l.Run(runCtx) }()
@@ -204,6 +206,10 @@ func TestListenerPublishesAnnouncementsAndResyncsAfterReconnecting(t *testing.T)
 	want = append(want, status.Change{OrderID: order, CustomerID: "alice", Status: "cancelled", Reason: "timeout", Seq: 3, At: at.Add(2 * time.Second)})
 	if diff := cmp.Diff(want, hub.published()); diff != "" {
 		t.Errorf("published after the resync (-want +got):\n%s", diff)
+	}
+	// Heard gets what was announced, never what a resync publishes again.
+	if diff := cmp.Diff(want[:1], heard.published()); diff != "" {
+		t.Errorf("heard (-want +got):\n%s", diff)
 	}
 	if s := l.Stats(); s.Notifications != 2 {
 		t.Errorf("%d notifications, want 2 (the bad one and seq 1)", s.Notifications)

@@ -1,5 +1,6 @@
 // Package web serves the shopper's live tracking page: GET /track/{id} (the
-// HTML page) and GET /track/assets/{name} (its script and stylesheet), all
+// HTML page) and GET /track/assets/{name} (its script and stylesheet), and
+// the operators' dashboard (Dashboard: GET /dashboard and its assets), all
 // embedded in the binary, with no build step and nothing loaded from
 // elsewhere.
 //
@@ -13,14 +14,12 @@
 package web
 
 import (
-	"bytes"
 	"crypto/sha256"
 	_ "embed" // the page's files
 	"encoding/hex"
 	"net/http"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/orderly/orderly/pkg/httpx"
 )
@@ -99,26 +98,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"no tracking page at "+r.URL.Path+"; the link is /track/{order id}?token={tracking token}")
 		return
 	}
-	hd := w.Header()
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		hd.Set("Allow", "GET, HEAD")
-		httpx.WriteProblem(w, r, http.StatusMethodNotAllowed, httpx.TypeMethodNotAllowed, "Method not allowed",
-			"method "+r.Method+" is not allowed on "+r.URL.Path)
-		return
-	}
-	if isPage {
-		hd.Set("Content-Security-Policy", pageCSP)
-		hd.Set("Cache-Control", "no-store")
-		hd.Set("X-Frame-Options", "DENY")
-	} else {
-		hd.Set("Cache-Control", "no-cache")
-	}
-	hd.Set("Content-Type", f.contentType)
-	hd.Set("ETag", f.etag)
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Referrer-Policy", "no-referrer")
-	// ServeContent answers HEAD, If-None-Match (304) and ranges.
-	http.ServeContent(w, r, f.name, time.Time{}, bytes.NewReader(f.body))
+	serveFile(w, r, f, isPage)
 }
 
 // lookup returns the file for path, and whether it is the page.

@@ -157,6 +157,7 @@ func banner(d demo) string {
 	}
 	api := "http://127.0.0.1:" + portOf("order")
 	fmt.Fprintf(&b, "  %-14s http://127.0.0.1:%s/track/ORDER_ID?token=TRACKING_TOKEN\n", "tracking page", portOf("notification"))
+	fmt.Fprintf(&b, "  %-14s http://127.0.0.1:%s/dashboard (sign in with $ORDERLY_ADMIN_TOKEN)\n", "ops dashboard", portOf("notification"))
 
 	fmt.Fprintf(&b, "\nDemo catalog (GET http://127.0.0.1:%s/v1/products):\n", portOf("inventory"))
 	for _, p := range catalog {

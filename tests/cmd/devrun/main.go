@@ -233,14 +233,14 @@ type child struct {
 }
 
 // start runs the service's binary with the caller's environment (in
-// development mode unless it sets ORDERLY_ENV) and its own DATABASE_URL and
-// HTTP_ADDR, its output prefixed with its name. exited receives the child
+// development mode and with the dashboard reading every service's metrics,
+// unless it says otherwise) and its own DATABASE_URL and HTTP_ADDR, its output prefixed with its name. exited receives the child
 // when it ends.
 func start(s service, path, dbURL string, out *lockedWriter, exited chan<- *child) (*child, error) {
 	cmd := exec.Command(path) //nolint:gosec // a binary from the developer's own ORDERLY_BIN_DIR
 	// The caller's ORDERLY_ENV, if any, comes later and wins: exec keeps the
 	// last value of a variable.
-	env := append([]string{"ORDERLY_ENV=development"}, passthrough(os.Environ())...)
+	env := append([]string{"ORDERLY_ENV=development", "NOTIFICATION_DASHBOARD_SOURCES=" + dashboardSources()}, passthrough(os.Environ())...)
 	cmd.Env = append(env, "DATABASE_URL="+dbURL, "HTTP_ADDR=127.0.0.1:"+s.port)
 	prefix := fmt.Sprintf("%-12s | ", s.name)
 	stdout := &prefixWriter{prefix: prefix, out: out}
@@ -265,6 +265,16 @@ func start(s service, path, dbURL string, out *lockedWriter, exited chan<- *chil
 		exited <- c
 	}()
 	return c, nil
+}
+
+// dashboardSources is every service's /metrics, for the operators'
+// dashboard (NOTIFICATION_DASHBOARD_SOURCES; only notification reads it).
+func dashboardSources() string {
+	out := make([]string, len(services))
+	for i, s := range services {
+		out[i] = s.name + "=http://127.0.0.1:" + s.port + "/metrics"
+	}
+	return strings.Join(out, ",")
 }
 
 // passthrough returns the caller's environment without the settings that

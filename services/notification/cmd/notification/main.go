@@ -10,6 +10,7 @@
 // NOTIFICATION_MAX_PER_REPLICA (19500) (see config), NOTIFICATION_SEND_QUEUE (32),
 // NOTIFICATION_HEARTBEAT (25s), NOTIFICATION_SSE_HEARTBEAT (15s),
 // NOTIFICATION_WRITE_TIMEOUT (10s), NOTIFICATION_RETENTION (720h),
+// NOTIFICATION_DASHBOARD_SOURCES (none; name=url of each service's /metrics),
 // CONSUMER_WORKERS (16) and the tracking-token settings
 // (boot.TrackingConfig: TRACKING_SECRET, TRACKING_SECRET_PREVIOUS,
 // TRACKING_TOKEN_TTL). It stops gracefully on SIGTERM or SIGINT, closing
@@ -28,9 +29,11 @@ import (
 
 	"github.com/orderly/orderly/pkg/boot"
 	"github.com/orderly/orderly/services/notification/consume"
+	"github.com/orderly/orderly/services/notification/dashboard"
 	"github.com/orderly/orderly/services/notification/httpapi"
 	"github.com/orderly/orderly/services/notification/live"
 	"github.com/orderly/orderly/services/notification/postgres"
+	"github.com/orderly/orderly/services/notification/scrape"
 	"github.com/orderly/orderly/services/notification/web"
 )
 
@@ -66,6 +69,10 @@ type config struct {
 	// Retention is how long a delivered or cancelled order stays
 	// watchable.
 	Retention time.Duration `env:"NOTIFICATION_RETENTION" envDefault:"720h"`
+	// DashboardSources are the metrics endpoints (name=url) the
+	// operators' dashboard reads dead letters and outbox backlogs from,
+	// this service's own included; none shows none.
+	DashboardSources []string `env:"NOTIFICATION_DASHBOARD_SOURCES" envSeparator:","`
 }
 
 // loadConfig reads the configuration from environ. It returns an error
@@ -90,6 +97,8 @@ func loadConfig(environ []string) (config, error) {
 		p.Require(cfg.SSEHeartbeat > 0, "NOTIFICATION_SSE_HEARTBEAT", "must be positive")
 		p.Require(cfg.WriteTimeout > 0, "NOTIFICATION_WRITE_TIMEOUT", "must be positive")
 		p.Require(cfg.Retention > 0, "NOTIFICATION_RETENTION", "must be positive")
+		_, err := scrape.ParseTargets(cfg.DashboardSources)
+		p.Require(err == nil, "NOTIFICATION_DASHBOARD_SOURCES", "%v", err)
 	})
 	if err != nil {
 		return config{}, err
@@ -122,7 +131,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		"max_per_client", cfg.MaxPerClient, "max_per_replica", cfg.MaxPerReplica, "send_queue", cfg.SendQueue,
 		"heartbeat", cfg.Heartbeat.String(), "sse_heartbeat", cfg.SSEHeartbeat.String(),
 		"write_timeout", cfg.WriteTimeout.String(), "retention", cfg.Retention.String(),
-		cfg.TrackingAttr())
+		"dashboard_sources", cfg.DashboardSources, cfg.TrackingAttr())
 	store := postgres.New(svc.Pool)
 	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/notification")
 
@@ -152,8 +161,24 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 	// Every change is consumed once, by one replica, and stored; storing it
 	// announces it (NOTIFY), and each replica's listener hands it to its
 	// own hub (docs/decisions/0008-live-tracking.md).
+	// The operators' dashboard streams over the same hub, and counts the
+	// orders placed from what the listener hears
+	// (docs/decisions/0017-ops-dashboard.md).
+	targets, _ := scrape.ParseTargets(cfg.DashboardSources) // checked by loadConfig
+	var sources dashboard.Sources
+	if len(targets) > 0 {
+		sources = scrape.New(targets, nil)
+	}
+	board, err := dashboard.New(dashboard.Options{Store: store, Sources: sources, Hub: hub, Log: svc.Log.With("component", "dashboard")})
+	if err != nil {
+		_ = svc.Close()
+		return nil, err
+	}
+	svc.Go("dashboard", board.Run)
+
 	writer := postgres.NewWriter(store)
 	listener := postgres.NewListener(svc.Pool, hub, svc.Log.With("component", "status-listener"))
+	listener.Heard = board.Observe
 	if err := observeStore(meter, writer, listener); err != nil {
 		_ = svc.Close()
 		return nil, err
@@ -173,6 +198,8 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		RateLimitRPS:   cfg.RateLimitRPS,
 		Page:           web.Handler(),
+		Board:          board,
+		DashboardPage:  web.Dashboard(),
 		Log:            svc.Log,
 	}).Routes(svc.Router)
 	return svc, nil

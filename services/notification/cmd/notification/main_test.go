@@ -38,8 +38,9 @@ func TestLoadConfig(t *testing.T) {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	cfg, err = loadConfig([]string{"ORDERLY_ENV=development", "NOTIFICATION_ALLOWED_ORIGINS=https://shop.example, https://m.shop.example", "NOTIFICATION_SEND_QUEUE=8", "CONSUMER_WORKERS=8",
-		"NOTIFICATION_MAX_PER_CLIENT=3", "NOTIFICATION_MAX_PER_REPLICA=4"})
-	if err != nil || cfg.SendQueue != 8 || cfg.MaxPerClient != 3 || cfg.MaxPerReplica != 4 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
+		"NOTIFICATION_MAX_PER_CLIENT=3", "NOTIFICATION_MAX_PER_REPLICA=4",
+		"NOTIFICATION_DASHBOARD_SOURCES=order=http://order:9090/metrics, notification=https://127.0.0.1:8083/metrics"})
+	if err != nil || len(cfg.DashboardSources) != 2 || cfg.SendQueue != 8 || cfg.MaxPerClient != 3 || cfg.MaxPerReplica != 4 || cfg.ConsumerWorkers != 8 || strings.Join(cfg.AllowedOrigins, " ") != "https://shop.example https://m.shop.example" {
 		t.Errorf("loadConfig = %+v, %v", cfg, err)
 	}
 	for _, bad := range []string{
@@ -48,6 +49,7 @@ func TestLoadConfig(t *testing.T) {
 		"NOTIFICATION_MAX_PER_CLIENT=0", "NOTIFICATION_MAX_PER_REPLICA=-5", "NOTIFICATION_MAX_PER_REPLICA=lots",
 		"NOTIFICATION_HEARTBEAT=0s", "NOTIFICATION_WRITE_TIMEOUT=-1s", "CONSUMER_WORKERS=257",
 		"TRACKING_TOKEN_TTL=0s", "TRACKING_SECRET=" + boot.DevelopmentJWTSecret,
+		"NOTIFICATION_DASHBOARD_SOURCES=order", "NOTIFICATION_DASHBOARD_SOURCES=order=ftp://order/metrics",
 	} {
 		name, _, _ := strings.Cut(bad, "=")
 		_, err := loadConfig([]string{"ORDERLY_ENV=development", bad})

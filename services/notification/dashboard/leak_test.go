@@ -1,0 +1,9 @@
+package dashboard_test
+
+import (
+	"testing"
+
+	"github.com/orderly/orderly/pkg/leaktest"
+)
+
+func TestMain(m *testing.M) { leaktest.Main(m) }

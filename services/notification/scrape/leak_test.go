@@ -1,0 +1,9 @@
+package scrape_test
+
+import (
+	"testing"
+
+	"github.com/orderly/orderly/pkg/leaktest"
+)
+
+func TestMain(m *testing.M) { leaktest.Main(m) }
