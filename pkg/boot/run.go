@@ -40,6 +40,10 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 
+	if err := s.watchQueues(); err != nil {
+		return errors.Join(err, s.Close())
+	}
+
 	var (
 		srv *httpx.Server
 		err error
