@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -70,37 +71,40 @@ func (d *Depths) observe(_ context.Context, o metric.Int64Observer) error {
 func (d *Depths) Sample(ctx context.Context) (int64, error) {
 	counts := map[depthKey]int64{}
 	var errs []error
+	var ch *amqp.Channel
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
+queues:
 	for _, q := range d.queues {
 		names := map[string]string{q.Name: KindMain, DLQName(q.Name): KindDeadLetter}
 		for i := range q.RetryDelays {
 			names[RetryQueueName(q.Name, i+1)] = KindRetry
 		}
 		for name, kind := range names {
-			n, err := d.depth(ctx, name)
+			if ch == nil {
+				var err error
+				if ch, _, err = d.conn.Channel(ctx); err != nil {
+					errs = append(errs, err)
+					break queues
+				}
+			}
+			// Passive: it only asks. A missing queue closes the channel,
+			// so the next queue gets a new one.
+			info, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
 			if err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("rabbit: depth of %s: %w", name, err))
+				_ = ch.Close()
+				ch = nil
 				continue
 			}
-			counts[depthKey{q.Name, kind}] += int64(n)
+			counts[depthKey{q.Name, kind}] += int64(info.Messages)
 		}
 	}
 	d.mu.Lock()
 	d.counts = counts
 	d.mu.Unlock()
 	return 0, errors.Join(errs...)
-}
-
-// depth returns the ready messages of queue. It uses a channel of its
-// own, since a passive declare of a missing queue closes the channel.
-func (d *Depths) depth(ctx context.Context, queue string) (int, error) {
-	ch, _, err := d.conn.Channel(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ch.Close() }()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-	if err != nil {
-		return 0, fmt.Errorf("rabbit: depth of %s: %w", queue, err)
-	}
-	return q.Messages, nil
 }
