@@ -171,6 +171,9 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 		return nil, fmt.Errorf("postgres at %s: %s", redactDSN(cfg.DatabaseURL), redactDSN(err.Error()))
 	}
 	s.onClose("postgres pool", func(context.Context) error { s.Pool.Close(); return nil })
+	if err := pg.RecordStats(s.Pool, tel.MeterProvider); err != nil {
+		return nil, err
+	}
 
 	if err := pg.Migrate(ctx, s.Pool, sets...); err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -345,6 +348,27 @@ func (s *Service) AddConsumer(c *rabbit.Consumer) {
 		c.Meter = s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/rabbit")
 	}
 	s.Go("consumer "+c.Queue.Name, c.Run)
+}
+
+// QueueDepthInterval is how often a service asks the broker how many
+// messages wait in its queues (rabbit.Depths): often enough for a
+// Prometheus scrape every 15 s to see a backlog grow, rarely enough to
+// cost the broker nothing.
+const QueueDepthInterval = 5 * time.Second
+
+// watchQueues has Run report the depth of the consumers' queues, their
+// retry queues and DLQs as messaging_queue_depth, every
+// QueueDepthInterval. A service without consumers reports nothing.
+func (s *Service) watchQueues() error {
+	if len(s.topology.Queues) == 0 || s.Telemetry == nil {
+		return nil
+	}
+	d, err := rabbit.NewDepths(s.Rabbit, s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/rabbit"), s.topology.Queues...)
+	if err != nil {
+		return err
+	}
+	s.Every("queue depth", QueueDepthInterval, d.Sample)
+	return nil
 }
 
 // Go has Run run fn alongside the consumers (a timeout sweeper, a cache

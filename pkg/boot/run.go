@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/orderly/orderly/pkg/httpx"
-	"github.com/orderly/orderly/pkg/rabbit"
 )
 
 // Run declares Topology, starts the HTTP server, the consumers and other
@@ -40,15 +39,8 @@ func (s *Service) Run(ctx context.Context) error {
 			return errors.Join(fmt.Errorf("declare topology: %w", err), s.Close())
 		}
 	}
-	// Registered here, once the queues are final and declared.
-	if s.Telemetry != nil {
-		names := make([]string, len(s.topology.Queues))
-		for i, q := range s.topology.Queues {
-			names[i] = q.Name
-		}
-		if err := rabbit.ObserveDeadLetters(s.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/pkg/rabbit"), s.Rabbit, names); err != nil {
-			return errors.Join(err, s.Close())
-		}
+	if err := s.watchQueues(); err != nil {
+		return errors.Join(err, s.Close())
 	}
 
 	var (

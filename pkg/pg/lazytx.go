@@ -18,6 +18,8 @@ type lazyTx struct {
 	db   TxBeginner
 	opts pgx.TxOptions
 	tx   pgx.Tx // the real transaction, once begun
+	// committed run once the transaction committed (AfterCommit).
+	committed []func()
 }
 
 // errBeginFailed stands for a begin that failed without an error of its
@@ -131,10 +133,28 @@ func (t *lazyTx) Begin(ctx context.Context) (pgx.Tx, error) {
 }
 
 func (t *lazyTx) Commit(ctx context.Context) error {
-	if t.tx == nil {
-		return nil
+	if t.tx != nil {
+		if err := t.tx.Commit(ctx); err != nil {
+			return err
+		}
 	}
-	return t.tx.Commit(ctx)
+	for _, f := range t.committed {
+		f()
+	}
+	return nil
+}
+
+// AfterCommit has fn run once tx, a transaction Transact handed its
+// closure, has committed, and never when it rolls back or its closure is
+// run again: for effects outside the database that must happen once per
+// change that took effect, such as counting it in a metric. On any other
+// transaction (a savepoint's, one not begun by Transact) fn runs at once.
+func AfterCommit(tx pgx.Tx, fn func()) {
+	if t, ok := tx.(*lazyTx); ok {
+		t.committed = append(t.committed, fn)
+		return
+	}
+	fn()
 }
 
 func (t *lazyTx) Rollback(ctx context.Context) error {

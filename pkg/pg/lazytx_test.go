@@ -99,3 +99,43 @@ func TestTransactBeginsWithTheFirstStatement(t *testing.T) {
 		t.Errorf("%d connections still acquired", n)
 	}
 }
+
+// AfterCommit's functions run once per transaction that committed: not
+// for a rolled-back one, and not for the attempts of a closure that a
+// serialization failure made run again.
+func TestAfterCommit(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewDB(t)
+	ctx := context.Background()
+	var ran int
+	count := func(tx pgx.Tx) { pg.AfterCommit(tx, func() { ran++ }) }
+
+	if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
+		count(tx)
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		return err
+	}); err != nil || ran != 1 {
+		t.Errorf("committed: err %v, ran %d times; want once", err, ran)
+	}
+
+	boom := errors.New("boom")
+	if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
+		count(tx)
+		_, _ = tx.Exec(ctx, `SELECT 1`)
+		return boom
+	}); !errors.Is(err, boom) || ran != 1 {
+		t.Errorf("rolled back: err %v, ran %d times in all; want boom and still once", err, ran)
+	}
+
+	attempts := 0
+	if err := pg.Transact(ctx, pool, func(tx pgx.Tx) error {
+		count(tx)
+		if attempts++; attempts == 1 {
+			_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$`)
+			return err
+		}
+		return nil
+	}); err != nil || attempts != 2 || ran != 2 {
+		t.Errorf("retried: err %v, %d attempts, ran %d times in all; want 2 attempts and twice", err, attempts, ran)
+	}
+}

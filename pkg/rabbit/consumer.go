@@ -242,6 +242,12 @@ func (c *Consumer) instrument() error {
 	if err != nil {
 		return fmt.Errorf("rabbit: metric: %w", err)
 	}
+	// Every outcome is exported from the start, at 0, so that a rate of
+	// dead letters or retries has a series before the first one.
+	for _, o := range []string{outcomeAck, outcomeRetry, outcomeDeadLetter, outcomeRequeue} {
+		c.consumed.Add(context.Background(), 0, metric.WithAttributes(
+			attribute.String("messaging.destination.name", c.Queue.Name), attribute.String("outcome", o)))
+	}
 	c.duration, err = m.Float64Histogram("messaging.process.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time from taking a message to settling it, handler and ack included."),
 		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

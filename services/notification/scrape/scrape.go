@@ -1,6 +1,6 @@
 // Package scrape reads, for the operators' dashboard, what every service
 // reports on its Prometheus /metrics: the messages in each dead-letter
-// queue (rabbit_dlq_messages{queue}) and the outbox backlog
+// queue (messaging_queue_depth{kind="dlq"}) and the outbox backlog
 // (outbox_oldest_pending_age_seconds, outbox_pending). Each service is the
 // authority on its own queues and database, and already publishes these
 // for the alerts; reading them here keeps the notification service out of
@@ -26,7 +26,9 @@ import (
 
 // The series read, as Prometheus names them.
 const (
-	metricDeadLetters = "rabbit_dlq_messages"
+	// By messaging_destination_name (the consumer's queue) and kind;
+	// kind="dlq" is the queue's dead letters.
+	metricQueueDepth  = "messaging_queue_depth"
 	metricOutboxAge   = "outbox_oldest_pending_age_seconds"
 	metricOutboxCount = "outbox_pending"
 )
@@ -105,8 +107,10 @@ func (s *Sources) Read(ctx context.Context) dashboard.Remote {
 			continue
 		}
 		var dls []dashboard.DeadLetters
-		for _, m := range r.fams[metricDeadLetters].GetMetric() {
-			dls = append(dls, dashboard.DeadLetters{Service: t.Service, Queue: label(m, "queue"), Messages: int64(value(m))})
+		for _, m := range r.fams[metricQueueDepth].GetMetric() {
+			if label(m, "kind") == "dlq" {
+				dls = append(dls, dashboard.DeadLetters{Service: t.Service, Queue: label(m, "messaging_destination_name"), Messages: int64(value(m))})
+			}
 		}
 		slices.SortFunc(dls, func(a, b dashboard.DeadLetters) int { return strings.Compare(a.Queue, b.Queue) })
 		out.DeadLetters = append(out.DeadLetters, dls...)

@@ -20,9 +20,11 @@ const orderMetrics = `# HELP outbox_oldest_pending_age_seconds Age of the oldest
 outbox_oldest_pending_age_seconds{otel_scope_name="github.com/orderly/orderly/pkg/outbox"} 12.5
 # TYPE outbox_pending gauge
 outbox_pending{otel_scope_name="github.com/orderly/orderly/pkg/outbox"} 7
-# TYPE rabbit_dlq_messages gauge
-rabbit_dlq_messages{otel_scope_name="github.com/orderly/orderly/pkg/rabbit",queue="order.saga"} 3
-rabbit_dlq_messages{otel_scope_name="github.com/orderly/orderly/pkg/rabbit",queue="order.catalog"} 0
+# TYPE messaging_queue_depth gauge
+messaging_queue_depth{kind="main",messaging_destination_name="order.saga",otel_scope_name="github.com/orderly/orderly/pkg/rabbit"} 40
+messaging_queue_depth{kind="retry",messaging_destination_name="order.saga",otel_scope_name="github.com/orderly/orderly/pkg/rabbit"} 2
+messaging_queue_depth{kind="dlq",messaging_destination_name="order.saga",otel_scope_name="github.com/orderly/orderly/pkg/rabbit"} 3
+messaging_queue_depth{kind="dlq",messaging_destination_name="order.catalog",otel_scope_name="github.com/orderly/orderly/pkg/rabbit"} 0
 # TYPE http_server_request_duration_seconds histogram
 http_server_request_duration_seconds_bucket{le="+Inf"} 1
 http_server_request_duration_seconds_sum 0.1
@@ -30,8 +32,8 @@ http_server_request_duration_seconds_count 1
 `
 
 // And a consuming service's, which has no outbox.
-const notificationMetrics = `# TYPE rabbit_dlq_messages gauge
-rabbit_dlq_messages{queue="notification.status"} 1
+const notificationMetrics = `# TYPE messaging_queue_depth gauge
+messaging_queue_depth{kind="dlq",messaging_destination_name="notification.status"} 1
 `
 
 func TestRead(t *testing.T) {

@@ -54,6 +54,9 @@ type Outcome struct {
 	Entered []Order
 	// Events are the events of every step, in step order.
 	Events []outbox.Event
+	// Timings measure each status change, in step order, for the saga's
+	// metrics (SagaMetrics), once the outcome is saved.
+	Timings []StepTiming
 }
 
 // ApplySteps runs steps in order on orders (keyed by id: those of the steps'
@@ -82,6 +85,7 @@ func ApplySteps(orders map[string]Order, steps []Step, now time.Time, t Timeouts
 		}
 		if tr.Changes() {
 			out.Entered = append(out.Entered, next)
+			out.Timings = append(out.Timings, timing(o, next, tr))
 		}
 		if (tr.Changes() || next.PaymentID != o.PaymentID) && !slices.Contains(changed, st.OrderID) {
 			changed = append(changed, st.OrderID)

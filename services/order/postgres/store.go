@@ -44,6 +44,9 @@ type Store struct {
 	// Clock tells the time (see Now); nil means time.Now. Tests set it to
 	// move time on.
 	Clock func() time.Time
+	// Metrics records the saga's steps that Save saved, once their
+	// transaction commits; nil records nothing.
+	Metrics *order.SagaMetrics
 }
 
 // New returns a Store on pool.

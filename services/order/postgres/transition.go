@@ -41,8 +41,12 @@ func (s *Store) LockOrders(ctx context.Context, tx pgx.Tx, steps ...order.Step) 
 
 // Save writes in tx, in one round trip, what a run of steps decided on
 // orders LockOrders locked: the orders that changed, their history entries
-// and the events of every transition to the outbox.
+// and the events of every transition to the outbox. Once tx commits, the
+// steps' timings go to Metrics.
 func (s *Store) Save(ctx context.Context, tx pgx.Tx, out order.Outcome) error {
+	if len(out.Timings) > 0 && s.Metrics != nil {
+		pg.AfterCommit(tx, func() { s.Metrics.Record(ctx, out.Timings) })
+	}
 	b := &pgx.Batch{}
 	queueOrderUpdates(b, out.Changed)
 	queueHistory(b, out.Entered)

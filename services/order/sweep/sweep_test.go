@@ -30,11 +30,12 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 	clock.Advance(31 * time.Second)
 
 	reader := sdkmetric.NewManualReader()
-	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-	d, err := sweep.NewDeadlines(store, ordertest.Timeouts, 2, meter)
+	metrics, err := order.NewSagaMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	store.Metrics = metrics
+	d := sweep.NewDeadlines(store, ordertest.Timeouts, 2)
 	// A batch of 2 cancels the three in two transactions of one sweep.
 	if n, err := d.Once(context.Background()); n != 3 || err != nil {
 		t.Fatalf("Once = %d, %v; want 3 orders cancelled", n, err)
@@ -45,7 +46,7 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 	if n, err := d.Once(context.Background()); n != 0 || err != nil {
 		t.Errorf("second Once = %d, %v; want nothing left to cancel", n, err)
 	}
-	poll.Until(t, 5*time.Second, "order.timeouts to reach 3", func() bool {
+	poll.Until(t, 5*time.Second, "order.timeouts{step=pending_to_reserved} to reach 3", func() bool {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(context.Background(), &rm); err != nil {
 			t.Fatal(err)
@@ -53,7 +54,11 @@ func TestDeadlinesCancelsAndCounts(t *testing.T) {
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "order.timeouts" {
-					return len(sum.DataPoints) == 1 && sum.DataPoints[0].Value == 3
+					for _, p := range sum.DataPoints {
+						if step, _ := p.Attributes.Value("step"); step.AsString() == "pending_to_reserved" {
+							return p.Value == 3
+						}
+					}
 				}
 			}
 		}

@@ -79,17 +79,16 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		cfg.TrackingAttr())
 	timeouts := order.Timeouts{Reserve: cfg.ReserveTimeout, Payment: cfg.PaymentTimeout}
 	store := postgres.New(svc.Pool)
+	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
+	if store.Metrics, err = order.NewSagaMetrics(meter); err != nil {
+		_ = svc.Close()
+		return nil, err
+	}
 
 	svc.Publishes(eventsv1.ExchangeOrder)
 	svc.AddConsumers(consume.New(store, svc.Log.With("component", "saga"), timeouts).Consumers()...)
 
-	meter := svc.Telemetry.MeterProvider.Meter("github.com/orderly/orderly/services/order")
-	deadlines, err := sweep.NewDeadlines(store, timeouts, 100, meter)
-	if err != nil {
-		_ = svc.Close()
-		return nil, err
-	}
-	svc.Every("deadline sweep", cfg.SweepInterval, deadlines.Once)
+	svc.Every("deadline sweep", cfg.SweepInterval, sweep.NewDeadlines(store, timeouts, 100).Once)
 	svc.Every("idempotency key purge", time.Hour, store.PurgeKeys)
 
 	gate := &admission.Gate{

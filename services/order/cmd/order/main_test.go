@@ -131,12 +131,13 @@ func TestServiceEndToEnd(t *testing.T) {
 	expect[*eventsv1.OrderCancelled](t, deliveries, silent)
 	expect[*eventsv1.ReleaseReservation](t, deliveries, silent)
 	expect[*eventsv1.RefundRequested](t, deliveries, silent)
-	// The sweeper counts the timeout after its transaction committed, so
-	// the events can arrive here first.
+	// The timeout is counted after its transaction committed, so the
+	// events can arrive here first. The order waited for inventory.
 	poll.Until(t, 10*time.Second, "order_timeouts_total to count the timeout", func() bool {
 		_, metrics := boottest.Call(t, http.MethodGet, base+"/metrics", "", "")
 		for line := range strings.Lines(metrics) {
-			if name, value, ok := strings.Cut(strings.TrimSpace(line), " "); ok && strings.HasPrefix(name, "order_timeouts_total") {
+			if name, value, ok := strings.Cut(strings.TrimSpace(line), " "); ok && strings.HasPrefix(name, "order_timeouts_total{") &&
+				strings.Contains(name, `step="pending_to_reserved"`) {
 				return value == "1"
 			}
 		}
