@@ -165,7 +165,8 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL, defaultPoolSize(cfg.DatabaseURL),
-		pg.WithTimeouts(pg.Timeouts{Statement: cfg.DBStatementTimeout, Lock: cfg.DBLockTimeout}))
+		pg.WithTimeouts(pg.Timeouts{Statement: cfg.DBStatementTimeout, Lock: cfg.DBLockTimeout}),
+		pg.WithTracing(tel.TracerProvider))
 	if err != nil {
 		// pgx may quote the connection string in its errors.
 		return nil, fmt.Errorf("postgres at %s: %s", redactDSN(cfg.DatabaseURL), redactDSN(err.Error()))
