@@ -47,6 +47,7 @@ type message struct {
 	live     bool   // from Publish, rather than a database read
 	frame    []byte // the WebSocket text frame
 	event    []byte // the Server-Sent Events event
+	trace    *delivery
 }
 
 func newMessage(c status.Change, live bool) *message {
@@ -124,6 +125,7 @@ func (c *conn) offer(it item) {
 	c.mu.Lock()
 	if it.msg != nil && it.msg.seq <= c.last {
 		c.mu.Unlock()
+		it.msg.trace.release()
 		return
 	}
 	// Decided under the lock, so that an overflow is counted once.
@@ -135,6 +137,9 @@ func (c *conn) offer(it item) {
 		c.queue = append(c.queue, it)
 	}
 	c.mu.Unlock()
+	if (act == actDrop || overflow) && it.msg != nil {
+		it.msg.trace.release()
+	}
 	if act == actDrop {
 		return
 	}
@@ -210,6 +215,7 @@ func (c *conn) pop() (it item, ok bool) {
 		c.queue[0] = item{}
 		c.queue = c.queue[1:]
 		if it.msg != nil && it.msg.seq <= c.last {
+			it.msg.trace.release()
 			continue // already sent, by the snapshot or another path
 		}
 		return it, true
@@ -230,6 +236,7 @@ func (c *conn) sent(m *message) {
 	c.last = max(c.last, m.seq)
 	c.mu.Unlock()
 	c.hub.m.sent(c.tr, m)
+	m.trace.sent(c.tr)
 	if m.terminal {
 		c.requestClose(closeNormal)
 	}
