@@ -239,9 +239,6 @@ func TestOneTracePerOrder(t *testing.T) {
 		}
 		return span{}, false
 	}
-	isKind := func(k tracepb.Span_SpanKind) func(span) bool {
-		return func(sp span) bool { return sp.kind == k }
-	}
 
 	// Batch spans are roots of their own traces: look them up by id.
 	batches := map[string]bool{}
@@ -282,10 +279,13 @@ func TestOneTracePerOrder(t *testing.T) {
 				}
 			}
 		case sp.attrs["db.system.name"] == "postgresql":
-			if _, ok := ancestor(sp, func(a span) bool { return a.id == root.id }); ok {
+			// Under the request or a consumer span, whichever is nearer.
+			switch a, ok := ancestor(sp, func(a span) bool { return a.id == root.id || a.kind == tracepb.Span_SPAN_KIND_CONSUMER }); {
+			case !ok:
+			case a.id == root.id:
 				dbUnder["http"]++
-			} else if c, ok := ancestor(sp, isKind(tracepb.Span_SPAN_KIND_CONSUMER)); ok {
-				dbUnder[c.service]++
+			default:
+				dbUnder[a.service]++
 			}
 		}
 	}
@@ -315,13 +315,17 @@ func TestOneTracePerOrder(t *testing.T) {
 // its owner and returns a function giving the statuses received so far.
 func watchOrder(tb testing.TB, base, order, token string) func() []string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	url := "ws" + strings.TrimPrefix(base, "http") + "/v1/orders/" + order + "/ws"
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}}) //nolint:bodyclose // coder/websocket closes it
-	if err != nil {
-		tb.Fatalf("dial %s: %v", url, err)
-	}
+	var c *websocket.Conn
+	// The stream is refused (404) until the order's first status has
+	// reached the live tracking service.
+	poll.UntilNil(tb, settle, "the order's live stream to open", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		c, _, err = websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}}) //nolint:bodyclose // coder/websocket closes it
+		return err
+	})
 	var (
 		mu   sync.Mutex
 		seen []string
