@@ -289,6 +289,11 @@ func TestOneTracePerOrder(t *testing.T) {
 			}
 		}
 	}
+	statements := 0
+	for _, n := range dbUnder {
+		statements += n
+	}
+	t.Logf("trace %s: %d spans from %d services, %d producer, %d database spans under the request or a consumer", root.trace, len(spans), len(services), producers, statements)
 	if producers == 0 {
 		t.Error("no producer span in the trace")
 	}

@@ -83,7 +83,7 @@ func TestDeliverySpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range deliver.Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs["orderly.order.id"] != orderA || attrs["orderly.order.seq"] != "2" || attrs["orderly.live.connections"] != "4" {
 		t.Errorf("deliver span attributes %v", attrs)
