@@ -171,7 +171,7 @@ func Start(ctx context.Context, cfg Config, sets ...pg.Migration) (_ *Service, e
 	if cfg.OTLPEndpoint != "" {
 		// Statements are most of an order's spans (about 90 of its 110):
 		// without a collector to send them to they would be built and
-		// dropped, at some 20 µs of CPU a transaction (BenchmarkTracing).
+		// dropped, at 20–60 µs of CPU a transaction (BenchmarkTracing).
 		poolOpts = append(poolOpts, pg.WithTracing(tel.TracerProvider))
 	}
 	s.Pool, err = pg.Connect(cctx, cfg.DatabaseURL, poolOpts...)
