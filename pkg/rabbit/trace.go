@@ -20,9 +20,10 @@ import (
 //   - Publisher.Send starts a PRODUCER span per message, "publish
 //     <exchange>", whose parent is the trace context in the message's
 //     headers (the request or consumer that wrote it, through the outbox)
-//     or else ctx's span. The producer's own context replaces it in the
-//     headers, and the span ends when the broker confirms the message (or
-//     fails it), so its duration is the publish round trip.
+//     or else ctx's span; when both are there and differ (the relay's batch
+//     span in ctx), it links to ctx's. The producer's own context replaces
+//     it in the headers, and the span ends when the broker confirms the
+//     message (or fails it), so its duration is the publish round trip.
 //   - A Consumer starts a CONSUMER span per delivery, "process <queue>",
 //     whose parent is the producer's context from the headers and which
 //     also links to it. A handler's database statements run inside it.
@@ -44,9 +45,16 @@ const (
 // context in a copy of its headers (the caller's map is left alone: it may
 // be published again).
 func startPublish(ctx context.Context, m Message) (Message, trace.Span) {
+	sender := trace.SpanContextFromContext(ctx)
 	ctx = telemetry.ExtractHeaders(ctx, m.Headers)
+	var links []trace.Link
+	if p := trace.SpanContextFromContext(ctx); sender.IsValid() && !p.Equal(sender) {
+		// Sent as part of something else (the relay's batch): linked.
+		links = append(links, trace.Link{SpanContext: sender})
+	}
 	_, span := tracer.Start(ctx, operationPublish+" "+m.Exchange,
 		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links...),
 		trace.WithAttributes(
 			semconv.MessagingSystemRabbitMQ,
 			semconv.MessagingOperationTypeSend,
