@@ -195,8 +195,8 @@ func TestOneTracePerOrder(t *testing.T) {
 	}
 
 	// Wait for what the trace must hold: a deliver span with a WebSocket
-	// send, and every span's parent (database spans may lag: only the
-	// structure below is asserted of them).
+	// send, every span's parent (database spans may lag: only the
+	// structure below is asserted of them) and every span linked to.
 	var spans []span
 	byID := map[string]span{}
 	poll.Until(t, settle, "the order's trace to reach the shopper's WebSocket", func() bool {
@@ -205,11 +205,20 @@ func TestOneTracePerOrder(t *testing.T) {
 		for _, sp := range spans {
 			byID[sp.id] = sp
 		}
+		all := map[string]bool{}
+		for _, sp := range col.find(func(span) bool { return true }) {
+			all[sp.id] = true
+		}
 		delivered := false
 		for _, sp := range spans {
 			delivered = delivered || sp.name == "deliver status" && slices.Contains(sp.events, "websocket.send") && sp.attrs["orderly.order.status"] == "confirmed"
 			if _, ok := byID[sp.parent]; sp.id != root.id && !ok && sp.kind != tracepb.Span_SPAN_KIND_CLIENT {
 				return false
+			}
+			for _, l := range sp.links {
+				if !all[l] {
+					return false
+				}
 			}
 		}
 		return delivered
@@ -259,6 +268,15 @@ func TestOneTracePerOrder(t *testing.T) {
 			if sp.attrs["messaging.system"] != "rabbitmq" || sp.attrs["messaging.operation.type"] != "send" ||
 				sp.attrs["messaging.destination.name"] == "" || sp.attrs["messaging.message.id"] == "" {
 				t.Errorf("producer span %q of %s attributes %v, want the messaging conventions'", sp.name, sp.service, sp.attrs)
+			}
+			// Published by the relay, in a batch whose span (a root of its
+			// own) links to the event's writer, and to which it links.
+			if !slices.ContainsFunc(sp.links, func(l string) bool {
+				return len(col.find(func(b span) bool {
+					return b.id == l && b.kind == tracepb.Span_SPAN_KIND_CLIENT && b.parent == "" && slices.Contains(b.links, sp.parent)
+				})) == 1
+			}) {
+				t.Errorf("producer span %q of %s links %v, want one to a relay batch span linked to its parent %s", sp.name, sp.service, sp.links, sp.parent)
 			}
 			if sp.attrs["messaging.message.conversation_id"] != placed.ID {
 				t.Errorf("producer span %q conversation id %q, want the order id %s", sp.name, sp.attrs["messaging.message.conversation_id"], placed.ID)
