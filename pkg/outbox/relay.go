@@ -16,6 +16,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderly/orderly/pkg/rabbit"
 )
@@ -278,6 +279,7 @@ func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 type inflight struct {
 	ids  []int64
 	wait func(context.Context) []error
+	span trace.Span // the batch's (startBatch), ended by settle
 }
 
 // drain sends batches until the owned partitions have nothing left that is
@@ -332,17 +334,21 @@ func (r *Relay) send(ctx context.Context, conn *pgx.Conn, after int64) (*infligh
 	for i, rw := range rows {
 		b.ids[i], msgs[i] = rw.id, rw.msg
 	}
-	b.wait = r.Publisher.Send(fctx, msgs)
+	sctx, span := startBatch(fctx, msgs)
+	b.span = span
+	b.wait = r.Publisher.Send(sctx, msgs)
 	return b, nil
 }
 
 // settle waits for a batch's confirms and deletes the confirmed events on
 // conn: the table holds only what is still to be published.
-func (r *Relay) settle(parent context.Context, conn *pgx.Conn, b *inflight) error {
+func (r *Relay) settle(parent context.Context, conn *pgx.Conn, b *inflight) (err error) {
 	if b == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), batchTimeout)
+	defer func() { endBatch(b.span, err) }()
+	// The delete runs in the batch's span.
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(context.WithoutCancel(parent), b.span), batchTimeout)
 	defer cancel()
 	errs := b.wait(ctx)
 	sent := make([]int64, 0, len(b.ids))

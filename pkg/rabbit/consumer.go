@@ -11,12 +11,12 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orderly/orderly/pkg/telemetry"
 )
@@ -293,17 +293,16 @@ func lane(d *amqp.Delivery, n int) int {
 	return int(h.Sum32() % uint32(n)) //nolint:gosec // n is a small positive worker count
 }
 
-var tracer = otel.Tracer("github.com/orderly/orderly/pkg/rabbit")
-
 func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery) {
 	start := time.Now()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
 	defer cancel()
-	hctx, span := c.startSpan(hctx, d)
+	hctx, span := c.startProcess(hctx, d, trace.SpanContext{})
 	defer span.End()
 
 	panicked, err := c.call(hctx, d)
 	outcome := c.decide(hctx, span, d, panicked, err)
+	span.SetAttributes(outcomeKey.String(outcome))
 	c.record(hctx, outcome, start)
 }
 
@@ -313,17 +312,28 @@ func (c *Consumer) handleBatch(ctx context.Context, ds []amqp.Delivery) {
 	start := time.Now()
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.HandlerTimeout)
 	defer cancel()
+	// A lone message's statements run in its own span; a batch's, which
+	// serve several traces, in the batch's span (see startBatch).
+	hctx, bspan := bctx, trace.Span(tracenoop.Span{})
+	if len(ds) > 1 {
+		hctx, bspan = c.startBatch(bctx, ds)
+	}
+	defer bspan.End()
 	batch := make([]Delivery, len(ds))
 	spans := make([]trace.Span, len(ds))
 	for i := range ds {
 		batch[i].Delivery = &ds[i]
-		batch[i].Ctx, spans[i] = c.startSpan(bctx, &ds[i])
+		batch[i].Ctx, spans[i] = c.startProcess(bctx, &ds[i], bspan.SpanContext())
 	}
-	errs, err := c.callBatch(bctx, batch)
+	if len(ds) == 1 {
+		hctx = batch[0].Ctx
+	}
+	errs, err := c.callBatch(hctx, batch)
 	if err != nil && len(ds) > 1 {
 		for i := range spans {
 			spans[i].End()
 		}
+		bspan.End()
 		cancel()
 		for i := range ds {
 			c.handleBatch(ctx, ds[i:i+1])
@@ -335,21 +345,11 @@ func (c *Consumer) handleBatch(ctx context.Context, ds []amqp.Delivery) {
 		if !panicked {
 			herr = errs[i]
 		}
-		c.record(b.Ctx, c.decide(b.Ctx, spans[i], b.Delivery, panicked, herr), start)
+		outcome := c.decide(b.Ctx, spans[i], b.Delivery, panicked, herr)
+		spans[i].SetAttributes(outcomeKey.String(outcome))
+		c.record(b.Ctx, outcome, start)
 		spans[i].End()
 	}
-}
-
-// startSpan continues the trace of d's headers with a consumer span.
-func (c *Consumer) startSpan(ctx context.Context, d *amqp.Delivery) (context.Context, trace.Span) {
-	ctx = telemetry.ExtractHeaders(ctx, d.Headers)
-	return tracer.Start(ctx, "process "+c.Queue.Name, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "rabbitmq"),
-			attribute.String("messaging.destination.name", c.Queue.Name),
-			attribute.String("messaging.message.id", d.MessageId),
-			attribute.String("messaging.rabbitmq.destination.routing_key", d.RoutingKey),
-		))
 }
 
 // decide settles d after its handler returned err and says how.
@@ -425,6 +425,8 @@ func (c *Consumer) deadLetter(ctx context.Context, log *slog.Logger, d *amqp.Del
 // broker confirmed m, so the message is never in neither place. It returns
 // outcome, or requeue when m could not be published.
 func (c *Consumer) forward(ctx context.Context, log *slog.Logger, d *amqp.Delivery, m Message, outcome string) string {
+	// The move continues the trace from this consumer's span.
+	telemetry.InjectHeaders(ctx, m.Headers)
 	if err := c.pub.PublishOne(ctx, m); err != nil {
 		log.ErrorContext(ctx, "could not move message; returning it to the queue", "to", m.RoutingKey, "err", err)
 		c.settle(ctx, log, d.Nack(false, true))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Message is one AMQP message to publish. Headers carry the W3C trace
@@ -78,8 +79,16 @@ func (p *Publisher) Publish(ctx context.Context, msgs []Message) []error {
 // that waits for the confirms and reports one error per message (nil when
 // confirmed), or ctx's error for those still unconfirmed when ctx ends.
 // Order on the wire is the order of msgs, and of successive calls.
+//
+// Each message gets a producer span (see startPublish), ended when wait
+// learns the message's fate.
 func (p *Publisher) Send(ctx context.Context, msgs []Message) (wait func(context.Context) []error) {
-	b := &pending{errs: make([]error, len(msgs)), confirm: make([]*amqp.DeferredConfirmation, len(msgs))}
+	b := &pending{errs: make([]error, len(msgs)), confirm: make([]*amqp.DeferredConfirmation, len(msgs)), spans: make([]trace.Span, len(msgs))}
+	traced := make([]Message, len(msgs)) // the caller's are left as they were
+	for i := range msgs {
+		traced[i], b.spans[i] = startPublish(ctx, msgs[i])
+	}
+	msgs = traced
 	ch, err := p.channel(ctx)
 	if err != nil {
 		for i := range b.errs {
@@ -112,20 +121,21 @@ func (p *Publisher) Send(ctx context.Context, msgs []Message) (wait func(context
 type pending struct {
 	errs    []error
 	confirm []*amqp.DeferredConfirmation
+	spans   []trace.Span // the messages' producer spans, ended by wait
 }
 
 func (b *pending) wait(ctx context.Context) []error {
 	for i, dc := range b.confirm {
-		if dc == nil || b.errs[i] != nil {
-			continue
+		if dc != nil && b.errs[i] == nil {
+			acked, err := dc.WaitContext(ctx)
+			switch {
+			case err != nil:
+				b.errs[i] = err
+			case !acked:
+				b.errs[i] = ErrNotConfirmed
+			}
 		}
-		acked, err := dc.WaitContext(ctx)
-		switch {
-		case err != nil:
-			b.errs[i] = err
-		case !acked:
-			b.errs[i] = ErrNotConfirmed
-		}
+		endPublish(b.spans[i], b.errs[i])
 	}
 	return b.errs
 }

@@ -65,8 +65,9 @@ type Config struct {
 type Telemetry struct {
 	// Logger writes JSON to stdout with service, trace_id and span_id.
 	Logger *slog.Logger
-	// TracerProvider always produces valid, sampled span contexts, so trace
-	// ids propagate and appear in logs even when nothing is exported.
+	// TracerProvider always produces valid span contexts, sampled unless
+	// the SDK's OTEL_TRACES_SAMPLER says otherwise, so trace ids propagate
+	// and appear in logs even when nothing is exported.
 	TracerProvider trace.TracerProvider
 	// MeterProvider exports every instrument into Registry.
 	MeterProvider metric.MeterProvider
@@ -101,8 +102,9 @@ var propagator propagation.TextMapPropagator = propagation.NewCompositeTextMapPr
 // Trace export uses OTLP over HTTP/protobuf (port 4318 on a collector) with a
 // batch span processor, and only when cfg.OTLPEndpoint is set; HTTP was
 // chosen over gRPC because it needs no gRPC stack and passes through ordinary
-// HTTP proxies. Spans are always sampled (parent-based), so trace ids exist
-// for logs and propagation either way.
+// HTTP proxies. Spans are sampled (parent-based) unless the SDK's
+// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG choose a ratio; trace ids
+// exist for logs and propagation either way.
 //
 // Setup also installs globals, because instrumentation libraries (otelhttp,
 // otelpgx) fall back to them: the text-map propagator, the tracer provider,

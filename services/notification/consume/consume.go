@@ -23,6 +23,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/orderly/orderly/pkg/rabbit"
+	"github.com/orderly/orderly/pkg/telemetry"
 	eventsv1 "github.com/orderly/orderly/proto/orderly/events/v1"
 	"github.com/orderly/orderly/services/notification/postgres"
 	"github.com/orderly/orderly/services/notification/status"
@@ -72,6 +73,7 @@ func (h *Handler) handle(ctx context.Context, batch []rabbit.Delivery) []error {
 			errs[i] = err
 			continue
 		}
+		c.Traceparent = traceparent(d.Ctx)
 		cs = append(cs, c)
 		at = append(at, i)
 	}
@@ -79,6 +81,13 @@ func (h *Handler) handle(ctx context.Context, batch []rabbit.Delivery) []error {
 		errs[at[i]] = err
 	}
 	return errs
+}
+
+// traceparent returns the W3C traceparent of ctx's span, or "".
+func traceparent(ctx context.Context) string {
+	carrier := map[string]string{}
+	telemetry.InjectMap(ctx, carrier)
+	return carrier["traceparent"]
 }
 
 // retryInPlace bounds how long a handler keeps retrying a change whose

@@ -48,6 +48,7 @@ type message struct {
 	topic    bool   // a topic's snapshot (PublishTopic): never gap-filled, nor counted as a status
 	frame    []byte // the WebSocket text frame
 	event    []byte // the Server-Sent Events event
+	trace    *delivery
 }
 
 func newMessage(c status.Change, live bool) *message {
@@ -136,6 +137,7 @@ func (c *conn) offer(it item) {
 	c.mu.Lock()
 	if it.msg != nil && it.msg.seq <= c.last {
 		c.mu.Unlock()
+		it.msg.trace.release()
 		return
 	}
 	// A topic's message replaces one of the topic still waiting: each
@@ -155,6 +157,9 @@ func (c *conn) offer(it item) {
 		c.queue = append(c.queue, it)
 	}
 	c.mu.Unlock()
+	if (act == actDrop || overflow) && it.msg != nil {
+		it.msg.trace.release()
+	}
 	if act == actDrop {
 		return
 	}
@@ -230,6 +235,7 @@ func (c *conn) pop() (it item, ok bool) {
 		c.queue[0] = item{}
 		c.queue = c.queue[1:]
 		if it.msg != nil && it.msg.seq <= c.last {
+			it.msg.trace.release()
 			continue // already sent, by the snapshot or another path
 		}
 		return it, true
@@ -250,6 +256,7 @@ func (c *conn) sent(m *message) {
 	c.last = max(c.last, m.seq)
 	c.mu.Unlock()
 	c.hub.m.sent(c.tr, m)
+	m.trace.sent(c.tr)
 	if m.terminal {
 		c.requestClose(closeNormal)
 	}

@@ -29,6 +29,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/orderly/orderly/services/notification/status"
 )
@@ -124,6 +126,9 @@ type Options struct {
 	Log *slog.Logger
 	// Meter records the hub's metrics; nil records nothing.
 	Meter metric.Meter
+	// Tracer traces the delivery of each status that carries a trace
+	// context (see delivery); nil traces nothing.
+	Tracer trace.Tracer
 }
 
 // Hub holds the live connections of this replica, by order.
@@ -172,6 +177,9 @@ func NewHub(o Options) (*Hub, error) {
 	defDur(&o.GapWait, 45*time.Second)
 	if o.Meter == nil {
 		o.Meter = noop.NewMeterProvider().Meter("")
+	}
+	if o.Tracer == nil {
+		o.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	m, err := newMetrics(o.Meter)
 	if err != nil {
@@ -265,6 +273,7 @@ func (h *Hub) Publish(c status.Change) {
 		return
 	}
 	m := newMessage(c, true)
+	m.trace = startDelivery(h.o.Tracer, c, len(targets), h.o.GapWait+h.o.WriteTimeout)
 	for _, t := range targets {
 		t.offer(item{msg: m})
 	}

@@ -26,12 +26,14 @@ const Channel = "order_status"
 const ListenerAppName = "orderly-notification-listener"
 
 // notificationPayload is the SQL expression, over a status_feed row, of
-// what Store.Save announces: a JSON array [order_id, seq, status, reason, at],
-// e.g. ["0190a6b4-…", 3, "cancelled", "timeout", "2026-03-01T12:00:03.123456+00:00"]
-// (reason null when there is none; at in the session's time zone). An
-// array rather than an object keeps it short (~110 bytes; NOTIFY allows
-// 8,000); decodeNotification reads it.
-const notificationPayload = `json_build_array(f.order_id, f.seq, f.status, f.reason, f.at)::text`
+// what Store.Save announces: a JSON array [order_id, seq, status, reason,
+// at, traceparent], e.g. ["0190a6b4-…", 3, "cancelled", "timeout",
+// "2026-03-01T12:00:03.123456+00:00", "00-4bf9…-00f0…-01"] (reason and
+// traceparent null when there is none; at in the session's time zone). An
+// array rather than an object keeps it short (~170 bytes; NOTIFY allows
+// 8,000); decodeNotification reads it, and also the five-element form
+// without traceparent that replicas sent before it was added.
+const notificationPayload = `json_build_array(f.order_id, f.seq, f.status, f.reason, f.at, f.traceparent)::text`
 
 // ErrBadNotification is wrapped by the error of a payload on Channel that
 // is not what Store.Save sends.
@@ -42,12 +44,12 @@ var ErrBadNotification = errors.New("postgres: not an order_status notification"
 // an error wrapping ErrBadNotification when the payload is malformed.
 func decodeNotification(payload string) (status.Change, error) {
 	var f []json.RawMessage
-	if err := json.Unmarshal([]byte(payload), &f); err != nil || len(f) != 5 {
+	if err := json.Unmarshal([]byte(payload), &f); err != nil || (len(f) != 5 && len(f) != 6) {
 		return status.Change{}, fmt.Errorf("%w: %q", ErrBadNotification, payload)
 	}
 	var c status.Change
-	var reason *string
-	for i, dst := range []any{&c.OrderID, &c.Seq, &c.Status, &reason, &c.At} {
+	var reason, traceparent *string
+	for i, dst := range []any{&c.OrderID, &c.Seq, &c.Status, &reason, &c.At, &traceparent}[:len(f)] {
 		if err := json.Unmarshal(f[i], dst); err != nil {
 			return status.Change{}, fmt.Errorf("%w: %q: field %d: %w", ErrBadNotification, payload, i, err)
 		}
@@ -57,6 +59,9 @@ func decodeNotification(payload string) (status.Change, error) {
 	}
 	if reason != nil {
 		c.Reason = *reason
+	}
+	if traceparent != nil {
+		c.Traceparent = *traceparent
 	}
 	return c, nil
 }

@@ -75,7 +75,10 @@ func TestApplyAnnouncesNewChangesOnCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Out of order, and b's cancelled with a reason.
-	if _, err := postgres.New(pool).Save(ctx, tx, c(b, 2, "cancelled", "out_of_stock"), c(a, 2, "reserved", ""), c(b, 1, "pending", ""), c(a, 1, "pending", "")); err != nil {
+	// a's first change came with the trace of the consumer that stored it.
+	traced := c(a, 1, "pending", "")
+	traced.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if _, err := postgres.New(pool).Save(ctx, tx, c(b, 2, "cancelled", "out_of_stock"), c(a, 2, "reserved", ""), c(b, 1, "pending", ""), traced); err != nil {
 		t.Fatal(err)
 	}
 	if got := notifications(t, listener, 200*time.Millisecond); len(got) != 0 {
@@ -89,12 +92,14 @@ func TestApplyAnnouncesNewChangesOnCommit(t *testing.T) {
 		return announced{Order: order, Seq: seq, Status: st, Reason: reason, At: at.Add(time.Duration(seq) * time.Second)}
 	}
 	got := notifications(t, listener, time.Second)
-	want := []announced{ann(a, 1, "pending", nil), ann(a, 2, "reserved", nil), ann(b, 1, "pending", nil), ann(b, 2, "cancelled", &reason)}
+	first := ann(a, 1, "pending", nil)
+	first.Trace = &traced.Traceparent
+	want := []announced{first, ann(a, 2, "reserved", nil), ann(b, 1, "pending", nil), ann(b, 2, "cancelled", &reason)}
 	if diff := cmp.Diff(want, decode(t, got)); diff != "" {
 		t.Errorf("announced after the commit (-want +got):\n%s", diff)
 	}
 	for _, p := range got {
-		if len(p) > 120 {
+		if len(p) > 180 {
 			t.Errorf("payload of %d bytes, want a compact one: %s", len(p), p)
 		}
 	}
@@ -244,6 +249,7 @@ type announced struct {
 	Status string
 	Reason *string
 	At     time.Time
+	Trace  *string
 }
 
 // decode reads payloads as the JSON arrays Apply announces.
@@ -252,8 +258,8 @@ func decode(tb testing.TB, payloads []string) []announced {
 	out := make([]announced, len(payloads))
 	for i, p := range payloads {
 		a := &out[i]
-		fields := []any{&a.Order, &a.Seq, &a.Status, &a.Reason, &a.At}
-		if err := json.Unmarshal([]byte(p), &fields); err != nil || len(fields) != 5 {
+		fields := []any{&a.Order, &a.Seq, &a.Status, &a.Reason, &a.At, &a.Trace}
+		if err := json.Unmarshal([]byte(p), &fields); err != nil || len(fields) != 6 {
 			tb.Fatalf("payload %s: %v", p, err)
 		}
 	}

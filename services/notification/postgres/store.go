@@ -61,9 +61,10 @@ func (s *Store) Save(ctx context.Context, tx pgx.Tx, changes ...status.Change) (
 	cs = slices.CompactFunc(cs, func(a, b status.Change) bool { return a.OrderID == b.OrderID && a.Seq == b.Seq })
 	n := len(cs)
 	ids, customers, statuses, reasons := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	seqs, ats := make([]int64, n), make([]time.Time, n)
+	seqs, ats, traces := make([]int64, n), make([]time.Time, n), make([]string, n)
 	for i, c := range cs {
 		ids[i], customers[i], statuses[i], reasons[i], seqs[i], ats[i] = c.OrderID, c.CustomerID, c.Status, c.Reason, c.Seq, c.At
+		traces[i] = c.Traceparent
 	}
 	// The latest status takes the highest seq of each order in the batch:
 	// one statement may not update a row twice. announced is joined (it is
@@ -73,8 +74,8 @@ func (s *Store) Save(ctx context.Context, tx pgx.Tx, changes ...status.Change) (
 	// (order, seq) order.
 	const q = `
 WITH c AS (
-  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-    WITH ORDINALITY AS c(order_id, seq, status, reason, at, customer_id, n)),
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[])
+    WITH ORDINALITY AS c(order_id, seq, status, reason, at, customer_id, traceparent, n)),
 feed AS (
   INSERT INTO status_feed (order_id, seq, status, reason, at)
   SELECT order_id, seq, status, NULLIF(reason, ''), at FROM c ORDER BY n
@@ -82,7 +83,8 @@ feed AS (
   RETURNING order_id, seq, status, reason, at),
 announced AS (
   SELECT count(pg_notify('` + Channel + `', ` + notificationPayload + `)) AS n
-  FROM (SELECT * FROM feed ORDER BY order_id, seq) f)
+  FROM (SELECT feed.*, NULLIF(c.traceparent, '') AS traceparent
+        FROM feed JOIN c USING (order_id, seq) ORDER BY order_id, seq) f)
 INSERT INTO order_status AS s (order_id, customer_id, status, reason, seq, at)
 SELECT DISTINCT ON (order_id) order_id, customer_id, status, NULLIF(reason, ''), seq, at
 FROM c CROSS JOIN announced ORDER BY order_id, seq DESC
@@ -90,7 +92,7 @@ ON CONFLICT (order_id) DO UPDATE
 SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, reason = EXCLUDED.reason,
     seq = EXCLUDED.seq, at = EXCLUDED.at, updated_at = now()
 WHERE s.seq < EXCLUDED.seq`
-	tag, err := tx.Exec(ctx, q, ids, seqs, statuses, reasons, ats, customers)
+	tag, err := tx.Exec(ctx, q, ids, seqs, statuses, reasons, ats, customers, traces)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: apply %d changes: %w", n, err)
 	}

@@ -26,6 +26,11 @@ type Change struct {
 	Reason string
 	Seq    int64
 	At     time.Time
+	// Traceparent is the W3C trace context of the consumer span that
+	// stored the change, so that its delivery to shoppers joins the
+	// order's trace on whichever replica serves them; "" when unknown (a
+	// change read back from the database).
+	Traceparent string
 }
 
 // Terminal reports whether no status can follow this one (delivered or

@@ -147,6 +147,7 @@ func start(ctx context.Context, environ []string) (*boot.Service, error) {
 		WriteTimeout:   cfg.WriteTimeout,
 		Log:            svc.Log.With("component", "live"),
 		Meter:          meter,
+		Tracer:         svc.Telemetry.TracerProvider.Tracer("github.com/orderly/orderly/services/notification/live"),
 	})
 	if err != nil {
 		_ = svc.Close()
