@@ -3,6 +3,9 @@
 # minimal Debian rootfs from debootstrap, from the Debian mirror this
 # machine's apt uses, imported with `docker import` (no registry needed).
 # The rootfs tarball is kept in CACHE_DIR, so later runs only import it.
+# The host's own trust anchors (/usr/local/share/ca-certificates, e.g. an
+# egress proxy's CA) go into a layer on top, so that builds reach the Go
+# module proxy as the host does; they are not kept in the cached tarball.
 set -euo pipefail
 
 image=${BASE_IMAGE:-orderly-local/debian:bookworm}
@@ -42,4 +45,10 @@ if [[ ! -s $tarball ]]; then
 	tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
 fi
 echo "==> docker import $image"
-"$docker" import "$tarball" "$image" >/dev/null
+"$docker" import "$tarball" "$image-rootfs" >/dev/null
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+cp /usr/local/share/ca-certificates/*.crt "$ctx/" 2>/dev/null || true
+printf 'FROM %s\nCOPY . /usr/local/share/ca-certificates/\nRUN update-ca-certificates >/dev/null\n' "$image-rootfs" |
+	"$docker" build -q --network host -t "$image" -f - "$ctx" >/dev/null
+"$docker" rmi "$image-rootfs" >/dev/null

@@ -4,7 +4,11 @@
 //
 // Usage:
 //
-//	orderly-probe URL
+//	orderly-probe [URL]
+//
+// Without URL it asks the service in its own container: /readyz on the
+// port of HTTP_ADDR, at 127.0.0.1 (the address every HTTP_ADDR a service
+// takes listens on), so one healthcheck fits every service and port.
 //
 // The exit status is 0 when healthy, 1 when not (one line on stderr) and 2
 // on a usage error.
@@ -14,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,16 +32,26 @@ import (
 const timeout = 3 * time.Second
 
 func main() {
-	cli.Exit("orderly-probe", run(os.Args[1:]))
+	cli.Exit("orderly-probe", run(os.Args[1:], os.Getenv("HTTP_ADDR")))
 }
 
-func run(args []string) error {
-	if len(args) != 1 {
-		return cli.Usagef("usage: orderly-probe URL")
+func run(args []string, httpAddr string) error {
+	var raw string
+	switch len(args) {
+	case 0:
+		_, port, err := net.SplitHostPort(httpAddr)
+		if err != nil || port == "" {
+			return cli.Usagef("no URL, and HTTP_ADDR %q has no port", httpAddr)
+		}
+		raw = "http://" + net.JoinHostPort("127.0.0.1", port) + "/readyz"
+	case 1:
+		raw = args[0]
+	default:
+		return cli.Usagef("usage: orderly-probe [URL]")
 	}
-	u, err := url.Parse(args[0])
+	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return cli.Usagef("%q is not an http:// or https:// URL", args[0])
+		return cli.Usagef("%q is not an http:// or https:// URL", raw)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
