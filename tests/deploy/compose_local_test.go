@@ -157,7 +157,7 @@ type promConfig struct {
 }
 
 // TestPrometheusScrapesEveryService: both Prometheus configurations scrape
-// every registry service, labelled with its name, at the address each
+// every registry service, labeled with its name, at the address each
 // compose file gives it, and load the alert rules.
 func TestPrometheusScrapesEveryService(t *testing.T) {
 	t.Parallel()
