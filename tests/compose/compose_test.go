@@ -196,10 +196,14 @@ func followUntilConfirmed(tb testing.TB, base, order, jwt string) {
 	ctx, cancel := context.WithTimeout(context.Background(), settle)
 	defer cancel()
 	u := "ws" + strings.TrimPrefix(base, "http") + "/v1/orders/" + order + "/ws"
-	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + jwt}}}) //nolint:bodyclose // coder/websocket closes it
-	if err != nil {
-		tb.Fatalf("dial %s: %v", u, err)
-	}
+	// The notification service knows the order once OrderPlaced has
+	// reached it; until then the socket answers 404.
+	var c *websocket.Conn
+	poll.UntilNil(tb, settle, "the socket of order "+order, func() error {
+		var err error
+		c, _, err = websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + jwt}}}) //nolint:bodyclose // coder/websocket closes it
+		return err
+	})
 	defer func() { _ = c.CloseNow() }()
 	var seen []string
 	for {
