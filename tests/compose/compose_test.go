@@ -243,7 +243,7 @@ type jaegerTraces struct {
 // service and inventory, which reads OrderPlaced from the broker, so the
 // trace crossed the outbox, RabbitMQ, the collector and Jaeger. (That one
 // trace holds all four services is tests/e2e's to show, with an in-memory
-// exporter in every service; the trace reaching payment and notification
+// exporter in every service; how far the trace reaches beyond them
 // here is logged.)
 var traceSpans = []string{"order", "inventory"}
 
