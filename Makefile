@@ -49,7 +49,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/orderly/orderly/pkg/telemetry.version=$(VERSION) -X github.com/orderly/orderly/pkg/telemetry.revision=$(REVISION)
 
 TEST_TIMEOUT ?= 12m
-# compose-test's bound, a cold machine included (13 min measured on a
+# compose-test's bound, a cold machine included (9 min measured here, 13 on a
 # loaded one, docs/deploy.md), so that .ci/run stays under 40 minutes; on
 # timeout the script still tears the stack down.
 COMPOSE_TEST_TIMEOUT ?= 20m
