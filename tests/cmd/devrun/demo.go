@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -15,25 +12,8 @@ import (
 
 	"github.com/orderly/orderly/pkg/authn"
 	"github.com/orderly/orderly/pkg/boot"
+	democatalog "github.com/orderly/orderly/pkg/demo"
 )
-
-// product is one product of the demo catalog.
-type product struct {
-	SKU        string `json:"-"`
-	Name       string `json:"name"`
-	PriceCents int64  `json:"price_cents"`
-	Currency   string `json:"currency"`
-	Stock      int    `json:"stock"`
-}
-
-// catalog is what `make run` puts on sale.
-var catalog = []product{
-	{"DEMO-MUG", "Orderly mug", 1250, "EUR", 100},
-	{"DEMO-TEE", "Orderly T-shirt", 2400, "EUR", 50},
-	{"DEMO-STICKERS", "Sticker pack", 399, "EUR", 500},
-	{"DEMO-HOODIE", "Orderly hoodie", 5900, "EUR", 20},
-	{"DEMO-LIMITED", "Signed poster (limited)", 9900, "EUR", 3},
-}
 
 // demoCustomer is the subject of the demo customer's token.
 const demoCustomer = "demo-customer"
@@ -69,37 +49,10 @@ func seedDemo(ctx context.Context, orderDBURL string) (demo, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	client := http.Client{Timeout: 5 * time.Second}
 	inventory := "http://127.0.0.1:" + portOf("inventory")
-	var created []string
-	for _, p := range catalog {
-		u := inventory + "/v1/products/" + url.PathEscape(p.SKU)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return d, fmt.Errorf("demo catalog: %w", err)
-		}
-		_ = resp.Body.Close()
-		switch resp.StatusCode {
-		case http.StatusOK:
-			continue // there already; keep the developer's changes
-		case http.StatusNotFound:
-		default:
-			return d, fmt.Errorf("demo catalog: GET %s: %s", u, resp.Status)
-		}
-		body, _ := json.Marshal(p)
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+d.adminToken)
-		resp, err = client.Do(req)
-		if err != nil {
-			return d, fmt.Errorf("demo catalog: %w", err)
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-			return d, fmt.Errorf("demo catalog: PUT %s: %s", u, resp.Status)
-		}
-		created = append(created, p.SKU)
+	created, err := democatalog.Seed(ctx, &http.Client{Timeout: 5 * time.Second}, inventory, d.adminToken)
+	if err != nil {
+		return d, err
 	}
 	if len(created) > 0 {
 		fmt.Printf("devrun: seeded the demo catalog: %s\n", strings.Join(created, ", "))
@@ -115,10 +68,7 @@ func waitCatalog(ctx context.Context, orderDBURL string) error {
 		return fmt.Errorf("demo catalog: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	skus := make([]string, len(catalog))
-	for i, p := range catalog {
-		skus[i] = p.SKU
-	}
+	skus := democatalog.SKUs()
 	for {
 		var n int
 		err := conn.QueryRow(ctx, "SELECT count(*) FROM catalog WHERE sku = ANY($1)", skus).Scan(&n)
@@ -160,7 +110,7 @@ func banner(d demo) string {
 	fmt.Fprintf(&b, "  %-14s http://127.0.0.1:%s/dashboard (sign in with $ORDERLY_ADMIN_TOKEN)\n", "ops dashboard", portOf("notification"))
 
 	fmt.Fprintf(&b, "\nDemo catalog (GET http://127.0.0.1:%s/v1/products):\n", portOf("inventory"))
-	for _, p := range catalog {
+	for _, p := range democatalog.Catalog {
 		fmt.Fprintf(&b, "  %-14s %-26s %8.2f %s\n", p.SKU, p.Name, float64(p.PriceCents)/100, p.Currency)
 	}
 	fmt.Fprintf(&b, "\nTokens (valid %.0f hours): customer %q, and an admin for ship, deliver,\nPUT /v1/products and GET /v1/payments:\n\n", tokenLifetime.Hours(), demoCustomer)

@@ -1,6 +1,7 @@
 // Package cli is the exit-status convention of Orderly's command-line tools
-// (orderly-dlq, orderly-token), so that scripts read them alike: 0 done, 1
-// failed, 2 bad command line, and a failure is one line on stderr.
+// (orderly-dlq, orderly-token, orderly-seed, orderly-probe), so that scripts
+// read them alike: 0 done, 1 failed, 2 bad command line, and a failure is
+// one line on stderr.
 package cli
 
 import (
