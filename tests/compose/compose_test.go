@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,8 +278,9 @@ func findTrace(tb testing.TB, orderID string) {
 	})
 }
 
-// TestPrometheus: Prometheus scrapes every registry service (up == 1) and
-// has loaded the alert rules.
+// TestPrometheus: Prometheus scrapes every registry service (up == 1),
+// evaluates every alert rule without error, and runs every query of the
+// Grafana dashboard.
 func TestPrometheus(t *testing.T) {
 	skipUnlessStack(t)
 	prom := "http://127.0.0.1:" + portOf("PROMETHEUS_PORT", 9090)
@@ -305,25 +307,85 @@ func TestPrometheus(t *testing.T) {
 		}
 		return nil
 	})
-	var rules struct {
-		Data struct {
-			Groups []struct {
-				Name  string `json:"name"`
-				File  string `json:"file"`
-				Rules []any  `json:"rules"`
-			} `json:"groups"`
-		} `json:"data"`
-	}
-	if st := call(t, http.MethodGet, prom+"/api/v1/rules", "", nil, &rules); st != http.StatusOK {
-		t.Fatalf("GET /api/v1/rules = %d", st)
-	}
-	n := 0
-	for _, g := range rules.Data.Groups {
-		if strings.HasSuffix(g.File, "alerts.yml") {
-			n += len(g.Rules)
+	// Prometheus evaluates every rule each evaluation_interval: one whose
+	// query it cannot run reports health "err", which parsing alone (tests/ops)
+	// would not catch.
+	poll.UntilNil(t, settle, "every alert rule evaluated without error", func() error {
+		var rules struct {
+			Data struct {
+				Groups []struct {
+					File  string `json:"file"`
+					Rules []struct {
+						Name      string `json:"name"`
+						Health    string `json:"health"`
+						LastError string `json:"lastError"`
+					} `json:"rules"`
+				} `json:"groups"`
+			} `json:"data"`
+		}
+		if st := call(t, http.MethodGet, prom+"/api/v1/rules", "", nil, &rules); st != http.StatusOK {
+			return fmt.Errorf("GET /api/v1/rules = %d", st)
+		}
+		n := 0
+		for _, g := range rules.Data.Groups {
+			if !strings.HasSuffix(g.File, "alerts.yml") {
+				continue
+			}
+			for _, r := range g.Rules {
+				if r.Health != "ok" {
+					return fmt.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			return errors.New("no rules from alerts.yml")
+		}
+		return nil
+	})
+
+	// Grafana runs only on a laptop (docs/deploy.md); its panels' queries
+	// run here against the same Prometheus, with Grafana's interval
+	// variable as Grafana would fill it.
+	for _, expr := range panelQueries(t) {
+		var r struct {
+			Status string `json:"status"`
+			Error  string `json:"error"`
+		}
+		if st := call(t, http.MethodGet, prom+"/api/v1/query?query="+url.QueryEscape(expr), "", nil, &r); st != http.StatusOK || r.Status != "success" {
+			t.Errorf("dashboard query %s: %d %s %s", expr, st, r.Status, r.Error)
 		}
 	}
-	if n == 0 {
-		t.Errorf("Prometheus has no rules from alerts.yml: %+v", rules.Data.Groups)
+}
+
+// panelQueries are the PromQL queries of every panel of the Grafana
+// dashboard, with $__rate_interval filled in.
+func panelQueries(tb testing.TB) []string {
+	tb.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "dashboards", "orderly.json"))
+	if err != nil {
+		tb.Fatal(err)
 	}
+	var d struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		tb.Fatal(err)
+	}
+	var out []string
+	for _, p := range d.Panels {
+		for _, t := range p.Targets {
+			if t.Expr != "" {
+				out = append(out, strings.ReplaceAll(t.Expr, "$__rate_interval", "1m"))
+			}
+		}
+	}
+	if len(out) == 0 {
+		tb.Fatal("the dashboard has no queries")
+	}
+	return out
 }
