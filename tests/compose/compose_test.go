@@ -278,6 +278,53 @@ func findTrace(tb testing.TB, orderID string) {
 	})
 }
 
+// TestDashboard: the operators' dashboard reads every service's metrics
+// at the addresses compose gives it (NOTIFICATION_DASHBOARD_SOURCES) and
+// shows each service's dead-letter queues, and the outboxes of those that
+// publish.
+func TestDashboard(t *testing.T) {
+	skipUnlessStack(t)
+	admin := token(t, "ops-"+stack.NewUUID(), true)
+	u := serviceURL(t, "notification") + "/v1/dashboard/snapshot"
+	poll.UntilNil(t, settle, "every service read by the dashboard", func() error {
+		var snap struct {
+			Sources []struct {
+				Service string `json:"service"`
+				OK      bool   `json:"ok"`
+				Error   string `json:"error"`
+			} `json:"sources"`
+			DeadLetters []struct {
+				Service string `json:"service"`
+			} `json:"dead_letters"`
+			Outboxes []struct {
+				Service string `json:"service"`
+			} `json:"outboxes"`
+		}
+		if st := call(t, http.MethodGet, u, admin, nil, &snap); st != http.StatusOK {
+			return fmt.Errorf("GET /v1/dashboard/snapshot = %d", st)
+		}
+		read, dlqs := map[string]string{}, map[string]bool{}
+		for _, s := range snap.Sources {
+			read[s.Service] = "failed: " + s.Error
+			if s.OK {
+				read[s.Service] = "ok"
+			}
+		}
+		for _, d := range snap.DeadLetters {
+			dlqs[d.Service] = true
+		}
+		for _, n := range stack.Names() {
+			if read[n] != "ok" || !dlqs[n] {
+				return fmt.Errorf("sources %v, dead letters of %v, outboxes %v: want every service read, with its DLQs", read, dlqs, snap.Outboxes)
+			}
+		}
+		if len(snap.Outboxes) == 0 {
+			return errors.New("no outbox shown")
+		}
+		return nil
+	})
+}
+
 // TestPrometheus: Prometheus scrapes every registry service (up == 1),
 // evaluates every alert rule without error, and runs every query of the
 // Grafana dashboard.
