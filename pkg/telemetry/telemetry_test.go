@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -109,6 +110,41 @@ func TestSetupTracesWithoutExporter(t *testing.T) {
 	defer cancel()
 	if err := shutdown(ctx); err != nil {
 		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// TestSetupHonoursTheSampler: OTEL_TRACES_SAMPLER with a ratio (here 0)
+// leaves an order's root unsampled, with a valid trace id for the logs and
+// for propagation, and every later hop follows the root's decision, so an
+// order is traced whole or not at all (docs/benchmarks.md, ADR 0015).
+func TestSetupHonoursTheSampler(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+	tel, _ := mustSetup(t, Config{Service: "order"})
+	tracer := tel.TracerProvider.Tracer("test")
+
+	ctx, root := tracer.Start(context.Background(), "POST /v1/orders")
+	defer root.End()
+	if sc := root.SpanContext(); !sc.IsValid() || sc.IsSampled() {
+		t.Errorf("root span context %+v: want a valid trace id, not sampled", sc)
+	}
+	_, child := tracer.Start(ctx, "INSERT")
+	defer child.End()
+	if sc := child.SpanContext(); sc.TraceID() != root.SpanContext().TraceID() || sc.IsSampled() {
+		t.Errorf("child span context %+v: want the root's trace, not sampled", sc)
+	}
+
+	// A hop whose upstream sampled the order (its traceparent says so)
+	// traces it too, whatever the ratio.
+	h := map[string]string{}
+	sampled := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	tel.Propagator.Inject(trace.ContextWithRemoteSpanContext(context.Background(), sampled), propagation.MapCarrier(h))
+	_, consumer := tracer.Start(tel.Propagator.Extract(context.Background(), propagation.MapCarrier(h)), "process")
+	defer consumer.End()
+	if sc := consumer.SpanContext(); sc.TraceID() != sampled.TraceID() || !sc.IsSampled() {
+		t.Errorf("span under a sampled traceparent %+v: want its trace, sampled", sc)
 	}
 }
 
