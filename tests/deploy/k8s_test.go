@@ -312,6 +312,62 @@ func TestKustomizeBase(t *testing.T) {
 	}
 }
 
+// TestKustomizeDashboardSources: notification's dashboard reads every
+// registry service's /metrics through that service's cluster-internal
+// <name>-metrics Service, which selects its pods and targets only their
+// admin port; no other Deployment is given the setting.
+func TestKustomizeDashboardSources(t *testing.T) {
+	t.Parallel()
+	m := mustBuild(t, filepath.Join(repoRoot(t), "deploy", "k8s"))
+	sources := map[string]string{}
+	for name, d := range m.deployments {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name != "NOTIFICATION_DASHBOARD_SOURCES" {
+				continue
+			}
+			if name != "notification" {
+				t.Errorf("Deployment %s sets NOTIFICATION_DASHBOARD_SOURCES", name)
+				continue
+			}
+			for _, kv := range strings.Split(e.Value, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				sources[k] = v
+			}
+		}
+	}
+	for _, svc := range mustAppServices(t) {
+		d, ok := m.deployments[svc.name]
+		if !ok {
+			t.Fatalf("no Deployment %s", svc.name)
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		admin := containerPort(c, intstr.FromString("admin"))
+		s, ok := m.services[svc.name+"-metrics"]
+		switch {
+		case !ok:
+			t.Errorf("no Service %s-metrics", svc.name)
+			continue
+		case len(s.Spec.Selector) == 0 || !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)):
+			t.Errorf("Service %s-metrics does not select %s's pods", svc.name, svc.name)
+		}
+		for _, p := range s.Spec.Ports {
+			if containerPort(c, p.TargetPort) != admin {
+				t.Errorf("Service %s-metrics targets port %s, want only the admin port %d", svc.name, p.TargetPort.String(), admin)
+			}
+		}
+		if len(s.Spec.Ports) != 1 {
+			t.Fatalf("Service %s-metrics has %d ports, want the admin port alone", svc.name, len(s.Spec.Ports))
+		}
+		want := fmt.Sprintf("http://%s-metrics:%d/metrics", svc.name, s.Spec.Ports[0].Port)
+		if sources[svc.name] != want {
+			t.Errorf("the dashboard reads %s at %q, want %q", svc.name, sources[svc.name], want)
+		}
+	}
+	if len(sources) != len(mustAppServices(t)) {
+		t.Errorf("the dashboard reads %v, want exactly the registry's services", sources)
+	}
+}
+
 // checkOperationalPorts checks where the kubelet and Prometheus find the
 // service: on the admin listener, which the base sets up (ADMIN_ADDR, a
 // container port named admin on the same port, on all interfaces), with
