@@ -311,21 +311,31 @@ func TestWebSocketWaitsForAStatusNotStoredYet(t *testing.T) {
 	}
 }
 
-// TestWebSocketWaitsOutADatabaseRestart: seq 3 is published while the
-// statuses before it cannot be read (the database restarting). The
-// connection must not send 3 over the gap: it reads again until the
-// database answers, then sends 2 and 3.
-func TestWebSocketWaitsOutADatabaseRestart(t *testing.T) {
-	t.Parallel()
+// gapWhileDown opens a WebSocket on orderA and reads seq 1; then seqs 2
+// and 3 are stored, and 3 is published while the store cannot be read (the
+// database restarting): the gap before 3 has to be read from a store that
+// is down. It returns the store, the hub, the connection and what it read.
+func gapWhileDown(t *testing.T, o live.Options) (*memStore, *testHub, *websocket.Conn, []msg) {
+	t.Helper()
 	store := newMemStore()
 	store.add(change(orderA, 1, "pending"))
-	h := newTestHub(t, store, live.Options{})
+	h := newTestHub(t, store, o)
 	c := dial(t, h.wsURL(orderA, ""))
 	first := readN(t, c, 1)
 	store.add(change(orderA, 2, "reserved"))
 	store.add(change(orderA, 3, "cancelled"))
 	store.setDown(true)
 	h.Publish(change(orderA, 3, "cancelled"))
+	return store, h, c, first
+}
+
+// TestWebSocketWaitsOutADatabaseRestart: seq 3 is published while the
+// statuses before it cannot be read (the database restarting). The
+// connection must not send 3 over the gap: it reads again until the
+// database answers, then sends 2 and 3.
+func TestWebSocketWaitsOutADatabaseRestart(t *testing.T) {
+	t.Parallel()
+	store, _, c, first := gapWhileDown(t, live.Options{})
 	time.Sleep(600 * time.Millisecond) // the restart
 	store.setDown(false)
 	rest, code := readAll(t, c, 10*time.Second)
@@ -340,15 +350,7 @@ func TestWebSocketWaitsOutADatabaseRestart(t *testing.T) {
 // the database is back.
 func TestWebSocketResumesWhenTheGapCannotBeRead(t *testing.T) {
 	t.Parallel()
-	store := newMemStore()
-	store.add(change(orderA, 1, "pending"))
-	h := newTestHub(t, store, live.Options{GapWait: 300 * time.Millisecond})
-	c := dial(t, h.wsURL(orderA, ""))
-	first := readN(t, c, 1)
-	store.add(change(orderA, 2, "reserved"))
-	store.add(change(orderA, 3, "cancelled"))
-	store.setDown(true)
-	h.Publish(change(orderA, 3, "cancelled"))
+	store, h, c, first := gapWhileDown(t, live.Options{GapWait: 300 * time.Millisecond})
 	rest, code := readAll(t, c, 10*time.Second)
 	if got := append(first, rest...); fmt.Sprint(seqs(got)) != "[1]" || code != websocket.StatusTryAgainLater {
 		t.Fatalf("got seqs %v, close %v; want [1], 1013", seqs(got), code)
