@@ -76,7 +76,7 @@ func (t *TrackingTokens) VerifyTicket(scope, ticket string) (string, error) {
 	if strings.Count(ticket, ".") == 2 || len(ticket) > maxTokenLen {
 		return "", fmt.Errorf("authn: %w: %w", ErrUnauthorized, errTicketMalformed)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(ticket)
+	b, err := decodeCanonical(ticket)
 	if err != nil || len(b) <= trackingTokenLen || len(b) > trackingTokenLen+MaxSubjectLen || b[0] != ticketVersion {
 		return "", fmt.Errorf("authn: %w: %w", ErrUnauthorized, errTicketMalformed)
 	}

@@ -41,6 +41,7 @@ func TestTicket(t *testing.T) {
 		{name: "a JWT", scope: "dashboard", ticket: "a.b.c"},
 		{name: "empty", scope: "dashboard", ticket: ""},
 		{name: "garbage", scope: "dashboard", ticket: "!!!"},
+		{name: "newline inside", scope: "dashboard", ticket: ticket[:20] + "\n" + ticket[20:]},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
