@@ -166,6 +166,20 @@ func (e *env) publish(tb testing.TB, msgs ...rabbit.Message) {
 	}
 }
 
+// awaitConsumers waits until queue has n consumers.
+func (e *env) awaitConsumers(tb testing.TB, queue string, n int) {
+	tb.Helper()
+	ch, _, err := e.conn.Channel(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = ch.Close() }()
+	poll.Until(tb, 10*time.Second, fmt.Sprintf("%d consumers on %s", n, queue), func() bool {
+		qi, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		return err == nil && qi.Consumers == n
+	})
+}
+
 func (e *env) count(tb testing.TB, q string, args ...any) int {
 	tb.Helper()
 	var n int
@@ -396,6 +410,9 @@ func TestTwoReplicasSharingTheQueueBothPushEveryChange(t *testing.T) {
 	poll.Until(t, 10*time.Second, "every client subscribed", func() bool {
 		return replicas[0].hub.Stats().WebSocket == orders && replicas[1].hub.Stats().WebSocket == orders
 	})
+	// Both consumers on the queue before anything is published: one that
+	// subscribes late could find the queue drained by the other.
+	e.awaitConsumers(t, consume.SharedQueue().Name, len(replicas))
 	var msgs []rabbit.Message
 	for seq := int64(1); seq <= n; seq++ {
 		st := eventsv1.OrderStatus_ORDER_STATUS_CONFIRMED
